@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from feedback.api.views import LeadConduitFeedbackApi
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("feedback", LeadConduitFeedbackApi.as_view(), name="lc-feedback"),
+    path("api/v1/", include("feedback.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"
+    ),
+]

@@ -1,0 +1,102 @@
+"""`Idempotency-Key` for every POST: a retry with the same key and body gets the
+stored response (with `Idempotency-Replayed: true`) instead of a second write."""
+
+import hashlib
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from feedback.api.auth import KeyPrincipal
+from feedback.api.errors import problem_response
+from feedback.services import (
+    IdempotencyKeyInFlightError,
+    IdempotencyKeyReusedError,
+    StoredResponse,
+    idempotent_call,
+)
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+View = TypeVar("View", bound=APIView)
+Handler = Callable[..., Response]
+
+
+def owner_of(request: Request) -> str:
+    """Keys are scoped to the caller's owner: a buyer's keys share one scope."""
+    user = request.user
+    if isinstance(user, KeyPrincipal):
+        api_key = user.api_key
+        if api_key.buyer_id is not None:
+            return f"buyer:{api_key.buyer_id}"
+        return f"key:{api_key.pk}"
+    return f"user:{getattr(user, 'pk', '')}"
+
+
+def request_fingerprint(request: Request) -> str:
+    digest = hashlib.sha256()
+    for part in (
+        request.method or "",
+        request.path,
+        request.META.get("QUERY_STRING", ""),
+        request.content_type or "",
+    ):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    digest.update(request.body)
+    return digest.hexdigest()
+
+
+def idempotent(method: Handler) -> Handler:
+    """Decorate an APIView's `post` to honour the Idempotency-Key header."""
+
+    @wraps(method)
+    def wrapper(view: APIView, request: Request, *args: Any, **kwargs: Any) -> Response:
+        key = request.headers.get(HEADER)
+        if key is None:
+            return method(view, request, *args, **kwargs)
+        key = key.strip()
+        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+            return problem_response(
+                status.HTTP_400_BAD_REQUEST,
+                f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters.",
+                errors=[{"field": HEADER, "message": "Invalid key."}],
+            )
+        fingerprint = request_fingerprint(request)  # reads the body before parsing
+
+        def handler() -> StoredResponse:
+            response = method(view, request, *args, **kwargs)
+            return StoredResponse(
+                response.status_code, response.data, response.content_type or ""
+            )
+
+        try:
+            stored = idempotent_call(
+                owner=owner_of(request),
+                key=key,
+                request_hash=fingerprint,
+                handler=handler,
+            )
+        except IdempotencyKeyReusedError as exc:
+            return problem_response(
+                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                str(exc),
+                errors=[{"field": HEADER, "message": str(exc)}],
+            )
+        except IdempotencyKeyInFlightError as exc:
+            return problem_response(status.HTTP_409_CONFLICT, str(exc))
+        response = Response(
+            stored.body,
+            status=stored.status_code,
+            content_type=stored.content_type or None,
+        )
+        if stored.replayed:
+            response["Idempotency-Replayed"] = "true"
+        return response
+
+    return wrapper

@@ -1,0 +1,191 @@
+"""Serializers shared by several API classes. Input/Output pairs specific to one API
+live nested in that API class."""
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from feedback.models import EVENT_ID_PATTERN, DeliveryEvent, Feedback, Lead
+from feedback.services import DeliveryInput, as_utc
+from sources.models import Kind
+
+MAX_LEAD_BYTES = 16 * 1024
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class ItemsInputSerializer(serializers.Serializer):
+    """The envelope of a batch: {"items": [...]}, each item validated separately."""
+
+    items = serializers.ListField(
+        child=serializers.JSONField(), allow_empty=False, max_length=1000
+    )
+
+
+class EventInputSerializer(serializers.Serializer):
+    event_id = serializers.RegexField(
+        EVENT_ID_PATTERN,
+        required=False,
+        error_messages={"invalid": "Must be 24 lowercase hexadecimal characters."},
+    )
+    delivered_at = serializers.DateTimeField(required=False)
+    price = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, required=False
+    )
+    buyer = serializers.SlugField(max_length=100)
+    # `source` shadows Field.source in the type stubs, not at run time.
+    source = serializers.SlugField(max_length=100)  # type: ignore[assignment]
+    flow = serializers.SlugField(max_length=100)
+    step = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    reference = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    lead = serializers.DictField(required=False)
+
+    def validate_delivered_at(self, value: Any) -> Any:
+        try:
+            value = as_utc(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        if value > timezone.now() + CLOCK_SKEW:
+            raise serializers.ValidationError("Cannot be in the future.")
+        return value
+
+    def validate_lead(self, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value)) > MAX_LEAD_BYTES:
+            raise serializers.ValidationError(
+                f"Lead data is larger than {MAX_LEAD_BYTES // 1024} KB."
+            )
+        lead_id = value.get("id")
+        if lead_id is not None and (
+            not isinstance(lead_id, str | int) or not str(lead_id).strip()
+        ):
+            raise serializers.ValidationError({"id": "Must be a non-empty string."})
+        if lead_id is not None and len(str(lead_id)) > 64:
+            raise serializers.ValidationError({"id": "At most 64 characters."})
+        return value
+
+    def to_delivery_input(self) -> DeliveryInput:
+        data = self.validated_data
+        lead = dict(data.get("lead") or {})
+        lead_id = lead.pop("id", None)
+        return DeliveryInput(
+            event_id=data.get("event_id"),
+            delivered_at=data.get("delivered_at"),
+            price=data.get("price") or Decimal("0"),
+            buyer=data["buyer"],
+            source=data["source"],
+            flow=data["flow"],
+            step=data.get("step", ""),
+            reference=data.get("reference", ""),
+            lead_id=str(lead_id) if lead_id is not None else None,
+            lead_data=lead,
+        )
+
+
+class EventOutputSerializer(serializers.ModelSerializer[DeliveryEvent]):
+    buyer = serializers.CharField(source="buyer.slug", read_only=True)
+    source = serializers.CharField(  # type: ignore[assignment]
+        source="source.slug", read_only=True
+    )
+    flow = serializers.CharField(source="flow.slug", read_only=True)
+    lead = serializers.SerializerMethodField()
+    recorded_at = serializers.DateTimeField(source="created_at", read_only=True)
+
+    class Meta:
+        model = DeliveryEvent
+        fields = [
+            "event_id",
+            "delivered_at",
+            "price",
+            "buyer",
+            "source",
+            "flow",
+            "step",
+            "reference",
+            "lead",
+            "recorded_at",
+        ]
+
+    def get_lead(self, event: DeliveryEvent) -> dict[str, Any]:
+        return {"id": event.lead.public_id, **event.lead.data}
+
+
+LEAD_SUMMARY_FIELDS = ("first_name", "last_name", "email", "phone_1")
+
+
+def lead_summary(lead: Lead) -> dict[str, Any]:
+    """The lead as LeadConduit's feedback response shows it."""
+    summary: dict[str, Any] = {"id": lead.public_id}
+    for name in LEAD_SUMMARY_FIELDS:
+        if lead.data.get(name) not in (None, ""):
+            summary[name] = lead.data[name]
+    return summary
+
+
+class FeedbackInputSerializer(serializers.Serializer):
+    """The contract of one feedback. Values are checked by feedback_receive, which
+    every channel shares; this class documents them and refuses unknown fields."""
+
+    event_id = serializers.CharField(
+        required=False, help_text="The delivery's event id (or send reference)."
+    )
+    reference = serializers.CharField(
+        required=False, help_text="Your own id for the lead, stored on the delivery."
+    )
+    type = serializers.ChoiceField(
+        choices=Kind.choices, required=False, help_text="Or send outcome_code."
+    )
+    outcome_code = serializers.CharField(
+        required=False, help_text="A code from the vocabulary; implies the type."
+    )
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=255)
+    revenue = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True
+    )
+    quality_score = serializers.IntegerField(
+        min_value=1, max_value=5, required=False, allow_null=True
+    )
+    occurred_at = serializers.DateTimeField(required=False, allow_null=True)
+    custom = serializers.DictField(required=False, help_text="JSON object, ≤ 4 KB.")
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class FeedbackItemsInputSerializer(serializers.Serializer):
+    items = FeedbackInputSerializer(many=True)
+
+
+class FeedbackOutputSerializer(serializers.ModelSerializer[Feedback]):
+    feedback_id = serializers.UUIDField(source="public_id", read_only=True)
+    event_id = serializers.CharField(source="delivery.event_id", read_only=True)
+    reference = serializers.CharField(source="delivery.reference", read_only=True)
+    type = serializers.CharField(source="kind", read_only=True)
+    outcome_code: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="code", read_only=True
+    )
+    lead = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Feedback
+        fields = [
+            "feedback_id",
+            "event_id",
+            "reference",
+            "type",
+            "outcome_code",
+            "reason",
+            "revenue",
+            "quality_score",
+            "occurred_at",
+            "received_at",
+            "custom",
+            "note",
+            "channel",
+            "outcome",
+            "outcome_reason",
+            "lead",
+        ]
+
+    def get_lead(self, feedback: Feedback) -> dict[str, Any]:
+        return lead_summary(feedback.lead)

@@ -1,0 +1,422 @@
+import uuid
+
+from django.conf import settings
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+    validate_slug,
+)
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from sources.models import Kind, Source
+
+EVENT_ID_PATTERN = r"^[0-9a-f]{24}$"
+validate_event_id = RegexValidator(
+    EVENT_ID_PATTERN, "An event id is 24 lowercase hexadecimal characters."
+)
+
+
+class Flow(models.Model):
+    """The seller's routing pipeline a lead went through. Leadback does not route."""
+
+    slug = models.SlugField(max_length=100, unique=True, validators=[validate_slug])
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Buyer(models.Model):
+    """An organisation that receives leads and reports feedback about them."""
+
+    slug = models.SlugField(max_length=100, unique=True, validators=[validate_slug])
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(
+        default=True, help_text="Inactive buyers cannot log in or use their API keys."
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        through="BuyerMembership",
+        related_name="buyers",
+        blank=True,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BuyerPolicy(models.Model):
+    """What feedback a buyer may send, per kind, optionally narrowed to one flow.
+
+    A flow-specific row wins over the buyer-wide row (flow empty). With no row at
+    all, the kind is allowed with the default return age.
+    """
+
+    DEFAULT_MAX_AGE_DAYS = 90
+
+    buyer = models.ForeignKey(Buyer, on_delete=models.CASCADE, related_name="policies")
+    flow = models.ForeignKey(
+        Flow,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Leave empty for the buyer-wide policy.",
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    enabled = models.BooleanField(default=True)
+    max_age_days = models.PositiveIntegerField(
+        "maximum return age (days)",
+        default=DEFAULT_MAX_AGE_DAYS,
+        validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="Returns are refused this many days after delivery.",
+    )
+    rules = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Optional rule set that feedback must pass (advanced mode).",
+    )
+
+    class Meta:
+        verbose_name = "buyer policy"
+        verbose_name_plural = "buyer policies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["buyer", "kind"],
+                condition=Q(flow__isnull=True),
+                name="buyer_policy_one_default_per_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["buyer", "flow", "kind"],
+                condition=Q(flow__isnull=False),
+                name="buyer_policy_one_per_flow_and_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        scope = f" on {self.flow}" if self.flow_id else ""
+        state = "enabled" if self.enabled else "disabled"
+        return f"{self.get_kind_display()}{scope}: {state}"
+
+
+class BuyerMembership(models.Model):
+    """A portal user working for a buyer. A user may belong to several buyers."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    buyer = models.ForeignKey(
+        Buyer, on_delete=models.CASCADE, related_name="memberships"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "buyer"], name="buyer_membership_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.buyer}"
+
+
+class ApiKey(models.Model):
+    """A credential for the API. Only a SHA-256 hash of the key is stored."""
+
+    class Scope(models.TextChoices):
+        BUYER = "buyer", "Buyer (sends feedback, reads its deliveries)"
+        INTEGRATION = "integration", "Integration (records delivery events)"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    scope = models.CharField(max_length=20, choices=Scope.choices)
+    buyer = models.ForeignKey(
+        Buyer,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="api_keys",
+    )
+    prefix = models.CharField(
+        max_length=16,
+        db_index=True,
+        editable=False,
+        help_text="Visible start of the key.",
+    )
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(scope="buyer") & Q(buyer__isnull=False))
+                | (Q(scope="integration") & Q(buyer__isnull=True)),
+                name="api_key_scope_matches_buyer",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Lead(models.Model):
+    """A person's record as the seller received it from a source."""
+
+    public_id = models.CharField(
+        "lead id",
+        max_length=64,
+        unique=True,
+        help_text="The seller's lead id; links the deliveries of one lead.",
+    )
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="leads")
+    flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="leads")
+    data = models.JSONField(default=dict, blank=True)
+    # Normalised copies of data.email / data.phone_1 so search can use an index.
+    email_normalized = models.CharField(max_length=254, blank=True, db_index=True)
+    phone_normalized = models.CharField(max_length=20, blank=True, db_index=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["source", "received_at"])]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def display_name(self) -> str:
+        first = str(self.data.get("first_name") or "")
+        last = str(self.data.get("last_name") or "")
+        return f"{first} {last}".strip()
+
+
+class DeliveryEvent(models.Model):
+    """One delivery of a lead to a buyer. Feedback quotes its event id."""
+
+    event_id = models.CharField(
+        max_length=24, unique=True, validators=[validate_event_id]
+    )
+    lead = models.ForeignKey(Lead, on_delete=models.PROTECT, related_name="deliveries")
+    buyer = models.ForeignKey(
+        Buyer, on_delete=models.PROTECT, related_name="deliveries"
+    )
+    # Copied from the lead so scoping and reports group without joining leads.
+    source = models.ForeignKey(
+        Source, on_delete=models.PROTECT, related_name="deliveries"
+    )
+    flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="deliveries")
+    step = models.CharField("step name", max_length=200, blank=True)
+    reference = models.CharField(
+        max_length=200, blank=True, help_text="The buyer's own id for the lead."
+    )
+    price = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        default=0,
+        validators=[MinValueValidator(0)],
+    )
+    delivered_at = models.DateTimeField(default=timezone.now)
+    # SHA-256 of the recorded payload: a repeat with the same event id and another
+    # payload is a conflict, the same payload is a harmless retry.
+    payload_hash = models.CharField(max_length=64, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "delivery event"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(event_id__regex=EVENT_ID_PATTERN),
+                name="delivery_event_id_format",
+            ),
+            models.CheckConstraint(
+                condition=Q(price__gte=0), name="delivery_price_not_negative"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["buyer", "-delivered_at"]),
+            models.Index(fields=["buyer", "reference"]),
+            models.Index(fields=["source", "delivered_at"]),
+            models.Index(fields=["flow", "delivered_at"]),
+            models.Index(fields=["delivered_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.event_id
+
+
+class OutcomeCode(models.Model):
+    """A disposition from the managed vocabulary. Each code implies a kind."""
+
+    code = models.SlugField(max_length=50, unique=True, validators=[validate_slug])
+    label = models.CharField(max_length=100)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    description = models.CharField(max_length=300, blank=True)
+    is_active = models.BooleanField(default=True)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "code"]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class Feedback(models.Model):
+    """What a buyer reported about one delivery ("feedback received" event).
+
+    Refused feedback is stored too (outcome failure): it is reported on.
+    """
+
+    class Channel(models.TextChoices):
+        API = "api", "JSON API"
+        LC_COMPAT = "lc-compat", "LeadConduit-compatible URL"
+        PORTAL = "portal", "Portal"
+        CSV = "csv", "CSV import"
+        ADMIN = "admin", "Admin"
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success", "Accepted"
+        FAILURE = "failure", "Refused"
+        ERROR = "error", "Error"
+
+    public_id = models.UUIDField(
+        "feedback id", default=uuid.uuid4, unique=True, editable=False
+    )
+    delivery = models.ForeignKey(
+        DeliveryEvent, on_delete=models.PROTECT, related_name="feedback"
+    )
+    # Copied from the delivery so lists and reports need no joins.
+    lead = models.ForeignKey(Lead, on_delete=models.PROTECT, related_name="feedback")
+    buyer = models.ForeignKey(Buyer, on_delete=models.PROTECT, related_name="feedback")
+    source = models.ForeignKey(
+        Source, on_delete=models.PROTECT, related_name="feedback"
+    )
+    flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="feedback")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    outcome_code = models.ForeignKey(
+        OutcomeCode,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="feedback",
+    )
+    reason = models.CharField(max_length=255, blank=True)
+    revenue = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+    )
+    quality_score = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(5)]
+    )
+    occurred_at = models.DateTimeField(
+        default=timezone.now, help_text="When it happened at the buyer."
+    )
+    received_at = models.DateTimeField(default=timezone.now, editable=False)
+    custom = models.JSONField(default=dict, blank=True)
+    note = models.TextField(blank=True)
+    channel = models.CharField(max_length=20, choices=Channel.choices)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    outcome_reason = models.CharField(
+        max_length=500, blank=True, help_text="Why the feedback was refused."
+    )
+    api_key = models.ForeignKey(
+        ApiKey,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name_plural = "feedback"
+        constraints = [
+            # A delivery can be returned successfully once; the database holds the
+            # line when two returns race.
+            models.UniqueConstraint(
+                fields=["delivery"],
+                condition=Q(kind="return", outcome="success"),
+                name="feedback_one_successful_return",
+            ),
+            models.CheckConstraint(
+                condition=Q(revenue__isnull=True) | Q(revenue__gte=0),
+                name="feedback_revenue_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(quality_score__isnull=True)
+                | Q(quality_score__gte=1, quality_score__lte=5),
+                name="feedback_quality_score_1_to_5",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["buyer", "-received_at"]),
+            models.Index(fields=["delivery", "kind"]),
+            models.Index(fields=["source", "received_at"]),
+            models.Index(fields=["received_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of {self.delivery_id} ({self.outcome})"
+
+
+class IdempotencyKey(models.Model):
+    """A POST's Idempotency-Key and the response it got, replayed on a retry.
+
+    Scoped to the caller's owner (a buyer, an integration key or a user) so two
+    buyers can pick the same key without seeing each other's answers.
+    """
+
+    owner = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    content_type = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "idempotency key"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "key"], name="idempotency_key_unique_per_owner"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner}:{self.key}"

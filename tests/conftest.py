@@ -1,0 +1,166 @@
+"""Shared fixtures: personas (two buyers who must not see each other, a staff user),
+API clients authenticated by key, and the switch for service-marked tests."""
+
+import os
+
+import pytest
+from rest_framework.test import APIClient
+
+from feedback.models import ApiKey
+from feedback.services import api_key_create
+from tests.factories import BuyerFactory, BuyerMembershipFactory, UserFactory
+
+SERVICES_CONFIGURED = bool(
+    os.environ.get("DATABASE_URL", "").startswith("postgres")
+    and os.environ.get("CELERY_BROKER_URL", "").startswith(("redis", "amqp"))
+)
+
+
+# CI's second run sets LEADBACK_REQUIRE_SERVICES=1: there a service-marked test that
+# skips (for any reason) is a failure, so the real-component tests cannot go missing.
+REQUIRE_SERVICES = os.environ.get("LEADBACK_REQUIRE_SERVICES") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    if SERVICES_CONFIGURED:
+        return
+    if REQUIRE_SERVICES:
+        raise pytest.UsageError(
+            "LEADBACK_REQUIRE_SERVICES=1 needs DATABASE_URL (postgres) and "
+            "CELERY_BROKER_URL (redis or amqp)."
+        )
+    skip = pytest.mark.skip(
+        reason="needs PostgreSQL and a broker: set DATABASE_URL and CELERY_BROKER_URL"
+    )
+    for item in items:
+        if "service" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_SERVICES and report.skipped and "service" in item.keywords:
+        report.outcome = "failed"
+        report.longrepr = f"service-marked test skipped: {report.longrepr}"
+
+
+@pytest.fixture
+def buyer(db):
+    return BuyerFactory(slug="acme-insurance", name="Acme Insurance")
+
+
+@pytest.fixture
+def other_buyer(db):
+    return BuyerFactory(slug="zenith-direct", name="Zenith Direct")
+
+
+@pytest.fixture
+def buyer_user(buyer):
+    user = UserFactory(username="alice")
+    BuyerMembershipFactory(user=user, buyer=buyer)
+    return user
+
+
+@pytest.fixture
+def other_buyer_user(other_buyer):
+    user = UserFactory(username="bob")
+    BuyerMembershipFactory(user=user, buyer=other_buyer)
+    return user
+
+
+@pytest.fixture
+def staff_user(db):
+    return UserFactory(username="admin", is_staff=True, is_superuser=True)
+
+
+def _client_for(raw_key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=raw_key)
+    return client
+
+
+@pytest.fixture
+def integration_key(db):
+    return api_key_create(scope=ApiKey.Scope.INTEGRATION, name="distribution")
+
+
+@pytest.fixture
+def integration_client(integration_key):
+    return _client_for(integration_key[1])
+
+
+@pytest.fixture
+def buyer_key(buyer):
+    return api_key_create(scope=ApiKey.Scope.BUYER, name="crm", buyer=buyer)
+
+
+@pytest.fixture
+def buyer_client(buyer_key):
+    return _client_for(buyer_key[1])
+
+
+@pytest.fixture
+def other_buyer_key(other_buyer):
+    return api_key_create(scope=ApiKey.Scope.BUYER, name="crm", buyer=other_buyer)
+
+
+@pytest.fixture
+def other_buyer_client(other_buyer_key):
+    return _client_for(other_buyer_key[1])
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """A real Celery worker process on the configured broker and the test database."""
+    import subprocess
+    import sys
+    import time
+
+    from django.db import connection
+
+    from config.celery import app
+
+    settings_dict = connection.settings_dict
+    database_url = (
+        f"postgres://{settings_dict['USER']}@{settings_dict['HOST']}:"
+        f"{settings_dict['PORT']}/{settings_dict['NAME']}"
+    )
+    hostname = f"test-{os.getpid()}@%h"
+    log = (tmp_path / "worker.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=1",
+            f"--hostname={hostname}",
+            "--loglevel=INFO",
+        ],
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    replies: list[dict] = []
+    while time.monotonic() < deadline and not replies:
+        if process.poll() is not None:
+            raise RuntimeError((tmp_path / "worker.log").read_text())
+        replies = app.control.ping(timeout=1.0) or []
+    if not replies:
+        process.kill()
+        raise RuntimeError(
+            "worker did not answer: " + (tmp_path / "worker.log").read_text()
+        )
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

@@ -1,0 +1,129 @@
+"""factory_boy factories for the domain. Persona helpers live in conftest.py."""
+
+import secrets
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from feedback.models import (
+    Buyer,
+    BuyerMembership,
+    BuyerPolicy,
+    DeliveryEvent,
+    Feedback,
+    Flow,
+    Lead,
+)
+from sources.models import Kind, Source
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda o: f"{o.username}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", "correct-horse-9")
+
+    @factory.post_generation
+    def _save(obj, create, extracted, **kwargs):
+        if create:
+            obj.save()
+
+
+class SourceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Source
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"source-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.replace("-", " ").title())
+
+
+class FlowFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Flow
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"flow-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.replace("-", " ").title())
+
+
+class BuyerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Buyer
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"buyer-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.replace("-", " ").title())
+
+
+class BuyerPolicyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = BuyerPolicy
+
+    buyer = factory.SubFactory(BuyerFactory)
+    kind = Kind.RETURN
+    enabled = True
+
+
+class BuyerMembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = BuyerMembership
+
+    user = factory.SubFactory(UserFactory)
+    buyer = factory.SubFactory(BuyerFactory)
+
+
+class LeadFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Lead
+
+    public_id = factory.LazyFunction(lambda: secrets.token_hex(12))
+    source = factory.SubFactory(SourceFactory)
+    flow = factory.SubFactory(FlowFactory)
+    data = factory.Sequence(
+        lambda n: {
+            "first_name": "Mel",
+            "last_name": f"Tester{n}",
+            "email": f"mel{n}@example.com",
+            "phone_1": f"512555{n % 10000:04d}",
+            "state": "TX",
+        }
+    )
+    email_normalized = factory.LazyAttribute(lambda o: o.data["email"].lower())
+    phone_normalized = factory.LazyAttribute(lambda o: o.data["phone_1"])
+
+
+class DeliveryEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DeliveryEvent
+
+    event_id = factory.LazyFunction(lambda: secrets.token_hex(12))
+    lead = factory.SubFactory(LeadFactory)
+    buyer = factory.SubFactory(BuyerFactory)
+    source = factory.SelfAttribute("lead.source")
+    flow = factory.SelfAttribute("lead.flow")
+    step = "Deliver"
+    reference = factory.Sequence(lambda n: f"CRM-{n}")
+    price = Decimal("25.00")
+    delivered_at = factory.LazyFunction(timezone.now)
+
+
+class FeedbackFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Feedback
+
+    delivery = factory.SubFactory(DeliveryEventFactory)
+    lead = factory.SelfAttribute("delivery.lead")
+    buyer = factory.SelfAttribute("delivery.buyer")
+    source = factory.SelfAttribute("delivery.source")
+    flow = factory.SelfAttribute("delivery.flow")
+    kind = Kind.CONVERSION
+    channel = Feedback.Channel.API
+    outcome = Feedback.Outcome.SUCCESS
+    occurred_at = factory.LazyFunction(timezone.now)

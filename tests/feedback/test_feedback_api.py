@@ -1,0 +1,268 @@
+"""The JSON feedback API: POST and GET /api/v1/feedback (DESIGN §4.2)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from feedback.models import BuyerPolicy, Feedback
+from sources.models import Kind
+from tests.factories import DeliveryEventFactory, FeedbackFactory
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/feedback"
+
+
+@pytest.fixture
+def delivery(buyer):
+    return DeliveryEventFactory(buyer=buyer)
+
+
+def post(client, payload, **headers):
+    return client.post(URL, payload, format="json", **headers)
+
+
+def test_accepted_feedback_is_201_with_the_feedback(buyer_client, delivery):
+    response = post(
+        buyer_client,
+        {
+            "event_id": delivery.event_id,
+            "type": "conversion",
+            "revenue": "1250.00",
+            "quality_score": 5,
+            "custom": {"plan": "gold"},
+        },
+    )
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    feedback = Feedback.objects.get()
+    assert body["feedback_id"] == str(feedback.public_id)
+    assert body["event_id"] == delivery.event_id
+    assert body["reference"] == delivery.reference
+    assert body["type"] == "conversion"
+    assert body["revenue"] == "1250.00"
+    assert body["outcome"] == "success"
+    assert body["lead"]["id"] == delivery.lead.public_id
+    assert feedback.channel == Feedback.Channel.API
+
+
+def test_by_reference_with_outcome_code(buyer_client, delivery):
+    response = post(
+        buyer_client, {"reference": delivery.reference, "outcome_code": "duplicate"}
+    )
+
+    assert response.status_code == 201
+    assert response.json()["type"] == "return"
+    assert response.json()["outcome_code"] == "duplicate"
+
+
+def test_refused_is_422_problem_with_feedback_id(buyer_client, delivery):
+    response = post(
+        buyer_client, {"event_id": delivery.event_id, "type": "return", "revenue": "-5"}
+    )
+
+    assert response.status_code == 422
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["errors"] == [{"field": "revenue", "message": "Cannot be negative."}]
+    assert body["outcome"] == "failure"
+    stored = Feedback.objects.get(public_id=body["feedback_id"])
+    assert stored.outcome == Feedback.Outcome.FAILURE
+
+
+def test_duplicate_return_is_409(buyer_client, delivery):
+    post(buyer_client, {"event_id": delivery.event_id, "type": "return"})
+
+    response = post(buyer_client, {"event_id": delivery.event_id, "type": "return"})
+
+    assert response.status_code == 409
+    assert response.json()["detail"] == "event_id: Lead already returned"
+
+
+def test_forbidden_kind_is_409(buyer, buyer_client, delivery):
+    BuyerPolicy.objects.create(buyer=buyer, kind=Kind.STATUS, enabled=False)
+
+    response = post(buyer_client, {"event_id": delivery.event_id, "type": "status"})
+
+    assert response.status_code == 409
+    assert "Feedback is forbidden" in response.json()["detail"]
+
+
+def test_unknown_event_is_404_problem(buyer_client):
+    response = post(buyer_client, {"event_id": "d" * 24, "type": "return"})
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "event_id"
+
+
+def test_unknown_fields_are_refused_by_name(buyer_client, delivery):
+    response = post(
+        buyer_client,
+        {"event_id": delivery.event_id, "type": "conversion", "revenu": "10"},
+    )
+
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "revenu", "message": "Unknown field."}
+    ]
+    assert Feedback.objects.count() == 0
+
+
+def test_not_an_object_is_422(buyer_client):
+    response = post(buyer_client, ["a", "b"])
+
+    assert response.status_code == 422
+
+
+def test_integration_key_cannot_post_feedback(integration_client, delivery):
+    response = post(
+        integration_client, {"event_id": delivery.event_id, "type": "return"}
+    )
+
+    assert response.status_code == 403
+
+
+def test_items_one_bad_item_does_not_sink_the_others(buyer_client, buyer):
+    deliveries = [DeliveryEventFactory(buyer=buyer) for _ in range(3)]
+    items = [
+        {"event_id": deliveries[0].event_id, "type": "conversion", "revenue": "10"},
+        {"event_id": deliveries[1].event_id, "type": "return", "quality_score": 9},
+        {"event_id": "e" * 24, "type": "return"},
+        {"reference": deliveries[2].reference, "type": "status", "typo": 1},
+        {"reference": deliveries[2].reference, "type": "status"},
+    ]
+
+    response = post(buyer_client, {"items": items})
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert [r["status"] for r in body["results"]] == [201, 422, 404, 422, 201]
+    assert [r["index"] for r in body["results"]] == [0, 1, 2, 3, 4]
+    assert body["results"][1]["errors"][0]["field"] == "items.1.quality_score"
+    assert body["results"][3]["errors"][0]["field"] == "items.3.typo"
+    assert body["results"][0]["feedback"]["revenue"] == "10.00"
+    assert (body["accepted"], body["refused"]) == (2, 3)
+    # accepted twice, refused quality score stored; 404 and unknown field not stored
+    assert Feedback.objects.count() == 3
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"items": []}, "items"),
+        ({"items": "x"}, "items"),
+        ({"items": [{}], "extra": 1}, "items"),
+    ],
+)
+def test_bad_items_envelope_is_422(buyer_client, payload, field):
+    response = post(buyer_client, payload)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_more_than_1000_items_is_refused(buyer_client, delivery):
+    items = [{"event_id": delivery.event_id, "type": "status"}] * 1001
+
+    response = post(buyer_client, {"items": items})
+
+    assert response.status_code == 422
+    assert "1000" in response.json()["detail"]
+    assert Feedback.objects.count() == 0
+
+
+def test_list_is_scoped_filtered_and_paginated(
+    buyer, other_buyer, buyer_client, delivery
+):
+    now = timezone.now()
+    conversion = FeedbackFactory(delivery=delivery, kind=Kind.CONVERSION)
+    refused = FeedbackFactory(
+        delivery=delivery, kind=Kind.RETURN, outcome=Feedback.Outcome.FAILURE
+    )
+    old = FeedbackFactory(
+        delivery=DeliveryEventFactory(buyer=buyer), received_at=now - timedelta(days=10)
+    )
+    FeedbackFactory(delivery=DeliveryEventFactory(buyer=other_buyer))
+
+    def ids(query):
+        response = buyer_client.get(URL, query)
+        assert response.status_code == 200, response.content
+        return {row["feedback_id"] for row in response.json()["results"]}
+
+    assert ids({}) == {str(f.public_id) for f in (conversion, refused, old)}
+    assert ids({"kind": "return"}) == {str(refused.public_id)}
+    assert ids({"outcome": "success", "event_id": delivery.event_id}) == {
+        str(conversion.public_id)
+    }
+    assert ids({"reference": old.delivery.reference}) == {str(old.public_id)}
+    since = (now - timedelta(days=1)).isoformat()
+    assert ids({"since": since}) == {str(conversion.public_id), str(refused.public_id)}
+    assert ids({"until": since}) == {str(old.public_id)}
+
+    first_page = buyer_client.get(URL, {"page_size": 2}).json()
+    assert len(first_page["results"]) == 2
+    second_page = buyer_client.get(first_page["next"]).json()
+    assert len(second_page["results"]) == 1
+    assert second_page["next"] is None
+
+
+def test_list_rejects_bad_filter_values(buyer_client):
+    response = buyer_client.get(URL, {"kind": "refund"})
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "kind"
+
+
+def test_detail_is_scoped(buyer, buyer_client, other_buyer_client, delivery):
+    feedback = FeedbackFactory(delivery=delivery)
+
+    own = buyer_client.get(f"{URL}/{feedback.public_id}")
+    foreign = other_buyer_client.get(f"{URL}/{feedback.public_id}")
+    unknown = other_buyer_client.get(f"{URL}/00000000-0000-4000-8000-000000000000")
+
+    assert own.status_code == 200
+    assert own.json()["feedback_id"] == str(feedback.public_id)
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.json() == unknown.json()
+
+
+def test_integration_key_reads_all_feedback(integration_client, buyer, other_buyer):
+    FeedbackFactory(delivery=DeliveryEventFactory(buyer=buyer))
+    FeedbackFactory(delivery=DeliveryEventFactory(buyer=other_buyer))
+
+    response = integration_client.get(URL)
+
+    assert len(response.json()["results"]) == 2
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0374-08-03T00:47:44.546-08:14",
+        "2093-02-23T20:56:18.90098-23:41",
+        "0001-01-01T00:00:00+05:00",
+    ],
+)
+def test_odd_offsets_in_filters_are_read_in_utc_or_refused(buyer_client, value):
+    response = buyer_client.get(URL, {"since": value, "until": value})
+
+    assert response.status_code in (200, 422), response.content
+
+
+def test_odd_offsets_in_occurred_at_are_refused_or_stored_in_utc(
+    buyer_client, delivery
+):
+    response = post(
+        buyer_client,
+        {
+            "event_id": delivery.event_id,
+            "type": "status",
+            "occurred_at": "0001-01-01T00:00:00+05:00",
+        },
+    )
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "occurred_at"

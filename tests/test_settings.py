@@ -1,0 +1,137 @@
+"""Settings come from the environment; production values pass the deploy checks."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+PRODUCTION_ENV = {
+    "DEBUG": "false",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "ALLOWED_HOSTS": "leadback.example.com",
+    "LEADBACK_HTTPS": "true",
+    "DATABASE_URL": "postgres://leadback@db.example.com:5432/leadback",
+    "CELERY_BROKER_URL": "redis://redis.example.com:6379/0",
+}
+
+
+def test_check_deploy_passes_with_production_values(tmp_path):
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={**PRODUCTION_ENV, "LEADBACK_VAR_DIR": str(tmp_path)},
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_fails_with_embedded_defaults(tmp_path):
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={"LEADBACK_VAR_DIR": str(tmp_path)},
+    )
+
+    assert result.returncode != 0
+    assert "security.W009" in result.stderr  # the embedded SECRET_KEY
+    assert "security.W004" in result.stderr  # no HSTS without LEADBACK_HTTPS
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DEBUG", "maybe", "DEBUG must be true or false"),
+        ("DATABASE_CONN_MAX_AGE", "soon", "DATABASE_CONN_MAX_AGE must be an integer"),
+    ],
+)
+def test_bad_setting_values_are_named(tmp_path, name, value, message):
+    result = run_manage("check", env={name: value, "LEADBACK_VAR_DIR": str(tmp_path)})
+
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_settings_read_from_environment(tmp_path):
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, s.TIME_ZONE, "
+        "s.ALLOWED_HOSTS, s.LEADBACK_OUTBOUND_ALLOWLIST, s.DEBUG)"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "LEADBACK_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": "postgres://u@h:5432/d",
+        "CELERY_BROKER_URL": "amqp://guest@localhost//",
+        "TIME_ZONE": "America/Chicago",
+        "ALLOWED_HOSTS": "a.example, b.example",
+        "LEADBACK_OUTBOUND_ALLOWLIST": "127.0.0.1/32,10.1.0.0/16",
+        "DEBUG": "true",
+    }
+
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert result.stdout.split(" ", 3)[:3] == [
+        "django.db.backends.postgresql",
+        "amqp://guest@localhost//",
+        "America/Chicago",
+    ]
+    assert "['a.example', 'b.example']" in result.stdout
+    assert "['127.0.0.1/32', '10.1.0.0/16']" in result.stdout
+    assert result.stdout.strip().endswith("True")
+
+
+def test_embedded_defaults_need_no_server(tmp_path):
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DATABASES['default']['NAME']); print(s.CELERY_BROKER_URL)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={
+            "PATH": os.environ["PATH"],
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "LEADBACK_VAR_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    database, broker = result.stdout.split()
+    assert database == str(tmp_path / "leadback.sqlite3")
+    assert broker == "filesystem://"
+    assert (tmp_path / "broker" / "queue").is_dir()
