@@ -1,0 +1,1285 @@
+"""Configuration as code (DESIGN §9): buyers and sources as one JSON document.
+
+`config_export` writes the document; `config_import` validates the whole of it
+(JSON Schema, then the checks a schema cannot express) and only then creates or
+updates buyers and sources by slug, in one transaction. The format is described
+in docs/configuration.md.
+"""
+
+import copy
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email, validate_slug
+from django.db import transaction
+from django.db.models import Prefetch, QuerySet
+from jsonschema import Draft202012Validator
+
+from feedback.models import Buyer, BuyerPolicy, Flow
+from feedback.services import flow_get_or_create
+from sources.models import Kind, Source
+
+Document = dict[str, Any]
+JsonPath = tuple[str | int, ...]
+
+REDACTED = "<redacted>"
+
+# Every secret in the document, as a path where "*" stands for each item of a
+# list. Export writes REDACTED there unless asked for secrets; import reads
+# REDACTED back as "keep the stored value". Buyers and sources hold no secrets
+# yet; the feedback configs will once they are stored.
+SECRET_PATHS: tuple[tuple[str, ...], ...] = (
+    ("sources", "*", "feedback", "*", "auth", "password"),
+    ("sources", "*", "feedback", "*", "auth", "token"),
+    ("sources", "*", "feedback", "*", "auth", "value"),
+    ("sources", "*", "feedback", "*", "signing", "secret"),
+    ("sources", "*", "feedback", "*", "batch", "transport", "password"),
+    ("sources", "*", "feedback", "*", "batch", "transport", "private_key"),
+)
+
+# The order kinds appear in the document (as in DESIGN §9), so exports diff well.
+KINDS: tuple[str, ...] = (Kind.RETURN.value, Kind.CONVERSION.value, Kind.STATUS.value)
+FEEDBACK_NOT_SUPPORTED = "forwarding configs are not supported by this version"
+
+
+# Problems ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a document is refused, at a JSON path."""
+
+    path: JsonPath
+    message: str
+
+    def __str__(self) -> str:
+        return f"{json_path(self.path)}: {self.message}"
+
+
+class ConfigurationError(Exception):
+    """The document is invalid; nothing was written."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def json_path(path: JsonPath) -> str:
+    """`$.sources[1].accepts.return`, quoting keys that are not identifiers."""
+    parts = ["$"]
+    for part in path:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        elif _IDENTIFIER.fullmatch(part):
+            parts.append(f".{part}")
+        else:
+            parts.append(f"[{json.dumps(part, ensure_ascii=False)}]")
+    return "".join(parts)
+
+
+def _path_order(problem: Problem) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    # At the first differing step both paths are in the same container, but keep
+    # ints and strings apart anyway so sorting can never compare the two.
+    key = tuple(
+        (0, part) if isinstance(part, int) else (1, part) for part in problem.path
+    )
+    return key, problem.message
+
+
+# Reading and writing the text -------------------------------------------------
+
+
+def config_dumps(document: Document) -> str:
+    """The document as pretty-printed JSON ending in a newline."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def config_loads(text: str) -> object:
+    """Parse JSON text; raises ConfigurationError with the line and column."""
+
+    def refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # json keeps the last of two equal keys; in a reviewed config file the
+        # first one silently losing is a mistake worth refusing.
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise ValueError(f"duplicate key {key!r} in one object")
+            result[key] = value
+        return result
+
+    def refuse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON value")
+
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=refuse_duplicate_keys,
+            parse_constant=refuse_constant,
+        )
+    except json.JSONDecodeError as exc:
+        message = f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise ConfigurationError([Problem((), message)]) from None
+    except ValueError as exc:
+        raise ConfigurationError([Problem((), f"not valid JSON: {exc}")]) from None
+    except RecursionError:
+        raise ConfigurationError([Problem((), "nested too deeply")]) from None
+
+
+# Secrets ----------------------------------------------------------------------
+
+
+def redact_secrets(
+    document: Document, *, paths: Sequence[Sequence[str]] | None = None
+) -> Document:
+    """A copy of the document with every non-empty secret replaced by REDACTED."""
+    redacted = copy.deepcopy(document)
+    for pattern in SECRET_PATHS if paths is None else paths:
+        for parent, key in _secret_slots(redacted, tuple(pattern)):
+            value = parent[key]
+            if isinstance(value, str) and value:
+                parent[key] = REDACTED
+    return redacted
+
+
+def restore_secrets(
+    document: Document,
+    *,
+    stored: Document,
+    paths: Sequence[Sequence[str]] | None = None,
+) -> list[Problem]:
+    """Replace REDACTED secrets in `document`, in place, with the stored values.
+
+    List items are matched by slug when they have one, else by position. A
+    REDACTED secret with nothing stored behind it is a problem.
+    """
+    problems: list[Problem] = []
+    for pattern in SECRET_PATHS if paths is None else paths:
+        _restore(document, stored, tuple(pattern), (), problems)
+    return problems
+
+
+def _secret_slots(node: Any, pattern: tuple[str, ...]) -> Iterator[tuple[Any, str]]:
+    head, rest = pattern[0], pattern[1:]
+    if head == "*":
+        for item in node if isinstance(node, list) else []:
+            yield from _secret_slots(item, rest)
+    elif isinstance(node, dict) and head in node:
+        if rest:
+            yield from _secret_slots(node[head], rest)
+        else:
+            yield node, head
+
+
+def _restore(
+    node: Any,
+    stored: Any,
+    pattern: tuple[str, ...],
+    path: JsonPath,
+    problems: list[Problem],
+) -> None:
+    head, rest = pattern[0], pattern[1:]
+    if head == "*":
+        for index, item in enumerate(node if isinstance(node, list) else []):
+            counterpart = _stored_counterpart(item, index, stored)
+            _restore(item, counterpart, rest, (*path, index), problems)
+        return
+    if not isinstance(node, dict) or head not in node:
+        return
+    stored_value = stored.get(head) if isinstance(stored, dict) else None
+    if rest:
+        _restore(node[head], stored_value, rest, (*path, head), problems)
+    elif node[head] == REDACTED:
+        if isinstance(stored_value, str) and stored_value != REDACTED:
+            node[head] = stored_value
+        else:
+            problems.append(
+                Problem(
+                    (*path, head),
+                    f"is {REDACTED!r} but there is no stored secret to keep; "
+                    "give the value",
+                )
+            )
+
+
+def _stored_counterpart(item: Any, index: int, stored: Any) -> Any:
+    if not isinstance(stored, list):
+        return None
+    if isinstance(item, dict) and "slug" in item:
+        return next(
+            (
+                s
+                for s in stored
+                if isinstance(s, dict) and s.get("slug") == item["slug"]
+            ),
+            None,
+        )
+    return stored[index] if index < len(stored) else None
+
+
+# The schema -------------------------------------------------------------------
+
+SLUG_SCHEMA: Document = {"type": "string", "minLength": 1, "maxLength": 100}
+NAME_SCHEMA: Document = {"type": "string", "minLength": 1, "maxLength": 200}
+# A rule set or null. The rule_set definition carries no "type", so its object
+# keywords simply do not apply to null.
+RULES_SCHEMA: Document = {"type": ["object", "null"], "$ref": "#/$defs/rule_set"}
+
+RULE_OPERATORS: tuple[str, ...] = (
+    "is equal to",
+    "is not equal to",
+    "is less than",
+    "is less than or equal to",
+    "is greater than",
+    "is greater than or equal to",
+    "is between",
+    "is not between",
+    "is included in",
+    "is not included in",
+    "includes",
+    "does not include",
+    "matches pattern",
+    "does not match pattern",
+    "is blank",
+    "is not blank",
+    "is true",
+    "is false",
+    "is not true",
+    "is not false",
+    "format is valid",
+    "format is invalid",
+)
+UNARY_OPERATORS = frozenset(
+    {
+        "is blank",
+        "is not blank",
+        "is true",
+        "is false",
+        "is not true",
+        "is not false",
+        "format is valid",
+        "format is invalid",
+    }
+)
+METHODS: tuple[str, ...] = ("query", "form", "json", "xml", "soap", "batch")
+HTTP_METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH")
+WEEKDAYS: tuple[str, ...] = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
+
+
+def _object(
+    properties: Document, *, required: Sequence[str] = (), **extra: Any
+) -> Document:
+    """An object schema that refuses keys it does not list."""
+    schema: Document = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(required)
+    return {**schema, **extra}
+
+
+def _tagged(tag: str, variants: dict[str, Document]) -> Document:
+    """An object whose `tag` picks which other keys it may have.
+
+    Each variant is an if/then with its own `additionalProperties: false`, so an
+    unknown key is reported against the variant actually chosen.
+    """
+    return {
+        "type": "object",
+        "required": [tag],
+        "properties": {tag: {"enum": list(variants)}},
+        "allOf": [
+            {
+                "if": {"properties": {tag: {"const": name}}, "required": [tag]},
+                "then": _object(
+                    {tag: {"const": name}, **properties["properties"]},
+                    required=properties.get("required", ()),
+                ),
+            }
+            for name, properties in variants.items()
+        ],
+    }
+
+
+def _rule_set_definitions() -> Document:
+    return {
+        "rule_set": {
+            "properties": {
+                "op": {"enum": ["and", "or"]},
+                "rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}},
+            },
+            "required": ["rules"],
+            "additionalProperties": False,
+        },
+        "rule": _object(
+            {
+                "lhv": {"type": "string", "minLength": 1},
+                "op": {"enum": list(RULE_OPERATORS)},
+                "rhv": {"type": ["string", "number", "boolean", "array", "null"]},
+                "rule_set": {"type": "object", "$ref": "#/$defs/rule_set"},
+            },
+            required=["lhv", "op"],
+        ),
+    }
+
+
+def _policy_schema(kind: str) -> Document:
+    properties: Document = {"enabled": {"type": "boolean"}, "rules": RULES_SCHEMA}
+    if kind == Kind.RETURN:
+        properties["max_age_days"] = {"type": "integer", "minimum": 1, "maximum": 3650}
+    return _object(properties, required=["enabled"])
+
+
+def _buyer_schema() -> Document:
+    return _object(
+        {
+            "slug": SLUG_SCHEMA,
+            "name": NAME_SCHEMA,
+            "is_active": {"type": "boolean"},
+            "policy": _object({kind: _policy_schema(kind) for kind in KINDS}),
+            "flow_policies": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "flow": SLUG_SCHEMA,
+                        "kind": {"enum": list(KINDS)},
+                        "enabled": {"type": "boolean"},
+                        # Returns only; checked in _buyer_problems.
+                        "max_age_days": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 3650,
+                        },
+                        "rules": RULES_SCHEMA,
+                    },
+                    required=["flow", "kind", "enabled"],
+                ),
+            },
+        },
+        required=["slug", "name"],
+    )
+
+
+def _source_schema() -> Document:
+    accepts_entry = _object(
+        {
+            "enabled": {"type": "boolean"},
+            "allowed_reasons": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 200},
+            },
+        },
+        required=["enabled"],
+    )
+    return _object(
+        {
+            "slug": SLUG_SCHEMA,
+            "name": NAME_SCHEMA,
+            "accepts": _object(dict.fromkeys(KINDS, accepts_entry)),
+            "feedback": {"type": "array", "items": feedback_config_schema()},
+        },
+        required=["slug", "name"],
+    )
+
+
+def feedback_config_schema() -> Document:
+    """The shape of one per-source feedback delivery config (DESIGN §5, §9).
+
+    Nothing stores these yet: import validates them and says it did not import
+    them. Wiring them to a model starts here and in `feedback_config_problems`.
+    """
+    text = {"type": "string"}
+    port = {"type": "integer", "minimum": 1, "maximum": 65535}
+    secret = {"type": "string", "minLength": 1}
+    file_transport: Document = {
+        "properties": {
+            "host": {"type": "string", "minLength": 1, "maxLength": 253},
+            "port": port,
+            "username": text,
+            "password": secret,
+            "directory": text,
+        },
+        "required": ["host"],
+    }
+    return _object(
+        {
+            "kind": {"enum": list(KINDS)},
+            "enabled": {"type": "boolean"},
+            "method": {"enum": list(METHODS)},
+            "url": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "http_method": {"enum": list(HTTP_METHODS)},
+            "sync": {"type": "boolean"},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 120},
+            "headers": {"type": "object", "additionalProperties": text},
+            "auth": _tagged(
+                "type",
+                {
+                    "none": {"properties": {}},
+                    "basic": {
+                        "properties": {"username": text, "password": secret},
+                        "required": ["username", "password"],
+                    },
+                    "bearer": {"properties": {"token": secret}, "required": ["token"]},
+                    "header": {
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "value": secret,
+                        },
+                        "required": ["name", "value"],
+                    },
+                    "wsse": {
+                        "properties": {
+                            "username": text,
+                            "password": secret,
+                            "password_type": {"enum": ["text", "digest"]},
+                        },
+                        "required": ["username", "password"],
+                    },
+                },
+            ),
+            "signing": _object({"enabled": {"type": "boolean"}, "secret": secret}),
+            "criteria": RULES_SCHEMA,
+            "mappings": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "target": {"type": "string", "minLength": 1, "maxLength": 500},
+                        "value": {"type": "string", "maxLength": 5000},
+                    },
+                    required=["target", "value"],
+                ),
+            },
+            "response": _object(
+                {
+                    "outcome_search_term": text,
+                    "outcome_search_path": text,
+                    "outcome_on_match": {"enum": ["success", "failure", "error"]},
+                    "reason_path": text,
+                    "default_reason": text,
+                    "reference_path": text,
+                }
+            ),
+            "soap": _object(
+                {
+                    "operation": {"type": "string", "minLength": 1},
+                    "version": {"enum": ["1.1", "1.2"]},
+                },
+                required=["operation"],
+            ),
+            "batch": _object(
+                {
+                    "schedule": _object(
+                        {
+                            "every": {"enum": ["hour", "day", "week"]},
+                            "at": {
+                                "type": "string",
+                                "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                                # Our own keyword, read by _schema_problems.
+                                "x-message": "must be a 24-hour time, e.g. '06:00'",
+                            },
+                            "day": {"enum": list(WEEKDAYS)},
+                            "timezone": {"type": "string", "minLength": 1},
+                        },
+                        required=["every"],
+                    ),
+                    "transport": _tagged(
+                        "type",
+                        {
+                            "ftp": file_transport,
+                            "ftps": file_transport,
+                            "sftp": {
+                                "properties": {
+                                    **file_transport["properties"],
+                                    "private_key": secret,
+                                    "host_key": {"type": "string", "minLength": 1},
+                                },
+                                "required": ["host", "username", "host_key"],
+                            },
+                            "email": {
+                                "properties": {
+                                    "to": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                        "minItems": 1,
+                                    },
+                                    "subject": text,
+                                },
+                                "required": ["to"],
+                            },
+                        },
+                    ),
+                    "file_name": {"type": "string", "minLength": 1},
+                    "header": {"type": "boolean"},
+                    "send_empty": {"type": "boolean"},
+                },
+                required=["schedule", "transport", "file_name"],
+            ),
+        },
+        required=["kind", "method"],
+    )
+
+
+def config_schema() -> Document:
+    """The JSON Schema (Draft 2020-12) of the whole configuration document."""
+    schema = _object(
+        {
+            "buyers": {"type": "array", "items": _buyer_schema()},
+            "sources": {"type": "array", "items": _source_schema()},
+        }
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$defs": _rule_set_definitions(),
+        **schema,
+    }
+
+
+_VALIDATOR = Draft202012Validator(config_schema())
+
+
+# Validation -------------------------------------------------------------------
+
+
+# Far deeper than any real document (a rule set nested ten times is about 35
+# levels), and shallow enough that the recursive validators cannot overflow.
+MAX_DEPTH = 64
+
+
+def config_validate(*, document: object) -> list[Problem]:
+    """Every problem in the document, in path order; empty when it is valid."""
+    too_deep = _too_deep(document)
+    if too_deep is not None:
+        return [Problem(too_deep, f"nested more than {MAX_DEPTH} levels deep")]
+    problems = _schema_problems(document) + _semantic_problems(document)
+    unique = dict.fromkeys(problems)  # keeps order, drops repeats
+    return sorted(unique, key=_path_order)
+
+
+def _too_deep(document: object) -> JsonPath | None:
+    """The path of the first value nested deeper than MAX_DEPTH, if any."""
+    stack: list[tuple[object, JsonPath]] = [(document, ())]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return path
+        if isinstance(node, dict):
+            stack.extend((value, (*path, key)) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, (*path, index)) for index, value in enumerate(node))
+    return None
+
+
+_SCHEMA_TYPES = {
+    "object": "an object",
+    "array": "an array",
+    "string": "a string",
+    "boolean": "a boolean",
+    "integer": "a whole number",
+    "number": "a number",
+    "null": "null",
+}
+_JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def _schema_problems(document: object) -> list[Problem]:
+    problems: list[Problem] = []
+    for error in _VALIDATOR.iter_errors(document):
+        path: JsonPath = tuple(error.absolute_path)
+        instance = error.instance
+        if error.validator == "additionalProperties" and error.validator_value is False:
+            known = list(error.schema.get("properties", {}))
+            for key in instance:
+                if key not in known:
+                    problems.append(Problem((*path, key), _unknown_key(key, known)))
+        elif error.validator == "required":
+            for key in error.validator_value:
+                if key not in instance:
+                    problems.append(Problem((*path, key), "is required"))
+        elif error.validator == "const":
+            # Only the tag of a _tagged variant uses const, and the enum on the
+            # tag already reports a wrong value.
+            continue
+        else:
+            problems.append(Problem(path, _schema_message(error)))
+    return problems
+
+
+def _schema_message(error: Any) -> str:
+    """jsonschema's message, reworded where it would quote a large value."""
+    limit = error.validator_value
+    match error.validator:
+        case "type":
+            expected = [limit] if isinstance(limit, str) else limit
+            names = " or ".join(_SCHEMA_TYPES[name] for name in expected)
+            actual = _JSON_TYPES.get(type(error.instance), "something else")
+            return f"must be {names}, not {actual}"
+        case "enum":
+            choices = ", ".join(json.dumps(choice) for choice in limit)
+            return f"must be one of {choices}; not {json.dumps(error.instance)}"
+        case "minLength" | "minItems":
+            return "must not be empty"
+        case "maxLength":
+            return f"must be at most {limit} characters"
+        case "minimum":
+            return f"must be at least {limit}"
+        case "maximum":
+            return f"must be at most {limit}"
+        case "exclusiveMinimum":
+            return f"must be more than {limit}"
+    return str(error.schema.get("x-message") or error.message)
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    close = get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    allowed = ", ".join(known) if known else "none"
+    return f"unknown key ({hint}allowed: {allowed})"
+
+
+def _dicts(value: object) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The (index, item) pairs of a list's objects; the schema reports the rest."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, dict):
+                yield index, item
+
+
+def _semantic_problems(document: object) -> list[Problem]:
+    """What JSON Schema cannot say. Written defensively: the schema may have failed."""
+    if not isinstance(document, dict):
+        return []
+    problems: list[Problem] = []
+    for section in ("buyers", "sources"):
+        problems += _slug_problems(document.get(section), section)
+    for index, buyer in _dicts(document.get("buyers")):
+        problems += _buyer_problems(buyer, ("buyers", index))
+    for index, source in _dicts(document.get("sources")):
+        problems += _source_problems(source, ("sources", index))
+    return problems
+
+
+def _slug_problem(value: object, path: JsonPath) -> list[Problem]:
+    if not isinstance(value, str) or not value:
+        return []
+    try:
+        validate_slug(value)
+    except ValidationError:
+        return [
+            Problem(path, "must contain only letters, digits, hyphens and underscores")
+        ]
+    return []
+
+
+def _slug_problems(items: object, section: str) -> list[Problem]:
+    problems: list[Problem] = []
+    first_seen: dict[str, int] = {}
+    for index, item in _dicts(items):
+        slug = item.get("slug")
+        path: JsonPath = (section, index, "slug")
+        problems += _slug_problem(slug, path)
+        if not isinstance(slug, str):
+            continue
+        if slug in first_seen:
+            earlier = json_path((section, first_seen[slug], "slug"))
+            problems.append(
+                Problem(path, f"duplicate slug {slug!r} (first used at {earlier})")
+            )
+        else:
+            first_seen[slug] = index
+    return problems
+
+
+def _buyer_problems(buyer: dict[str, Any], path: JsonPath) -> list[Problem]:
+    problems: list[Problem] = []
+    policy = buyer.get("policy")
+    if isinstance(policy, dict):
+        for kind in KINDS:
+            entry = policy.get(kind)
+            if isinstance(entry, dict):
+                problems += _rule_set_problems(
+                    entry.get("rules"), (*path, "policy", kind, "rules")
+                )
+    first_seen: dict[tuple[str, str], int] = {}
+    for index, entry in _dicts(buyer.get("flow_policies")):
+        entry_path: JsonPath = (*path, "flow_policies", index)
+        flow, flow_kind = entry.get("flow"), entry.get("kind")
+        problems += _slug_problem(flow, (*entry_path, "flow"))
+        if "max_age_days" in entry and flow_kind in KINDS and flow_kind != Kind.RETURN:
+            problems.append(
+                Problem((*entry_path, "max_age_days"), "only applies to returns")
+            )
+        if isinstance(flow, str) and isinstance(flow_kind, str):
+            pair = (flow, flow_kind)
+            if pair in first_seen:
+                earlier = json_path((*path, "flow_policies", first_seen[pair]))
+                problems.append(
+                    Problem(
+                        entry_path,
+                        f"a second {flow_kind} policy for flow {flow!r} "
+                        f"(first at {earlier})",
+                    )
+                )
+            else:
+                first_seen[pair] = index
+        problems += _rule_set_problems(entry.get("rules"), (*entry_path, "rules"))
+    return problems
+
+
+def _rule_set_problems(rule_set: object, path: JsonPath) -> list[Problem]:
+    if not isinstance(rule_set, dict):
+        return []
+    problems: list[Problem] = []
+    for index, rule in _dicts(rule_set.get("rules")):
+        rule_path: JsonPath = (*path, "rules", index)
+        op = rule.get("op")
+        if (
+            isinstance(op, str)
+            and op in RULE_OPERATORS
+            and op not in UNARY_OPERATORS
+            and "rhv" not in rule
+        ):
+            problems.append(
+                Problem((*rule_path, "rhv"), f"is required with the operator {op!r}")
+            )
+        problems += _rule_set_problems(rule.get("rule_set"), (*rule_path, "rule_set"))
+    return problems
+
+
+def _source_problems(source: dict[str, Any], path: JsonPath) -> list[Problem]:
+    problems: list[Problem] = []
+    accepts = source.get("accepts")
+    if isinstance(accepts, dict):
+        for kind in KINDS:
+            entry = accepts.get(kind)
+            if isinstance(entry, dict):
+                problems += _reason_problems(
+                    entry.get("allowed_reasons"),
+                    (*path, "accepts", kind, "allowed_reasons"),
+                )
+    for index, config in _dicts(source.get("feedback")):
+        problems += feedback_config_problems(config, (*path, "feedback", index))
+    return problems
+
+
+def _reason_problems(reasons: object, path: JsonPath) -> list[Problem]:
+    # Mirrors sources.models.validate_reason_list: intake matches reasons
+    # case-insensitively, so two spellings of one reason would be ambiguous.
+    if not isinstance(reasons, list):
+        return []
+    problems: list[Problem] = []
+    first_seen: dict[str, int] = {}
+    for index, reason in enumerate(reasons):
+        if not isinstance(reason, str) or not reason:
+            continue
+        folded = reason.strip().casefold()
+        if not folded:
+            problems.append(Problem((*path, index), "must not be blank"))
+        elif folded in first_seen:
+            earlier = json_path((*path, first_seen[folded]))
+            problems.append(
+                Problem(
+                    (*path, index),
+                    f"{reason!r} is listed twice, ignoring case (first at {earlier})",
+                )
+            )
+        else:
+            first_seen[folded] = index
+    return problems
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def feedback_config_problems(config: dict[str, Any], path: JsonPath) -> list[Problem]:
+    """Checks on one feedback config that its schema cannot express."""
+    problems: list[Problem] = []
+    method = config.get("method")
+
+    def refuse(key: str | JsonPath, message: str) -> None:
+        keys = (key,) if isinstance(key, str) else key
+        problems.append(Problem((*path, *keys), message))
+
+    for block in ("soap", "batch"):
+        if method == block and block not in config:
+            refuse(block, f"is required with method {block!r}")
+        elif method in METHODS and method != block and block in config:
+            refuse(block, f"is only used with method {block!r}")
+    if method == "batch":
+        for key in ("url", "http_method", "sync", "headers", "auth", "signing"):
+            if key in config:
+                refuse(key, "is not used with method 'batch'")
+        if "response" in config:
+            refuse("response", "is not used with method 'batch'")
+    elif method in METHODS:
+        url = config.get("url")
+        if "url" not in config:
+            refuse("url", f"is required with method {method!r}")
+        elif isinstance(url, str) and url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                refuse("url", "must be an http:// or https:// URL with a host")
+        if method in ("query", "soap") and "http_method" in config:
+            refuse("http_method", f"is not used with method {method!r}")
+
+    auth = config.get("auth")
+    if isinstance(auth, dict) and auth.get("type") == "wsse" and method != "soap":
+        refuse(("auth", "type"), "'wsse' is only used with method 'soap'")
+    signing = config.get("signing")
+    if isinstance(signing, dict) and signing.get("enabled") and "secret" not in signing:
+        refuse(("signing", "secret"), "is required when signing is enabled")
+
+    headers = config.get("headers")
+    for name, value in headers.items() if isinstance(headers, dict) else []:
+        if not _HEADER_NAME.fullmatch(name):
+            refuse(("headers", name), "is not a valid header name")
+        elif isinstance(value, str) and ("\r" in value or "\n" in value):
+            refuse(("headers", name), "must not contain line breaks")
+
+    response = config.get("response")
+    term = response.get("outcome_search_term") if isinstance(response, dict) else None
+    if isinstance(term, str) and term:
+        pattern = term[1:-1] if len(term) > 1 and term[0] == term[-1] == "/" else term
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            refuse(
+                ("response", "outcome_search_term"),
+                f"is not a valid regular expression: {exc}",
+            )
+
+    problems += _rule_set_problems(config.get("criteria"), (*path, "criteria"))
+    batch = config.get("batch")
+    if isinstance(batch, dict):
+        problems += _batch_problems(batch, (*path, "batch"))
+    return problems
+
+
+def _batch_problems(batch: dict[str, Any], path: JsonPath) -> list[Problem]:
+    problems: list[Problem] = []
+    schedule = batch.get("schedule")
+    if isinstance(schedule, dict):
+        every = schedule.get("every")
+        if every == "week" and "day" not in schedule:
+            problems.append(
+                Problem((*path, "schedule", "day"), "is required when every is 'week'")
+            )
+        if every in ("hour", "day") and "day" in schedule:
+            problems.append(
+                Problem((*path, "schedule", "day"), "is only used when every is 'week'")
+            )
+        if every == "hour" and "at" in schedule:
+            problems.append(
+                Problem((*path, "schedule", "at"), "is not used when every is 'hour'")
+            )
+        zone = schedule.get("timezone")
+        if isinstance(zone, str) and zone:
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                problems.append(
+                    Problem(
+                        (*path, "schedule", "timezone"),
+                        f"{zone!r} is not a known time zone, e.g. 'America/Chicago'",
+                    )
+                )
+    transport = batch.get("transport")
+    recipients = transport.get("to") if isinstance(transport, dict) else None
+    for index, address in enumerate(recipients if isinstance(recipients, list) else []):
+        if not isinstance(address, str):
+            continue
+        try:
+            validate_email(address)
+        except ValidationError:
+            problems.append(
+                Problem(
+                    (*path, "transport", "to", index), "is not a valid email address"
+                )
+            )
+    return problems
+
+
+# Export -----------------------------------------------------------------------
+
+
+def _sorted_json(value: Any) -> Any:
+    """Free-form JSON (rule sets) with sorted keys: jsonb reorders keys, SQLite
+    does not, and an export must read the same whichever database it came from."""
+    if isinstance(value, dict):
+        return {key: _sorted_json(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_json(item) for item in value]
+    return value
+
+
+def _policy_entry(
+    kind: str, *, enabled: bool, max_age_days: int, rules: Any
+) -> Document:
+    entry: Document = {"enabled": enabled}
+    if kind == Kind.RETURN:
+        entry["max_age_days"] = max_age_days
+    entry["rules"] = _sorted_json(rules)
+    return entry
+
+
+def _flow_policy_entry(
+    *, flow: str, kind: str, enabled: bool, max_age_days: int, rules: Any
+) -> Document:
+    entry = _policy_entry(kind, enabled=enabled, max_age_days=max_age_days, rules=rules)
+    return {"flow": flow, "kind": kind, **entry}
+
+
+def _flow_policy_order(entry: Document) -> tuple[str, int]:
+    return entry["flow"], KINDS.index(entry["kind"])
+
+
+def _buyers_with_policies() -> QuerySet[Buyer]:
+    return Buyer.objects.prefetch_related(
+        Prefetch("policies", queryset=BuyerPolicy.objects.select_related("flow"))
+    )
+
+
+def _buyer_document(buyer: Buyer) -> Document:
+    policies = list(buyer.policies.all())
+    policy = {
+        row.kind: _policy_entry(
+            row.kind,
+            enabled=row.enabled,
+            max_age_days=row.max_age_days,
+            rules=row.rules,
+        )
+        for row in policies
+        if row.flow is None
+    }
+    flow_policies = [
+        _flow_policy_entry(
+            flow=row.flow.slug,
+            kind=row.kind,
+            enabled=row.enabled,
+            max_age_days=row.max_age_days,
+            rules=row.rules,
+        )
+        for row in policies
+        if row.flow is not None
+    ]
+    return {
+        "slug": buyer.slug,
+        "name": buyer.name,
+        "is_active": buyer.is_active,
+        "policy": {kind: policy[kind] for kind in KINDS if kind in policy},
+        "flow_policies": sorted(flow_policies, key=_flow_policy_order),
+    }
+
+
+def _source_document(source: Source) -> Document:
+    return {
+        "slug": source.slug,
+        "name": source.name,
+        "accepts": {
+            kind: {
+                "enabled": source.accepts(kind),
+                "allowed_reasons": source.allowed_reasons(kind),
+            }
+            for kind in KINDS
+        },
+        # Forwarding configs have no model yet (see feedback_config_schema).
+        "feedback": [],
+    }
+
+
+def config_export(*, include_secrets: bool = False) -> Document:
+    """Buyers and sources as a configuration document, each list ordered by slug."""
+    document: Document = {
+        "buyers": [
+            _buyer_document(buyer) for buyer in _buyers_with_policies().order_by("slug")
+        ],
+        "sources": [
+            _source_document(source) for source in Source.objects.order_by("slug")
+        ],
+    }
+    return document if include_secrets else redact_secrets(document)
+
+
+# Import -----------------------------------------------------------------------
+
+
+class Action(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What import did (or, on a check, would do) to one buyer or source."""
+
+    entity: str  # "buyer" or "source"
+    slug: str
+    action: Action
+    fields: tuple[str, ...] = ()  # the top-level keys that differ, when updated
+
+    def __str__(self) -> str:
+        detail = f" ({', '.join(self.fields)})" if self.fields else ""
+        return f"{self.entity} {self.slug}: {self.action}{detail}"
+
+
+@dataclass
+class ImportReport:
+    dry_run: bool
+    changes: list[Change] = field(default_factory=list)
+    flows_created: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def count(self, entity: str, action: Action) -> int:
+        return sum(1 for c in self.changes if c.entity == entity and c.action == action)
+
+    def summary(self) -> str:
+        parts = []
+        for entity, label in (("buyer", "Buyers"), ("source", "Sources")):
+            counts = ", ".join(
+                f"{self.count(entity, action)} {action}" for action in Action
+            )
+            parts.append(f"{label}: {counts}.")
+        if self.flows_created:
+            verb = "to create" if self.dry_run else "created"
+            parts.append(f"Flows {verb}: {', '.join(self.flows_created)}.")
+        if self.dry_run:
+            parts.append("Check only: nothing was written.")
+        return " ".join(parts)
+
+
+def _buyer_from_input(item: Document) -> Document:
+    policy = item.get("policy") or {}
+    flow_policies = [
+        _flow_policy_entry(
+            flow=entry["flow"],
+            kind=entry["kind"],
+            enabled=entry["enabled"],
+            max_age_days=int(
+                entry.get("max_age_days", BuyerPolicy.DEFAULT_MAX_AGE_DAYS)
+            ),
+            rules=entry.get("rules"),
+        )
+        for entry in item.get("flow_policies") or []
+    ]
+    return {
+        "slug": item["slug"],
+        "name": item["name"],
+        "is_active": item.get("is_active", True),
+        "policy": {
+            kind: _policy_entry(
+                kind,
+                enabled=policy[kind]["enabled"],
+                max_age_days=int(
+                    policy[kind].get("max_age_days", BuyerPolicy.DEFAULT_MAX_AGE_DAYS)
+                ),
+                rules=policy[kind].get("rules"),
+            )
+            for kind in KINDS
+            if kind in policy
+        },
+        "flow_policies": sorted(flow_policies, key=_flow_policy_order),
+    }
+
+
+def _source_from_input(item: Document) -> Document:
+    accepts = item.get("accepts") or {}
+    return {
+        "slug": item["slug"],
+        "name": item["name"],
+        "accepts": {
+            kind: {
+                "enabled": accepts.get(kind, {}).get("enabled", True),
+                "allowed_reasons": list(
+                    accepts.get(kind, {}).get("allowed_reasons", [])
+                ),
+            }
+            for kind in KINDS
+        },
+        "feedback": [],
+    }
+
+
+def _compare(entity: str, desired: Document, current: Document | None) -> Change:
+    if current is None:
+        return Change(entity, desired["slug"], Action.CREATED)
+    changed = tuple(key for key in desired if desired[key] != current.get(key))
+    action = Action.UPDATED if changed else Action.UNCHANGED
+    return Change(entity, desired["slug"], action, changed)
+
+
+def config_import(*, document: object, dry_run: bool) -> ImportReport:
+    """Create or update buyers and sources by slug from a configuration document.
+
+    Raises ConfigurationError listing every problem, and writes nothing, unless
+    the whole document is valid. With `dry_run` it only reports what would change.
+    Buyers and sources the document does not mention are left alone.
+    """
+    problems = config_validate(document=document)
+    if problems or not isinstance(document, dict):  # the schema refuses non-objects
+        raise ConfigurationError(problems)
+    document = copy.deepcopy(document)
+    report = ImportReport(dry_run=dry_run)
+
+    # Feedback configs have no model yet: validated above, then set aside here
+    # with a warning rather than silently dropped.
+    for item in document.get("sources", []):
+        configs = item.pop("feedback", [])
+        if configs:
+            noun = "config" if len(configs) == 1 else "configs"
+            report.warnings.append(
+                f"source {item['slug']}: {len(configs)} feedback {noun} validated "
+                f"but not imported: {FEEDBACK_NOT_SUPPORTED}"
+            )
+
+    buyer_items: list[Document] = document.get("buyers", [])
+    source_items: list[Document] = document.get("sources", [])
+    with transaction.atomic():
+        buyers = _buyers_with_policies().filter(
+            slug__in=[item["slug"] for item in buyer_items]
+        )
+        sources = Source.objects.filter(
+            slug__in=[item["slug"] for item in source_items]
+        )
+        if not dry_run:
+            # Compare and write against rows nobody else changes meanwhile.
+            buyers = buyers.select_for_update()
+            sources = sources.select_for_update()
+        buyer_rows = {buyer.slug: buyer for buyer in buyers}
+        source_rows = {source.slug: source for source in sources}
+        current_buyers = {s: _buyer_document(b) for s, b in buyer_rows.items()}
+        current_sources = {s: _source_document(r) for s, r in source_rows.items()}
+
+        problems = restore_secrets(
+            document,
+            stored={
+                "buyers": list(current_buyers.values()),
+                "sources": list(current_sources.values()),
+            },
+        )
+        if problems:
+            raise ConfigurationError(sorted(problems, key=_path_order))
+
+        buyer_plan = []
+        for item in buyer_items:
+            desired = _buyer_from_input(item)
+            change = _compare("buyer", desired, current_buyers.get(desired["slug"]))
+            report.changes.append(change)
+            buyer_plan.append((desired, change))
+        source_plan = []
+        for item in source_items:
+            desired = _source_from_input(item)
+            change = _compare("source", desired, current_sources.get(desired["slug"]))
+            report.changes.append(change)
+            source_plan.append((desired, change))
+
+        wanted_flows = sorted(
+            {
+                entry["flow"]
+                for desired, change in buyer_plan
+                if change.action != Action.UNCHANGED
+                for entry in desired["flow_policies"]
+            }
+        )
+        flows = {flow.slug: flow for flow in Flow.objects.filter(slug__in=wanted_flows)}
+        report.flows_created = [slug for slug in wanted_flows if slug not in flows]
+        if dry_run:
+            return report
+
+        for slug in report.flows_created:
+            flows[slug] = flow_get_or_create(slug=slug)
+        for desired, change in buyer_plan:
+            if change.action != Action.UNCHANGED:
+                _buyer_save(desired, buyer_rows.get(desired["slug"]), flows=flows)
+        for desired, change in source_plan:
+            if change.action != Action.UNCHANGED:
+                _source_save(desired, source_rows.get(desired["slug"]))
+    return report
+
+
+def _buyer_save(
+    desired: Document, buyer: Buyer | None, *, flows: dict[str, Flow]
+) -> None:
+    existing: dict[tuple[str | None, str], BuyerPolicy] = {}
+    if buyer is None:
+        buyer = Buyer.objects.create(
+            slug=desired["slug"], name=desired["name"], is_active=desired["is_active"]
+        )
+    else:
+        if (buyer.name, buyer.is_active) != (desired["name"], desired["is_active"]):
+            buyer.name = desired["name"]
+            buyer.is_active = desired["is_active"]
+            buyer.save(update_fields=["name", "is_active", "updated_at"])
+        existing = {
+            (row.flow.slug if row.flow else None, row.kind): row
+            for row in buyer.policies.all()
+        }
+
+    # The document is the whole truth about a buyer's policy rows: rows it does
+    # not mention are removed, the rest updated in place or created.
+    wanted: dict[tuple[str | None, str], Document] = {}
+    for kind, entry in desired["policy"].items():
+        wanted[None, kind] = entry
+    for entry in desired["flow_policies"]:
+        wanted[entry["flow"], entry["kind"]] = entry
+    stale = [row.pk for key, row in existing.items() if key not in wanted]
+    if stale:
+        BuyerPolicy.objects.filter(pk__in=stale).delete()
+    for (flow_slug, kind), entry in wanted.items():
+        values = {
+            "enabled": entry["enabled"],
+            "max_age_days": entry.get("max_age_days", BuyerPolicy.DEFAULT_MAX_AGE_DAYS),
+            "rules": entry["rules"],
+        }
+        row = existing.get((flow_slug, kind))
+        if row is None:
+            BuyerPolicy.objects.create(
+                buyer=buyer,
+                flow=flows[flow_slug] if flow_slug else None,
+                kind=kind,
+                **values,
+            )
+        elif any(getattr(row, name) != value for name, value in values.items()):
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.save(update_fields=list(values))
+
+
+def _source_save(desired: Document, source: Source | None) -> None:
+    values: dict[str, Any] = {"name": desired["name"]}
+    for kind, entry in desired["accepts"].items():
+        values[f"accepts_{kind}"] = entry["enabled"]
+        values[f"{kind}_reasons"] = entry["allowed_reasons"]
+    if source is None:
+        Source.objects.create(slug=desired["slug"], **values)
+        return
+    for name, value in values.items():
+        setattr(source, name, value)
+    source.save(update_fields=[*values, "updated_at"])
