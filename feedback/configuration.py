@@ -9,7 +9,7 @@ in docs/configuration.md.
 import copy
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from enum import StrEnum
@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator
 
 from feedback.models import Buyer, BuyerPolicy, Flow
 from feedback.services import flow_get_or_create
-from sources.models import Kind, Source
+from sources.models import FeedbackConfig, FieldMapping, Kind, Source
 
 Document = dict[str, Any]
 JsonPath = tuple[str | int, ...]
@@ -34,8 +34,7 @@ REDACTED = "<redacted>"
 
 # Every secret in the document, as a path where "*" stands for each item of a
 # list. Export writes REDACTED there unless asked for secrets; import reads
-# REDACTED back as "keep the stored value". Buyers and sources hold no secrets
-# yet; the feedback configs will once they are stored.
+# REDACTED back as "keep the stored value".
 SECRET_PATHS: tuple[tuple[str, ...], ...] = (
     ("sources", "*", "feedback", "*", "auth", "password"),
     ("sources", "*", "feedback", "*", "auth", "token"),
@@ -47,7 +46,7 @@ SECRET_PATHS: tuple[tuple[str, ...], ...] = (
 
 # The order kinds appear in the document (as in DESIGN §9), so exports diff well.
 KINDS: tuple[str, ...] = (Kind.RETURN.value, Kind.CONVERSION.value, Kind.STATUS.value)
-FEEDBACK_NOT_SUPPORTED = "forwarding configs are not supported by this version"
+BATCH_NOT_SUPPORTED = "batch delivery is not supported by this version"
 
 
 # Problems ---------------------------------------------------------------------
@@ -190,8 +189,9 @@ def _restore(
 ) -> None:
     head, rest = pattern[0], pattern[1:]
     if head == "*":
-        for index, item in enumerate(node if isinstance(node, list) else []):
-            counterpart = _stored_counterpart(item, index, stored)
+        items = node if isinstance(node, list) else []
+        for index, item in enumerate(items):
+            counterpart = _stored_counterpart(item, index, stored, items)
             _restore(item, counterpart, rest, (*path, index), problems)
         return
     if not isinstance(node, dict) or head not in node:
@@ -212,9 +212,23 @@ def _restore(
             )
 
 
-def _stored_counterpart(item: Any, index: int, stored: Any) -> Any:
+def _stored_counterpart(
+    item: Any, index: int, stored: Any, siblings: Sequence[Any] = ()
+) -> Any:
     if not isinstance(stored, list):
         return None
+    if isinstance(item, dict) and "kind" in item and "slug" not in item:
+        # A source's feedback configs: the n-th config of a kind in the file is
+        # the n-th stored config of that kind, whatever the order of kinds.
+        nth = sum(
+            1
+            for other in siblings[:index]
+            if isinstance(other, dict) and other.get("kind") == item["kind"]
+        )
+        same_kind = [
+            s for s in stored if isinstance(s, dict) and s.get("kind") == item["kind"]
+        ]
+        return same_kind[nth] if nth < len(same_kind) else None
     if isinstance(item, dict) and "slug" in item:
         return next(
             (
@@ -1009,9 +1023,78 @@ def _source_document(source: Source) -> Document:
             }
             for kind in KINDS
         },
-        # Forwarding configs have no model yet (see feedback_config_schema).
-        "feedback": [],
+        "feedback": _in_kind_order(
+            _feedback_config_document(config)
+            for config in source.feedback_configs.all()
+        ),
     }
+
+
+def _in_kind_order(configs: Iterable[Document]) -> list[Document]:
+    """Configs grouped by kind in KINDS order; within a kind, as they were."""
+    return sorted(configs, key=lambda config: KINDS.index(config["kind"]))
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+def _feedback_config_document(config: FeedbackConfig) -> Document:
+    """One stored config in the shape of DESIGN §9, every key present."""
+    document: Document = {
+        "kind": config.kind,
+        "enabled": config.enabled,
+        "method": config.method,
+        "url": config.url,
+    }
+    if config.method not in (FeedbackConfig.Method.QUERY, FeedbackConfig.Method.SOAP):
+        document["http_method"] = config.http_method
+    document |= {
+        "sync": config.sync,
+        "timeout_s": _number(config.timeout_s),
+        "headers": dict(sorted((config.headers or {}).items())),
+        "auth": _auth_document(config),
+        "signing": {"enabled": config.signing_enabled}
+        | ({"secret": config.signing_secret} if config.signing_secret else {}),
+        "criteria": _sorted_json(config.criteria),
+        "mappings": [
+            {"target": mapping.target, "value": mapping.value}
+            for mapping in config.mappings.all()
+        ],
+        "response": {
+            "outcome_search_term": config.outcome_search_term,
+            "outcome_search_path": config.outcome_search_path,
+            "outcome_on_match": config.outcome_on_match,
+            "reason_path": config.reason_path,
+            "default_reason": config.default_reason,
+            "reference_path": config.reference_path,
+        },
+    }
+    if config.method == FeedbackConfig.Method.SOAP:
+        document["soap"] = {
+            "operation": config.soap_operation,
+            "version": config.soap_version,
+        }
+    return document
+
+
+def _auth_document(config: FeedbackConfig) -> Document:
+    auth_type = config.auth_type
+    secret = config.auth_secret
+    if auth_type == FeedbackConfig.AuthType.BASIC:
+        return {"type": auth_type, "username": config.auth_username, "password": secret}
+    if auth_type == FeedbackConfig.AuthType.BEARER:
+        return {"type": auth_type, "token": secret}
+    if auth_type == FeedbackConfig.AuthType.HEADER:
+        return {"type": auth_type, "name": config.auth_header_name, "value": secret}
+    if auth_type == FeedbackConfig.AuthType.WSSE:
+        return {
+            "type": auth_type,
+            "username": config.auth_username,
+            "password": secret,
+            "password_type": "digest" if config.wsse_password_digest else "text",
+        }
+    return {"type": "none"}
 
 
 def config_export(*, include_secrets: bool = False) -> Document:
@@ -1021,7 +1104,8 @@ def config_export(*, include_secrets: bool = False) -> Document:
             _buyer_document(buyer) for buyer in _buyers_with_policies().order_by("slug")
         ],
         "sources": [
-            _source_document(source) for source in Source.objects.order_by("slug")
+            _source_document(source)
+            for source in _sources_with_configs().order_by("slug")
         ],
     }
     return document if include_secrets else redact_secrets(document)
@@ -1123,8 +1207,55 @@ def _source_from_input(item: Document) -> Document:
             }
             for kind in KINDS
         },
-        "feedback": [],
+        "feedback": _in_kind_order(
+            _feedback_config_from_input(c) for c in item.get("feedback", [])
+        ),
     }
+
+
+def _feedback_config_from_input(item: Document) -> Document:
+    """A config from the file with defaults filled in, shaped as export writes it."""
+    method = item["method"]
+    document: Document = {
+        "kind": item["kind"],
+        "enabled": item.get("enabled", True),
+        "method": method,
+        "url": item["url"],
+    }
+    if method not in ("query", "soap"):
+        document["http_method"] = item.get("http_method", "POST")
+    signing = item.get("signing") or {}
+    auth = dict(item.get("auth") or {"type": "none"})
+    if auth["type"] == "wsse":
+        auth.setdefault("password_type", "text")
+    response = item.get("response") or {}
+    document |= {
+        "sync": item.get("sync", False),
+        "timeout_s": item.get("timeout_s", 10),
+        "headers": dict(sorted((item.get("headers") or {}).items())),
+        "auth": auth,
+        "signing": {"enabled": signing.get("enabled", False)}
+        | ({"secret": signing["secret"]} if signing.get("secret") else {}),
+        "criteria": _sorted_json(item.get("criteria")),
+        "mappings": [
+            {"target": m["target"], "value": m["value"]}
+            for m in item.get("mappings", [])
+        ],
+        "response": {
+            "outcome_search_term": response.get("outcome_search_term", ""),
+            "outcome_search_path": response.get("outcome_search_path", ""),
+            "outcome_on_match": response.get("outcome_on_match", "success"),
+            "reason_path": response.get("reason_path", ""),
+            "default_reason": response.get("default_reason", ""),
+            "reference_path": response.get("reference_path", ""),
+        },
+    }
+    if method == "soap":
+        document["soap"] = {
+            "operation": item["soap"]["operation"],
+            "version": item["soap"].get("version", "1.1"),
+        }
+    return document
 
 
 def _compare(entity: str, desired: Document, current: Document | None) -> Change:
@@ -1148,16 +1279,18 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
     document = copy.deepcopy(document)
     report = ImportReport(dry_run=dry_run)
 
-    # Feedback configs have no model yet: validated above, then set aside here
+    # Batch configs have no model yet: validated above, then set aside here
     # with a warning rather than silently dropped.
     for item in document.get("sources", []):
-        configs = item.pop("feedback", [])
-        if configs:
-            noun = "config" if len(configs) == 1 else "configs"
+        configs = item.get("feedback", [])
+        batches = [config for config in configs if config["method"] == "batch"]
+        if batches:
+            noun = "config" if len(batches) == 1 else "configs"
             report.warnings.append(
-                f"source {item['slug']}: {len(configs)} feedback {noun} validated "
-                f"but not imported: {FEEDBACK_NOT_SUPPORTED}"
+                f"source {item['slug']}: {len(batches)} batch {noun} validated "
+                f"but not imported: {BATCH_NOT_SUPPORTED}"
             )
+            item["feedback"] = [c for c in configs if c["method"] != "batch"]
 
     buyer_items: list[Document] = document.get("buyers", [])
     source_items: list[Document] = document.get("sources", [])
@@ -1165,7 +1298,7 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
         buyers = _buyers_with_policies().filter(
             slug__in=[item["slug"] for item in buyer_items]
         )
-        sources = Source.objects.filter(
+        sources = _sources_with_configs().filter(
             slug__in=[item["slug"] for item in source_items]
         )
         if not dry_run:
@@ -1278,8 +1411,75 @@ def _source_save(desired: Document, source: Source | None) -> None:
         values[f"accepts_{kind}"] = entry["enabled"]
         values[f"{kind}_reasons"] = entry["allowed_reasons"]
     if source is None:
-        Source.objects.create(slug=desired["slug"], **values)
-        return
-    for name, value in values.items():
-        setattr(source, name, value)
-    source.save(update_fields=[*values, "updated_at"])
+        source = Source.objects.create(slug=desired["slug"], **values)
+    else:
+        for name, value in values.items():
+            setattr(source, name, value)
+        source.save(update_fields=[*values, "updated_at"])
+    _feedback_configs_save(source, desired["feedback"])
+
+
+def _feedback_configs_save(source: Source, desired: list[Document]) -> None:
+    """Make the source's configs those of the document.
+
+    The n-th config of a kind updates the n-th stored one of that kind, so a
+    config keeps its id (and, later, its notifications) across imports; extra
+    stored configs of a kind are removed.
+    """
+    stored: dict[str, list[FeedbackConfig]] = {}
+    for config in source.feedback_configs.all():
+        stored.setdefault(config.kind, []).append(config)
+    for entry in desired:
+        same_kind = stored.get(entry["kind"], [])
+        config = same_kind.pop(0) if same_kind else FeedbackConfig(source=source)
+        _feedback_config_apply(config, entry)
+        config.save()
+        config.mappings.all().delete()
+        FieldMapping.objects.bulk_create(
+            FieldMapping(config=config, position=position, **mapping)
+            for position, mapping in enumerate(entry["mappings"])
+        )
+    leftovers = [config.pk for configs in stored.values() for config in configs]
+    if leftovers:
+        FeedbackConfig.objects.filter(pk__in=leftovers).delete()
+
+
+def _feedback_config_apply(config: FeedbackConfig, entry: Document) -> None:
+    auth = entry["auth"]
+    response = entry["response"]
+    soap = entry.get("soap") or {}
+    config.kind = entry["kind"]
+    config.enabled = entry["enabled"]
+    config.method = entry["method"]
+    config.url = entry["url"]
+    config.http_method = entry.get(
+        "http_method", "GET" if entry["method"] == "query" else "POST"
+    )
+    config.sync = entry["sync"]
+    config.timeout_s = float(entry["timeout_s"])
+    config.headers = entry["headers"]
+    config.auth_type = auth["type"]
+    config.auth_username = auth.get("username", "")
+    config.auth_header_name = auth.get("name", "")
+    config.auth_secret = (
+        auth.get("password") or auth.get("token") or auth.get("value", "")
+    )
+    config.wsse_password_digest = auth.get("password_type") == "digest"
+    config.signing_enabled = entry["signing"]["enabled"]
+    config.signing_secret = entry["signing"].get("secret", "")
+    config.criteria = entry["criteria"]
+    config.soap_operation = soap.get("operation", "")
+    config.soap_version = soap.get("version", FeedbackConfig.SoapVersion.SOAP_11)
+    for name, value in response.items():
+        setattr(config, name, value)
+
+
+def _sources_with_configs() -> QuerySet[Source]:
+    return Source.objects.prefetch_related(
+        Prefetch(
+            "feedback_configs",
+            queryset=FeedbackConfig.objects.prefetch_related("mappings").order_by(
+                "kind", "pk"
+            ),
+        )
+    )

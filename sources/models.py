@@ -1,5 +1,5 @@
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_slug
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_slug
 from django.db import models
 
 
@@ -79,3 +79,176 @@ class Source(models.Model):
     def allowed_reasons(self, kind: str) -> list[str]:
         """The reasons this source accepts for `kind`; an empty list allows any."""
         return list(getattr(self, f"{Kind(kind).value}_reasons") or [])
+
+
+class FeedbackConfig(models.Model):
+    """How one kind of feedback is forwarded to a source (DESIGN §5.1).
+
+    A source may hold several per kind (say a real-time JSON post and a nightly
+    file); each enabled one gets its own notification.
+    """
+
+    class Method(models.TextChoices):
+        QUERY = "query", "Query string (GET)"
+        FORM = "form", "Form post"
+        JSON = "json", "JSON"
+        XML = "xml", "XML"
+        SOAP = "soap", "SOAP"
+
+    class HttpMethod(models.TextChoices):
+        GET = "GET"
+        POST = "POST"
+        PUT = "PUT"
+        PATCH = "PATCH"
+
+    class AuthType(models.TextChoices):
+        NONE = "none", "None"
+        BASIC = "basic", "HTTP Basic"
+        BEARER = "bearer", "Bearer token"
+        HEADER = "header", "API key header"
+        WSSE = "wsse", "WS-Security UsernameToken (SOAP)"
+
+    class OnMatch(models.TextChoices):
+        SUCCESS = "success", "Success"
+        FAILURE = "failure", "Failure (the source refused it)"
+        ERROR = "error", "Error (retry)"
+
+    class SoapVersion(models.TextChoices):
+        SOAP_11 = "1.1", "SOAP 1.1"
+        SOAP_12 = "1.2", "SOAP 1.2"
+
+    source = models.ForeignKey(
+        Source, on_delete=models.CASCADE, related_name="feedback_configs"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    enabled = models.BooleanField(default=True)
+    method = models.CharField(max_length=8, choices=Method.choices, default=Method.JSON)
+    url = models.URLField(
+        "URL",
+        max_length=2000,
+        help_text="Where to send it; for SOAP, the WSDL's URL.",
+    )
+    http_method = models.CharField(
+        "HTTP method",
+        max_length=8,
+        choices=HttpMethod.choices,
+        default=HttpMethod.POST,
+        help_text="Query configs always use GET and SOAP always POST.",
+    )
+    sync = models.BooleanField(
+        "send synchronously",
+        default=False,
+        help_text="Send while the buyer waits, and answer with the source's outcome.",
+    )
+    timeout_s = models.FloatField(
+        "timeout (seconds)",
+        default=10,
+        validators=[MinValueValidator(0.1), MaxValueValidator(120)],
+    )
+    headers = models.JSONField(
+        default=dict, blank=True, help_text='Extra headers, e.g. {"X-Partner": "acme"}.'
+    )
+    auth_type = models.CharField(
+        "authentication", max_length=8, choices=AuthType.choices, default=AuthType.NONE
+    )
+    auth_username = models.CharField("username", max_length=200, blank=True)
+    auth_header_name = models.CharField(
+        "header name", max_length=100, blank=True, help_text="For an API key header."
+    )
+    auth_secret = models.CharField(
+        "password, token or key",
+        max_length=2000,
+        blank=True,
+        help_text="Write-only: leave blank to keep the stored one.",
+    )
+    wsse_password_digest = models.BooleanField(
+        "WS-Security password digest",
+        default=False,
+        help_text="Send a PasswordDigest instead of the password as text.",
+    )
+    signing_enabled = models.BooleanField(
+        "sign requests",
+        default=False,
+        help_text="Standard Webhooks signature headers (webhook-signature).",
+    )
+    signing_secret = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="A whsec_ secret; one is generated when signing is enabled.",
+    )
+    criteria = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="A rule set the feedback must pass to be sent; else it is skipped.",
+    )
+    soap_operation = models.CharField("SOAP operation", max_length=200, blank=True)
+    soap_version = models.CharField(
+        "SOAP version",
+        max_length=4,
+        choices=SoapVersion.choices,
+        default=SoapVersion.SOAP_11,
+    )
+    outcome_search_term = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="A case-insensitive regular expression (/.../ accepted). Empty: "
+        "any answer but a 5xx is a success.",
+    )
+    outcome_search_path = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Where to look: a dot path (JSON, SOAP), an XPath (XML), a CSS "
+        "selector (HTML); empty searches the whole body.",
+    )
+    outcome_on_match = models.CharField(
+        max_length=8, choices=OnMatch.choices, default=OnMatch.SUCCESS
+    )
+    reason_path = models.CharField(max_length=500, blank=True)
+    default_reason = models.CharField(max_length=500, blank=True)
+    reference_path = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["source", "kind", "pk"]
+        indexes = [
+            models.Index(
+                fields=["source", "kind"],
+                condition=models.Q(enabled=True),
+                name="feedbackconfig_enabled_idx",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(timeout_s__gt=0, timeout_s__lte=120),
+                name="feedbackconfig_timeout_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} · {self.get_kind_display()} · {self.get_method_display()}"
+
+
+class FieldMapping(models.Model):
+    """One field of the request: a target name and the template of its value."""
+
+    config = models.ForeignKey(
+        FeedbackConfig, on_delete=models.CASCADE, related_name="mappings"
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+    target = models.CharField(
+        max_length=500,
+        help_text="A parameter name, a dotted JSON or XML path (lead@id for an "
+        "attribute) or a SOAP argument.",
+    )
+    value = models.TextField(
+        max_length=5000,
+        blank=True,
+        help_text="A template, e.g. {{ lead.email }} or {{ feedback.reason|upper }}.",
+    )
+
+    class Meta:
+        ordering = ["config", "position", "pk"]
+
+    def __str__(self) -> str:
+        return self.target

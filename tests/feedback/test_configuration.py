@@ -17,7 +17,7 @@ from feedback.configuration import (
     restore_secrets,
 )
 from feedback.models import Buyer, BuyerPolicy, Flow
-from sources.models import Source
+from sources.models import FeedbackConfig, FieldMapping, Source
 from tests.factories import (
     BuyerFactory,
     BuyerPolicyFactory,
@@ -140,8 +140,17 @@ STATE_IS_TX = {
 }
 
 
+SECRETS = {"password": "partner-pw", "signing": "whsec_c2VjcmV0LXNpZ25pbmcta2V5"}
+
+
 def example() -> dict:
-    return copy.deepcopy(DESIGN_EXAMPLE)
+    """The DESIGN example with its secrets given, as a first import needs them."""
+    document = copy.deepcopy(DESIGN_EXAMPLE)
+    configs = document["sources"][0]["feedback"]
+    configs[0]["auth"]["password"] = SECRETS["password"]
+    configs[0]["signing"]["secret"] = SECRETS["signing"]
+    configs[2]["batch"]["transport"]["password"] = "sftp-pw"
+    return document
 
 
 @pytest.fixture
@@ -176,7 +185,7 @@ def run_export(*args) -> str:
 def row_counts() -> dict[str, int]:
     return {
         model.__name__: model.objects.count()
-        for model in (Buyer, BuyerPolicy, Flow, Source)
+        for model in (Buyer, BuyerPolicy, Flow, Source, FeedbackConfig, FieldMapping)
     }
 
 
@@ -242,9 +251,46 @@ def test_design_example_imports_and_warns_about_feedback_configs(write):
     assert "source bluesky-leads: created" in out
     assert "Buyers: 1 created, 0 updated, 0 unchanged." in out
     assert (
-        "source bluesky-leads: 3 feedback configs validated but not imported: "
-        "forwarding configs are not supported by this version"
+        "source bluesky-leads: 1 batch config validated but not imported: "
+        "batch delivery is not supported by this version"
     ) in err
+    returns, conversions = (
+        list(source.feedback_configs.filter(kind=kind))
+        for kind in ("return", "conversion")
+    )
+    assert len(returns) == 1
+    assert len(conversions) == 1
+    json_config = returns[0]
+    assert (json_config.method, json_config.url, json_config.http_method) == (
+        "json",
+        "https://bluesky.example/api/returns",
+        "POST",
+    )
+    assert (json_config.auth_type, json_config.auth_username) == ("basic", "partner")
+    assert json_config.auth_secret == SECRETS["password"]
+    assert json_config.signing_enabled
+    assert json_config.signing_secret == SECRETS["signing"]
+    assert json_config.headers == {"X-Partner": "leadback"}
+    assert json_config.criteria == {
+        "op": "and",
+        "rules": [{"lhv": "feedback.reason", "op": "is not blank"}],
+    }
+    assert [(m.target, m.value) for m in json_config.mappings.all()] == [
+        ("lead_id", "{{ lead.id }}"),
+        ("contact.email", "{{ lead.email }}"),
+        ("return_reason", "{{ feedback.reason }}"),
+    ]
+    assert (json_config.outcome_search_term, json_config.reference_path) == (
+        "accepted",
+        "id",
+    )
+    soap_config = conversions[0]
+    assert (soap_config.method, soap_config.soap_operation) == (
+        "soap",
+        "RecordConversion",
+    )
+    assert soap_config.soap_version == "1.1"
+    assert soap_config.outcome_search_path == "Status"
 
 
 def test_feedback_configs_are_validated_even_though_not_imported(write):
@@ -262,11 +308,11 @@ def test_check_writes_nothing(write):
 
     out, err = run_import(path, "--check")
 
-    assert row_counts() == {"Buyer": 0, "BuyerPolicy": 0, "Flow": 0, "Source": 0}
+    assert row_counts() == dict.fromkeys(row_counts(), 0)
     assert "buyer acme-insurance: created" in out
     assert "source bluesky-leads: created" in out
     assert "Check only: nothing was written." in out
-    assert "3 feedback configs validated but not imported" in err
+    assert "1 batch config validated but not imported" in err
 
 
 def test_check_reports_updates_and_unchanged_without_writing(populated, write):
@@ -323,7 +369,7 @@ def test_unknown_key_is_refused_with_its_path(write, parent, key):
 
     assert f"{expected}: unknown key" in message
     assert "nothing was written" in message
-    assert row_counts() == {"Buyer": 0, "BuyerPolicy": 0, "Flow": 0, "Source": 0}
+    assert row_counts() == dict.fromkeys(row_counts(), 0)
 
 
 def test_nothing_is_written_when_a_later_item_is_invalid(write):
@@ -341,7 +387,7 @@ def test_nothing_is_written_when_a_later_item_is_invalid(write):
 
     assert "$.sources[1].accepts.return.allowed_reasons[0]: must be a string" in message
     assert Buyer.objects.get(slug="acme-insurance").name == "Old name"
-    assert row_counts() == {"Buyer": 1, "BuyerPolicy": 0, "Flow": 0, "Source": 0}
+    assert row_counts() == {**dict.fromkeys(row_counts(), 0), "Buyer": 1}
 
 
 def test_every_problem_is_listed(write):
@@ -418,7 +464,7 @@ def test_duplicate_slugs_are_refused_with_path(write, section):
     slug = document[section][0]["slug"]
     assert f"${'.' + section}[1].slug: duplicate slug {slug!r}" in message
     assert f"(first used at $.{section}[0].slug)" in message
-    assert row_counts() == {"Buyer": 0, "BuyerPolicy": 0, "Flow": 0, "Source": 0}
+    assert row_counts() == dict.fromkeys(row_counts(), 0)
 
 
 @pytest.mark.parametrize(
@@ -513,7 +559,7 @@ def test_semantic_and_value_checks_name_the_path(write, change, expected):
     message = import_error(write(document))
 
     assert expected in message
-    assert row_counts() == {"Buyer": 0, "BuyerPolicy": 0, "Flow": 0, "Source": 0}
+    assert row_counts() == dict.fromkeys(row_counts(), 0)
 
 
 @pytest.mark.parametrize(
@@ -808,7 +854,9 @@ def test_feedback_secrets_are_redacted_and_restored():
 
 
 def test_a_redacted_secret_with_nothing_stored_is_a_problem():
-    problems = restore_secrets(example(), stored={"buyers": [], "sources": []})
+    problems = restore_secrets(
+        copy.deepcopy(DESIGN_EXAMPLE), stored={"buyers": [], "sources": []}
+    )
 
     assert [str(p).split(":")[0] for p in problems] == [
         "$.sources[0].feedback[0].auth.password",
@@ -876,3 +924,103 @@ def test_config_import_reports_without_the_command():
 
 def test_schema_is_a_valid_draft_2020_12_schema():
     Draft202012Validator.check_schema(config_schema())
+
+
+# Feedback configs ---------------------------------------------------------------
+
+
+def exported_configs() -> list[dict]:
+    return json.loads(run_export("--include-secrets"))["sources"][0]["feedback"]
+
+
+def test_feedback_configs_round_trip_with_defaults_filled_in(write):
+    run_import(write(example()))
+
+    configs = exported_configs()
+
+    assert [c["kind"] for c in configs] == ["return", "conversion"]
+    assert configs[0] == example()["sources"][0]["feedback"][0]
+    assert configs[1] == {
+        "kind": "conversion",
+        "enabled": True,
+        "method": "soap",
+        "url": "https://bluesky.example/ws?wsdl",
+        "sync": False,
+        "timeout_s": 10,
+        "headers": {},
+        "auth": {"type": "none"},
+        "signing": {"enabled": False},
+        "criteria": None,
+        "mappings": [
+            {"target": "EventId", "value": "{{ event.id }}"},
+            {"target": "Amount", "value": "{{ feedback.revenue }}"},
+        ],
+        "response": {
+            "outcome_search_term": "ok",
+            "outcome_search_path": "Status",
+            "outcome_on_match": "success",
+            "reason_path": "",
+            "default_reason": "",
+            "reference_path": "",
+        },
+        "soap": {"operation": "RecordConversion", "version": "1.1"},
+    }
+
+
+def test_exported_configs_are_redacted_and_reimport_keeps_the_secrets(write):
+    run_import(write(example()))
+    ids = list(FeedbackConfig.objects.order_by("pk").values_list("pk", flat=True))
+
+    exported = json.loads(run_export())
+    config = exported["sources"][0]["feedback"][0]
+    assert config["auth"]["password"] == REDACTED
+    assert config["signing"]["secret"] == REDACTED
+    out, _ = run_import(write(exported, "exported.json"))
+
+    assert "source bluesky-leads: unchanged" in out
+    stored = FeedbackConfig.objects.get(kind="return")
+    assert stored.auth_secret == SECRETS["password"]
+    assert stored.signing_secret == SECRETS["signing"]
+    assert (
+        list(FeedbackConfig.objects.order_by("pk").values_list("pk", flat=True)) == ids
+    )
+
+
+def test_a_changed_config_updates_in_place_and_dropped_ones_are_removed(write):
+    run_import(write(example()))
+    kept = FeedbackConfig.objects.get(kind="return")
+    document = json.loads(run_export())
+    configs = document["sources"][0]["feedback"]
+    configs[0]["mappings"].append({"target": "note", "value": "{{ feedback.note }}"})
+    configs[0]["auth"]["password"] = "rotated-pw"
+    del configs[1]
+
+    out, _ = run_import(write(document, "changed.json"))
+
+    assert "source bluesky-leads: updated (feedback)" in out
+    kept.refresh_from_db()
+    assert kept.auth_secret == "rotated-pw"
+    assert [m.target for m in kept.mappings.all()] == [
+        "lead_id",
+        "contact.email",
+        "return_reason",
+        "note",
+    ]
+    assert list(FeedbackConfig.objects.values_list("kind", flat=True)) == ["return"]
+
+
+def test_the_order_of_kinds_in_the_file_is_not_a_change(write):
+    run_import(write(example()))
+    document = json.loads(run_export())
+    document["sources"][0]["feedback"].reverse()
+
+    out, _ = run_import(write(document, "reversed.json"))
+
+    assert "source bluesky-leads: unchanged" in out
+
+
+def test_the_verbatim_design_example_needs_its_secrets_on_a_fresh_install(write):
+    message = import_error(write(copy.deepcopy(DESIGN_EXAMPLE)))
+
+    assert "$.sources[0].feedback[0].auth.password: is '<redacted>'" in message
+    assert row_counts() == dict.fromkeys(row_counts(), 0)
