@@ -95,8 +95,8 @@ class LeadFactory(factory.django.DjangoModelFactory):
             "state": "TX",
         }
     )
-    email_normalized = factory.LazyAttribute(lambda o: o.data["email"].lower())
-    phone_normalized = factory.LazyAttribute(lambda o: o.data["phone_1"])
+    email_normalized = factory.LazyAttribute(lambda o: o.data.get("email", "").lower())
+    phone_normalized = factory.LazyAttribute(lambda o: o.data.get("phone_1", ""))
 
 
 class DeliveryEventFactory(factory.django.DjangoModelFactory):

@@ -1,0 +1,71 @@
+"""The variables templates and rules read (DESIGN §5.2), and a sample of them.
+
+The feedback app builds the real ones from a feedback row; this module only
+knows their shape, so the admin can preview a config before any feedback exists.
+"""
+
+from typing import Any
+
+# What an admin can use in a template or a rule, for the help text.
+VARIABLE_NAMES: tuple[str, ...] = (
+    "lead.id",
+    "lead.first_name",
+    "lead.last_name",
+    "lead.email",
+    "lead.phone_1",
+    "lead.state",
+    "lead.postal_code",
+    "lead.<any field>",
+    "event.id",
+    "event_id",
+    "event.reference",
+    "event.price",
+    "event.delivered_at",
+    "buyer.name",
+    "source.name",
+    "flow.name",
+    "feedback.type",
+    "feedback.kind",
+    "feedback.reason",
+    "feedback.outcome_code",
+    "feedback.revenue",
+    "feedback.quality_score",
+    "feedback.timestamp",
+    "feedback.custom.<field>",
+)
+
+
+def sample_variables(*, kind: str = "return") -> dict[str, Any]:
+    """Made-up but realistic variables for previews when no delivery is chosen."""
+    event_id = "5f3c1e2a9b8d7c6e5f4a3b2c"
+    return {
+        "lead": {
+            "id": "L-1001",
+            "first_name": "Jane",
+            "last_name": "Example",
+            "email": "jane@example.com",
+            "phone_1": "5125550100",
+            "state": "TX",
+            "postal_code": "78701",
+        },
+        "event": {
+            "id": event_id,
+            "reference": "CRM-42",
+            "price": "12.50",
+            "delivered_at": "2026-11-20T15:04:05Z",
+        },
+        "event_id": event_id,
+        "buyer": {"name": "Acme Insurance"},
+        "source": {"name": "Bluesky Leads"},
+        "flow": {"name": "Auto insurance"},
+        "feedback": {
+            "type": kind,
+            "kind": kind,
+            "reason": "Wrong number" if kind == "return" else "",
+            "outcome_code": "bad_info" if kind == "return" else "",
+            "revenue": "250.00" if kind == "conversion" else "",
+            "quality_score": "",
+            "timestamp": "2026-11-22T09:30:00Z",
+            "custom": {},
+        },
+    }
