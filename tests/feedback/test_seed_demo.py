@@ -1,0 +1,312 @@
+"""`manage.py seed_demo`: the data `make demo` shows, and what it prints."""
+
+import re
+import shlex
+import time
+from datetime import timedelta
+from io import StringIO
+from urllib.parse import urlsplit
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.db.models import Count, F
+from django.utils import timezone
+
+from feedback.demo import (
+    DEMO_PASSWORD,
+    HISTORY_DAYS,
+    LEAD_ID_PREFIX,
+    PRINTED_BUYER,
+)
+from feedback.models import (
+    ApiKey,
+    Buyer,
+    BuyerMembership,
+    BuyerPolicy,
+    DeliveryEvent,
+    Feedback,
+    Flow,
+    Lead,
+)
+from feedback.selectors import api_key_get_active
+from feedback.services import feedback_receive
+from sources.models import Kind, Source
+
+pytestmark = pytest.mark.django_db
+
+SMALL = ("--leads", "400")
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings):
+    # The demo's logins are real accounts; PBKDF2 would cost seconds per test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def seed_demo(*args: str) -> str:
+    out = StringIO()
+    call_command("seed_demo", *args, stdout=out)
+    return out.getvalue()
+
+
+def printed_key(output: str) -> str:
+    match = re.search(r"^API key\s+(\S+)", output, re.MULTILINE)
+    assert match, output
+    return match.group(1)
+
+
+def printed_curl(output: str) -> list[str]:
+    lines = [line for line in output.splitlines() if line.startswith("curl ")]
+    assert len(lines) == 1, output
+    return shlex.split(lines[0])
+
+
+def counts() -> dict[str, int]:
+    return {
+        "sources": Source.objects.count(),
+        "flows": Flow.objects.count(),
+        "buyers": Buyer.objects.count(),
+        "policies": BuyerPolicy.objects.count(),
+        "memberships": BuyerMembership.objects.count(),
+        "users": User.objects.count(),
+        "leads": Lead.objects.count(),
+        "deliveries": DeliveryEvent.objects.count(),
+        "feedback": Feedback.objects.count(),
+        "active_keys": ApiKey.objects.filter(revoked_at__isnull=True).count(),
+    }
+
+
+def test_seeds_sources_flows_and_buyers_with_logins_and_keys():
+    output = seed_demo(*SMALL)
+
+    sources = list(Source.objects.all())
+    assert len(sources) >= 3
+    refusing = [s for s in sources if not s.accepts_return]
+    assert refusing, "one source must refuse returns, so some feedback is refused"
+    listed = [s for s in sources if s.accepts_return and s.return_reasons]
+    assert listed
+    assert all(len(s.return_reasons) >= 4 for s in listed)
+    assert Flow.objects.count() == 2
+
+    buyers = list(Buyer.objects.all())
+    assert len(buyers) == 4
+    for buyer in buyers:
+        users = list(User.objects.filter(memberships__buyer=buyer))
+        assert len(users) == 1
+        assert users[0].check_password(DEMO_PASSWORD)
+        assert not users[0].is_staff
+        assert set(buyer.policies.values_list("kind", flat=True)) == set(Kind.values)
+        keys = ApiKey.objects.filter(buyer=buyer, revoked_at__isnull=True)
+        assert [k.scope for k in keys] == [ApiKey.Scope.BUYER]
+
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser
+    assert admin.is_staff
+    assert admin.check_password(DEMO_PASSWORD)
+    assert f"user admin  password {DEMO_PASSWORD}" in output
+    assert f"user acme  password {DEMO_PASSWORD}" in output
+
+
+def test_default_size_history_looks_like_months_of_real_feedback():
+    started = time.monotonic()
+    seed_demo()
+    elapsed = time.monotonic() - started
+
+    now = timezone.now()
+    leads = Lead.objects.filter(public_id__startswith=LEAD_ID_PREFIX)
+    deliveries = DeliveryEvent.objects.filter(lead__in=leads)
+    assert leads.count() >= 5000
+    total = deliveries.count()
+    assert total >= 5000
+    assert elapsed < 30, f"seeding took {elapsed:.1f} s"
+
+    oldest = deliveries.order_by("delivered_at").first()
+    newest = deliveries.order_by("-delivered_at").first()
+    assert oldest.delivered_at >= now - timedelta(days=HISTORY_DAYS + 1)
+    assert oldest.delivered_at < now - timedelta(days=HISTORY_DAYS - 10)
+    assert newest.delivered_at <= now
+    assert newest.delivered_at > now - timedelta(days=3)
+    assert all(
+        re.fullmatch(r"[0-9a-f]{24}", event_id)
+        for event_id in deliveries.values_list("event_id", flat=True)
+    )
+    assert not deliveries.filter(price__lte=0).exists()
+
+    feedback = Feedback.objects.filter(delivery__in=deliveries)
+    ok = feedback.filter(outcome=Feedback.Outcome.SUCCESS)
+    conversions = ok.filter(kind=Kind.CONVERSION)
+    assert 0.08 <= conversions.count() / total <= 0.12
+    assert not conversions.filter(revenue__isnull=True).exists()
+    assert not conversions.filter(revenue__lte=0).exists()
+
+    returns = ok.filter(kind=Kind.RETURN)
+    assert 0.065 <= returns.count() / total <= 0.095
+    reasons = dict(
+        returns.values_list("reason").annotate(n=Count("pk")).values_list("reason", "n")
+    )
+    assert len(reasons) >= 4
+    assert all(n >= 10 for n in reasons.values()), reasons
+    for row in returns.select_related("source"):
+        assert row.reason in row.source.return_reasons
+
+    statuses = ok.filter(kind=Kind.STATUS)
+    assert statuses.count() / total >= 0.1
+    assert set(statuses.values_list("outcome_code__code", flat=True)) == {
+        "contacted",
+        "no_contact",
+        "not_interested",
+    }
+
+    refused = feedback.filter(outcome=Feedback.Outcome.FAILURE)
+    assert 0.01 <= refused.count() / feedback.count() <= 0.2
+    assert not refused.filter(outcome_reason="").exists()
+    assert not ok.exclude(outcome_reason="").exists()
+    kinds_refused = set(refused.values_list("kind", flat=True))
+    assert {Kind.RETURN, Kind.STATUS} <= kinds_refused
+
+    assert not feedback.filter(occurred_at__lt=F("delivery__delivered_at")).exists()
+    assert not feedback.filter(received_at__lt=F("occurred_at")).exists()
+    assert not feedback.filter(received_at__gt=now).exists()
+    spread_days = {row.received_at.date() for row in feedback.only("received_at")}
+    assert len(spread_days) >= 90, "feedback should span months, not one day"
+    assert set(feedback.values_list("channel", flat=True)) == set(
+        Feedback.Channel.values
+    ) - {Feedback.Channel.ADMIN}
+
+
+def test_second_run_duplicates_nothing_and_prints_a_working_key():
+    first = seed_demo(*SMALL)
+    before = counts()
+    first_key = printed_key(first)
+    assert api_key_get_active(raw_key=first_key) is not None
+
+    second = seed_demo(*SMALL)
+
+    assert counts() == before
+    assert "already present" in second
+    second_key = printed_key(second)
+    assert second_key != first_key
+    # Keys are stored hashed: the only way to print a working one is a new one.
+    assert api_key_get_active(raw_key=first_key) is None
+    active = api_key_get_active(raw_key=second_key)
+    assert active is not None
+    assert active.buyer.slug == PRINTED_BUYER
+
+
+def test_printed_curl_posts_feedback_for_a_real_event(client):
+    output = seed_demo(*SMALL)
+    key = printed_key(output)
+    argv = printed_curl(output)
+
+    assert argv[:3] == ["curl", "-X", "POST"]
+    url = urlsplit(argv[3])
+    assert (url.scheme, url.netloc, url.path) == ("http", "127.0.0.1:8000", "/feedback")
+    event_id = re.fullmatch(r"event_id=([0-9a-f]{24})", url.query).group(1)
+    headers = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-H"]
+    assert headers == [f"X-API-Key: {key}"]
+    body = "&".join(argv[i + 1] for i, arg in enumerate(argv) if arg == "-d")
+
+    delivery = DeliveryEvent.objects.get(event_id=event_id)
+    assert delivery.buyer.slug == PRINTED_BUYER
+    assert not delivery.feedback.exists()
+    assert delivery.source.accepts(Kind.CONVERSION)
+    assert delivery.source.accepts(Kind.RETURN)
+    assert delivery.delivered_at > timezone.now() - timedelta(days=30)
+
+    # What curl -d sends: a form-encoded body.
+    response = client.post(
+        f"{url.path}?{url.query}",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_X_API_KEY=key,
+    )
+
+    assert response.status_code == 201, response.content
+    assert response.json()["outcome"] == "success"
+    stored = delivery.feedback.get()
+    assert stored.kind == Kind.CONVERSION
+    assert stored.outcome == Feedback.Outcome.SUCCESS
+    assert str(stored.revenue) == "1250.00"
+
+
+def test_output_shows_logins_but_no_lead_data():
+    output = seed_demo(*SMALL)
+
+    assert DEMO_PASSWORD in output
+    for data in Lead.objects.values_list("data", flat=True):
+        assert data["email"] not in output
+        assert data["phone_1"] not in output
+        assert f"{data['first_name']} {data['last_name']}" not in output
+
+
+def test_stored_refusals_are_what_the_service_would_answer():
+    seed_demo(*SMALL)
+    refused = list(
+        Feedback.objects.filter(outcome=Feedback.Outcome.FAILURE).select_related(
+            "delivery", "buyer"
+        )
+    )
+    assert len(refused) >= 5
+    accepted = list(
+        Feedback.objects.filter(
+            outcome=Feedback.Outcome.SUCCESS, kind__in=[Kind.CONVERSION, Kind.STATUS]
+        ).select_related("delivery", "buyer")[:20]
+    )
+
+    for row in refused:
+        result = feedback_receive(
+            buyer=row.buyer,
+            data={
+                "event_id": row.delivery.event_id,
+                "type": row.kind,
+                "reason": row.reason,
+            },
+            channel=Feedback.Channel.API,
+        )
+        assert result.feedback is not None
+        assert result.feedback.outcome == Feedback.Outcome.FAILURE
+        # Time has passed since the demo's feedback: the service may add a late
+        # return, never drop a reason the demo stored.
+        stored = set(row.outcome_reason.split("; "))
+        assert stored <= set(result.feedback.outcome_reason.split("; "))
+    for row in accepted:
+        result = feedback_receive(
+            buyer=row.buyer,
+            data={
+                "event_id": row.delivery.event_id,
+                "type": row.kind,
+                "reason": row.reason,
+            },
+            channel=Feedback.Channel.API,
+        )
+        assert result.feedback is not None
+        assert result.feedback.outcome == Feedback.Outcome.SUCCESS, result.reason
+
+
+def test_existing_admin_keeps_its_password_and_it_is_not_printed():
+    User.objects.create_superuser("admin", "root@example.com", "my-own-secret-1")
+
+    output = seed_demo("--leads", "0")
+
+    admin = User.objects.get(username="admin")
+    assert admin.check_password("my-own-secret-1")
+    assert "user admin  password (its existing password" in output
+    assert "my-own-secret-1" not in output
+
+
+def test_without_deliveries_prints_no_curl_and_a_later_run_adds_history():
+    output = seed_demo("--leads", "0")
+
+    assert "no curl example" in output
+    assert not [line for line in output.splitlines() if line.startswith("curl ")]
+    assert Buyer.objects.count() == 4
+
+    seed_demo("--leads", "50")
+
+    assert Lead.objects.filter(public_id__startswith=LEAD_ID_PREFIX).count() == 50
+
+
+def test_negative_lead_count_is_refused():
+    with pytest.raises(CommandError, match="--leads"):
+        seed_demo("--leads", "-1")
