@@ -25,6 +25,7 @@ from jsonschema import Draft202012Validator
 
 from feedback.models import Buyer, BuyerPolicy, Flow
 from feedback.services import flow_get_or_create
+from sources import rules
 from sources.models import FeedbackConfig, FieldMapping, Kind, Source
 
 Document = dict[str, Any]
@@ -249,42 +250,7 @@ NAME_SCHEMA: Document = {"type": "string", "minLength": 1, "maxLength": 200}
 # keywords simply do not apply to null.
 RULES_SCHEMA: Document = {"type": ["object", "null"], "$ref": "#/$defs/rule_set"}
 
-RULE_OPERATORS: tuple[str, ...] = (
-    "is equal to",
-    "is not equal to",
-    "is less than",
-    "is less than or equal to",
-    "is greater than",
-    "is greater than or equal to",
-    "is between",
-    "is not between",
-    "is included in",
-    "is not included in",
-    "includes",
-    "does not include",
-    "matches pattern",
-    "does not match pattern",
-    "is blank",
-    "is not blank",
-    "is true",
-    "is false",
-    "is not true",
-    "is not false",
-    "format is valid",
-    "format is invalid",
-)
-UNARY_OPERATORS = frozenset(
-    {
-        "is blank",
-        "is not blank",
-        "is true",
-        "is false",
-        "is not true",
-        "is not false",
-        "format is valid",
-        "format is invalid",
-    }
-)
+RULE_OPERATORS: tuple[str, ...] = rules.OPERATORS
 METHODS: tuple[str, ...] = ("query", "form", "json", "xml", "soap", "batch")
 HTTP_METHODS: tuple[str, ...] = ("GET", "POST", "PUT", "PATCH")
 WEEKDAYS: tuple[str, ...] = (
@@ -767,23 +733,23 @@ def _buyer_problems(buyer: dict[str, Any], path: JsonPath) -> list[Problem]:
     return problems
 
 
+_RULE_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
 def _rule_set_problems(rule_set: object, path: JsonPath) -> list[Problem]:
+    """The rules engine's own checks (patterns, ranges, templates, rhv) with paths."""
     if not isinstance(rule_set, dict):
         return []
     problems: list[Problem] = []
-    for index, rule in _dicts(rule_set.get("rules")):
-        rule_path: JsonPath = (*path, "rules", index)
-        op = rule.get("op")
-        if (
-            isinstance(op, str)
-            and op in RULE_OPERATORS
-            and op not in UNARY_OPERATORS
-            and "rhv" not in rule
-        ):
-            problems.append(
-                Problem((*rule_path, "rhv"), f"is required with the operator {op!r}")
-            )
-        problems += _rule_set_problems(rule.get("rule_set"), (*rule_path, "rule_set"))
+    for message in rules.validate_rule_set(rule_set):
+        where, _, text = message.partition(": ")
+        if text.startswith("unknown operator"):
+            continue  # the schema names the allowed operators instead
+        parts: JsonPath = tuple(
+            int(index) if index else name
+            for index, name in _RULE_PATH_PART.findall(where)
+        )
+        problems.append(Problem((*path, *parts), text))
     return problems
 
 

@@ -1,7 +1,5 @@
 """Reads for the feedback app. Anything a buyer can reach is scoped here."""
 
-from typing import Any
-
 from django.db.models import QuerySet
 
 from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback
@@ -50,47 +48,3 @@ def feedback_list_for_key(*, api_key: ApiKey) -> QuerySet[Feedback]:
     if api_key.scope == ApiKey.Scope.INTEGRATION:
         return queryset
     return queryset.filter(buyer_id=api_key.buyer_id or 0)
-
-
-def _iso(value: Any) -> str:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else ""
-
-
-def feedback_variables(*, feedback: Feedback) -> dict[str, Any]:
-    """The variables of DESIGN §5.2 for one feedback, as templates and rules see them.
-
-    Expects `delivery`, `lead`, `buyer`, `source`, `flow` and `outcome_code`
-    loaded (feedback_list() does that). Numbers are strings, as they would be
-    in a form post; times are ISO 8601 in UTC.
-    """
-    delivery = feedback.delivery
-    lead = feedback.lead
-    event = {
-        "id": delivery.event_id,
-        "reference": delivery.reference,
-        "price": "" if delivery.price is None else str(delivery.price),
-        "delivered_at": _iso(delivery.delivered_at),
-    }
-    return {
-        "lead": {**(lead.data or {}), "id": lead.public_id},
-        "event": event,
-        "event_id": delivery.event_id,
-        "buyer": {"name": feedback.buyer.name, "slug": feedback.buyer.slug},
-        "source": {"name": feedback.source.name, "slug": feedback.source.slug},
-        "flow": {"name": feedback.flow.name, "slug": feedback.flow.slug},
-        "feedback": {
-            "id": str(feedback.public_id),
-            "type": feedback.kind,
-            "kind": feedback.kind,
-            "reason": feedback.reason,
-            "outcome_code": feedback.outcome_code.code if feedback.outcome_code else "",
-            "revenue": "" if feedback.revenue is None else str(feedback.revenue),
-            "quality_score": (
-                "" if feedback.quality_score is None else str(feedback.quality_score)
-            ),
-            "timestamp": _iso(feedback.occurred_at),
-            "received_at": _iso(feedback.received_at),
-            "note": feedback.note,
-            "custom": dict(feedback.custom or {}),
-        },
-    }

@@ -29,6 +29,8 @@ from feedback.models import (
     Lead,
     OutcomeCode,
 )
+from feedback.variables import feedback_variables
+from sources import rules
 from sources.models import Kind, Source
 
 API_KEY_PREFIX = "lb_"
@@ -398,9 +400,9 @@ def feedback_receive_many(
         feedback = Feedback(
             delivery=delivery,
             lead=delivery.lead,
-            buyer_id=delivery.buyer_id,
-            source_id=delivery.source_id,
-            flow_id=delivery.flow_id,
+            buyer=delivery.buyer,
+            source=delivery.source,
+            flow=delivery.flow,
             kind=item.kind,
             outcome_code=item.outcome_code,
             reason=item.reason,
@@ -478,7 +480,9 @@ def _deliveries_for(
     event_ids = {p.event_id for p in parsed if p.event_id and not p.fatal}
     references = {p.reference for p in parsed if not p.event_id and not p.fatal}
     found: dict[tuple[str, str], DeliveryEvent | None] = {}
-    scoped = DeliveryEvent.objects.select_related("source", "lead").filter(buyer=buyer)
+    scoped = DeliveryEvent.objects.select_related(
+        "source", "lead", "buyer", "flow"
+    ).filter(buyer=buyer)
     if event_ids:
         for delivery in scoped.filter(event_id__in=event_ids):
             found[("event_id", delivery.event_id)] = delivery
@@ -552,6 +556,12 @@ def _judge(
                         f"accepted: {', '.join(allowed)}.",
                     )
                 )
+        if not errors and policy.rules:
+            # The buyer's own rule set ("advanced mode"), read against the
+            # feedback as it would be stored.
+            failed = rules.evaluate(policy.rules, feedback_variables(feedback=feedback))
+            if failed:
+                errors.append(FieldError("rules", failed))
         if not errors and item.kind == Kind.RETURN and delivery.pk in returned:
             status = ReceiveStatus.ALREADY_RETURNED
             errors = [FieldError("event_id", ALREADY_RETURNED_REASON)]

@@ -390,6 +390,21 @@ def test_nothing_is_written_when_a_later_item_is_invalid(write):
     assert row_counts() == {**dict.fromkeys(row_counts(), 0), "Buyer": 1}
 
 
+def test_rule_sets_are_checked_by_the_rules_engine(write):
+    document = example()
+    document["buyers"][0]["policy"]["return"]["rules"] = {
+        "rules": [
+            {"lhv": "lead.phone_1", "op": "matches pattern", "rhv": "(unclosed"},
+            {"lhv": "lead.age", "op": "is between", "rhv": "old-older"},
+        ]
+    }
+
+    message = import_error(write(document))
+
+    assert "$.buyers[0].policy.return.rules.rules[0].rhv: invalid pattern" in message
+    assert "$.buyers[0].policy.return.rules.rules[1].rhv: invalid range" in message
+
+
 def test_every_problem_is_listed(write):
     document = example()
     del document["buyers"][0]["name"]
@@ -538,8 +553,8 @@ def test_duplicate_slugs_are_refused_with_path(write, section):
                 "rules",
                 {"op": "and", "rules": [{"lhv": "lead.state", "op": "is equal to"}]},
             ),
-            "$.buyers[0].policy.return.rules.rules[0].rhv: is required with the "
-            "operator 'is equal to'",
+            "$.buyers[0].policy.return.rules.rules[0].rhv: required with the "
+            'operator "is equal to"',
         ),
         (
             lambda d: _set(

@@ -137,6 +137,45 @@ def test_return_after_the_policy_window_is_refused(buyer):
     assert "Return window of 7 days" in result.reason
 
 
+def test_the_buyer_policy_rule_set_refuses_with_its_reason(buyer, delivery):
+    BuyerPolicy.objects.create(
+        buyer=buyer,
+        kind=Kind.RETURN,
+        rules={
+            "op": "and",
+            "rules": [
+                {"lhv": "feedback.reason", "op": "is not blank"},
+                {"lhv": "lead.state", "op": "is included in", "rhv": "TX, OK"},
+            ],
+        },
+    )
+
+    blank = receive(buyer, delivery, type="return")
+    assert blank.status == ReceiveStatus.REFUSED
+    assert blank.reason.startswith("rules: feedback.reason")
+    assert "blank" in blank.reason
+    accepted = receive(buyer, delivery, type="return", reason="Wrong number")
+    assert accepted.status == ReceiveStatus.ACCEPTED
+    refused = Feedback.objects.get(outcome=Feedback.Outcome.FAILURE)
+    assert refused.outcome_reason == blank.reason
+
+
+def test_a_rule_set_reads_the_lead_and_spares_other_kinds(buyer):
+    BuyerPolicy.objects.create(
+        buyer=buyer,
+        kind=Kind.RETURN,
+        rules={"rules": [{"lhv": "lead.state", "op": "is equal to", "rhv": "TX"}]},
+    )
+    texan, ohioan = (
+        DeliveryEventFactory(buyer=buyer, lead__data={"state": state})
+        for state in ("tx", "OH")
+    )
+
+    assert receive(buyer, texan, type="return").status == ReceiveStatus.ACCEPTED
+    assert receive(buyer, ohioan, type="return").status == ReceiveStatus.REFUSED
+    assert receive(buyer, ohioan, type="conversion").status == ReceiveStatus.ACCEPTED
+
+
 def test_default_return_window_is_90_days(buyer):
     old = DeliveryEventFactory(
         buyer=buyer, delivered_at=timezone.now() - timedelta(days=91)

@@ -6,7 +6,8 @@ from decimal import Decimal
 import pytest
 
 from feedback.models import OutcomeCode
-from feedback.selectors import feedback_list, feedback_variables
+from feedback.selectors import feedback_list
+from feedback.variables import feedback_variables
 from sources.variables import VARIABLE_NAMES, sample_variables
 from tests.factories import DeliveryEventFactory, FeedbackFactory, LeadFactory
 
