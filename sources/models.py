@@ -226,7 +226,9 @@ class FeedbackConfig(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.source} · {self.get_kind_display()} · {self.get_method_display()}"
+        return (
+            f"{self.source} · {self.get_kind_display()} · {self.get_method_display()}"
+        )
 
 
 class FieldMapping(models.Model):
