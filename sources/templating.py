@@ -67,6 +67,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import pass_context
 from jinja2.visitor import NodeTransformer
 
+from sources.variables import sample_variables
+
 MAX_TEMPLATE_CHARS: Final = 100_000
 MAX_OUTPUT_CHARS: Final = 100_000
 MAX_VALUE_CHARS: Final = MAX_OUTPUT_CHARS
@@ -75,39 +77,7 @@ MAX_STEPS: Final = 100_000
 MAX_RENDER_SECONDS: Final = 0.1
 MAX_INT_BITS: Final = 4096
 
-SAMPLE_VARIABLES: Final[Mapping[str, Any]] = MappingProxyType(
-    {
-        "lead": {
-            "id": "0f8fad5b-d9cb-469f-a165-70867728950e",
-            "email": "jane.doe@example.com",
-            "phone_1": "5125550100",
-            "first_name": "Jane",
-            "last_name": "Doe",
-            "state": "TX",
-            "postal_code": "78701",
-        },
-        "event": {
-            "id": "5f9b1c2d3e4f5a6b7c8d9e0f",
-            "reference": "REF-1001",
-            "price": "12.50",
-            "delivered_at": "2025-01-02T15:04:05+00:00",
-        },
-        "event_id": "5f9b1c2d3e4f5a6b7c8d9e0f",
-        "buyer": {"name": "Acme Insurance"},
-        "source": {"name": "Lead Vendor"},
-        "flow": {"name": "Auto Insurance"},
-        "feedback": {
-            "type": "return",
-            "kind": "return",
-            "reason": "Wrong number",
-            "outcome_code": "RTN-01",
-            "revenue": "0",
-            "quality_score": 2,
-            "timestamp": "2025-01-03T09:30:00+00:00",
-            "custom": {},
-        },
-    }
-)
+SAMPLE_VARIABLES: Final[Mapping[str, Any]] = MappingProxyType(sample_variables())
 """Variables `validate()` renders a template against, shaped as DESIGN.md §5.2."""
 
 # Names that are not variables: Jinja's default globals (removed from the

@@ -416,7 +416,7 @@ def test_sample_variables_follow_the_design():
         "flow",
         "feedback",
     }
-    assert render("{{ feedback.timestamp|date('%Y') }}", SAMPLE_VARIABLES) == "2025"
+    assert render("{{ feedback.timestamp|date('%Y') }}", SAMPLE_VARIABLES) == "2026"
 
 
 @pytest.mark.parametrize(
