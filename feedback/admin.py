@@ -36,6 +36,8 @@ from feedback.services import (
     normalize_email,
     normalize_phone,
 )
+from sources import rules
+from sources.widgets import RuleSetWidget
 
 M = TypeVar("M", bound=Model)
 
@@ -126,18 +128,15 @@ class BuyerPolicyForm(forms.ModelForm[BuyerPolicy]):
     class Meta:
         model = BuyerPolicy
         fields = ("buyer", "kind", "flow", "enabled", "max_age_days", "rules")
-        widgets = {"rules": forms.Textarea(attrs={"rows": 3, "cols": 50})}
+        widgets = {"rules": RuleSetWidget(attrs={"rows": 4, "cols": 50})}
 
     def clean_rules(self) -> Any:
-        rules = self.cleaned_data.get("rules")
-        if rules is not None and not (
-            isinstance(rules, dict) and isinstance(rules.get("rules"), list)
-        ):
-            raise forms.ValidationError(
-                'Enter a rule set object, e.g. {"op": "and", "rules": [...]}, '
-                "or leave it empty."
-            )
-        return rules
+        rule_set = self.cleaned_data.get("rules")
+        if rule_set is not None:
+            problems = rules.validate_rule_set(rule_set)
+            if problems:
+                raise forms.ValidationError(problems)
+        return rule_set
 
 
 class BuyerPolicyFormSet(

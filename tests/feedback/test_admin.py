@@ -545,5 +545,19 @@ def test_policy_rules_must_be_a_rule_set(staff_client, buyer):
     )
 
     assert response.status_code == 200
-    assert "Enter a rule set object" in response.content.decode()
+    assert "rule set: must be an object" in response.content.decode()
+    assert not BuyerPolicy.objects.exists()
+
+
+def test_policy_rules_are_checked_by_the_rules_engine(staff_client, buyer):
+    rule_set = (
+        '{"rules": [{"lhv": "lead.age", "op": "is between", "rhv": "old-older"}]}'
+    )
+    response = staff_client.post(
+        add_url(BuyerPolicy),
+        {"buyer": buyer.pk, "kind": "return", "max_age_days": "90", "rules": rule_set},
+    )
+
+    assert response.status_code == 200
+    assert "rules[0].rhv: invalid range" in response.content.decode()
     assert not BuyerPolicy.objects.exists()
