@@ -1,9 +1,28 @@
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
 
-from sources.models import Kind, Source
+from sources import templating
+from sources.models import FeedbackConfig, FieldMapping, Kind, Source
+from sources.outbound.signing import generate_secret
+from sources.services import (
+    RequestError,
+    feedback_config_build_request,
+    feedback_config_criteria_check,
+    feedback_config_problems,
+    feedback_config_send_test,
+    request_redact,
+)
+from sources.variables import sample_variables
+from sources.widgets import RuleSetWidget
 
 REASONS_HELP = 'A JSON list, e.g. ["Wrong number", "Disconnected phone"]. '
 
@@ -61,9 +80,10 @@ class SourceAdmin(admin.ModelAdmin[Source]):
     list_filter = ("accepts_conversion", "accepts_return", "accepts_status")
     search_fields = ("slug", "name")
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("created_at", "updated_at", "forwarding")
     fieldsets = (
         (None, {"fields": ("name", "slug")}),
+        ("Forwarding", {"fields": ("forwarding",)}),
         (
             "Conversions",
             {"fields": ("accepts_conversion", "conversion_reasons")},
@@ -72,3 +92,338 @@ class SourceAdmin(admin.ModelAdmin[Source]):
         ("Status updates", {"fields": ("accepts_status", "status_reasons")}),
         ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
+
+    @admin.display(description="feedback configs")
+    def forwarding(self, obj: Source) -> str:
+        add_url = reverse("admin:sources_feedbackconfig_add")
+        if obj.pk is None:
+            return "Save the source first, then add how feedback is forwarded to it."
+        items = format_html_join(
+            "",
+            '<li><a href="{}">{}</a>{}</li>',
+            (
+                (
+                    reverse("admin:sources_feedbackconfig_change", args=[config.pk]),
+                    f"{config.get_kind_display()} · {config.get_method_display()}",
+                    "" if config.enabled else " (disabled)",
+                )
+                for config in obj.feedback_configs.all()
+            ),
+        )
+        return format_html(
+            '<ul class="forwarding-configs">{}</ul>'
+            '<a class="addlink" href="{}?source={}">Add a feedback config</a>',
+            items,
+            add_url,
+            obj.pk,
+        )
+
+
+# Feedback configs ---------------------------------------------------------------
+
+SECRET_FIELDS = ("auth_secret", "signing_secret")
+
+
+class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
+    """A config; secrets are write-only and everything is checked before saving."""
+
+    url = forms.URLField(
+        label="URL",
+        max_length=2000,
+        assume_scheme="https",
+        widget=forms.URLInput(attrs={"size": 80}),
+        help_text=FeedbackConfig._meta.get_field("url").help_text,
+    )
+
+    class Meta:
+        model = FeedbackConfig
+        fields = (
+            "source",
+            "kind",
+            "enabled",
+            "method",
+            "url",
+            "http_method",
+            "sync",
+            "timeout_s",
+            "headers",
+            "auth_type",
+            "auth_username",
+            "auth_header_name",
+            "auth_secret",
+            "wsse_password_digest",
+            "signing_enabled",
+            "signing_secret",
+            "soap_operation",
+            "soap_version",
+            "criteria",
+            "outcome_search_term",
+            "outcome_search_path",
+            "outcome_on_match",
+            "reason_path",
+            "default_reason",
+            "reference_path",
+        )
+        widgets = {
+            "criteria": RuleSetWidget(attrs={"rows": 6, "cols": 70}),
+            "headers": forms.Textarea(attrs={"rows": 2, "cols": 70}),
+            "auth_secret": forms.PasswordInput(render_value=False),
+            "signing_secret": forms.PasswordInput(render_value=False),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in SECRET_FIELDS:
+            field = self.fields.get(name)
+            if field is not None and getattr(self.instance, name):
+                field.help_text = "A value is stored; leave blank to keep it."
+        signing = self.fields.get("signing_secret")
+        if signing is not None and not self.instance.signing_secret:
+            signing.help_text = "Leave blank to generate one when signing is on."
+
+    def clean(self) -> dict[str, Any]:
+        cleaned_data = super().clean() or {}
+        for name in SECRET_FIELDS:
+            if name in cleaned_data and not cleaned_data[name]:
+                cleaned_data[name] = getattr(self.instance, name)
+        if cleaned_data.get("signing_enabled") and not cleaned_data.get(
+            "signing_secret"
+        ):
+            cleaned_data["signing_secret"] = generate_secret()
+        if cleaned_data.get("headers") is None:
+            cleaned_data["headers"] = {}
+        if self.errors:
+            return cleaned_data
+        candidate = FeedbackConfig(
+            **{
+                name: value
+                for name, value in cleaned_data.items()
+                if name in {f.name for f in FeedbackConfig._meta.fields}
+            }
+        )
+        for field, messages in feedback_config_problems(candidate).items():
+            target = field if field in self.fields else None
+            for message in messages:
+                self.add_error(target, message)
+        return cleaned_data
+
+
+class FieldMappingForm(forms.ModelForm[FieldMapping]):
+    class Meta:
+        model = FieldMapping
+        fields = ("position", "target", "value")
+        widgets = {
+            "target": forms.TextInput(attrs={"size": 30}),
+            "value": forms.TextInput(attrs={"size": 60}),
+        }
+
+    def clean_value(self) -> str:
+        value = str(self.cleaned_data.get("value") or "")
+        problem = templating.validate(value)
+        if problem:
+            raise forms.ValidationError(f"This template does not work: {problem}")
+        return value
+
+
+class FieldMappingInline(admin.TabularInline[FieldMapping, FeedbackConfig]):
+    model = FieldMapping
+    form = FieldMappingForm
+    extra = 0
+    verbose_name = "field"
+    verbose_name_plural = "Fields sent (target ← value template)"
+
+
+@admin.register(FeedbackConfig)
+class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
+    form = FeedbackConfigForm
+    inlines = (FieldMappingInline,)
+    list_display = ("__str__", "source", "kind", "method", "enabled", "sync", "host")
+    list_filter = ("kind", "method", "enabled", "sync", "source")
+    list_select_related = ("source",)
+    search_fields = ("source__name", "source__slug", "url")
+    autocomplete_fields = ("source",)
+    readonly_fields = ("created_at", "updated_at")
+    change_form_template = "admin/sources/feedbackconfig/change_form.html"
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "source",
+                    "kind",
+                    "enabled",
+                    "method",
+                    "url",
+                    "http_method",
+                    "sync",
+                    "timeout_s",
+                    "headers",
+                )
+            },
+        ),
+        (
+            "Authentication",
+            {
+                "fields": (
+                    "auth_type",
+                    "auth_username",
+                    "auth_header_name",
+                    "auth_secret",
+                    "wsse_password_digest",
+                )
+            },
+        ),
+        ("Signing", {"fields": ("signing_enabled", "signing_secret")}),
+        ("SOAP", {"fields": ("soap_operation", "soap_version")}),
+        (
+            "Criteria",
+            {
+                "fields": ("criteria",),
+                "description": "Feedback that fails these conditions is not sent "
+                "(skipped, with the reason).",
+            },
+        ),
+        (
+            "Reading the answer",
+            {
+                "fields": (
+                    "outcome_search_term",
+                    "outcome_search_path",
+                    "outcome_on_match",
+                    "reason_path",
+                    "default_reason",
+                    "reference_path",
+                )
+            },
+        ),
+        ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
+    )
+
+    @admin.display(description="host", ordering="url")
+    def host(self, obj: FeedbackConfig) -> str:
+        return urlsplit(obj.url).hostname or ""
+
+    def get_urls(self) -> list[URLPattern]:
+        preview = self.admin_site.admin_view(self.preview_view)
+        return [
+            path(
+                "add/preview/",
+                preview,
+                name="sources_feedbackconfig_preview_add",
+            ),
+            path(
+                "<path:object_id>/preview/",
+                preview,
+                name="sources_feedbackconfig_preview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def preview_view(
+        self, request: HttpRequest, object_id: str | None = None
+    ) -> HttpResponse:
+        """Build (and with action=send, send) the request of the form as it is
+        on screen, saved or not, and answer with an HTML fragment."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = self.get_object(request, unquote(object_id)) if object_id else None
+        if object_id and obj is None:
+            raise Http404("No such feedback config.")
+        allowed = (
+            self.has_change_permission(request, obj)
+            if obj is not None
+            else self.has_add_permission(request)
+        )
+        if not allowed:
+            raise PermissionDenied
+        context = self._preview(request, obj)
+        return TemplateResponse(
+            request, "admin/sources/feedbackconfig/partials/preview.html", context
+        )
+
+    def _preview(self, request: HttpRequest, obj: FeedbackConfig | None) -> dict:
+        form_class = self.get_form(request, obj, change=obj is not None)
+        form = form_class(request.POST, instance=obj)
+        errors: list[str] = []
+        if not form.is_valid():
+            errors += _error_lines(form.errors)
+        config = form.instance
+        mappings: list[FieldMapping] = []
+        for formset_class, inline in self.get_formsets_with_inlines(request, obj):
+            formset = formset_class(
+                data=request.POST,
+                files=request.FILES,
+                instance=config,
+                prefix=formset_class.get_default_prefix(),
+                queryset=inline.get_queryset(request),
+            )
+            if not formset.is_valid():
+                errors += [
+                    line for e in formset.errors if e for line in _error_lines(e)
+                ]
+                errors += list(formset.non_form_errors())
+                continue
+            for mapping_form in formset.forms:
+                data = getattr(mapping_form, "cleaned_data", None)
+                if data and not data.get("DELETE") and data.get("target"):
+                    mappings.append(
+                        FieldMapping(
+                            position=data.get("position") or 0,
+                            target=data["target"],
+                            value=data.get("value") or "",
+                        )
+                    )
+        if errors:
+            return {"errors": errors}
+        mappings.sort(key=lambda mapping: mapping.position)
+
+        event_id = str(request.POST.get("_preview_event_id") or "").strip().lower()
+        variables = None
+        if event_id:
+            # The admin is the one place that joins the two apps: a preview reads
+            # a real delivery's feedback through the feedback app's variables.
+            from feedback.variables import feedback_variables_for_event
+
+            variables = feedback_variables_for_event(
+                event_id=event_id, kind=config.kind
+            )
+            if variables is None:
+                return {"errors": [f"No feedback found for event {event_id}."]}
+        context: dict[str, Any] = {
+            "kind": config.kind,
+            "sample": variables is None,
+            "event_id": event_id,
+        }
+        variables = variables or sample_variables(kind=config.kind)
+        context["criteria"] = feedback_config_criteria_check(
+            config=config, variables=variables
+        )
+        try:
+            if request.POST.get("_action") == "send":
+                test = feedback_config_send_test(
+                    config=config, variables=variables, mappings=mappings
+                )
+                context |= {
+                    "request_sent": request_redact(test.request, config),
+                    "response": test.response,
+                    "interpretation": test.interpretation,
+                }
+            else:
+                built = feedback_config_build_request(
+                    config=config,
+                    variables=variables,
+                    mappings=mappings,
+                    message_id="preview",
+                )
+                context["request_sent"] = request_redact(built, config)
+        except RequestError as exc:
+            context["errors"] = [str(exc)]
+        return context
+
+
+def _error_lines(errors: Any) -> list[str]:
+    lines = []
+    for field, messages in errors.items():
+        label = "" if field == "__all__" else f"{field}: "
+        lines += [f"{label}{message}" for message in messages]
+    return lines

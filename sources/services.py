@@ -1,0 +1,275 @@
+"""What a feedback config sends and how its answer is read.
+
+Everything here works from a config and a variables dict (DESIGN §5.2): the
+sources app never sees feedback rows. Building is pure; `feedback_config_send`
+is the one function here that talks to the network, and it must never be called
+inside a database transaction.
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from sources import rules, templating
+from sources.models import FeedbackConfig, FieldMapping
+from sources.outbound import soap
+from sources.outbound.building import (
+    Auth,
+    BuildError,
+    RequestSpec,
+    build_request,
+    validate_headers,
+)
+from sources.outbound.responses import ResponseSpec, interpret, validate_response_spec
+from sources.outbound.sending import send
+from sources.outbound.types import (
+    Interpretation,
+    OutboundRequest,
+    OutboundResponse,
+    Outcome,
+)
+
+logger = logging.getLogger(__name__)
+
+REDACTED = "<redacted>"
+
+
+class RequestError(ValueError):
+    """A config cannot make its request (a template, the WSDL, a target clash)."""
+
+
+@dataclass(frozen=True)
+class TestSend:
+    """One test send from the admin: what went out and how the answer was read."""
+
+    request: OutboundRequest
+    response: OutboundResponse
+    interpretation: Interpretation
+
+
+def feedback_config_request_spec(config: FeedbackConfig) -> RequestSpec:
+    secret = config.auth_secret
+    auth = Auth(
+        type=config.auth_type,
+        username=config.auth_username,
+        password=secret if config.auth_type in ("basic", "wsse") else "",
+        token=secret if config.auth_type == "bearer" else "",
+        name=config.auth_header_name,
+        value=secret if config.auth_type == "header" else "",
+        password_digest=config.wsse_password_digest,
+    )
+    return RequestSpec(
+        method=config.method,
+        url=config.url,
+        http_method=config.http_method,
+        headers={str(k): str(v) for k, v in (config.headers or {}).items()},
+        auth=auth,
+        signing_secret=config.signing_secret if config.signing_enabled else "",
+        soap_operation=config.soap_operation,
+        soap_version=config.soap_version,
+        timeout_s=config.timeout_s,
+    )
+
+
+def feedback_config_response_spec(config: FeedbackConfig) -> ResponseSpec:
+    return ResponseSpec(
+        outcome_search_term=config.outcome_search_term,
+        outcome_search_path=config.outcome_search_path,
+        outcome_on_match=Outcome(config.outcome_on_match),
+        reason_path=config.reason_path,
+        default_reason=config.default_reason,
+        reference_path=config.reference_path,
+    )
+
+
+def feedback_config_criteria_check(
+    *, config: FeedbackConfig, variables: Mapping[str, Any]
+) -> str | None:
+    """None when the feedback passes the config's criteria, else the reason."""
+    return rules.evaluate(config.criteria, variables)
+
+
+def feedback_config_render(
+    *,
+    config: FeedbackConfig,
+    variables: Mapping[str, Any],
+    mappings: Sequence[FieldMapping] | None = None,
+) -> list[tuple[str, str]]:
+    """The (target, value) pairs of the config's mappings for these variables."""
+    rows = list(config.mappings.all()) if mappings is None else list(mappings)
+    fields = []
+    for mapping in rows:
+        try:
+            fields.append((mapping.target, templating.render(mapping.value, variables)))
+        except templating.TemplateError as exc:
+            raise RequestError(f"Mapping {mapping.target!r}: {exc}") from None
+    return fields
+
+
+def feedback_config_build_request(
+    *,
+    config: FeedbackConfig,
+    variables: Mapping[str, Any],
+    message_id: str,
+    mappings: Sequence[FieldMapping] | None = None,
+    now: datetime | None = None,
+) -> OutboundRequest:
+    """The exact request the config makes for these variables, or RequestError.
+
+    SOAP configs load their WSDL (through the guarded session), so this may do
+    network I/O for them: never call it inside a transaction.
+    """
+    spec = feedback_config_request_spec(config)
+    fields = feedback_config_render(
+        config=config, variables=variables, mappings=mappings
+    )
+    client = None
+    if spec.method == FeedbackConfig.Method.SOAP:
+        try:
+            client = soap.soap_client(spec.url, timeout=spec.timeout_s)
+        except soap.WsdlError as exc:
+            raise RequestError(str(exc)) from None
+    try:
+        return build_request(
+            spec,
+            fields,
+            message_id=message_id,
+            now=now or timezone.now(),
+            soap_client=client,
+        )
+    except BuildError as exc:
+        raise RequestError(str(exc)) from None
+
+
+def feedback_config_send(
+    *, config: FeedbackConfig, request: OutboundRequest
+) -> tuple[OutboundResponse, Interpretation]:
+    """Send one request and read the answer with the config's response settings."""
+    response = send(request, timeout_s=config.timeout_s)
+    interpretation = interpret(feedback_config_response_spec(config), response)
+    logger.info(
+        "sent %s config=%s status=%s outcome=%s in %d ms",
+        config.method,
+        config.pk,
+        response.status,
+        interpretation.outcome,
+        response.elapsed_ms,
+    )
+    return response, interpretation
+
+
+def feedback_config_send_test(
+    *,
+    config: FeedbackConfig,
+    variables: Mapping[str, Any],
+    mappings: Sequence[FieldMapping] | None = None,
+) -> TestSend:
+    """Build and send the config's request once, from the admin's "send test"."""
+    request = feedback_config_build_request(
+        config=config,
+        variables=variables,
+        mappings=mappings,
+        message_id=f"test_{timezone.now():%Y%m%d%H%M%S%f}",
+    )
+    response, interpretation = feedback_config_send(config=config, request=request)
+    return TestSend(request, response, interpretation)
+
+
+def request_redact(request: OutboundRequest, config: FeedbackConfig) -> OutboundRequest:
+    """The request with the config's secrets blanked, for showing and storing."""
+    secrets = [s for s in (config.auth_secret,) if s]
+    headers = {}
+    for name, value in request.headers.items():
+        if name.lower() in ("authorization", "proxy-authorization") or (
+            config.auth_type == "header"
+            and name.lower() == config.auth_header_name.lower()
+        ):
+            value = REDACTED
+        headers[name] = _without(value, secrets)
+    body = request.body
+    for secret in secrets:
+        body = body.replace(secret.encode(), REDACTED.encode())
+    return OutboundRequest(
+        method=request.method,
+        url=_without(request.url, secrets),
+        headers=headers,
+        body=body,
+    )
+
+
+def _without(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
+    """What is wrong with a config, by field name, beyond each field's own checks."""
+    problems: dict[str, list[str]] = {}
+
+    def add(field: str, message: str) -> None:
+        problems.setdefault(field, []).append(message)
+
+    method = config.method
+    if urlsplit(config.url).scheme not in ("http", "https"):
+        add("url", "Use an http:// or https:// URL.")
+    if method == FeedbackConfig.Method.SOAP and not config.soap_operation:
+        add("soap_operation", "A SOAP config needs the operation to call.")
+    if config.auth_type == FeedbackConfig.AuthType.WSSE and method != "soap":
+        add("auth_type", "WS-Security is only for SOAP configs.")
+    if config.auth_type in ("basic", "wsse") and not config.auth_username:
+        add("auth_username", "This authentication needs a username.")
+    if config.auth_type == FeedbackConfig.AuthType.HEADER and not (
+        config.auth_header_name
+    ):
+        add("auth_header_name", "Name the header that carries the key.")
+    if config.auth_type != FeedbackConfig.AuthType.NONE and not config.auth_secret:
+        add("auth_secret", "This authentication needs a password, token or key.")
+    if not isinstance(config.headers, dict) or not all(
+        isinstance(value, str) for value in config.headers.values()
+    ):
+        add(
+            "headers",
+            'Enter an object of header names and text values, e.g. {"X-A": "1"}.',
+        )
+    else:
+        spec = feedback_config_request_spec(config)
+        try:
+            validate_headers(spec.headers)
+        except BuildError as exc:
+            add("headers", str(exc))
+    for message in rules.validate_rule_set(config.criteria) if config.criteria else []:
+        add("criteria", message)
+    response_fields = {
+        "outcome_search_term",
+        "outcome_search_path",
+        "outcome_on_match",
+        "reason_path",
+        "default_reason",
+        "reference_path",
+    }
+    for message in validate_response_spec(feedback_config_response_spec(config)):
+        field = next(
+            (name for name in response_fields if message.startswith(name)),
+            "outcome_search_term",
+        )
+        add(field, message)
+    return problems
+
+
+def feedback_config_validate(config: FeedbackConfig) -> None:
+    """ValidationError naming each field that is wrong, for forms and imports."""
+    problems = feedback_config_problems(config)
+    if problems:
+        raise ValidationError(problems)
+
+
+def field_mapping_problem(mapping: FieldMapping) -> str | None:
+    """Why a mapping's template cannot render, or None."""
+    return templating.validate(mapping.value)
