@@ -21,9 +21,14 @@
             credentials: "same-origin",
             headers: { "X-Requested-With": "XMLHttpRequest" },
           });
-          result.innerHTML = response.ok
-            ? await response.text()
-            : "<ul class=\"errorlist\"><li>The preview failed (HTTP " + response.status + ").</li></ul>";
+          if (response.redirected) {
+            // fetch follows the redirect to the login page when the session ended.
+            result.innerHTML = "<ul class=\"errorlist\"><li>Your session has ended; log in again.</li></ul>";
+          } else {
+            result.innerHTML = response.ok
+              ? await response.text()
+              : "<ul class=\"errorlist\"><li>The preview failed (HTTP " + response.status + ").</li></ul>";
+          }
           status.textContent = "";
         } catch (error) {
           status.textContent = "The preview could not be reached: " + error;
