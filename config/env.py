@@ -39,3 +39,35 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
+    if value < 0 or value != value or value == float("inf"):
+        raise ImproperlyConfigured(f"{name} must be a finite number ≥ 0, not {raw!r}")
+    return value
+
+
+def env_float_list(name: str, default: list[float]) -> list[float]:
+    """Comma-separated non-negative numbers, e.g. "0,5,300"."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    values = []
+    for item in raw.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must be comma-separated numbers, not {raw!r}"
+            ) from None
+        if value < 0 or value != value or value == float("inf"):
+            raise ImproperlyConfigured(f"{name}: {item.strip()!r} is not ≥ 0")
+        values.append(value)
+    return values

@@ -9,7 +9,14 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import (
+    env_bool,
+    env_float,
+    env_float_list,
+    env_int,
+    env_list,
+    env_str,
+)
 
 # Lets typed code subscript Django's generic classes (ModelAdmin[Model], ...).
 django_stubs_ext.monkeypatch()
@@ -189,6 +196,12 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # Recovers what the fast path missed: lost messages, killed workers, retries.
+    "sweep-notifications": {
+        "task": "feedback.tasks.sweep_notifications_task",
+        "schedule": env_float("LEADBACK_SWEEP_INTERVAL_S", 5.0),
+        "options": {"expires": 30},
+    },
     "purge-idempotency-keys": {
         "task": "feedback.tasks.purge_idempotency_keys_task",
         "schedule": 3600.0,
@@ -201,6 +214,18 @@ CELERY_TIMEZONE = "UTC"
 # loopback addresses (the SSRF guard refuses them otherwise).
 LEADBACK_OUTBOUND_ALLOWLIST = env_list("LEADBACK_OUTBOUND_ALLOWLIST", [])
 LEADBACK_BATCH_MAX_ITEMS = 1000
+# Delivery engine (DESIGN §5.4). Seconds to wait after the n-th failed try; a
+# notification is dead once the schedule is spent. Each wait varies by ±jitter.
+LEADBACK_RETRY_SCHEDULE_S = env_float_list(
+    "LEADBACK_RETRY_SCHEDULE_S",
+    [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
+)
+LEADBACK_RETRY_JITTER = env_float("LEADBACK_RETRY_JITTER", 0.2)
+# How long a queued message owns its row before the sweeper queues it again.
+LEADBACK_QUEUE_LEASE_S = env_float("LEADBACK_QUEUE_LEASE_S", 60.0)
+LEADBACK_SWEEP_BATCH = env_int("LEADBACK_SWEEP_BATCH", 500)
+# Sync configs: how long the buyer's request may wait for the source.
+LEADBACK_SYNC_DEADLINE_S = env_float("LEADBACK_SYNC_DEADLINE_S", 10.0)
 # Stored responses to Idempotency-Key requests are replayed for at least this long.
 LEADBACK_IDEMPOTENCY_TTL_HOURS = env_int("LEADBACK_IDEMPOTENCY_TTL_HOURS", 24)
 

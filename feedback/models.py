@@ -1,3 +1,4 @@
+import secrets
 import uuid
 
 from django.conf import settings
@@ -11,7 +12,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from sources.models import Kind, Source
+from sources.models import FeedbackConfig, Kind, Source
 
 EVENT_ID_PATTERN = r"^[0-9a-f]{24}$"
 validate_event_id = RegexValidator(
@@ -393,6 +394,129 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} of {self.delivery_id} ({self.outcome})"
+
+
+def new_notification_id() -> str:
+    return f"msg_{secrets.token_hex(12)}"
+
+
+class Notification(models.Model):
+    """One feedback forwarded under one source config: a "feedback sent" event.
+
+    The row is the source of truth for delivery (DESIGN §5.4): its status and
+    `next_attempt_at` decide what is sent when; a queued message only says
+    "look at row N with lease L". `public_id` is sent as `webhook-id` on every
+    try so a source can drop duplicates of an at-least-once delivery.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        RETRYING = "retrying", "Retrying"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed (refused by the source)"
+        DEAD = "dead", "Dead (retries exhausted)"
+        SKIPPED = "skipped", "Skipped (criteria)"
+        BATCHED = "batched", "Batched"
+
+    # Rows the engine still has to send; the rest are final.
+    OPEN_STATUSES = (Status.PENDING, Status.SENDING, Status.RETRYING)
+
+    public_id = models.CharField(
+        "notification id",
+        max_length=40,
+        unique=True,
+        default=new_notification_id,
+        editable=False,
+    )
+    feedback = models.ForeignKey(
+        Feedback, on_delete=models.PROTECT, related_name="notifications"
+    )
+    # Kept when a config is deleted: the history of what was sent stays.
+    config = models.ForeignKey(
+        FeedbackConfig,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
+    source = models.ForeignKey(
+        Source, on_delete=models.PROTECT, related_name="notifications"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING
+    )
+    reason = models.CharField(max_length=1000, blank=True)
+    reference = models.CharField(
+        max_length=255, blank=True, help_text="The source's id for what it received."
+    )
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    # Tries since the schedule last started (a resend starts it again).
+    schedule_tries = models.PositiveSmallIntegerField(default=0, editable=False)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Who may work on the row until when: set when a message is queued for it
+    # and again when a worker starts sending. An expired lease makes the row
+    # due again, which is how lost messages and killed workers are recovered.
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["feedback", "config"], name="notification_one_per_config"
+            ),
+        ]
+        indexes = [
+            # The sweeper's query: open rows by due time.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status__in=["pending", "sending", "retrying"]),
+                name="notification_due_idx",
+            ),
+            models.Index(fields=["status", "-created_at"]),
+            models.Index(fields=["source", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+
+class DeliveryAttempt(models.Model):
+    """One try at sending a notification: what went out, what came back."""
+
+    MAX_BODY_CHARS = 20_000
+
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="attempts"
+    )
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    request_method = models.CharField(max_length=10)
+    request_url = models.CharField(max_length=2000)
+    request_headers = models.JSONField(default=dict, blank=True)
+    request_body = models.TextField(blank=True, help_text="Secrets redacted.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    response_body = models.TextField(blank=True, help_text="At most 20 KB.")
+    outcome = models.CharField(max_length=20)
+    reason = models.CharField(max_length=1000, blank=True)
+    error_class = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["notification", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["notification", "number"], name="attempt_number_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.notification_id} #{self.number}: {self.outcome}"
 
 
 class IdempotencyKey(models.Model):

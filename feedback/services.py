@@ -17,6 +17,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from feedback.delivery import notifications_create, notifications_enqueue_on_commit
 from feedback.models import (
     EVENT_ID_PATTERN,
     ApiKey,
@@ -437,15 +438,20 @@ def _returned_delivery_ids(deliveries: list[DeliveryEvent]) -> set[int]:
 
 
 def _store(pending: list[tuple[ReceiveResult, Feedback]]) -> None:
+    """Insert the feedback and, in the same transaction, its notifications."""
+    feedbacks = [feedback for _, feedback in pending]
     try:
         with transaction.atomic():
-            Feedback.objects.bulk_create([feedback for _, feedback in pending])
+            Feedback.objects.bulk_create(feedbacks)
+            notifications = notifications_create(feedbacks=feedbacks)
     except IntegrityError:
         # Another request returned one of these deliveries since we looked. Store
         # one by one so only the loser of that race becomes "already returned".
         with transaction.atomic():
             for result, feedback in pending:
                 _store_one(result, feedback)
+            notifications = notifications_create(feedbacks=feedbacks)
+    notifications_enqueue_on_commit(notifications)
 
 
 def _store_one(result: ReceiveResult, feedback: Feedback) -> None:

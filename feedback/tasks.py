@@ -1,9 +1,11 @@
 """Celery tasks: thin adapters that take ids and call a service."""
 
 import logging
+import uuid
 
 from celery import shared_task
 
+from feedback.delivery import Claim, notification_deliver, notifications_sweep
 from feedback.services import idempotency_keys_purge
 
 logger = logging.getLogger(__name__)
@@ -14,3 +16,13 @@ def purge_idempotency_keys_task() -> int:
     deleted = idempotency_keys_purge()
     logger.info("purged %d expired idempotency keys", deleted)
     return deleted
+
+
+@shared_task(ignore_result=True)
+def deliver_notification_task(notification_id: int, token: str) -> None:
+    notification_deliver(claim=Claim(notification_id, uuid.UUID(token)))
+
+
+@shared_task(ignore_result=True)
+def sweep_notifications_task() -> int:
+    return notifications_sweep()

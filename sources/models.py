@@ -206,6 +206,12 @@ class FeedbackConfig(models.Model):
     reason_path = models.CharField(max_length=500, blank=True)
     default_reason = models.CharField(max_length=500, blank=True)
     reference_path = models.CharField(max_length=500, blank=True)
+    disabled_reason = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Why Leadback switched this config off (e.g. the source answered "
+        "410 Gone). Cleared when an admin enables it again.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

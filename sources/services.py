@@ -148,10 +148,11 @@ def feedback_config_build_request(
 
 
 def feedback_config_send(
-    *, config: FeedbackConfig, request: OutboundRequest
+    *, config: FeedbackConfig, request: OutboundRequest, timeout_s: float | None = None
 ) -> tuple[OutboundResponse, Interpretation]:
-    """Send one request and read the answer with the config's response settings."""
-    response = send(request, timeout_s=config.timeout_s)
+    """Send one request and read the answer with the config's response settings.
+    `timeout_s` shortens the config's own timeout (a sync deadline)."""
+    response = send(request, timeout_s=timeout_s or config.timeout_s)
     interpretation = interpret(feedback_config_response_spec(config), response)
     logger.info(
         "sent %s config=%s status=%s outcome=%s in %d ms",

@@ -1,0 +1,34 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from feedback.delivery import notifications_deliver_due, notifications_sweep
+
+
+class Command(BaseCommand):
+    help = (
+        "Deliver due notifications. With --once, claim and send them in this "
+        "process and exit (no broker needed: cron-less installs, debugging); "
+        "without it, queue them for the Celery workers, like the beat sweeper."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="send due notifications here and now, then exit",
+        )
+        parser.add_argument(
+            "--limit",
+            type=int,
+            default=None,
+            help="at most this many (default: a batch)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["once"]:
+            count = notifications_deliver_due(limit=options["limit"])
+            self.stdout.write(f"Delivered {count} notification(s).")
+        else:
+            count = notifications_sweep()
+            self.stdout.write(f"Queued {count} notification(s).")
