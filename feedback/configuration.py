@@ -385,8 +385,9 @@ def _source_schema() -> Document:
 def feedback_config_schema() -> Document:
     """The shape of one per-source feedback delivery config (DESIGN §5, §9).
 
-    Nothing stores these yet: import validates them and says it did not import
-    them. Wiring them to a model starts here and in `feedback_config_problems`.
+    Stored as sources.FeedbackConfig rows (batch configs are validated only,
+    until batch delivery exists); `feedback_config_problems` adds the checks a
+    schema cannot express.
     """
     text = {"type": "string"}
     port = {"type": "integer", "minimum": 1, "maximum": 65535}

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -390,9 +391,9 @@ def _record(
                 row.status, row.next_attempt_at = Status.RETRYING, now + delay
         row.save(update_fields=fields)
         if disable_config:
-            _config_disable(
-                config, reason=f"HTTP 410 Gone from {request.url if request else ''}"
-            )
+            # The host only: a query URL carries the lead's mapped fields.
+            host = urlsplit(request.url).hostname if request else ""
+            _config_disable(config, reason=f"The source answered 410 Gone ({host}).")
     logger.info(
         "notification %s attempt %d: %s", row.public_id, number, interpretation.outcome
     )

@@ -133,7 +133,8 @@ class FeedbackConfig(models.Model):
         max_length=8,
         choices=HttpMethod.choices,
         default=HttpMethod.POST,
-        help_text="Query configs always use GET and SOAP always POST.",
+        help_text="For form, JSON and XML configs; query configs always GET and SOAP "
+        "always POSTs.",
     )
     sync = models.BooleanField(
         "send synchronously",

@@ -64,10 +64,14 @@ def feedback_config_request_spec(config: FeedbackConfig) -> RequestSpec:
         value=secret if config.auth_type == "header" else "",
         password_digest=config.wsse_password_digest,
     )
+    # Query configs always GET and SOAP always POSTs, whatever the stored field.
+    http_method = {"query": "GET", "soap": "POST"}.get(
+        config.method, config.http_method
+    )
     return RequestSpec(
         method=config.method,
         url=config.url,
-        http_method=config.http_method,
+        http_method=http_method,
         headers={str(k): str(v) for k, v in (config.headers or {}).items()},
         auth=auth,
         signing_secret=config.signing_secret if config.signing_enabled else "",
@@ -274,3 +278,14 @@ def feedback_config_validate(config: FeedbackConfig) -> None:
 def field_mapping_problem(mapping: FieldMapping) -> str | None:
     """Why a mapping's template cannot render, or None."""
     return templating.validate(mapping.value)
+
+
+def feedback_config_enable(*, config: FeedbackConfig) -> FeedbackConfig:
+    """Switch a config on again and forget why Leadback switched it off.
+
+    One UPDATE, so it needs no transaction of its own; it joins the caller's.
+    """
+    config.enabled = True
+    config.disabled_reason = ""
+    config.save(update_fields=["enabled", "disabled_reason", "updated_at"])
+    return config

@@ -608,6 +608,22 @@ def _soap_from_root(root: Any) -> SoapResult | None:
         return SoapResult(values={})
     values: dict[str, str] = {}
     _flatten(element_to_value(first), etree.QName(first).localname, values)
+    # Paths may also start inside the result, as zeep unwraps it: through the
+    # response element and any single wrapper (RecordResponse > RecordResult),
+    # so "Status" reads RecordResponse.RecordResult.Status (DESIGN §9).
+    inner = first
+    while True:
+        children = [child for child in inner if isinstance(child.tag, str)]
+        if len(children) != 1 or not any(isinstance(c.tag, str) for c in children[0]):
+            break
+        inner = children[0]
+    unwrapped = element_to_value(inner)
+    if isinstance(unwrapped, dict):
+        for key, item in unwrapped.items():
+            short: dict[str, str] = {}
+            _flatten(item, str(key), short)
+            for path, text in short.items():
+                values.setdefault(path, text)
     return SoapResult(values=values)
 
 

@@ -319,7 +319,7 @@ def test_send_test_calls_a_soap_service_and_reads_its_result(staff_client):
             url=server.wsdl_url,
             soap_operation="RecordReturn",
             outcome_search_term="ok",
-            outcome_search_path="RecordReturnResponse.RecordReturnResult.Status",
+            outcome_search_path="Status",  # as in DESIGN §9
         )
         data["_action"] = "send"
         page = staff_client.post(PREVIEW_ADD, data).content.decode()
@@ -327,3 +327,12 @@ def test_send_test_calls_a_soap_service_and_reads_its_result(staff_client):
     assert "Outcome: success" in page, page
     assert server.calls[0].operation == "RecordReturn"
     assert server.calls[0].arguments["Reason"] == "Wrong number"
+
+
+def test_a_query_config_always_gets(staff_client):
+    data = config_form(SourceFactory(), mappings=MAPPINGS, method="query")
+    assert data["http_method"] == "POST"
+
+    page = staff_client.post(PREVIEW_ADD, data).content.decode()
+
+    assert "GET https://returns.example/api?lead_id=L-1001&amp;contact.email=" in page

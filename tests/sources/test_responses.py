@@ -675,6 +675,11 @@ def test_parse_soap_envelope_flattens_by_local_names():
             "SubmitLeadResponse.Result.Status": "Accepted",
             "SubmitLeadResponse.Result.Errors.Error.0": "slow",
             "SubmitLeadResponse.Result.Errors.Error.1": "late",
+            # The same, from inside the result (as zeep unwraps it, DESIGN §9).
+            "@code": "A-17",
+            "Status": "Accepted",
+            "Errors.Error.0": "slow",
+            "Errors.Error.1": "late",
         }
     )
     assert not result.is_fault
