@@ -25,8 +25,12 @@ from jsonschema import Draft202012Validator
 
 from feedback.models import Buyer, BuyerPolicy, Flow
 from feedback.services import flow_get_or_create
-from sources import rules
+from sources import rules, templating
 from sources.models import FeedbackConfig, FieldMapping, Kind, Source
+from sources.outbound.building import BuildError, validate_headers
+from sources.outbound.responses import ResponseSpec, validate_response_spec
+from sources.outbound.signing import SigningSecretError
+from sources.outbound.signing import secret_key as signing_secret_key
 
 Document = dict[str, Any]
 JsonPath = tuple[str | int, ...]
@@ -389,9 +393,10 @@ def feedback_config_schema() -> Document:
     until batch delivery exists); `feedback_config_problems` adds the checks a
     schema cannot express.
     """
-    text = {"type": "string"}
+    text = {"type": "string", "maxLength": 500}
     port = {"type": "integer", "minimum": 1, "maximum": 65535}
-    secret = {"type": "string", "minLength": 1}
+    secret = {"type": "string", "minLength": 1, "maxLength": 2000}
+    username = {"type": "string", "minLength": 1, "maxLength": 200}
     file_transport: Document = {
         "properties": {
             "host": {"type": "string", "minLength": 1, "maxLength": 253},
@@ -410,27 +415,31 @@ def feedback_config_schema() -> Document:
             "url": {"type": "string", "minLength": 1, "maxLength": 2000},
             "http_method": {"enum": list(HTTP_METHODS)},
             "sync": {"type": "boolean"},
-            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 120},
+            "timeout_s": {"type": "number", "minimum": 0.1, "maximum": 120},
             "headers": {"type": "object", "additionalProperties": text},
             "auth": _tagged(
                 "type",
                 {
                     "none": {"properties": {}},
                     "basic": {
-                        "properties": {"username": text, "password": secret},
+                        "properties": {"username": username, "password": secret},
                         "required": ["username", "password"],
                     },
                     "bearer": {"properties": {"token": secret}, "required": ["token"]},
                     "header": {
                         "properties": {
-                            "name": {"type": "string", "minLength": 1},
+                            "name": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 100,
+                            },
                             "value": secret,
                         },
                         "required": ["name", "value"],
                     },
                     "wsse": {
                         "properties": {
-                            "username": text,
+                            "username": username,
                             "password": secret,
                             "password_type": {"enum": ["text", "digest"]},
                         },
@@ -857,6 +866,35 @@ def feedback_config_problems(config: dict[str, Any], path: JsonPath) -> list[Pro
             )
 
     problems += _rule_set_problems(config.get("criteria"), (*path, "criteria"))
+    for index, mapping in _dicts(config.get("mappings")):
+        value = mapping.get("value")
+        problem = templating.validate(value) if isinstance(value, str) else None
+        if problem:
+            refuse(
+                ("mappings", index, "value"), f"is not a working template: {problem}"
+            )
+    if isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()):
+        try:
+            validate_headers(headers)
+        except BuildError as exc:
+            refuse("headers", str(exc))
+    if isinstance(signing, dict) and isinstance(signing.get("secret"), str):
+        secret = signing["secret"]
+        if secret != REDACTED:
+            try:
+                signing_secret_key(secret)
+            except SigningSecretError as exc:
+                refuse(("signing", "secret"), str(exc))
+    if isinstance(response, dict) and all(
+        isinstance(v, str) for v in response.values()
+    ):
+        spec = ResponseSpec(
+            **{k: v for k, v in response.items() if k != "outcome_on_match"}
+        )
+        for message in validate_response_spec(spec):
+            name = message.split(" ", 1)[0]
+            key = name if name in response else "outcome_search_term"
+            refuse(("response", key), message.removeprefix(f"{name} "))
     batch = config.get("batch")
     if isinstance(batch, dict):
         problems += _batch_problems(batch, (*path, "batch"))

@@ -1039,3 +1039,24 @@ def test_the_verbatim_design_example_needs_its_secrets_on_a_fresh_install(write)
 
     assert "$.sources[0].feedback[0].auth.password: is '<redacted>'" in message
     assert row_counts() == dict.fromkeys(row_counts(), 0)
+
+
+def test_import_checks_configs_as_the_admin_does(write):
+    document = example()
+    config = document["sources"][0]["feedback"][0]
+    config["mappings"][0]["value"] = "{{ lead.id "
+    config["headers"] = {"Host": "evil.example"}
+    config["signing"]["secret"] = "not-a-whsec-secret"
+    config["response"]["outcome_search_path"] = "//*["
+    config["auth"]["username"] = "u" * 201
+
+    message = import_error(write(document))
+
+    assert "$.sources[0].feedback[0].mappings[0].value: is not a working template" in (
+        message
+    )
+    assert "$.sources[0].feedback[0].headers: " in message
+    assert "$.sources[0].feedback[0].signing.secret: " in message
+    assert "$.sources[0].feedback[0].response.outcome_search_path: " in message
+    assert "$.sources[0].feedback[0].auth.username: " in message
+    assert row_counts() == dict.fromkeys(row_counts(), 0)
