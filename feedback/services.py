@@ -4,6 +4,7 @@ import hashlib
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,13 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from feedback.delivery import notifications_create, notifications_enqueue_on_commit
+from feedback.delivery import (
+    notification_deliver,
+    notifications_claim_due,
+    notifications_create,
+    notifications_enqueue,
+    notifications_enqueue_on_commit,
+)
 from feedback.models import (
     EVENT_ID_PATTERN,
     ApiKey,
@@ -28,6 +35,7 @@ from feedback.models import (
     Flow,
     IdempotencyKey,
     Lead,
+    Notification,
     OutcomeCode,
 )
 from feedback.variables import feedback_variables
@@ -423,7 +431,8 @@ def feedback_receive_many(
         pending.append((result, feedback))
 
     if pending:
-        _store(pending)
+        notifications = _store(pending)
+        _deliver_sync(pending, notifications)
     return results
 
 
@@ -437,7 +446,7 @@ def _returned_delivery_ids(deliveries: list[DeliveryEvent]) -> set[int]:
     )
 
 
-def _store(pending: list[tuple[ReceiveResult, Feedback]]) -> None:
+def _store(pending: list[tuple[ReceiveResult, Feedback]]) -> list[Notification]:
     """Insert the feedback and, in the same transaction, its notifications."""
     feedbacks = [feedback for _, feedback in pending]
     try:
@@ -451,7 +460,59 @@ def _store(pending: list[tuple[ReceiveResult, Feedback]]) -> None:
             for result, feedback in pending:
                 _store_one(result, feedback)
             notifications = notifications_create(feedbacks=feedbacks)
-    notifications_enqueue_on_commit(notifications)
+    # Sync configs are sent right here once committed (_deliver_sync), unless an
+    # outer transaction is open: then they take the queue like the others.
+    outer = connection.in_atomic_block
+    notifications_enqueue_on_commit(
+        [n for n in notifications if outer or not _is_sync(n)]
+    )
+    return notifications
+
+
+def _is_sync(notification: Notification) -> bool:
+    return notification.config is not None and notification.config.sync
+
+
+def _deliver_sync(
+    pending: list[tuple[ReceiveResult, Feedback]], notifications: list[Notification]
+) -> None:
+    """Send to sync configs while the buyer waits (DESIGN §4.4), within the
+    deadline. A source's refusal makes the feedback refused with its reason; a
+    timeout or error leaves it accepted, and the notification retries as usual."""
+    sync = [
+        n
+        for n in notifications
+        if n.status == Notification.Status.PENDING and _is_sync(n)
+    ]
+    if not sync or connection.in_atomic_block:
+        return
+    deadline = time.monotonic() + settings.LEADBACK_SYNC_DEADLINE_S
+    refusals: dict[int, list[str]] = {}
+    for claim in notifications_claim_due(ids=[n.pk for n in sync]):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.1:
+            notifications_enqueue([claim])
+            continue
+        row = notification_deliver(claim=claim, deadline_s=remaining)
+        if row is not None and row.status == Notification.Status.FAILED:
+            source = next(n.source for n in sync if n.pk == row.pk)
+            refusals.setdefault(row.feedback_id, []).append(
+                f"{source.name} refused it: {row.reason or 'no reason given'}"
+            )
+    for result, feedback in pending:
+        reasons = refusals.get(feedback.pk)
+        if reasons:
+            feedback_refuse_by_source(feedback=feedback, reason="; ".join(reasons))
+            result.status = ReceiveStatus.REFUSED
+            result.errors = [FieldError("", feedback.outcome_reason)]
+
+
+def feedback_refuse_by_source(*, feedback: Feedback, reason: str) -> Feedback:
+    """Record that a sync source refused an accepted feedback: it becomes refused."""
+    feedback.outcome = Feedback.Outcome.FAILURE
+    feedback.outcome_reason = reason[:500]
+    feedback.save(update_fields=["outcome", "outcome_reason"])
+    return feedback
 
 
 def _store_one(result: ReceiveResult, feedback: Feedback) -> None:
