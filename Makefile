@@ -22,10 +22,17 @@ lint: install
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The demo serves on 127.0.0.1:$(LEADBACK_DEMO_PORT) (default 8000).
+LEADBACK_DEMO_PORT ?= 8000
+LEADBACK_DEMO_LEADS ?= 5000
+export LEADBACK_DEMO_PORT
+
 demo: install
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py seed_demo
-	DEBUG=true LEADBACK_OUTBOUND_ALLOWLIST=127.0.0.1/32 $(BIN)/honcho -f Procfile.demo start
+	$(BIN)/python manage.py seed_demo --leads $(LEADBACK_DEMO_LEADS) \
+		--base-url http://127.0.0.1:$(LEADBACK_DEMO_PORT)
+	DEBUG=true LEADBACK_OUTBOUND_ALLOWLIST=127.0.0.1/32 LEADBACK_DEMO_RECEIVER=true \
+		$(BIN)/honcho -f Procfile.demo start
 
 lock:
 	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 \

@@ -213,6 +213,9 @@ CELERY_TIMEZONE = "UTC"
 # CIDRs that outbound deliveries may reach even though they are private or
 # loopback addresses (the SSRF guard refuses them otherwise).
 LEADBACK_OUTBOUND_ALLOWLIST = env_list("LEADBACK_OUTBOUND_ALLOWLIST", [])
+# The pretend source the demo's configs forward to (feedback/demo_receiver.py),
+# served under /demo/receiver/. `make demo` turns it on; never needed in production.
+LEADBACK_DEMO_RECEIVER = env_bool("LEADBACK_DEMO_RECEIVER", False)
 LEADBACK_BATCH_MAX_ITEMS = 1000
 # Delivery engine (DESIGN §5.4). Seconds to wait after the n-th failed try; a
 # notification is dead once the schedule is spent. Each wait varies by ±jitter.

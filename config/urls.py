@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -13,3 +14,7 @@ urlpatterns = [
         "api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"
     ),
 ]
+
+if settings.LEADBACK_DEMO_RECEIVER:
+    # The pretend source `make demo` forwards feedback to.
+    urlpatterns.append(path("demo/receiver/", include("feedback.demo_receiver")))

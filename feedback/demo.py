@@ -7,6 +7,12 @@ what they store and take a few queries per item, while the demo needs four month
 of history in a few seconds. Refused feedback is stored exactly as
 `feedback_receive` stores it (outcome failure, the same `outcome_reason` text);
 tests/feedback/test_seed_demo.py holds the two in step.
+
+The demo sources forward feedback to the built-in demo receiver
+(feedback/demo_receiver.py): a real-time JSON config, an XML one and a SOAP one.
+The history is not forwarded (it never went through the engine); feedback posted
+while the demo runs is, by its worker, so the admin shows real notifications and
+attempts.
 """
 
 import random
@@ -43,7 +49,8 @@ from feedback.services import (
     normalize_email,
     normalize_phone,
 )
-from sources.models import Kind, Source
+from sources.models import FeedbackConfig, FieldMapping, Kind, Source
+from sources.services import feedback_config_validate
 
 # Printed at the end of `make demo`: a demo login, not a secret.
 DEMO_PASSWORD = "leadback-demo"  # noqa: S105
@@ -52,6 +59,9 @@ DEMO_KEY_NAME = "demo"
 # Every demo lead's public id starts with this: it is how a second run knows the
 # history is already there (and how tests tell demo rows from others).
 LEAD_ID_PREFIX = "demo-"
+# Where the demo runs; the demo configs send to its receiver under RECEIVER_PATH.
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+RECEIVER_PATH = "/demo/receiver/"
 DEFAULT_LEADS = 5000
 DEFAULT_SEED = 2026
 HISTORY_DAYS = 120
@@ -226,6 +236,93 @@ CHANNELS = (
 )
 
 
+@dataclass(frozen=True)
+class ConfigSpec:
+    """A demo feedback config: where one kind of feedback for a source goes."""
+
+    source: str
+    kind: Kind
+    method: FeedbackConfig.Method
+    endpoint: str  # under RECEIVER_PATH
+    mappings: tuple[tuple[str, str], ...]
+    outcome_search_term: str
+    outcome_search_path: str
+    reason_path: str
+    reference_path: str
+    soap_operation: str = ""
+
+
+# Each shows one method of DESIGN §5.1 and reads the receiver's answer (§5.5).
+# Only ids leave Leadback: no lead's name, email or phone goes to the demo source.
+DEMO_CONFIGS = (
+    ConfigSpec(
+        "bluesky-leads",
+        Kind.RETURN,
+        FeedbackConfig.Method.JSON,
+        "json/",
+        (
+            ("event_id", "{{ event.id }}"),
+            ("lead.id", "{{ lead.id }}"),
+            ("return.reason", "{{ feedback.reason }}"),
+            ("return.code", "{{ feedback.outcome_code }}"),
+            ("return.at", "{{ feedback.timestamp }}"),
+        ),
+        outcome_search_term="^accepted$",
+        outcome_search_path="status",
+        reason_path="message",
+        reference_path="id",
+    ),
+    ConfigSpec(
+        "bluesky-leads",
+        Kind.CONVERSION,
+        FeedbackConfig.Method.SOAP,
+        "soap/?wsdl",
+        (
+            ("EventId", "{{ event.id }}"),
+            ("Amount", "{{ feedback.revenue }}"),
+            ("Reason", "{{ feedback.reason }}"),
+        ),
+        outcome_search_term="^Accepted$",
+        outcome_search_path="RecordConversionResponse.Status",
+        reason_path="RecordConversionResponse.Message",
+        reference_path="RecordConversionResponse.ConfirmationId",
+        soap_operation="RecordConversion",
+    ),
+    ConfigSpec(
+        "northwind-media",
+        Kind.RETURN,
+        FeedbackConfig.Method.XML,
+        "xml/",
+        (
+            ("event_id", "{{ event.id }}"),
+            ("lead@id", "{{ lead.id }}"),
+            ("reason", "{{ feedback.reason }}"),
+            ("occurred_at", "{{ feedback.timestamp }}"),
+        ),
+        outcome_search_term="^ok$",
+        outcome_search_path="/response/status",
+        reason_path="/response/message",
+        reference_path="/response/id",
+    ),
+    ConfigSpec(
+        "northwind-media",
+        Kind.CONVERSION,
+        FeedbackConfig.Method.JSON,
+        "json/",
+        (
+            ("event_id", "{{ event.id }}"),
+            ("lead.id", "{{ lead.id }}"),
+            ("conversion.revenue", "{{ feedback.revenue }}"),
+            ("conversion.at", "{{ feedback.timestamp }}"),
+        ),
+        outcome_search_term="^accepted$",
+        outcome_search_path="status",
+        reason_path="message",
+        reference_path="id",
+    ),
+)
+
+
 @dataclass
 class DemoLogin:
     username: str
@@ -250,6 +347,8 @@ class DemoSeed:
     target: DeliveryEvent | None
     seconds: float = 0.0
     feedback_by_outcome: dict[str, int] = field(default_factory=dict)
+    # The enabled configs of the demo sources, whatever created them.
+    configs: list[FeedbackConfig] = field(default_factory=list)
 
 
 def demo_seed(
@@ -257,18 +356,22 @@ def demo_seed(
     leads: int = DEFAULT_LEADS,
     seed: int = DEFAULT_SEED,
     now: datetime | None = None,
+    base_url: str = DEFAULT_BASE_URL,
 ) -> DemoSeed:
     """Create the demo installation, or complete it; safe to run again.
 
     Sources, flows, buyers, policies and users are created when missing (never
-    overwritten). The history is generated once: when demo leads exist it is kept
-    as it is. The printed buyer's demo API key is rotated on every run, because
-    only a new key can be shown.
+    overwritten); so are the feedback configs, pointing at the demo receiver of
+    the app at `base_url`, each only where its source has no config of its kind.
+    The history is generated once: when demo leads exist it is kept as it is. The
+    printed buyer's demo API key is rotated on every run, because only a new key
+    can be shown.
     """
     now = now or timezone.now()
     started = timezone.now()
     with transaction.atomic():
         sources = _sources_ensure()
+        _configs_ensure(sources, base_url=base_url)
         flows = _flows_ensure()
         buyers = _buyers_ensure()
         password_hash = _DemoPasswordHash()
@@ -316,6 +419,11 @@ def demo_seed(
         raw_key=raw_key,
         target=demo_feedback_target(buyer=buyer, now=timezone.now()),
         seconds=(timezone.now() - started).total_seconds(),
+        configs=list(
+            FeedbackConfig.objects.select_related("source").filter(
+                source__slug__in=[spec.slug for spec in SOURCES], enabled=True
+            )
+        ),
     )
 
 
@@ -368,6 +476,31 @@ def _sources_ensure() -> dict[str, Source]:
         )
         sources[spec.slug] = source
     return sources
+
+
+def _configs_ensure(sources: dict[str, Source], *, base_url: str) -> None:
+    receiver = base_url.rstrip("/") + RECEIVER_PATH
+    for spec in DEMO_CONFIGS:
+        source = sources[spec.source]
+        if FeedbackConfig.objects.filter(source=source, kind=spec.kind).exists():
+            continue
+        config = FeedbackConfig(
+            source=source,
+            kind=spec.kind,
+            method=spec.method,
+            url=receiver + spec.endpoint,
+            soap_operation=spec.soap_operation,
+            outcome_search_term=spec.outcome_search_term,
+            outcome_search_path=spec.outcome_search_path,
+            reason_path=spec.reason_path,
+            reference_path=spec.reference_path,
+        )
+        feedback_config_validate(config)
+        config.save()
+        FieldMapping.objects.bulk_create(
+            FieldMapping(config=config, position=position, target=target, value=value)
+            for position, (target, value) in enumerate(spec.mappings)
+        )
 
 
 def _flows_ensure() -> dict[str, Flow]:

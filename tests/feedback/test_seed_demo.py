@@ -14,10 +14,12 @@ from django.db.models import Count, F
 from django.utils import timezone
 
 from feedback.demo import (
+    DEMO_CONFIGS,
     DEMO_PASSWORD,
     HISTORY_DAYS,
     LEAD_ID_PREFIX,
     PRINTED_BUYER,
+    demo_feedback_target,
 )
 from feedback.models import (
     ApiKey,
@@ -31,7 +33,9 @@ from feedback.models import (
 )
 from feedback.selectors import api_key_get_active
 from feedback.services import feedback_receive
-from sources.models import Kind, Source
+from sources.models import FeedbackConfig, FieldMapping, Kind, Source
+from sources.services import feedback_config_problems
+from tests.factories import SourceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -74,6 +78,8 @@ def counts() -> dict[str, int]:
         "deliveries": DeliveryEvent.objects.count(),
         "feedback": Feedback.objects.count(),
         "active_keys": ApiKey.objects.filter(revoked_at__isnull=True).count(),
+        "configs": FeedbackConfig.objects.count(),
+        "mappings": FieldMapping.objects.count(),
     }
 
 
@@ -310,3 +316,80 @@ def test_without_deliveries_prints_no_curl_and_a_later_run_adds_history():
 def test_negative_lead_count_is_refused():
     with pytest.raises(CommandError, match="--leads"):
         seed_demo("--leads", "-1")
+
+
+def test_demo_sources_forward_to_the_demo_receiver():
+    output = seed_demo(*SMALL)
+
+    configs = list(FeedbackConfig.objects.select_related("source"))
+    assert len(configs) == len(DEMO_CONFIGS)
+    assert {c.method for c in configs} == {"json", "xml", "soap"}
+    receiver = "http://127.0.0.1:8000/demo/receiver/"
+    assert {c.url for c in configs} == {
+        f"{receiver}json/",
+        f"{receiver}xml/",
+        f"{receiver}soap/?wsdl",
+    }
+    for config in configs:
+        assert config.enabled
+        assert config.source.accepts(config.kind)
+        assert config.outcome_search_term
+        assert config.mappings.exists()
+        assert feedback_config_problems(config) == {}
+        config.full_clean()
+        assert config.url in output
+    soap = next(c for c in configs if c.method == "soap")
+    assert soap.soap_operation == "RecordConversion"
+    assert "forwarded by the worker to the built-in demo receiver" in output
+    assert "http://127.0.0.1:8000/admin/feedback/notification/" in output
+
+
+def test_printed_target_source_forwards_conversions():
+    seed_demo(*SMALL)
+    target = demo_target()
+
+    assert FeedbackConfig.objects.filter(
+        source=target.source, kind=Kind.CONVERSION, enabled=True
+    ).exists()
+
+
+def demo_target() -> DeliveryEvent:
+    target = demo_feedback_target(
+        buyer=Buyer.objects.get(slug=PRINTED_BUYER), now=timezone.now()
+    )
+    assert target is not None
+    return target
+
+
+def test_base_url_moves_the_receiver_and_the_printed_urls():
+    output = seed_demo(*SMALL, "--base-url", "http://127.0.0.1:8765/")
+
+    assert {c.url.split("/demo/")[0] for c in FeedbackConfig.objects.all()} == {
+        "http://127.0.0.1:8765"
+    }
+    assert "Admin      http://127.0.0.1:8765/admin/" in output
+    assert urlsplit(printed_curl(output)[3]).netloc == "127.0.0.1:8765"
+
+
+def test_existing_configs_are_kept_and_none_added_for_their_kind():
+    source = SourceFactory(slug="bluesky-leads", name="Bluesky Leads")
+    own = FeedbackConfig.objects.create(
+        source=source, kind=Kind.RETURN, method="form", url="https://crm.example/r"
+    )
+
+    seed_demo("--leads", "0")
+    seed_demo("--leads", "0", "--base-url", "http://127.0.0.1:9000")
+
+    returns = FeedbackConfig.objects.filter(source=source, kind=Kind.RETURN)
+    assert list(returns) == [own]
+    assert returns.get().url == "https://crm.example/r"
+    assert FeedbackConfig.objects.count() == len(DEMO_CONFIGS)
+    assert not FeedbackConfig.objects.filter(url__contains=":9000").exists()
+
+
+@pytest.mark.parametrize(
+    "base_url", ["127.0.0.1:8000", "ftp://127.0.0.1", "http://127.0.0.1:8000/app"]
+)
+def test_a_bad_base_url_is_refused(base_url):
+    with pytest.raises(CommandError, match="--base-url"):
+        seed_demo("--leads", "0", "--base-url", base_url)

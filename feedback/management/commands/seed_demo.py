@@ -1,22 +1,33 @@
 import shlex
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import Resolver404, resolve
 
-from feedback.demo import DEFAULT_LEADS, DEFAULT_SEED, DemoLogin, DemoSeed, demo_seed
+from feedback.demo import (
+    DEFAULT_BASE_URL,
+    DEFAULT_LEADS,
+    DEFAULT_SEED,
+    DemoLogin,
+    DemoSeed,
+    demo_seed,
+)
+from sources.models import FeedbackConfig
 
-BASE_URL = "http://127.0.0.1:8000"
 CURL_REVENUE = "1250.00"
+NOTIFICATIONS_PATH = "/admin/feedback/notification/"
 
 
 class Command(BaseCommand):
     help = (
         "Seed demo data (sources, flows, four buyers with portal users and API keys, "
-        "months of deliveries and feedback) and print the logins, a buyer API key "
-        "and a curl command. Safe to run again: existing data is kept and the "
-        "printed buyer gets a fresh demo key."
+        "months of deliveries and feedback, feedback configs forwarding to the "
+        "built-in demo receiver) and print the logins, a buyer API key and a curl "
+        "command. Safe to run again: existing data is kept and the printed buyer "
+        "gets a fresh demo key."
     )
+    base_url = DEFAULT_BASE_URL
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -31,14 +42,30 @@ class Command(BaseCommand):
             default=DEFAULT_SEED,
             help="random seed; the same seed generates the same data",
         )
+        parser.add_argument(
+            "--base-url",
+            default=DEFAULT_BASE_URL,
+            help="where the demo app runs: the printed URLs and the demo receiver "
+            f"the new feedback configs send to (default {DEFAULT_BASE_URL})",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["leads"] < 0:
             raise CommandError("--leads cannot be negative.")
-        result = demo_seed(leads=options["leads"], seed=options["seed"])
+        base_url = options["base_url"].rstrip("/")
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise CommandError(
+                f"--base-url must be like {DEFAULT_BASE_URL}, not {base_url!r}."
+            )
+        self.base_url = base_url
+        result = demo_seed(
+            leads=options["leads"], seed=options["seed"], base_url=base_url
+        )
         self._summary(result)
         self._logins(result)
         self._curl(result)
+        self._forwarding(result)
 
     def _summary(self, result: DemoSeed) -> None:
         outcomes = result.feedback_by_outcome
@@ -58,9 +85,9 @@ class Command(BaseCommand):
 
     def _logins(self, result: DemoSeed) -> None:
         # The portal may not be installed in this build; then only the login shows.
-        portal = f"{BASE_URL}/portal/  " if _routed("/portal/") else ""
+        portal = f"{self.base_url}/portal/  " if _routed("/portal/") else ""
         self.stdout.write("")
-        self.stdout.write(f"Admin      {BASE_URL}/admin/  {_login(result.admin)}")
+        self.stdout.write(f"Admin      {self.base_url}/admin/  {_login(result.admin)}")
         self.stdout.write(f"Portal     {portal}{_login(result.buyer_login)}")
         self.stdout.write(
             f"           ({result.buyer.name}; also "
@@ -70,7 +97,7 @@ class Command(BaseCommand):
             f"API key    {result.raw_key}  ({result.buyer.name}; shown once, "
             "stored hashed; a new one on every run)"
         )
-        self.stdout.write(f"API docs   {BASE_URL}/api/docs/")
+        self.stdout.write(f"API docs   {self.base_url}/api/docs/")
 
     def _curl(self, result: DemoSeed) -> None:
         self.stdout.write("")
@@ -79,7 +106,7 @@ class Command(BaseCommand):
                 f"No delivery to {result.buyer.name} without feedback: no curl example."
             )
             return
-        url = f"{BASE_URL}/feedback?event_id={result.target.event_id}"
+        url = f"{self.base_url}/feedback?event_id={result.target.event_id}"
         command = shlex.join(
             [
                 "curl",
@@ -99,6 +126,29 @@ class Command(BaseCommand):
             "(LeadConduit-compatible URL):"
         )
         self.stdout.write(command)
+
+    def _forwarding(self, result: DemoSeed) -> None:
+        if not result.configs:
+            return
+        like = " (like the conversion above)" if result.target else ""
+        self.stdout.write("")
+        self.stdout.write(
+            f"New feedback{like} is forwarded by the worker to the built-in demo "
+            "receiver:"
+        )
+        for config in result.configs:
+            self.stdout.write(f"  {_config_line(config)}")
+        self.stdout.write(
+            "Watch the notifications and their attempts at "
+            f"{self.base_url}{NOTIFICATIONS_PATH}"
+        )
+
+
+def _config_line(config: FeedbackConfig) -> str:
+    kind = config.get_kind_display().lower()
+    return (
+        f"{config.source.name} {kind}s: {config.get_method_display()} to {config.url}"
+    )
 
 
 def _login(login: DemoLogin) -> str:

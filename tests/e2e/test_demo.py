@@ -1,0 +1,96 @@
+"""`make demo` on the embedded defaults: it seeds, serves, and stops on Ctrl-C."""
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+# No PostgreSQL, no Redis: the demo runs on what needs no server, whatever the
+# environment of the suite says.
+SERVICE_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "LEADBACK_REQUIRE_SERVICES")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_make_demo_seeds_serves_and_stops_on_ctrl_c(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env |= {
+        "LEADBACK_VAR_DIR": str(tmp_path / "var"),
+        "LEADBACK_DEMO_PORT": str(port),
+        "LEADBACK_DEMO_LEADS": "300",
+    }
+    log = tmp_path / "demo.log"
+    with log.open("w") as output:
+        demo = subprocess.Popen(
+            ["make", "--no-print-directory", "demo"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, like a terminal's
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def serving() -> bool:
+            assert demo.poll() is None, log.read_text()
+            try:
+                return requests.get(f"{base}/api/schema/", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(serving, timeout=120, what="the demo to serve")
+        text = log.read_text()
+        assert "user admin  password leadback-demo" in text
+        curl = next(line for line in text.splitlines() if line.startswith("curl "))
+
+        args = shlex.split(curl.replace("http://127.0.0.1:8000", base))
+        url = next(a for a in args if a.startswith(base))
+        key = args[args.index("-H") + 1].split(": ", 1)[1]
+        form = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "-d")
+        response = requests.post(url, headers={"X-API-Key": key}, data=form, timeout=10)
+        assert response.status_code == 201, response.text
+        assert response.json()["outcome"] == "success"
+
+        wait_for(
+            lambda: re.search(r"celery@\S+ ready", log.read_text()) is not None,
+            timeout=60,
+            what="the worker",
+        )
+        assert "beat: Starting" in log.read_text()
+    finally:
+        # Ctrl-C in a terminal signals the whole foreground process group.
+        os.killpg(demo.pid, signal.SIGINT)
+        try:
+            demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            raise
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/api/schema/", timeout=2)
+    leftovers = subprocess.run(
+        ["pgrep", "-g", str(demo.pid)], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout.strip() == "", "processes left after Ctrl-C"
