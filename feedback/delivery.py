@@ -413,13 +413,14 @@ def _config_disable(config: FeedbackConfig, *, reason: str) -> None:
 
 
 def notifications_resend(*, ids: Iterable[int]) -> int:
-    """Send again, from a fresh schedule, notifications that are final (or stuck).
-    Returns how many were reset."""
+    """Send again, from a fresh schedule, notifications that are final (or stuck);
+    batched and skipped ones are left alone. Returns how many were reset."""
     now = timezone.now()
     with transaction.atomic():
         count = (
             Notification.objects.filter(pk__in=list(ids))
-            .exclude(status=Status.BATCHED)
+            # Skipped rows failed the criteria: sending them would ignore the rules.
+            .exclude(status__in=[Status.BATCHED, Status.SKIPPED])
             .exclude(status=Status.SENDING, lease_expires_at__gte=now)
             .update(
                 status=Status.PENDING,

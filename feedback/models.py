@@ -544,3 +544,15 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner}:{self.key}"
+
+
+class DeadNotification(Notification):
+    """A notification whose retries ran out, for the admin's dead-letter view.
+
+    A proxy: the same rows, shown apart so admins see what needs them.
+    """
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"

@@ -4,11 +4,13 @@ from urllib.parse import urlsplit
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.contrib.messages import INFO, WARNING
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 from sources import templating
 from sources.models import FeedbackConfig, FieldMapping, Kind, Source
@@ -17,6 +19,7 @@ from sources.services import (
     RequestError,
     feedback_config_build_request,
     feedback_config_criteria_check,
+    feedback_config_enable,
     feedback_config_problems,
     feedback_config_send_test,
     request_redact,
@@ -237,12 +240,21 @@ class FieldMappingInline(admin.TabularInline[FieldMapping, FeedbackConfig]):
 class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
     form = FeedbackConfigForm
     inlines = (FieldMappingInline,)
-    list_display = ("__str__", "source", "kind", "method", "enabled", "sync", "host")
+    list_display = (
+        "__str__",
+        "source",
+        "kind",
+        "method",
+        "enabled",
+        "disabled_because",
+        "sync",
+        "host",
+    )
     list_filter = ("kind", "method", "enabled", "sync", "source")
     list_select_related = ("source",)
     search_fields = ("source__name", "source__slug", "url")
     autocomplete_fields = ("source",)
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("disabled_reason", "created_at", "updated_at")
     change_form_template = "admin/sources/feedbackconfig/change_form.html"
     fieldsets = (
         (
@@ -302,6 +314,60 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
     @admin.display(description="host", ordering="url")
     def host(self, obj: FeedbackConfig) -> str:
         return urlsplit(obj.url).hostname or ""
+
+    @admin.display(description="disabled because", ordering="disabled_reason")
+    def disabled_because(self, obj: FeedbackConfig) -> str | None:
+        if obj.enabled or not obj.disabled_reason:
+            return None
+        return Truncator(obj.disabled_reason).chars(80)
+
+    def get_fieldsets(
+        self, request: HttpRequest, obj: FeedbackConfig | None = None
+    ) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not obj.disabled_reason:
+            return fieldsets
+        # Shown next to "enabled" only when Leadback switched the config off.
+        (name, options), *rest = fieldsets
+        fields = list(options["fields"])
+        fields.insert(fields.index("enabled") + 1, "disabled_reason")
+        return [(name, {**options, "fields": fields}), *rest]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if request.method == "GET":
+            obj = self.get_object(request, unquote(object_id))
+            if obj is not None and not obj.enabled and obj.disabled_reason:
+                self.message_user(
+                    request,
+                    "Leadback switched this config off: "
+                    f"{obj.disabled_reason.rstrip('.')}. No feedback is forwarded "
+                    "under it. Once the source is fixed, "
+                    "tick “Enabled” and save to send again.",
+                    level=WARNING,
+                )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(
+        self, request: HttpRequest, obj: FeedbackConfig, form: Any, change: bool
+    ) -> None:
+        re_enabled = change and obj.enabled and "enabled" in form.changed_data
+        super().save_model(request, obj, form, change)
+        if re_enabled and obj.disabled_reason:
+            feedback_config_enable(config=obj)
+            self.message_user(
+                request,
+                "The config is enabled again and its disabled reason cleared. "
+                "Feedback received while it was off was not queued for it; "
+                "notifications it refused or skipped can be resent from the "
+                "notifications list.",
+                level=INFO,
+            )
 
     def get_urls(self) -> list[URLPattern]:
         preview = self.admin_site.admin_view(self.preview_view)

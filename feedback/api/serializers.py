@@ -1,15 +1,24 @@
 """Serializers shared by several API classes. Input/Output pairs specific to one API
 live nested in that API class."""
 
+import ipaddress
 import json
+import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.utils import timezone
 from rest_framework import serializers
 
-from feedback.models import EVENT_ID_PATTERN, DeliveryEvent, Feedback, Lead
+from feedback.models import (
+    EVENT_ID_PATTERN,
+    DeliveryEvent,
+    Feedback,
+    Lead,
+    Notification,
+)
 from feedback.services import DeliveryInput, as_utc
 from sources.models import Kind
 
@@ -156,6 +165,79 @@ class FeedbackItemsInputSerializer(serializers.Serializer):
     items = FeedbackInputSerializer(many=True)
 
 
+URL_PATTERN = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
+# Candidates only: each is kept unless ipaddress reads it as an address.
+ADDRESS_PATTERN = re.compile(
+    r"[0-9a-f]*:[0-9a-f:.]*:[0-9a-f:.]*|\d+(?:\.\d+){3}", re.IGNORECASE
+)
+
+
+def notification_reason_for_buyer(notification: Notification) -> str:
+    """The notification's reason without what only the seller should see.
+
+    A reason can quote the engine's view of the source: its URL (which may carry
+    a token), host name, resolved addresses or a secret echoed back. The buyer
+    gets the sentence with those taken out.
+    """
+    reason = notification.reason
+    config = notification.config
+    if config is not None:
+        for secret in (config.auth_secret, config.signing_secret, config.url):
+            if secret:
+                reason = reason.replace(secret, "[redacted]")
+    reason = URL_PATTERN.sub("[URL]", reason)
+    if config is not None:
+        parts = urlsplit(config.url)
+        for host in (parts.netloc, parts.hostname):
+            if host:
+                whole = rf"(?<![\w.-]){re.escape(host)}(?![\w-])"
+                reason = re.sub(whole, "the source", reason, flags=re.IGNORECASE)
+    return ADDRESS_PATTERN.sub(_address_redacted, reason)
+
+
+def _address_redacted(match: re.Match[str]) -> str:
+    try:
+        ipaddress.ip_address(match.group().strip("."))
+    except ValueError:
+        return match.group()
+    return "[address]"
+
+
+class NotificationOutputSerializer(serializers.ModelSerializer[Notification]):
+    """Where a feedback was forwarded and how that went; no endpoint details."""
+
+    id = serializers.CharField(source="public_id", read_only=True)
+    source = serializers.CharField(  # type: ignore[assignment]
+        source="source.slug", read_only=True
+    )
+    # A plain string like FeedbackOutput's `type`: a second enum of the same
+    # choices would need an ENUM_NAME_OVERRIDES entry to name it once.
+    kind = serializers.CharField(read_only=True)
+    status = serializers.ChoiceField(
+        choices=Notification.Status.choices, read_only=True
+    )
+    attempts = serializers.IntegerField(source="attempt_count", read_only=True)
+    reason = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Notification
+        fields = [
+            "id",
+            "source",
+            "kind",
+            "status",
+            "attempts",
+            "reason",
+            "reference",
+            "next_attempt_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_reason(self, notification: Notification) -> str:
+        return notification_reason_for_buyer(notification)
+
+
 class FeedbackOutputSerializer(serializers.ModelSerializer[Feedback]):
     feedback_id = serializers.UUIDField(source="public_id", read_only=True)
     event_id = serializers.CharField(source="delivery.event_id", read_only=True)
@@ -165,6 +247,7 @@ class FeedbackOutputSerializer(serializers.ModelSerializer[Feedback]):
         slug_field="code", read_only=True
     )
     lead = serializers.SerializerMethodField()
+    notifications = NotificationOutputSerializer(many=True, read_only=True)
 
     class Meta:
         model = Feedback
@@ -185,6 +268,7 @@ class FeedbackOutputSerializer(serializers.ModelSerializer[Feedback]):
             "outcome",
             "outcome_reason",
             "lead",
+            "notifications",
         ]
 
     def get_lead(self, feedback: Feedback) -> dict[str, Any]:

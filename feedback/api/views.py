@@ -5,7 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 from django.http import QueryDict
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import (
@@ -46,7 +46,7 @@ from feedback.api.serializers import (
     lead_summary,
 )
 from feedback.filters import FeedbackFilter
-from feedback.models import Buyer, DeliveryEvent, Feedback
+from feedback.models import Buyer, DeliveryEvent, Feedback, Notification
 from feedback.selectors import (
     delivery_event_list,
     feedback_list_for_key,
@@ -74,6 +74,16 @@ LC_RESPONSE_DOC = inline_serializer(
         "feedback_id": serializers.UUIDField(required=False),
     },
 )
+
+
+def notifications_prefetch() -> Prefetch:
+    """The notifications each feedback's output lists, fetched in one query."""
+    return Prefetch(
+        "notifications",
+        queryset=Notification.objects.select_related("source", "config").order_by(
+            "created_at", "pk"
+        ),
+    )
 
 
 class FeedbackPagination(CursorPagination):
@@ -236,7 +246,9 @@ class FeedbackApi(GenericAPIView[Feedback]):
     def get_queryset(self) -> QuerySet[Feedback]:
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return Feedback.objects.none()
-        return feedback_list_for_key(api_key=_principal(self.request).api_key)
+        return feedback_list_for_key(
+            api_key=_principal(self.request).api_key
+        ).prefetch_related(notifications_prefetch())
 
     @extend_schema(
         operation_id="api_v1_feedback_list",
@@ -278,6 +290,8 @@ class FeedbackApi(GenericAPIView[Feedback]):
             api_key=principal.api_key,
         )
         if result.status == ReceiveStatus.ACCEPTED:
+            if result.feedback is not None:
+                prefetch_related_objects([result.feedback], notifications_prefetch())
             return Response(
                 FeedbackOutputSerializer(result.feedback).data,
                 status=status.HTTP_201_CREATED,
@@ -307,9 +321,15 @@ class FeedbackApi(GenericAPIView[Feedback]):
                 api_key=_principal(request).api_key,
             )
         )
+        outcomes = [refused.get(index) or next(received) for index in range(len(items))]
+        accepted_feedback = [
+            r.feedback
+            for r in outcomes
+            if r.status == ReceiveStatus.ACCEPTED and r.feedback is not None
+        ]
+        prefetch_related_objects(accepted_feedback, notifications_prefetch())
         results = []
-        for index in range(len(items)):
-            result = refused.get(index) or next(received)
+        for index, result in enumerate(outcomes):
             code = RESULT_STATUS[result.status]
             if result.status == ReceiveStatus.ACCEPTED:
                 entry = {
@@ -338,7 +358,11 @@ class FeedbackDetailApi(APIView):
     @extend_schema(responses={200: FeedbackOutputSerializer})
     def get(self, request: Request, feedback_id: uuid.UUID) -> Response:
         queryset = feedback_list_for_key(api_key=_principal(request).api_key)
-        feedback = queryset.filter(public_id=feedback_id).first()
+        feedback = (
+            queryset.prefetch_related(notifications_prefetch())
+            .filter(public_id=feedback_id)
+            .first()
+        )
         if feedback is None:
             return problem_response(status.HTTP_404_NOT_FOUND, "Unknown feedback id.")
         return Response(FeedbackOutputSerializer(feedback).data)

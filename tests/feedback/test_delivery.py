@@ -409,3 +409,20 @@ def test_notifications_are_created_only_for_successful_feedback(buyer):
     )
 
     assert notifications_create(feedbacks=[refused]) == []
+
+
+def test_resend_leaves_skipped_notifications_alone(buyer, receiver):
+    make_config(
+        source := SourceFactory(),
+        receiver.url(),
+        criteria={"rules": [{"lhv": "lead.state", "op": "is equal to", "rhv": "ZZ"}]},
+    )
+    returned(buyer, source=source)
+    notification = Notification.objects.get()
+    assert notification.status == Status.SKIPPED
+
+    assert notifications_resend(ids=[notification.pk]) == 0
+    notifications_deliver_due()
+
+    assert receiver.requests == []
+    assert Notification.objects.get().status == Status.SKIPPED

@@ -3,10 +3,12 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from feedback.models import BuyerPolicy, Feedback
-from sources.models import Kind
+from feedback.models import BuyerPolicy, Feedback, Notification
+from sources.models import FeedbackConfig, Kind
 from tests.factories import DeliveryEventFactory, FeedbackFactory
 
 pytestmark = pytest.mark.django_db
@@ -266,3 +268,165 @@ def test_odd_offsets_in_occurred_at_are_refused_or_stored_in_utc(
 
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "occurred_at"
+
+
+# Notifications in the output ----------------------------------------------------
+
+
+def forwarded(feedback, *, status=Notification.Status.SUCCEEDED, **fields):
+    """A notification of `feedback` under a new config of its source."""
+    config = FeedbackConfig.objects.create(
+        source=feedback.source,
+        kind=feedback.kind,
+        method="json",
+        url=fields.pop("url", "https://returns.example/api"),
+        auth_type="bearer",
+        auth_secret=fields.pop("auth_secret", "tok-very-secret"),
+    )
+    return Notification.objects.create(
+        feedback=feedback,
+        config=config,
+        source=feedback.source,
+        kind=feedback.kind,
+        status=status,
+        **fields,
+    )
+
+
+def test_detail_lists_where_the_feedback_was_forwarded(buyer_client, delivery):
+    feedback = FeedbackFactory(delivery=delivery, kind=Kind.RETURN)
+    sent = forwarded(
+        feedback, reason="Thanks", reference="S-1", attempt_count=1, finished_at=None
+    )
+    retrying = forwarded(
+        feedback,
+        status=Notification.Status.RETRYING,
+        reason="HTTP 503 Service Unavailable",
+        attempt_count=2,
+        next_attempt_at=timezone.now() + timedelta(minutes=5),
+    )
+
+    response = buyer_client.get(f"{URL}/{feedback.public_id}")
+
+    assert response.status_code == 200
+    notifications = response.json()["notifications"]
+    sent.refresh_from_db()
+    assert notifications[0] == {
+        "id": sent.public_id,
+        "source": feedback.source.slug,
+        "kind": "return",
+        "status": "succeeded",
+        "attempts": 1,
+        "reason": "Thanks",
+        "reference": "S-1",
+        "next_attempt_at": None,
+        "updated_at": sent.updated_at.isoformat().replace("+00:00", "Z"),
+    }
+    assert notifications[1]["id"] == retrying.public_id
+    assert notifications[1]["status"] == "retrying"
+    assert notifications[1]["attempts"] == 2
+    assert notifications[1]["next_attempt_at"] is not None
+
+
+def test_notifications_show_no_endpoint_or_secret(buyer_client, delivery):
+    feedback = FeedbackFactory(delivery=delivery, kind=Kind.RETURN)
+    reasons = [
+        "Could not connect to returns.partner.example in time.",
+        "Refused by the SSRF guard: 10.1.2.3 is an internal address.",
+        "Refused by the SSRF guard: fd00::1 is an internal address.",
+        "Mapping 'token': https://returns.partner.example/api?key=k-123 is bad",
+        "HTTP 401 Unauthorized: token tok-very-secret is not valid",
+    ]
+    for reason in reasons:
+        forwarded(
+            feedback,
+            status=Notification.Status.RETRYING,
+            url="https://returns.partner.example/api?key=k-123",
+            reason=reason,
+        )
+
+    response = buyer_client.get(f"{URL}/{feedback.public_id}")
+
+    body = response.content.decode()
+    for leak in ("partner.example", "k-123", "tok-very-secret", "10.1.2.3", "fd00"):
+        assert leak not in body
+    assert [n["reason"] for n in response.json()["notifications"]] == [
+        "Could not connect to the source in time.",
+        "Refused by the SSRF guard: [address] is an internal address.",
+        "Refused by the SSRF guard: [address] is an internal address.",
+        "Mapping 'token': [redacted] is bad",
+        "HTTP 401 Unauthorized: token [redacted] is not valid",
+    ]
+
+
+def test_list_includes_each_feedbacks_own_notifications_in_constant_queries(
+    buyer, other_buyer, buyer_client, django_assert_max_num_queries
+):
+    def add(n):
+        for _ in range(n):
+            feedback = FeedbackFactory(delivery=DeliveryEventFactory(buyer=buyer))
+            forwarded(feedback)
+            forwarded(feedback, status=Notification.Status.DEAD)
+
+    def get_list(expected_rows):
+        with CaptureQueriesContext(connection) as queries:
+            response = buyer_client.get(URL)
+        assert response.status_code == 200
+        assert len(response.json()["results"]) == expected_rows
+        return response, len(queries)
+
+    foreign = FeedbackFactory(delivery=DeliveryEventFactory(buyer=other_buyer))
+    foreign_notification = forwarded(foreign)
+    add(2)
+    get_list(2)  # the key's first use writes last_used_at
+    _, with_2 = get_list(2)
+    add(18)
+
+    with django_assert_max_num_queries(with_2):
+        response, with_20 = get_list(20)
+
+    assert with_20 == with_2
+    body = response.json()
+    for row in body["results"]:
+        stored = Notification.objects.filter(feedback__public_id=row["feedback_id"])
+        assert {n["id"] for n in row["notifications"]} == {n.public_id for n in stored}
+        assert {n["status"] for n in row["notifications"]} == {"succeeded", "dead"}
+    assert foreign_notification.public_id not in response.content.decode()
+
+
+def test_other_buyers_cannot_read_notifications(
+    buyer_client, other_buyer_client, delivery
+):
+    feedback = FeedbackFactory(delivery=delivery, kind=Kind.RETURN)
+    notification = forwarded(feedback)
+
+    own = buyer_client.get(f"{URL}/{feedback.public_id}")
+    foreign_detail = other_buyer_client.get(f"{URL}/{feedback.public_id}")
+    foreign_list = other_buyer_client.get(URL)
+
+    assert own.json()["notifications"][0]["id"] == notification.public_id
+    assert foreign_detail.status_code == 404
+    assert foreign_list.json()["results"] == []
+    assert notification.public_id not in foreign_detail.content.decode()
+
+
+def test_a_new_feedback_answers_with_its_pending_notifications(buyer_client, buyer):
+    delivery = DeliveryEventFactory(buyer=buyer)
+    config = FeedbackConfig.objects.create(
+        source=delivery.source, kind="return", url="https://returns.example/api"
+    )
+
+    single = post(buyer_client, {"event_id": delivery.event_id, "type": "return"})
+    items = post(
+        buyer_client,
+        {"items": [{"event_id": delivery.event_id, "type": "conversion"}]},
+    )
+
+    assert single.status_code == 201
+    [notification] = single.json()["notifications"]
+    stored = Notification.objects.get(config=config)
+    assert notification["id"] == stored.public_id
+    assert notification["status"] == "pending"
+    assert notification["source"] == delivery.source.slug
+    # No conversion config: the conversion was accepted and forwarded nowhere.
+    assert items.json()["results"][0]["feedback"]["notifications"] == []
