@@ -7,6 +7,7 @@ inside a database transaction.
 """
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,8 @@ from sources.outbound.types import (
 logger = logging.getLogger(__name__)
 
 REDACTED = "<redacted>"
+# Configured headers whose names say they carry a credential are redacted too.
+SECRET_HEADER = re.compile(r"token|key|secret|auth|pass|session|cookie", re.IGNORECASE)
 
 
 class RequestError(ValueError):
@@ -191,9 +194,13 @@ def request_redact(request: OutboundRequest, config: FeedbackConfig) -> Outbound
     secrets = [s for s in (config.auth_secret,) if s]
     headers = {}
     for name, value in request.headers.items():
-        if name.lower() in ("authorization", "proxy-authorization") or (
-            config.auth_type == "header"
-            and name.lower() == config.auth_header_name.lower()
+        if (
+            name.lower() in ("authorization", "proxy-authorization")
+            or (
+                config.auth_type == "header"
+                and name.lower() == config.auth_header_name.lower()
+            )
+            or SECRET_HEADER.search(name)
         ):
             value = REDACTED
         headers[name] = _without(value, secrets)

@@ -336,3 +336,17 @@ def test_a_query_config_always_gets(staff_client):
     page = staff_client.post(PREVIEW_ADD, data).content.decode()
 
     assert "GET https://returns.example/api?lead_id=L-1001&amp;contact.email=" in page
+
+
+def test_preview_redacts_credential_headers_but_shows_others(staff_client):
+    data = config_form(
+        SourceFactory(),
+        mappings=MAPPINGS,
+        headers=json.dumps({"X-Partner-Token": "tok-999", "X-Partner": "leadback"}),
+    )
+
+    page = staff_client.post(PREVIEW_ADD, data).content.decode()
+
+    assert "X-Partner-Token: &lt;redacted&gt;" in page
+    assert "tok-999" not in page
+    assert "X-Partner: leadback" in page
