@@ -227,6 +227,8 @@ LEADBACK_RETRY_JITTER = env_float("LEADBACK_RETRY_JITTER", 0.2)
 # How long a queued message owns its row before the sweeper queues it again.
 LEADBACK_QUEUE_LEASE_S = env_float("LEADBACK_QUEUE_LEASE_S", 60.0)
 LEADBACK_SWEEP_BATCH = env_int("LEADBACK_SWEEP_BATCH", 500)
+# The sweeper waits while more messages than this are queued (back-pressure).
+LEADBACK_SWEEP_MAX_BACKLOG = env_int("LEADBACK_SWEEP_MAX_BACKLOG", 50)
 # Sync configs: how long the buyer's request may wait for the source.
 LEADBACK_SYNC_DEADLINE_S = env_float("LEADBACK_SYNC_DEADLINE_S", 10.0)
 # Stored responses to Idempotency-Key requests are replayed for at least this long.

@@ -154,8 +154,29 @@ def notifications_enqueue(claims: Sequence[Claim]) -> int:
     return queued
 
 
+def task_queue_backlog() -> int:
+    """Messages waiting in the delivery task queue (0 when it cannot be read)."""
+    from feedback.tasks import deliver_notification_task
+
+    app = deliver_notification_task.app
+    try:
+        with app.connection_or_acquire() as conn:
+            return int(
+                conn.default_channel.queue_declare(
+                    queue=app.conf.task_default_queue, passive=True
+                ).message_count
+            )
+    except Exception:  # no such queue yet (an empty Redis list), broker down
+        return 0
+
+
 def notifications_sweep() -> int:
-    """Claim every due row and queue it (the beat task's work)."""
+    """Claim every due row and queue it (the beat task's work).
+
+    Not while the queue has a backlog: its messages still hold their rows, and
+    queueing those rows again would only grow the backlog."""
+    if task_queue_backlog() > settings.LEADBACK_SWEEP_MAX_BACKLOG:
+        return 0
     return notifications_enqueue(notifications_claim_due())
 
 
@@ -202,7 +223,7 @@ def notification_deliver(
         .filter(pk=claim.notification_id)
         .first()
     )
-    if notification is None or notification.lease_token != claim.token:
+    if notification is None:
         return None
     config = notification.config
     timeout_s = config.timeout_s if config is not None else 10.0
@@ -210,11 +231,13 @@ def notification_deliver(
         timeout_s = max(0.1, min(timeout_s, deadline_s))
     started = timezone.now()
     lease = started + timedelta(seconds=timeout_s * 3 + SEND_LEASE_MARGIN_S)
-    if not Notification.objects.filter(
-        pk=notification.pk,
-        lease_token=claim.token,
-        status__in=Notification.OPEN_STATUSES,
-    ).update(status=Status.SENDING, lease_expires_at=lease):
+    # Ours, or due and nobody's any more: a message that waited in a long queue
+    # past its lease still does the work rather than being wasted, while a row
+    # someone else holds, or one waiting for its next retry, is left alone.
+    mine = Q(lease_token=claim.token, status__in=Notification.OPEN_STATUSES)
+    if not Notification.objects.filter(mine | _due(started), pk=notification.pk).update(
+        status=Status.SENDING, lease_token=claim.token, lease_expires_at=lease
+    ):
         return None
 
     if config is None or not config.enabled:

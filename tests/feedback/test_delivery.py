@@ -426,3 +426,56 @@ def test_resend_leaves_skipped_notifications_alone(buyer, receiver):
 
     assert receiver.requests == []
     assert Notification.objects.get().status == Status.SKIPPED
+
+
+def test_a_message_that_outlived_its_lease_still_delivers_a_due_row(
+    buyer, receiver, engine_settings
+):
+    # A long queue: the message is read after its lease ran out and nobody
+    # else holds the row. It does the work instead of being wasted.
+    make_config(source := SourceFactory(), receiver.url())
+    returned(buyer, source=source)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        [first] = notifications_claim_due()
+    with time_machine.travel(start + timedelta(seconds=61), tick=False):
+        [second] = notifications_claim_due()  # the sweeper queued it again
+    with time_machine.travel(start + timedelta(seconds=122), tick=False):
+        delivered = notification_deliver(claim=first)  # both leases ran out
+        assert notification_deliver(claim=second) is None  # now the first's
+
+    assert delivered.status == Status.SUCCEEDED
+    assert len(receiver.requests) == 1
+
+
+def test_a_stale_message_does_not_send_a_retry_early(buyer):
+    with RecordingServer(Reply(503, b"busy")) as server:
+        make_config(source := SourceFactory(), server.url())
+        returned(buyer, source=source)
+        [claim] = notifications_claim_due()
+        notification_deliver(claim=claim)
+        assert Notification.objects.get().status == Status.RETRYING
+
+        # A duplicate of the first message arrives before the retry is due.
+        assert notification_deliver(claim=claim) is None
+        assert len(server.requests) == 1
+
+
+def test_the_sweeper_waits_while_the_queue_has_a_backlog(
+    buyer, receiver, engine_settings, monkeypatch
+):
+    from feedback import delivery
+
+    engine_settings.LEADBACK_SWEEP_MAX_BACKLOG = 50
+    make_config(source := SourceFactory(), receiver.url())
+    returned(buyer, source=source)
+    queued: list = []
+    monkeypatch.setattr(delivery, "notifications_enqueue", queued.extend)
+
+    monkeypatch.setattr(delivery, "task_queue_backlog", lambda: 51)
+    delivery.notifications_sweep()
+    assert queued == []
+
+    monkeypatch.setattr(delivery, "task_queue_backlog", lambda: 50)
+    delivery.notifications_sweep()
+    assert len(queued) == 1
