@@ -390,11 +390,18 @@ def feedback_receive_many(
     deliveries, policies and earlier returns are read in bulk, rows written in bulk.
     """
     now = timezone.now()
-    codes = {code.code: code for code in OutcomeCode.objects.filter(is_active=True)}
+    # Only items that name an outcome code need the vocabulary.
+    codes: dict[str, OutcomeCode] = {}
+    if any(isinstance(i, Mapping) and i.get("outcome_code") for i in items):
+        codes = {c.code: c for c in OutcomeCode.objects.filter(is_active=True)}
     parsed = [_parse_item(item, codes=codes, now=now) for item in items]
     deliveries = _deliveries_for(buyer=buyer, parsed=parsed)
     policies = _policies_for(buyer=buyer)
-    returned = _returned_delivery_ids([d for d in deliveries.values() if d is not None])
+    # Only a return cares whether the delivery was returned before.
+    return_keys = {_lookup_key(p) for p in parsed if p.kind == Kind.RETURN}
+    returned = _returned_delivery_ids(
+        [d for k, d in deliveries.items() if d is not None and k in return_keys]
+    )
 
     results: list[ReceiveResult] = []
     pending: list[tuple[ReceiveResult, Feedback]] = []
@@ -437,6 +444,8 @@ def feedback_receive_many(
 
 
 def _returned_delivery_ids(deliveries: list[DeliveryEvent]) -> set[int]:
+    if not deliveries:
+        return set()
     return set(
         Feedback.objects.filter(
             delivery__in=deliveries,
