@@ -1,0 +1,1 @@
+"""Benchmarks, one command each (docs/performance.md). Not part of the app."""
