@@ -36,8 +36,6 @@ import pstats
 import re
 import shlex
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -53,6 +51,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from common import free_port, load_average, median, percentile, revision, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench"
@@ -111,12 +110,6 @@ class Processes:
         for name, process in self.running:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited; see {WORK / (name + '.log')}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_http(url: str, process: subprocess.Popen[bytes], name: str) -> None:
@@ -710,13 +703,6 @@ class Latency:
         }
 
 
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 def run_latency(
     *,
     layout: Layout,
@@ -974,37 +960,6 @@ def machine(broker_url: str) -> dict[str, str]:
         "code": revision(),
         "load before the rounds": load_average(),
     }
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
-
-
-def revision() -> str:
-    """The commit measured, and whether the app had uncommitted changes (read-only)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    app = ["config", "feedback", "sources", "reporting"]
-    dirty = subprocess.run(
-        ["git", "diff", "--quiet", "HEAD", "--", *app], cwd=ROOT, check=False
-    ).returncode
-    return commit + (" plus uncommitted changes to the app" if dirty else "")
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def verdict(ok: bool) -> str:
-    return "**pass**" if ok else "**FAIL**"
 
 
 def ms(value: float | None) -> str:

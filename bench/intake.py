@@ -35,8 +35,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -49,6 +47,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from common import free_port, load_average, median, percentile, revision, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench"
@@ -187,13 +187,6 @@ async def http(port: int, raw: bytes) -> tuple[int, bytes]:
         writer.close()
     match = re.match(rb"HTTP/1\.[01] (\d{3})", data)
     return (int(match.group(1)), data) if match else (0, data)
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, round(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def run_wrk(
@@ -445,12 +438,6 @@ def successful_feedback_rows() -> int:
     return Feedback.objects.filter(outcome=Feedback.Outcome.SUCCESS).count()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def gunicorn(
     port: int, *, workers: int, worker_class: str, threads: int
@@ -658,33 +645,6 @@ def server_errors() -> str:
     return ", ".join(f"{what.strip()}: {n}" for (_, what), n in counts.items())
 
 
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
-
-
-def revision() -> str:
-    """The commit measured, and whether the app had uncommitted changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    app = ["config", "feedback", "sources", "reporting"]
-    dirty = subprocess.run(
-        ["git", "diff", "--quiet", "HEAD", "--", *app], cwd=ROOT, check=False
-    ).returncode
-    return commit + (" plus uncommitted changes to the app" if dirty else "")
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def summarise(samples: list[Sample]) -> dict[str, Any]:
     def of(phase: str) -> list[Sample]:
         return [s for s in samples if s.phase == phase]
@@ -718,10 +678,6 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
             max(0, s.feedback - s.rows) for s in samples if s.rows is not None
         ),
     }
-
-
-def verdict(ok: bool) -> str:
-    return "**pass**" if ok else "**FAIL**"
 
 
 def render(

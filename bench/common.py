@@ -1,0 +1,53 @@
+"""What the benchmarks share: ports, statistics, the machine's load and revision."""
+
+import os
+import socket
+import statistics
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, round(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def revision() -> str:
+    """The commit measured, and whether the app had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    app = ["config", "feedback", "sources", "reporting"]
+    dirty = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", *app], cwd=ROOT, check=False
+    ).returncode
+    return commit + (" plus uncommitted changes to the app" if dirty else "")
+
+
+def verdict(ok: bool) -> str:
+    return "**pass**" if ok else "**FAIL**"
