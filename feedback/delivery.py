@@ -36,6 +36,7 @@ from sources.services import (
     RequestError,
     feedback_config_build_request,
     feedback_config_criteria_check,
+    feedback_config_mappings,
     feedback_config_send,
     request_redact,
 )
@@ -210,35 +211,30 @@ def notification_deliver(
     Returns None when the claim is stale (another worker holds the row, or it
     is already final): the message that carried it is simply dropped.
     """
-    notification = (
-        Notification.objects.select_related(
-            "config",
-            "feedback__delivery",
-            "feedback__lead",
-            "feedback__buyer",
-            "feedback__source",
-            "feedback__flow",
-            "feedback__outcome_code",
-        )
-        .filter(pk=claim.notification_id)
-        .first()
-    )
-    if notification is None:
+    started = timezone.now()
+    # Ours, or due and nobody's any more: a message that waited in a long queue
+    # past its lease still does the work rather than being wasted, while a row
+    # someone else holds, or one waiting for its next retry, is left alone. The
+    # lease is taken first, so a stale message costs one statement; its length
+    # is fixed below, once the config's timeout is known.
+    mine = Q(lease_token=claim.token, status__in=Notification.OPEN_STATUSES)
+    provisional = started + timedelta(seconds=SEND_LEASE_MARGIN_S)
+    if not Notification.objects.filter(
+        mine | _due(started), pk=claim.notification_id
+    ).update(
+        status=Status.SENDING, lease_token=claim.token, lease_expires_at=provisional
+    ):
         return None
+    notification = _notification_load(claim.notification_id)
     config = notification.config
     timeout_s = config.timeout_s if config is not None else 10.0
     if deadline_s is not None:
         timeout_s = max(0.1, min(timeout_s, deadline_s))
-    started = timezone.now()
-    lease = started + timedelta(seconds=timeout_s * 3 + SEND_LEASE_MARGIN_S)
-    # Ours, or due and nobody's any more: a message that waited in a long queue
-    # past its lease still does the work rather than being wasted, while a row
-    # someone else holds, or one waiting for its next retry, is left alone.
-    mine = Q(lease_token=claim.token, status__in=Notification.OPEN_STATUSES)
-    if not Notification.objects.filter(mine | _due(started), pk=notification.pk).update(
-        status=Status.SENDING, lease_token=claim.token, lease_expires_at=lease
-    ):
-        return None
+    if timeout_s * 3 > SEND_LEASE_MARGIN_S:
+        Notification.objects.filter(pk=notification.pk, lease_token=claim.token).update(
+            lease_expires_at=started
+            + timedelta(seconds=timeout_s * 3 + SEND_LEASE_MARGIN_S)
+        )
 
     if config is None or not config.enabled:
         return _finish_without_sending(notification, claim)
@@ -248,6 +244,7 @@ def notification_deliver(
             config=config,
             variables=feedback_variables(feedback=notification.feedback),
             message_id=notification.public_id,
+            mappings=feedback_config_mappings(config=config),
             now=started,
         )
     except RequestError as exc:
@@ -271,6 +268,19 @@ def notification_deliver(
         interpretation=interpretation,
         error_class=error_class,
     )
+
+
+def _notification_load(pk: int) -> Notification:
+    """The row with its config and everything the variables read.
+
+    Two queries rather than one nine-table join: PostgreSQL spent about 10 ms
+    planning that join, several times the cost of everything else a delivery
+    does in the database."""
+    notification = Notification.objects.select_related("config").get(pk=pk)
+    notification.feedback = Feedback.objects.select_related(
+        "delivery", "lead", "buyer", "source", "flow", "outcome_code"
+    ).get(pk=notification.feedback_id)
+    return notification
 
 
 def _error_class(response: OutboundResponse) -> str:
@@ -350,10 +360,49 @@ def _record(
     error_class: str,
 ) -> Notification:
     now = timezone.now()
+    row = notification
+    number = row.attempt_count + 1
+    changes: dict[str, object] = {
+        "attempt_count": number,
+        "schedule_tries": row.schedule_tries + 1,
+        "reason": interpretation.reason[:1000],
+        "lease_token": None,
+        "lease_expires_at": None,
+        "reference": interpretation.reference[:255] or row.reference,
+        "updated_at": now,
+    }
     disable_config = False
+    if interpretation.outcome == Outcome.SUCCESS:
+        changes.update(status=Status.SUCCEEDED, next_attempt_at=None, finished_at=now)
+    elif interpretation.outcome == Outcome.FAILURE:
+        changes.update(status=Status.FAILED, next_attempt_at=None, finished_at=now)
+        disable_config = response.status == 410
+    else:
+        delay = retry_delay(
+            row.schedule_tries + 1,
+            retry_after_s=retry_after_seconds(response, now=now),
+        )
+        if delay is None:
+            changes.update(status=Status.DEAD, next_attempt_at=None, finished_at=now)
+        else:
+            changes.update(status=Status.RETRYING, next_attempt_at=now + delay)
     with transaction.atomic():
-        row = Notification.objects.select_for_update().get(pk=notification.pk)
-        number = row.attempt_count + 1
+        # While our lease holds nobody else writes the row, so the counts read
+        # when it was loaded are still true and no row lock is needed.
+        if Notification.objects.filter(pk=row.pk, lease_token=claim.token).update(
+            **changes
+        ):
+            for name, value in changes.items():
+                setattr(row, name, value)
+        else:
+            # Our lease ran out and someone else owns the row now: the attempt
+            # is on record, its status is theirs to decide.
+            row = Notification.objects.select_for_update().get(pk=notification.pk)
+            number = row.attempt_count + 1
+            row.attempt_count = number
+            row.schedule_tries += 1
+            row.save(update_fields=["attempt_count", "schedule_tries", "updated_at"])
+            disable_config = False
         DeliveryAttempt.objects.create(
             notification=row,
             number=number,
@@ -376,43 +425,6 @@ def _record(
             reason=interpretation.reason[:1000],
             error_class=error_class,
         )
-        row.attempt_count = number
-        row.schedule_tries += 1
-        fields = ["attempt_count", "schedule_tries", "updated_at"]
-        if row.lease_token != claim.token:
-            # Our lease ran out and someone else owns the row now: the attempt is
-            # on record, its status is theirs to decide.
-            row.save(update_fields=fields)
-            return row
-        row.reason = interpretation.reason[:1000]
-        row.lease_token = None
-        row.lease_expires_at = None
-        fields += ["reason", "lease_token", "lease_expires_at", "status"]
-        fields += ["next_attempt_at", "finished_at", "reference"]
-        row.reference = interpretation.reference[:255] or row.reference
-        if interpretation.outcome == Outcome.SUCCESS:
-            row.status, row.next_attempt_at, row.finished_at = (
-                Status.SUCCEEDED,
-                None,
-                now,
-            )
-        elif interpretation.outcome == Outcome.FAILURE:
-            row.status, row.next_attempt_at, row.finished_at = Status.FAILED, None, now
-            disable_config = response.status == 410
-        else:
-            delay = retry_delay(
-                row.schedule_tries,
-                retry_after_s=retry_after_seconds(response, now=now),
-            )
-            if delay is None:
-                row.status, row.next_attempt_at, row.finished_at = (
-                    Status.DEAD,
-                    None,
-                    now,
-                )
-            else:
-                row.status, row.next_attempt_at = Status.RETRYING, now + delay
-        row.save(update_fields=fields)
         if disable_config:
             # The host only: a query URL carries the lead's mapped fields.
             host = urlsplit(request.url).hostname if request else ""

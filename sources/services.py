@@ -102,6 +102,25 @@ def feedback_config_criteria_check(
     return rules.evaluate(config.criteria, variables)
 
 
+# Mappings change only through the config's admin form or a config import, and
+# both save the config, which moves its updated_at: keyed on that, a worker reads
+# a config's mappings once instead of once per delivery.
+_MAPPINGS_CACHE: dict[tuple[int, datetime], tuple[FieldMapping, ...]] = {}
+_MAPPINGS_CACHE_SIZE = 256
+
+
+def feedback_config_mappings(*, config: FeedbackConfig) -> tuple[FieldMapping, ...]:
+    """The config's mappings in order, cached per process until it is saved."""
+    key = (config.pk, config.updated_at)
+    cached = _MAPPINGS_CACHE.get(key)
+    if cached is None:
+        cached = tuple(config.mappings.all())
+        if len(_MAPPINGS_CACHE) >= _MAPPINGS_CACHE_SIZE:
+            _MAPPINGS_CACHE.clear()
+        _MAPPINGS_CACHE[key] = cached
+    return cached
+
+
 def feedback_config_render(
     *,
     config: FeedbackConfig,

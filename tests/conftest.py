@@ -164,3 +164,12 @@ def celery_worker_process(transactional_db, tmp_path):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mapping_cache():
+    # Workers cache a config's mappings by (pk, updated_at); test databases are
+    # rolled back and reuse primary keys, sometimes under a frozen clock.
+    from sources import services
+
+    services._MAPPINGS_CACHE.clear()

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from feedback.delivery import (
@@ -479,3 +481,61 @@ def test_the_sweeper_waits_while_the_queue_has_a_backlog(
     monkeypatch.setattr(delivery, "task_queue_backlog", lambda: 50)
     delivery.notifications_sweep()
     assert len(queued) == 1
+
+
+def test_mappings_are_read_once_and_again_after_the_config_is_saved(buyer, receiver):
+    config = make_config(source := SourceFactory(), receiver.url())
+    returned(buyer, source=source)
+    returned(buyer, source=source)
+    first, second = notifications_claim_due()
+    notification_deliver(claim=first)
+
+    with CaptureQueriesContext(connection) as captured:
+        notification_deliver(claim=second)
+
+    # Lease, the row with its config, the feedback, then the attempt's
+    # transaction (update, insert): the mappings come from the cache.
+    statements = [
+        q["sql"].split()[0]
+        for q in captured.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))
+    ]
+    assert statements == ["UPDATE", "SELECT", "SELECT", "UPDATE", "INSERT"]
+
+    # The admin form and config imports save the config with its mappings.
+    FieldMapping.objects.filter(config=config, target="reason").update(
+        target="why", value="{{ feedback.reason | upper }}"
+    )
+    config.save()
+    returned(buyer, source=source, reason="Bad phone")
+    notifications_deliver_due()
+
+    assert json.loads(receiver.last.body)["why"] == "BAD PHONE"
+
+
+def test_an_attempt_whose_lease_was_taken_over_is_recorded_without_its_status(
+    buyer, receiver, monkeypatch
+):
+    from feedback import delivery
+
+    make_config(source := SourceFactory(), receiver.url())
+    returned(buyer, source=source)
+    [claim] = notifications_claim_due()
+    real_send = delivery.feedback_config_send
+
+    def send_then_lose_the_lease(**kwargs):
+        answer = real_send(**kwargs)
+        # The lease ran out while the request was in flight and another worker
+        # took the row over.
+        Notification.objects.update(lease_token=uuid.uuid4())
+        return answer
+
+    monkeypatch.setattr(delivery, "feedback_config_send", send_then_lose_the_lease)
+
+    row = notification_deliver(claim=claim)
+
+    assert row is not None
+    stored = Notification.objects.get()
+    assert stored.status == Status.SENDING  # the new owner decides
+    assert stored.attempt_count == 1
+    assert DeliveryAttempt.objects.get().number == 1
