@@ -232,6 +232,8 @@ LEADBACK_RETRY_JITTER = env_float("LEADBACK_RETRY_JITTER", 0.2)
 # How long a queued message owns its row before the sweeper queues it again.
 LEADBACK_QUEUE_LEASE_S = env_float("LEADBACK_QUEUE_LEASE_S", 60.0)
 LEADBACK_SWEEP_BATCH = env_int("LEADBACK_SWEEP_BATCH", 500)
+# Rows of one config a single delivery message carries (sent one after another).
+LEADBACK_DELIVERY_BATCH = env_int("LEADBACK_DELIVERY_BATCH", 20)
 # The sweeper waits while more messages than this are queued (back-pressure).
 LEADBACK_SWEEP_MAX_BACKLOG = env_int("LEADBACK_SWEEP_MAX_BACKLOG", 50)
 # Sync configs: how long the buyer's request may wait for the source.

@@ -13,7 +13,7 @@ import email.utils
 import logging
 import random
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -47,6 +47,9 @@ Status = Notification.Status
 # Where a row's lease has run out it is fair game again.
 MAX_RETRY_AFTER_S = 24 * 3600
 SEND_LEASE_MARGIN_S = 60
+# A config's default timeout: the lease first taken covers it, longer ones
+# stretch the lease once their configs are loaded.
+TYPICAL_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Claim:
 
     notification_id: int
     token: uuid.UUID
+    config_id: int | None = None
 
 
 # Creating -----------------------------------------------------------------------
@@ -122,37 +126,53 @@ def notifications_claim_due(
         due = Notification.objects.filter(_due(now))
         if ids is not None:
             due = due.filter(pk__in=list(ids))
-        pks = list(
+        rows = list(
             due.order_by("next_attempt_at")
             .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:limit]
+            .values_list("pk", "config_id")[:limit]
         )
-        if pks:
-            Notification.objects.filter(pk__in=pks).update(
+        if rows:
+            Notification.objects.filter(pk__in=[pk for pk, _ in rows]).update(
                 lease_token=token,
                 lease_expires_at=now
                 + timedelta(seconds=settings.LEADBACK_QUEUE_LEASE_S),
             )
-    return [Claim(pk, token) for pk in pks]
+    return [Claim(pk, token, config_id) for pk, config_id in rows]
 
 
 def notifications_enqueue(claims: Sequence[Claim]) -> int:
-    """Queue a task per claim; returns how many were queued. A claim whose
-    message cannot be queued (broker down) is released for the next sweep."""
-    from feedback.tasks import deliver_notification_task
+    """Queue the claims, a message per config and up to LEADBACK_DELIVERY_BATCH
+    rows each; returns how many claims were queued. Claims whose message cannot
+    be queued (broker down) are released for the next sweep.
+
+    One config per message: a message's rows are sent one after another, so a
+    slow source only ever delays its own notifications."""
+    from feedback.tasks import deliver_notifications_task
 
     queued = 0
     failed: list[int] = []
-    for claim in claims:
+    for chunk in _messages(claims):
         try:
-            deliver_notification_task.delay(claim.notification_id, str(claim.token))
-            queued += 1
+            deliver_notifications_task.delay(
+                [[c.notification_id, str(c.token)] for c in chunk]
+            )
+            queued += len(chunk)
         except Exception as exc:  # the broker's errors vary by transport
-            failed.append(claim.notification_id)
-            logger.warning("could not queue notification %s: %r", claim, exc)
+            failed.extend(c.notification_id for c in chunk)
+            logger.warning("could not queue %d notifications: %r", len(chunk), exc)
     if failed:
         Notification.objects.filter(pk__in=failed).update(lease_expires_at=None)
     return queued
+
+
+def _messages(claims: Sequence[Claim]) -> Iterator[list[Claim]]:
+    size = max(1, settings.LEADBACK_DELIVERY_BATCH)
+    groups: dict[tuple[uuid.UUID, int | None], list[Claim]] = {}
+    for claim in claims:
+        groups.setdefault((claim.token, claim.config_id), []).append(claim)
+    for group in groups.values():
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
 
 
 def task_queue_backlog() -> int:
@@ -185,9 +205,8 @@ def notifications_deliver_due(*, limit: int | None = None) -> int:
     """Claim due rows and deliver them in this process, with no broker at all
     (manage.py deliver_notifications --once). Returns how many were tried."""
     delivered = 0
-    for claim in notifications_claim_due(limit=limit):
-        if notification_deliver(claim=claim) is not None:
-            delivered += 1
+    for chunk in _messages(notifications_claim_due(limit=limit)):
+        delivered += len(notifications_deliver(claims=chunk))
     return delivered
 
 
@@ -211,33 +230,132 @@ def notification_deliver(
     Returns None when the claim is stale (another worker holds the row, or it
     is already final): the message that carried it is simply dropped.
     """
-    started = timezone.now()
-    # Ours, or due and nobody's any more: a message that waited in a long queue
-    # past its lease still does the work rather than being wasted, while a row
-    # someone else holds, or one waiting for its next retry, is left alone. The
-    # lease is taken first, so a stale message costs one statement; its length
-    # is fixed below, once the config's timeout is known.
-    mine = Q(lease_token=claim.token, status__in=Notification.OPEN_STATUSES)
-    provisional = started + timedelta(seconds=SEND_LEASE_MARGIN_S)
-    if not Notification.objects.filter(
-        mine | _due(started), pk=claim.notification_id
-    ).update(
-        status=Status.SENDING, lease_token=claim.token, lease_expires_at=provisional
-    ):
-        return None
-    notification = _notification_load(claim.notification_id)
-    config = notification.config
-    timeout_s = config.timeout_s if config is not None else 10.0
-    if deadline_s is not None:
-        timeout_s = max(0.1, min(timeout_s, deadline_s))
-    if timeout_s * 3 > SEND_LEASE_MARGIN_S:
-        Notification.objects.filter(pk=notification.pk, lease_token=claim.token).update(
-            lease_expires_at=started
-            + timedelta(seconds=timeout_s * 3 + SEND_LEASE_MARGIN_S)
-        )
+    rows = notifications_deliver(claims=[claim], deadline_s=deadline_s)
+    return rows[0] if rows else None
 
-    if config is None or not config.enabled:
-        return _finish_without_sending(notification, claim)
+
+@dataclass
+class _Sent:
+    notification: Notification
+    claim: Claim
+    config: FeedbackConfig
+    started: datetime
+    request: OutboundRequest | None
+    response: OutboundResponse
+    interpretation: Interpretation
+    error_class: str
+
+
+def notifications_deliver(
+    *, claims: Sequence[Claim], deadline_s: float | None = None
+) -> list[Notification]:
+    """Send claimed notifications one after another and record their attempts.
+
+    Returns the rows tried. Stale claims (another worker holds the row, or it is
+    already final) are dropped. The database work is a fixed number of
+    statements per call: rows are leased, loaded and recorded together. After an
+    error the rest of a batch is handed back untried: its source is struggling
+    and each row keeps its own schedule.
+    """
+    started = timezone.now()
+    by_id = {claim.notification_id: claim for claim in claims}
+    # The lease is taken first, so a stale message costs one statement and the
+    # counts read below cannot change under us; it is stretched below when a
+    # config's timeout needs more.
+    by_token = _ids_by_token(claims)
+    for token, ids in by_token.items():
+        mine = Q(lease_token=token, status__in=Notification.OPEN_STATUSES)
+        Notification.objects.filter(mine | _due(started), pk__in=ids).update(
+            status=Status.SENDING,
+            lease_token=token,
+            lease_expires_at=started + timedelta(seconds=_lease_s(TYPICAL_TIMEOUT_S)),
+        )
+    held = [
+        n
+        for n in _notifications_load(list(by_id))
+        if n.status == Status.SENDING and n.lease_token == by_id[n.pk].token
+    ]
+    # Long enough to send once with the slowest config and record the attempt;
+    # the batch stops sending when the next try might outlive it.
+    slowest = max((n.config.timeout_s for n in held if n.config), default=0.0)
+    lease_s = _lease_s(max(slowest, TYPICAL_TIMEOUT_S))
+    if slowest > TYPICAL_TIMEOUT_S:
+        for token in by_token:
+            Notification.objects.filter(
+                pk__in=[n.pk for n in held], lease_token=token
+            ).update(lease_expires_at=started + timedelta(seconds=lease_s))
+    sent: list[_Sent] = []
+    finished: list[Notification] = []
+    untried: list[Notification] = []
+    for index, notification in enumerate(held):
+        claim = by_id[notification.pk]
+        config = notification.config
+        if config is None or not config.enabled:
+            finished.append(_finish_without_sending(notification, claim))
+            continue
+        now = timezone.now()
+        timeout_s = _timeout(config, deadline_s, since=started, now=now)
+        elapsed = (now - started).total_seconds()
+        if timeout_s is None or elapsed + timeout_s > lease_s - SEND_LEASE_MARGIN_S:
+            untried = held[index:]
+            break
+        result = _send(notification, claim, config=config, timeout_s=timeout_s)
+        sent.append(result)
+        if result.interpretation.outcome == Outcome.ERROR:
+            untried = held[index + 1 :]
+            break
+    _release(untried, by_id)
+    return finished + _record(sent)
+
+
+def _lease_s(timeout_s: float) -> float:
+    return timeout_s * 3 + SEND_LEASE_MARGIN_S
+
+
+def _timeout(
+    config: FeedbackConfig, deadline_s: float | None, *, since: datetime, now: datetime
+) -> float | None:
+    """The config's timeout, cut to what is left of the deadline (None: nothing)."""
+    timeout_s = config.timeout_s
+    if deadline_s is not None:
+        left = deadline_s - (now - since).total_seconds()
+        if left <= 0:
+            return None
+        timeout_s = max(0.1, min(timeout_s, left))
+    return timeout_s
+
+
+def _ids_by_token(claims: Sequence[Claim]) -> dict[uuid.UUID, list[int]]:
+    ids: dict[uuid.UUID, list[int]] = {}
+    for claim in claims:
+        ids.setdefault(claim.token, []).append(claim.notification_id)
+    return ids
+
+
+def _notifications_load(pks: list[int]) -> list[Notification]:
+    """The rows with their configs and everything the variables read, in the
+    order asked.
+
+    Two queries rather than one nine-table join: PostgreSQL spent about 10 ms
+    planning that join, several times the cost of everything else a delivery
+    does in the database."""
+    rows = Notification.objects.select_related("config").in_bulk(pks)
+    feedbacks = Feedback.objects.select_related(
+        "delivery", "lead", "buyer", "source", "flow", "outcome_code"
+    ).in_bulk({n.feedback_id for n in rows.values()})
+    for notification in rows.values():
+        notification.feedback = feedbacks[notification.feedback_id]
+    return [rows[pk] for pk in pks if pk in rows]
+
+
+def _send(
+    notification: Notification,
+    claim: Claim,
+    *,
+    config: FeedbackConfig,
+    timeout_s: float,
+) -> _Sent:
+    started = timezone.now()
     request: OutboundRequest | None = None
     try:
         request = feedback_config_build_request(
@@ -258,29 +376,30 @@ def notification_deliver(
             config=config, request=request, timeout_s=timeout_s
         )
         error_class = _error_class(response)
-    return _record(
+    return _Sent(
         notification,
         claim,
-        config=config,
-        started=started,
-        request=request_redact(request, config) if request is not None else None,
-        response=response,
-        interpretation=interpretation,
-        error_class=error_class,
+        config,
+        started,
+        request_redact(request, config) if request is not None else None,
+        response,
+        interpretation,
+        error_class,
     )
 
 
-def _notification_load(pk: int) -> Notification:
-    """The row with its config and everything the variables read.
-
-    Two queries rather than one nine-table join: PostgreSQL spent about 10 ms
-    planning that join, several times the cost of everything else a delivery
-    does in the database."""
-    notification = Notification.objects.select_related("config").get(pk=pk)
-    notification.feedback = Feedback.objects.select_related(
-        "delivery", "lead", "buyer", "source", "flow", "outcome_code"
-    ).get(pk=notification.feedback_id)
-    return notification
+def _release(rows: Sequence[Notification], by_id: dict[int, Claim]) -> None:
+    """Hand rows back untried: due again at once, status as before the lease."""
+    for status in (Status.PENDING, Status.RETRYING):
+        ids = [
+            n.pk
+            for n in rows
+            if (Status.PENDING if n.attempt_count == 0 else Status.RETRYING) == status
+        ]
+        for token, mine in _ids_by_token([by_id[pk] for pk in ids]).items():
+            Notification.objects.filter(pk__in=mine, lease_token=token).update(
+                status=status, lease_token=None, lease_expires_at=None
+            )
 
 
 def _error_class(response: OutboundResponse) -> str:
@@ -348,91 +467,128 @@ def retry_after_seconds(response: OutboundResponse, *, now: datetime) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
-def _record(
-    notification: Notification,
-    claim: Claim,
-    *,
-    config: FeedbackConfig,
-    started: datetime,
-    request: OutboundRequest | None,
-    response: OutboundResponse,
-    interpretation: Interpretation,
-    error_class: str,
-) -> Notification:
+RECORDED_FIELDS = [
+    "attempt_count",
+    "schedule_tries",
+    "reason",
+    "lease_token",
+    "lease_expires_at",
+    "reference",
+    "status",
+    "next_attempt_at",
+    "finished_at",
+    "updated_at",
+]
+
+
+def _record(sent: Sequence[_Sent]) -> list[Notification]:
+    """Store the attempts and move each row on, in one transaction."""
+    if not sent:
+        return []
     now = timezone.now()
-    row = notification
-    number = row.attempt_count + 1
-    changes: dict[str, object] = {
-        "attempt_count": number,
-        "schedule_tries": row.schedule_tries + 1,
-        "reason": interpretation.reason[:1000],
-        "lease_token": None,
-        "lease_expires_at": None,
-        "reference": interpretation.reference[:255] or row.reference,
-        "updated_at": now,
-    }
-    disable_config = False
+    attempts: list[DeliveryAttempt] = []
+    rows: list[Notification] = []
+    still_ours: list[Notification] = []
+    disable: list[tuple[FeedbackConfig, str]] = []
+    with transaction.atomic():
+        # Locked so the lease checked here is the lease when the rows are saved.
+        # The counts come from here too: a worker whose lease ran out may have
+        # recorded its own attempt since these rows were loaded.
+        locked = {
+            pk: (token, attempts, tries)
+            for pk, token, attempts, tries in Notification.objects.select_for_update()
+            .filter(pk__in=[s.notification.pk for s in sent])
+            .values_list("pk", "lease_token", "attempt_count", "schedule_tries")
+        }
+        for item in sent:
+            row = item.notification
+            token, row.attempt_count, row.schedule_tries = locked[row.pk]
+            if token == item.claim.token:
+                _move_on(row, item, now=now)
+                still_ours.append(row)
+                if item.interpretation.outcome == Outcome.FAILURE and (
+                    item.response.status == 410
+                ):
+                    disable.append((item.config, _gone_reason(item)))
+            else:
+                # Our lease ran out and someone else owns the row now: the
+                # attempt is on record, its status is theirs to decide.
+                row.attempt_count += 1
+                row.schedule_tries += 1
+                row.save(
+                    update_fields=["attempt_count", "schedule_tries", "updated_at"]
+                )
+            attempts.append(_attempt(row, item))
+            rows.append(row)
+        Notification.objects.bulk_update(still_ours, RECORDED_FIELDS)
+        DeliveryAttempt.objects.bulk_create(attempts)
+        for config, reason in disable:
+            _config_disable(config, reason=reason)
+    for row, attempt in zip(rows, attempts, strict=True):
+        logger.info(
+            "notification %s attempt %d: %s",
+            row.public_id,
+            attempt.number,
+            attempt.outcome,
+        )
+    return rows
+
+
+def _move_on(row: Notification, item: _Sent, *, now: datetime) -> None:
+    """Apply one attempt's outcome to its row (saved by the caller)."""
+    interpretation = item.interpretation
+    row.attempt_count += 1
+    row.schedule_tries += 1
+    row.reason = interpretation.reason[:1000]
+    row.lease_token = None
+    row.lease_expires_at = None
+    row.reference = interpretation.reference[:255] or row.reference
+    row.updated_at = now
     if interpretation.outcome == Outcome.SUCCESS:
-        changes.update(status=Status.SUCCEEDED, next_attempt_at=None, finished_at=now)
+        row.status, row.next_attempt_at, row.finished_at = Status.SUCCEEDED, None, now
     elif interpretation.outcome == Outcome.FAILURE:
-        changes.update(status=Status.FAILED, next_attempt_at=None, finished_at=now)
-        disable_config = response.status == 410
+        row.status, row.next_attempt_at, row.finished_at = Status.FAILED, None, now
     else:
         delay = retry_delay(
-            row.schedule_tries + 1,
-            retry_after_s=retry_after_seconds(response, now=now),
+            row.schedule_tries,
+            retry_after_s=retry_after_seconds(item.response, now=now),
         )
         if delay is None:
-            changes.update(status=Status.DEAD, next_attempt_at=None, finished_at=now)
+            row.status, row.next_attempt_at, row.finished_at = Status.DEAD, None, now
         else:
-            changes.update(status=Status.RETRYING, next_attempt_at=now + delay)
-    with transaction.atomic():
-        # While our lease holds nobody else writes the row, so the counts read
-        # when it was loaded are still true and no row lock is needed.
-        if Notification.objects.filter(pk=row.pk, lease_token=claim.token).update(
-            **changes
-        ):
-            for name, value in changes.items():
-                setattr(row, name, value)
-        else:
-            # Our lease ran out and someone else owns the row now: the attempt
-            # is on record, its status is theirs to decide.
-            row = Notification.objects.select_for_update().get(pk=notification.pk)
-            number = row.attempt_count + 1
-            row.attempt_count = number
-            row.schedule_tries += 1
-            row.save(update_fields=["attempt_count", "schedule_tries", "updated_at"])
-            disable_config = False
-        DeliveryAttempt.objects.create(
-            notification=row,
-            number=number,
-            started_at=started,
-            duration_ms=max(response.elapsed_ms, 0),
-            request_method=request.method if request else "",
-            request_url=request.url[:2000] if request else "",
-            request_headers=dict(request.headers) if request else {},
-            request_body=(
-                request.body.decode("utf-8", errors="replace")[
-                    : DeliveryAttempt.MAX_BODY_CHARS
-                ]
-                if request
-                else ""
-            ),
-            response_status=response.status,
-            response_headers=dict(response.headers),
-            response_body=response.text[: DeliveryAttempt.MAX_BODY_CHARS],
-            outcome=interpretation.outcome,
-            reason=interpretation.reason[:1000],
-            error_class=error_class,
-        )
-        if disable_config:
-            # The host only: a query URL carries the lead's mapped fields.
-            host = urlsplit(request.url).hostname if request else ""
-            _config_disable(config, reason=f"The source answered 410 Gone ({host}).")
-    logger.info(
-        "notification %s attempt %d: %s", row.public_id, number, interpretation.outcome
+            row.status, row.next_attempt_at = Status.RETRYING, now + delay
+
+
+def _attempt(row: Notification, item: _Sent) -> DeliveryAttempt:
+    request, response = item.request, item.response
+    return DeliveryAttempt(
+        notification=row,
+        number=row.attempt_count,
+        started_at=item.started,
+        duration_ms=max(response.elapsed_ms, 0),
+        request_method=request.method if request else "",
+        request_url=request.url[:2000] if request else "",
+        request_headers=dict(request.headers) if request else {},
+        request_body=(
+            request.body.decode("utf-8", errors="replace")[
+                : DeliveryAttempt.MAX_BODY_CHARS
+            ]
+            if request
+            else ""
+        ),
+        response_status=response.status,
+        response_headers=dict(response.headers),
+        response_body=response.text[: DeliveryAttempt.MAX_BODY_CHARS],
+        outcome=item.interpretation.outcome,
+        reason=item.interpretation.reason[:1000],
+        error_class=item.error_class,
     )
-    return row
+
+
+def _gone_reason(item: _Sent) -> str:
+    # The host only: a query URL carries the lead's mapped fields.
+    host = urlsplit(item.request.url).hostname if item.request else ""
+    return f"The source answered 410 Gone ({host})."
 
 
 def _config_disable(config: FeedbackConfig, *, reason: str) -> None:

@@ -5,7 +5,12 @@ import uuid
 
 from celery import shared_task
 
-from feedback.delivery import Claim, notification_deliver, notifications_sweep
+from feedback.delivery import (
+    Claim,
+    notification_deliver,
+    notifications_deliver,
+    notifications_sweep,
+)
 from feedback.services import idempotency_keys_purge
 
 logger = logging.getLogger(__name__)
@@ -19,7 +24,15 @@ def purge_idempotency_keys_task() -> int:
 
 
 @shared_task(ignore_result=True)
+def deliver_notifications_task(claims: list[list[str | int]]) -> None:
+    notifications_deliver(
+        claims=[Claim(int(pk), uuid.UUID(str(token))) for pk, token in claims]
+    )
+
+
+@shared_task(ignore_result=True)
 def deliver_notification_task(notification_id: int, token: str) -> None:
+    # Messages of one row each, as queued before messages carried several.
     notification_deliver(claim=Claim(notification_id, uuid.UUID(token)))
 
 

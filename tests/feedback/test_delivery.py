@@ -17,7 +17,9 @@ from feedback.delivery import (
     notification_deliver,
     notifications_claim_due,
     notifications_create,
+    notifications_deliver,
     notifications_deliver_due,
+    notifications_enqueue,
     notifications_resend,
     retry_after_seconds,
     retry_delay,
@@ -494,13 +496,13 @@ def test_mappings_are_read_once_and_again_after_the_config_is_saved(buyer, recei
         notification_deliver(claim=second)
 
     # Lease, the row with its config, the feedback, then the attempt's
-    # transaction (update, insert): the mappings come from the cache.
+    # transaction (lock, update, insert): the mappings come from the cache.
     statements = [
         q["sql"].split()[0]
         for q in captured.captured_queries
         if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))
     ]
-    assert statements == ["UPDATE", "SELECT", "SELECT", "UPDATE", "INSERT"]
+    assert statements == ["UPDATE", "SELECT", "SELECT", "SELECT", "UPDATE", "INSERT"]
 
     # The admin form and config imports save the config with its mappings.
     FieldMapping.objects.filter(config=config, target="reason").update(
@@ -539,3 +541,108 @@ def test_an_attempt_whose_lease_was_taken_over_is_recorded_without_its_status(
     assert stored.status == Status.SENDING  # the new owner decides
     assert stored.attempt_count == 1
     assert DeliveryAttempt.objects.get().number == 1
+
+
+# Several rows per message -----------------------------------------------------
+
+
+def _statements(captured) -> list[str]:
+    return [
+        q["sql"].split()[0]
+        for q in captured.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))
+    ]
+
+
+@pytest.mark.parametrize("count", [2, 12])
+def test_a_batch_costs_the_same_statements_whatever_its_size(buyer, receiver, count):
+    make_config(source := SourceFactory(), receiver.url())
+    for _ in range(count):
+        returned(buyer, source=source)
+    claims = notifications_claim_due()
+
+    with CaptureQueriesContext(connection) as captured:
+        rows = notifications_deliver(claims=claims)
+
+    assert len(rows) == count
+    assert {r.status for r in Notification.objects.all()} == {Status.SUCCEEDED}
+    assert DeliveryAttempt.objects.count() == count
+    assert len(receiver.requests) == count
+    # Lease, two loads (the mappings once), then lock, update, insert.
+    assert _statements(captured) == [
+        "UPDATE",
+        "SELECT",
+        "SELECT",
+        "SELECT",
+        "SELECT",
+        "UPDATE",
+        "INSERT",
+    ]
+
+
+def test_after_an_error_the_rest_of_the_batch_is_handed_back_untried(buyer):
+    with RecordingServer(Reply(503, b"busy")) as server:
+        make_config(source := SourceFactory(), server.url())
+        for _ in range(3):
+            returned(buyer, source=source)
+        claims = notifications_claim_due()
+
+        rows = notifications_deliver(claims=claims)
+
+        assert len(rows) == 1
+        assert len(server.requests) == 1
+    tried = Notification.objects.get(pk=rows[0].pk)
+    assert tried.status == Status.RETRYING
+    assert tried.attempt_count == 1
+    untried = Notification.objects.exclude(pk=tried.pk)
+    assert [(n.status, n.attempt_count, n.lease_token) for n in untried] == [
+        (Status.PENDING, 0, None),
+        (Status.PENDING, 0, None),
+    ]
+    # Due again at once, for the next sweep.
+    assert len(notifications_claim_due()) == 2
+
+
+def test_messages_carry_one_config_each_and_at_most_the_batch_size(
+    buyer, receiver, engine_settings, monkeypatch
+):
+    from feedback import tasks
+
+    engine_settings.LEADBACK_DELIVERY_BATCH = 2
+    source = SourceFactory()
+    first = make_config(source, receiver.url("/a"))
+    second = make_config(source, receiver.url("/b"))
+    for _ in range(3):
+        returned(buyer, source=source)
+    sent: list[list[list[object]]] = []
+    monkeypatch.setattr(tasks.deliver_notifications_task, "delay", sent.append)
+
+    assert notifications_enqueue(notifications_claim_due()) == 6
+
+    configs = [
+        {Notification.objects.get(pk=pk).config_id for pk, _ in message}
+        for message in sent
+    ]
+    assert sorted(len(m) for m in sent) == [1, 1, 2, 2]
+    assert sorted(c.pop() for c in configs) == sorted(
+        [first.pk, first.pk, second.pk, second.pk]
+    )
+
+
+def test_a_slow_config_stretches_the_lease(buyer, receiver, monkeypatch):
+    make_config(source := SourceFactory(), receiver.url(), timeout_s=100)
+    returned(buyer, source=source)
+    [claim] = notifications_claim_due()
+    seen = []
+    from feedback import delivery
+
+    real_send = delivery.feedback_config_send
+
+    def send(**kwargs):
+        seen.append(Notification.objects.get().lease_expires_at - timezone.now())
+        return real_send(**kwargs)
+
+    monkeypatch.setattr(delivery, "feedback_config_send", send)
+    notification_deliver(claim=claim)
+
+    assert seen[0] > timedelta(seconds=300)  # three times 100 s, plus the margin

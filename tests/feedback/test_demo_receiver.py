@@ -410,7 +410,7 @@ def broker_down(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise ConnectionError("no broker in this test")
 
-    monkeypatch.setattr(tasks.deliver_notification_task, "delay", refuse)
+    monkeypatch.setattr(tasks.deliver_notifications_task, "delay", refuse)
 
 
 @pytest.fixture
