@@ -254,8 +254,9 @@ def notifications_deliver(
     Returns the rows tried. Stale claims (another worker holds the row, or it is
     already final) are dropped. The database work is a fixed number of
     statements per call: rows are leased, loaded and recorded together. After an
-    error the rest of a batch is handed back untried: its source is struggling
-    and each row keeps its own schedule.
+    error the rest of a batch is handed back untried, to wait as long as the row
+    that failed: its source is struggling, and one row per retry is enough to
+    find out when it is back.
     """
     started = timezone.now()
     by_id = {claim.notification_id: claim for claim in claims}
@@ -287,6 +288,7 @@ def notifications_deliver(
     sent: list[_Sent] = []
     finished: list[Notification] = []
     untried: list[Notification] = []
+    failed = False
     for index, notification in enumerate(held):
         claim = by_id[notification.pk]
         config = notification.config
@@ -302,10 +304,17 @@ def notifications_deliver(
         result = _send(notification, claim, config=config, timeout_s=timeout_s)
         sent.append(result)
         if result.interpretation.outcome == Outcome.ERROR:
-            untried = held[index + 1 :]
+            untried, failed = held[index + 1 :], True
             break
-    _release(untried, by_id)
-    return finished + _record(sent)
+    recorded = _record(sent)
+    last = recorded[-1] if recorded else None
+    wait_until = (
+        last.next_attempt_at
+        if failed and last is not None and last.status == Status.RETRYING
+        else None
+    )
+    _release(untried, by_id, wait_until=wait_until)
+    return finished + recorded
 
 
 def _lease_s(timeout_s: float) -> float:
@@ -388,8 +397,15 @@ def _send(
     )
 
 
-def _release(rows: Sequence[Notification], by_id: dict[int, Claim]) -> None:
-    """Hand rows back untried: due again at once, status as before the lease."""
+def _release(
+    rows: Sequence[Notification],
+    by_id: dict[int, Claim],
+    *,
+    wait_until: datetime | None = None,
+) -> None:
+    """Hand rows back untried, status as before the lease: due at `wait_until`,
+    or at once. Their schedules do not move: nothing was tried."""
+    later = {} if wait_until is None else {"next_attempt_at": wait_until}
     for status in (Status.PENDING, Status.RETRYING):
         ids = [
             n.pk
@@ -398,7 +414,7 @@ def _release(rows: Sequence[Notification], by_id: dict[int, Claim]) -> None:
         ]
         for token, mine in _ids_by_token([by_id[pk] for pk in ids]).items():
             Notification.objects.filter(pk__in=mine, lease_token=token).update(
-                status=status, lease_token=None, lease_expires_at=None
+                status=status, lease_token=None, lease_expires_at=None, **later
             )
 
 

@@ -599,8 +599,39 @@ def test_after_an_error_the_rest_of_the_batch_is_handed_back_untried(buyer):
         (Status.PENDING, 0, None),
         (Status.PENDING, 0, None),
     ]
-    # Due again at once, for the next sweep.
-    assert len(notifications_claim_due()) == 2
+    # They wait as long as the row that failed, then go on their own schedules.
+    assert {n.next_attempt_at for n in untried} == {tried.next_attempt_at}
+    assert tried.next_attempt_at > timezone.now()
+    assert notifications_claim_due() == []
+    with time_machine.travel(tried.next_attempt_at + timedelta(seconds=1)):
+        assert len(notifications_claim_due()) == 3
+
+
+def test_a_batch_cut_short_by_its_deadline_hands_the_rest_back_due_now(
+    buyer, receiver, monkeypatch
+):
+    from feedback import delivery
+
+    make_config(source := SourceFactory(), receiver.url())
+    for _ in range(3):
+        returned(buyer, source=source)
+    claims = notifications_claim_due()
+    real_send = delivery.feedback_config_send
+
+    def slow_send(**kwargs):
+        answer = real_send(**kwargs)
+        time_machine_travel.shift(timedelta(seconds=5))
+        return answer
+
+    with time_machine.travel(timezone.now(), tick=True) as time_machine_travel:
+        monkeypatch.setattr(delivery, "feedback_config_send", slow_send)
+        rows = notifications_deliver(claims=claims, deadline_s=8)
+
+        assert [r.status for r in rows] == [Status.SUCCEEDED, Status.SUCCEEDED]
+        [left] = Notification.objects.filter(status=Status.PENDING)
+        assert left.attempt_count == 0
+        assert left.lease_token is None
+        assert left.next_attempt_at <= timezone.now()
 
 
 def test_messages_carry_one_config_each_and_at_most_the_batch_size(
