@@ -412,6 +412,8 @@ class Report:
     description: ClassVar[str]
     # Whether the date basis applies; billing and queue depth ignore it.
     uses_basis: ClassVar[bool] = True
+    # Templates list report classes: read their attributes, do not instantiate.
+    do_not_call_in_templates: ClassVar[bool] = True
 
     def __init__(self, filters: ReportFilters) -> None:
         self.filters = filters

@@ -106,7 +106,7 @@ def build(*, groups: int = 2, per_group: int = 12, seed: int = 7) -> DataSet:
         price = Decimal(rng.choice(["10.00", "25.50", "40.00"]))
         lead = LeadFactory(source=source, flow=flow)
         delivery = DeliveryEvent.objects.create(
-            event_id=f"{index:024x}",
+            event_id=f"{seed:04x}{index:020x}",
             lead=lead,
             buyer=buyer,
             source=source,
