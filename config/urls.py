@@ -7,6 +7,7 @@ from feedback.api.views import LeadConduitFeedbackApi
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("reports/", include("reporting.urls")),
     path("feedback", LeadConduitFeedbackApi.as_view(), name="lc-feedback"),
     path("api/v1/", include("feedback.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,0 +1,251 @@
+"""The report pages: staff only, the filter bar, charts, CSV, and a number of
+queries that does not grow with the number of groups."""
+
+import csv
+import datetime
+import io
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from feedback.models import DeliveryAttempt, Feedback, Notification
+from reporting.reports import REPORTS, SourceBreakdownReport
+from reporting.views import SECTIONS
+from sources.models import FeedbackConfig, Kind
+from tests.reporting import dataset
+from tests.reporting.dataset import END, START, UTC
+
+pytestmark = pytest.mark.django_db
+
+RANGE = {"start": START.isoformat(), "end": END.isoformat()}
+
+
+def url(code: str) -> str:
+    return reverse("reporting:report-detail", args=[code])
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+def test_every_report_is_listed_on_the_index():
+    listed = [code for _, codes in SECTIONS for code in codes]
+    assert sorted(listed) == sorted(REPORTS)
+
+
+def test_reports_are_for_staff_only(client, buyer_user):
+    for path in (reverse("reporting:report-index"), url("by-source")):
+        response = client.get(path)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+    client.force_login(buyer_user)
+    response = client.get(url("by-source"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+    response = client.get(url("by-source"), {"export": "csv"})
+    assert response.status_code == 302
+
+
+def test_admin_index_links_the_reports(staff_client):
+    page = staff_client.get(reverse("admin:index")).content.decode()
+    assert f'href="{reverse("reporting:report-index")}"' in page
+    assert f'href="{url("by-source")}"' in page
+    assert "Sources" in page  # the admin's own app list is still there
+
+
+def test_index_links_every_report(staff_client):
+    page = staff_client.get(reverse("reporting:report-index")).content.decode()
+    for code, report in REPORTS.items():
+        assert f'href="{url(code)}"' in page
+        assert report.name in page
+
+
+@pytest.mark.parametrize("code", sorted(REPORTS))
+def test_every_report_renders_with_filters_and_csv_link(staff_client, code):
+    dataset.build()
+    response = staff_client.get(url(code), {**RANGE, "basis": "feedback"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'id="report-filters"' in page
+    assert 'id="report-table"' in page
+    assert "export=csv" in page
+    if REPORTS[code].uses_basis:
+        assert "Counted by feedback date" in page
+    else:
+        assert "The date basis does not apply" in page
+
+
+def test_page_says_which_date_it_counts_by(staff_client):
+    page = staff_client.get(url("by-source"), RANGE).content.decode()
+    assert "Counted by delivery date: deliveries delivered from 2025-03-01 to " in page
+
+
+def test_filters_default_to_the_last_30_days(staff_client):
+    response = staff_client.get(url("by-source"))
+    report = response.context["report"]
+    assert (report.filters.end - report.filters.start).days == 29
+    assert report.filters.basis == "delivery"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"start": "2025-03-10", "end": "2025-03-01"}, "is after the end date"),
+        ({"start": "2020-01-01", "end": "2025-03-01"}, "at most 731 days"),
+        ({"start": "yesterday"}, "Enter a valid date"),
+        ({"basis": "moon"}, "Select a valid choice"),
+        ({"source": "999999"}, "Select a valid choice"),
+    ],
+)
+def test_bad_filters_say_what_is_wrong(staff_client, params, message):
+    response = staff_client.get(url("by-source"), params)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert "report" not in response.context
+
+
+def test_unknown_report_is_404(staff_client):
+    assert staff_client.get(url("nope")).status_code == 404
+
+
+def test_csv_matches_the_table_and_is_formula_safe(staff_client):
+    dataset.build()
+    response = staff_client.get(url("by-reason"), {**RANGE, "export": "csv"})
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert (
+        'filename="leadback-by-reason-2025-03-01-2025-03-20.csv"'
+        in response["Content-Disposition"]
+    )
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    header, body = rows[0], rows[1:]
+    assert header[:3] == ["Reason", "Delivered", "Feedback received"]
+    assert "Conversion rate (%)" in header
+    labels = [row[0] for row in body]
+    # The reason a buyer typed as a formula is text in the spreadsheet.
+    assert '\'=HYPERLINK("x")' in labels
+    assert '=HYPERLINK("x")' not in labels
+    table = REPORTS["by-reason"](_filters()).generate()
+    by_label = {row["label"]: row for row in table.rows}
+    rate_column = header.index("Return rate (%)")
+    for row in body:
+        label = row[0].removeprefix("'")
+        expected = by_label[label]
+        assert int(row[1]) == expected["delivered"]
+        if expected["return_rate"] is None:
+            assert row[rate_column] == ""
+        else:
+            assert float(row[rate_column]) == round(expected["return_rate"] * 100, 2)
+
+
+def _filters():
+    from reporting.filters import ReportFilters
+
+    return ReportFilters(start=START, end=END)
+
+
+def test_csv_of_a_breakdown_ends_with_the_total(staff_client):
+    data = dataset.build()
+    response = staff_client.get(url("by-source"), {**RANGE, "export": "csv"})
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[-1][0] == "Total"
+    deliveries, _ = dataset.counted(data, "delivery")
+    assert int(rows[-1][1]) == len(deliveries)
+
+
+def test_charts_are_inline_svg_readable_without_colour(staff_client):
+    data = dataset.build()
+    page = staff_client.get(url("by-reason"), RANGE).content.decode()
+    assert '<svg class="report-chart" role="img"' in page
+    assert "<title>Returns by reason</title>" in page
+    start = page.index("<title>Returns by reason")
+    chart = page[start : page.index("</svg>", start)]
+    expected = dataset.expected_breakdown(data, "reason", "delivery")
+    # Each bar carries its reason and its value as text; no bar for no returns.
+    for reason, row in expected.items():
+        label = reason.replace('"', "&quot;") or "(no reason)"
+        if row["returns"]:
+            assert f"{label}</text>" in chart
+            assert f">{row['returns']}</text>" in chart
+        else:
+            assert f"{label}</text>" not in chart
+    assert "=HYPERLINK(&quot;x&quot;)" in page
+    trends = staff_client.get(url("trends"), RANGE).content.decode()
+    assert "<title>Daily conversions and returns</title>" in trends
+    assert 'stroke-dasharray="8 4"' in trends  # returns are dashed, not just coloured
+    assert "Conversions (total " in trends
+    assert "Returns (total " in trends
+    assert "cdn" not in trends.lower()
+
+
+def test_chart_text_is_escaped():
+    from reporting.charts import bar_chart
+
+    svg = str(bar_chart([("<script>alert(1)</script>", 3)], title="t", description="d"))
+    assert "<script>" not in svg
+    assert "&lt;script&gt;" in svg
+    assert ">3</text>" in svg
+
+
+def _add_forwarding(sources) -> None:
+    """One config per source with a succeeded and a retrying notification."""
+    for source in sources:
+        config = FeedbackConfig.objects.create(
+            source=source, kind=Kind.CONVERSION, url="https://example.com/hook"
+        )
+        carriers = list(Feedback.objects.filter(source=source)[:2])
+        for carrier, status in zip(carriers, ("succeeded", "retrying"), strict=False):
+            notification = Notification.objects.create(
+                feedback=carrier,
+                config=config,
+                source=source,
+                kind=Kind.CONVERSION,
+                status=status,
+                attempt_count=1,
+                created_at=datetime.datetime(2025, 3, 5, tzinfo=UTC),
+            )
+            DeliveryAttempt.objects.create(
+                notification=notification,
+                number=1,
+                started_at=notification.created_at,
+                duration_ms=100,
+                request_method="POST",
+                request_url=config.url,
+                response_status=200 if status == "succeeded" else 503,
+                outcome="success" if status == "succeeded" else "error",
+            )
+
+
+def _query_counts(client) -> dict[str, int]:
+    counts = {}
+    for code in REPORTS:
+        for basis in ("delivery", "feedback"):
+            with CaptureQueriesContext(connection) as queries:
+                response = client.get(url(code), {**RANGE, "basis": basis})
+            assert response.status_code == 200
+            counts[f"{code}/{basis}"] = len(queries)
+            with CaptureQueriesContext(connection) as queries:
+                client.get(url(code), {**RANGE, "basis": basis, "export": "csv"})
+            counts[f"{code}/{basis}/csv"] = len(queries)
+    return counts
+
+
+def test_queries_do_not_grow_with_the_number_of_groups(staff_client):
+    few = dataset.build(groups=2, per_group=6, seed=1)
+    _add_forwarding(few.sources)
+    small = _query_counts(staff_client)
+    table = SourceBreakdownReport(_filters()).generate()
+    assert len(table.rows) == 2
+
+    many = dataset.build(groups=20, per_group=6, seed=2)
+    _add_forwarding(many.sources[2:])  # the first two are the same sources
+    large = _query_counts(staff_client)
+    table = SourceBreakdownReport(_filters()).generate()
+    assert len(table.rows) == 20
+    health = REPORTS["delivery-health"](_filters()).generate()
+    assert len(health.rows) == 20
+    assert large == small
+    assert max(large.values()) <= 20
