@@ -9,6 +9,7 @@ SMTP server keeps every message it accepted.
 import asyncio
 import datetime
 import ipaddress
+import logging
 import socket
 import ssl
 import threading
@@ -93,6 +94,8 @@ class FtpServer:
             "banner": "leadback test ftp",
         }
         self.handler = type("Handler", (FTPHandler,), attrs)
+        # serve_forever() logs a banner on every call, and it is called in a loop.
+        logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
         self.server = FTPServer(("127.0.0.1", port), self.handler)
         self.port = int(self.server.address[1])
         self._stopping = threading.Event()
