@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 Status = BatchRun.Status
 Every = FeedbackConfig.BatchEvery
-LEASE_MARGIN_S = 60
 
 
 # Periods ------------------------------------------------------------------------
@@ -295,9 +294,7 @@ def batch_run_send(*, run_id: int, token: uuid.UUID) -> BatchRun | None:
     """Send one claimed run's file and record the attempt; None if the claim is
     stale (another worker holds the run, or it is final)."""
     started = timezone.now()
-    lease = started + timedelta(
-        seconds=settings.LEADBACK_BATCH_LEASE_S + LEASE_MARGIN_S
-    )
+    lease = started + timedelta(seconds=settings.LEADBACK_BATCH_LEASE_S)
     mine = Q(lease_token=token, status__in=BatchRun.OPEN_STATUSES)
     if not BatchRun.objects.filter(mine | _due(started), pk=run_id).update(
         status=Status.SENDING, lease_token=token, lease_expires_at=lease

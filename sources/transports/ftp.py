@@ -170,6 +170,17 @@ def _put(
         )
     part = f"{file.name}.part"
     ftp.storbinary(f"STOR {part}", io.BytesIO(file.content))
+    _part_check(_remote_size(ftp, part), file, where)
     _lease_check(still_mine)
     ftp.rename(part, file.name)
     return f"Uploaded {file.name} ({len(file.content)} bytes) to {where}."
+
+
+def _part_check(size: int | None, file: BatchFile, where: str) -> None:
+    # A server may still be writing an earlier, cut-off upload into the same
+    # .part; renaming a file of the wrong size would hand the source a bad file.
+    if size != len(file.content):
+        raise TransportError(
+            f"{file.name}.part at {where} has {size} bytes, not "
+            f"{len(file.content)}; not renaming it."
+        )

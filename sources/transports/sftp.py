@@ -149,6 +149,12 @@ def _put(
                 permanent=True,
             )
         runner.run(_write(sftp, part, file.content))
+        size = runner.run(sftp.stat(part)).size
+        if size != len(file.content):
+            raise TransportError(
+                f"{file.name}.part at {where} has {size} bytes, not "
+                f"{len(file.content)}; not renaming it."
+            )
         _lease_check(still_mine)
         runner.run(sftp.rename(part, target))
     finally:

@@ -102,7 +102,11 @@ class FtpServer:
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def throttle(self, bytes_per_second: int) -> None:
-        self.handler.dtp_handler.read_limit = bytes_per_second
+        """Slow uploads down to `bytes_per_second` (0: full speed again)."""
+        dtp = self.handler.dtp_handler
+        dtp.read_limit = bytes_per_second
+        # Small reads, or one read would take a whole small file at once.
+        dtp.ac_in_buffer_size = 512 if bytes_per_second else 65536
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
