@@ -1,5 +1,8 @@
 """Which transport a batch config uses, and sending a file with it."""
 
+from datetime import UTC, datetime
+from typing import Any
+
 from django.conf import settings
 
 from sources.models import FeedbackConfig
@@ -9,6 +12,18 @@ from sources.transports.ftp import FtpDestination, ftp_put
 from sources.transports.sftp import SftpDestination, sftp_put
 
 Transport = FeedbackConfig.Transport
+
+# What a file name template sees (feedback/batches.py fills in the real values);
+# used to check a template on save.
+SAMPLE_FILE_VARIABLES: dict[str, Any] = {
+    "period": {
+        "start": datetime(2026, 11, 24, 6, tzinfo=UTC),
+        "end": datetime(2026, 11, 25, 6, tzinfo=UTC),
+    },
+    "source": {"name": "Bluesky Leads", "slug": "bluesky-leads"},
+    "kind": "return",
+    "run": {"id": "run_0123456789abcdef01234567", "rows": 42},
+}
 DEFAULT_PORTS: dict[str, int] = {"ftp": 21, "ftps": 21, "sftp": 22}
 
 
