@@ -832,7 +832,15 @@ def feedback_config_problems(config: dict[str, Any], path: JsonPath) -> list[Pro
         elif method in METHODS and method != block and block in config:
             refuse(block, f"is only used with method {block!r}")
     if method == "batch":
-        for key in ("url", "http_method", "sync", "headers", "auth", "signing"):
+        for key in (
+            "url",
+            "http_method",
+            "sync",
+            "timeout_s",
+            "headers",
+            "auth",
+            "signing",
+        ):
             if key in config:
                 refuse(key, "is not used with method 'batch'")
         if "response" in config:
