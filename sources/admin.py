@@ -17,6 +17,7 @@ from sources.models import FeedbackConfig, FieldMapping, Kind, Source
 from sources.outbound.signing import generate_secret
 from sources.services import (
     RequestError,
+    feedback_config_batch_preview,
     feedback_config_build_request,
     feedback_config_criteria_check,
     feedback_config_enable,
@@ -521,6 +522,8 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
         context["criteria"] = feedback_config_criteria_check(
             config=config, variables=variables
         )
+        if config.method == FeedbackConfig.Method.BATCH:
+            return context | _batch_preview(request, config, variables, mappings)
         try:
             if request.POST.get("_action") == "send":
                 test = feedback_config_send_test(
@@ -542,6 +545,28 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
         except RequestError as exc:
             context["errors"] = [str(exc)]
         return context
+
+
+def _batch_preview(
+    request: HttpRequest,
+    config: FeedbackConfig,
+    variables: dict[str, Any],
+    mappings: list[FieldMapping],
+) -> dict[str, Any]:
+    if request.POST.get("_action") == "send":
+        return {
+            "errors": [
+                "Batch files are sent on their schedule, not as a test: the "
+                "preview shows the file's row for this feedback."
+            ]
+        }
+    try:
+        name, text = feedback_config_batch_preview(
+            config=config, variables=variables, mappings=mappings
+        )
+    except RequestError as exc:
+        return {"errors": [str(exc)]}
+    return {"batch_file": {"name": name, "text": text}}
 
 
 def _error_lines(errors: Any) -> list[str]:

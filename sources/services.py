@@ -6,6 +6,7 @@ is the one function here that talks to the network, and it must never be called
 inside a database transaction.
 """
 
+import io
 import logging
 import re
 import ssl
@@ -21,6 +22,7 @@ from django.core.validators import validate_email
 from django.utils import timezone
 
 from sources import rules, templating
+from sources.csvcells import write_csv
 from sources.models import FeedbackConfig, FieldMapping
 from sources.outbound import soap
 from sources.outbound.building import (
@@ -391,6 +393,28 @@ def batch_config_problems(config: FeedbackConfig) -> list[tuple[str, str]]:
     for message in rules.validate_rule_set(config.criteria) if config.criteria else []:
         problems.append(("criteria", message))
     return problems
+
+
+def feedback_config_batch_preview(
+    *,
+    config: FeedbackConfig,
+    variables: Mapping[str, Any],
+    mappings: Sequence[FieldMapping] | None = None,
+) -> tuple[str, str]:
+    """The file name (for a sample period) and the CSV a batch config would write
+    for one feedback with these variables; RequestError if a template fails."""
+    from sources.transports.batch import SAMPLE_FILE_VARIABLES
+
+    rows = list(config.mappings.all()) if mappings is None else list(mappings)
+    fields = feedback_config_render(config=config, variables=variables, mappings=rows)
+    stream = io.StringIO(newline="")
+    header = [mapping.target for mapping in rows] if config.batch_header else None
+    write_csv(stream, [[value for _target, value in fields]], header=header)
+    try:
+        name = templating.render(config.batch_file_name, SAMPLE_FILE_VARIABLES)
+    except templating.TemplateError as exc:
+        raise RequestError(f"File name template: {exc}") from None
+    return name.strip(), stream.getvalue()
 
 
 def feedback_config_validate(config: FeedbackConfig) -> None:

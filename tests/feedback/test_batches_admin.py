@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from feedback.models import BatchAttempt, BatchRun
 from sources.models import FeedbackConfig
-from tests.factories import SourceFactory
+from tests.factories import FeedbackFactory, SourceFactory
 from tests.sources.test_config_admin import config_form
 
 pytestmark = pytest.mark.django_db
@@ -255,3 +255,29 @@ def test_an_empty_run_is_not_resent(staff_client, run):
     run.refresh_from_db()
     assert run.status == BatchRun.Status.EMPTY
     assert "1 run was not resent" in response.content.decode()
+
+
+PREVIEW_ADD = reverse("admin:sources_feedbackconfig_preview_add")
+
+
+def test_the_preview_shows_the_file_name_and_this_feedbacks_row(staff_client):
+    feedback = FeedbackFactory(kind="return", reason="=1+1")
+    data = batch_form(feedback.source)
+    data["_preview_event_id"] = feedback.delivery.event_id
+
+    page = staff_client.post(PREVIEW_ADD, data).content.decode()
+
+    assert "File <code>returns-20261124.csv</code>" in page
+    file_text = page.split('id="config-preview-file">')[1].split("</pre>")[0]
+    assert file_text == (
+        f"event_id,reason\r\n{feedback.delivery.event_id},&#x27;=1+1\r\n"
+    )
+    assert "config-preview-request" not in page
+
+
+def test_a_batch_config_has_no_test_send(staff_client):
+    data = batch_form(SourceFactory()) | {"_action": "send"}
+
+    page = staff_client.post(PREVIEW_ADD, data).content.decode()
+
+    assert "Batch files are sent on their schedule, not as a test" in page
