@@ -27,7 +27,15 @@ from feedback.services import feedback_receive
 from sources.csvcells import FORMULA_TRIGGERS, safe_cell
 from sources.models import FeedbackConfig, FieldMapping
 from tests.factories import DeliveryEventFactory, FeedbackFactory, SourceFactory
-from tests.sources.file_servers import PASSWORD, USERNAME, FtpServer
+from tests.sources.file_servers import (
+    PASSWORD,
+    USERNAME,
+    FtpServer,
+    FtpsServer,
+    SftpServer,
+    SmtpServer,
+    self_signed_certificate,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -431,3 +439,81 @@ def test_batch_file_cells_never_start_a_formula(buyer, values):
     for row, (reason, note) in zip(rows[1:], values, strict=True):
         assert row[0] in (reason, "'" + reason)
         assert row[1] in (note, "'" + note)
+
+
+# Every transport, end to end in-process -------------------------------------------
+
+
+def _sent_run(config) -> BatchRun:
+    run = BatchRun.objects.get(config=config, row_count=1)
+    assert run.status == Status.SENT, run.reason
+    return run
+
+
+def test_an_sftp_batch_config_sends_its_file(buyer, tmp_path):
+    root = tmp_path / "sftp"
+    (root / "in").mkdir(parents=True)
+    with SftpServer(root) as server:
+        source = SourceFactory()
+        config = make_batch_config(
+            source,
+            server.port,
+            batch_transport="sftp",
+            batch_host_key=server.public_host_key,
+        )
+        with time_machine.travel(DAY_ONE):
+            feedback = returned(buyer, source)
+        with time_machine.travel(AFTER_SIX):
+            batch_runs_run_due()
+
+    run = _sent_run(config)
+    assert run.attempts.get().destination == f"sftp://127.0.0.1:{server.port}/in"
+    assert read_rows(root / "in" / "returns-20261124.csv") == [
+        ["event_id", "reason"],
+        [feedback.delivery.event_id, "Wrong number"],
+    ]
+
+
+def test_an_ftps_batch_config_trusts_its_certificate(buyer, tmp_path, root):
+    cert, key, pem = self_signed_certificate(tmp_path)
+    with FtpsServer(root, (cert, key)) as server:
+        source = SourceFactory()
+        config = make_batch_config(
+            source, server.port, batch_transport="ftps", batch_tls_certificate=pem
+        )
+        with time_machine.travel(DAY_ONE):
+            returned(buyer, source)
+        with time_machine.travel(AFTER_SIX):
+            batch_runs_run_due()
+
+    _sent_run(config)
+    assert len(read_rows(root / "in" / "returns-20261124.csv")) == 2
+
+
+def test_an_email_batch_config_mails_its_file(buyer, settings):
+    with SmtpServer() as smtp:
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp.port
+        source = SourceFactory()
+        config = make_batch_config(
+            source,
+            None,
+            batch_transport="email",
+            batch_email_to=["returns@source.example"],
+            batch_email_subject="Leadback returns",
+        )
+        with time_machine.travel(DAY_ONE):
+            feedback = returned(buyer, source)
+        with time_machine.travel(AFTER_SIX):
+            batch_runs_run_due()
+
+    run = _sent_run(config)
+    [(recipients, message)] = smtp.messages
+    assert recipients == ["returns@source.example"]
+    assert message["Subject"] == "Leadback returns"
+    assert message["Message-ID"] == f"<{run.public_id}@leadback>"
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_filename() == "returns-20261124.csv"
+    assert list(csv.reader(io.StringIO(attachment.get_content(), newline=""))) == [
+        ["event_id", "reason"],
+        [feedback.delivery.event_id, "Wrong number"],
+    ]
