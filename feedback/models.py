@@ -599,8 +599,14 @@ class BatchRun(models.Model):
     public_id = models.CharField(
         "run id", max_length=40, unique=True, default=new_batch_run_id, editable=False
     )
+    # Kept when a config is deleted (or dropped by an import): the record of
+    # what was sent stays, and an unsent run fails with the reason.
     config = models.ForeignKey(
-        FeedbackConfig, on_delete=models.PROTECT, related_name="batch_runs"
+        FeedbackConfig,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="batch_runs",
     )
     source = models.ForeignKey(
         Source, on_delete=models.PROTECT, related_name="batch_runs"

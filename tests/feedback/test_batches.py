@@ -517,3 +517,23 @@ def test_an_email_batch_config_mails_its_file(buyer, settings):
         ["event_id", "reason"],
         [feedback.delivery.event_id, "Wrong number"],
     ]
+
+
+def test_a_deleted_configs_runs_stay_and_an_unsent_one_fails(buyer, ftp):
+    source = SourceFactory()
+    config = make_batch_config(source, ftp.port)
+    with time_machine.travel(DAY_ONE):
+        returned(buyer, source)
+    with time_machine.travel(AFTER_SIX):
+        batch_runs_schedule()
+    run = BatchRun.objects.get(row_count=1)
+
+    config.delete()
+    with time_machine.travel(AFTER_SIX):
+        batch_runs_run_due()
+
+    run.refresh_from_db()
+    assert run.config is None
+    assert run.status == Status.FAILED
+    assert run.reason == "The config was disabled or deleted before sending."
+    assert run.content is not None  # the file it would have sent is kept
