@@ -207,6 +207,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("LEADBACK_SWEEP_INTERVAL_S", 5.0),
         "options": {"expires": 30},
     },
+    # Creates the batch runs whose period has ended and sends those that are due.
+    "run-batches": {
+        "task": "feedback.tasks.run_batches_task",
+        "schedule": env_float("LEADBACK_BATCH_INTERVAL_S", 60.0),
+        "options": {"expires": 120},
+    },
     "purge-idempotency-keys": {
         "task": "feedback.tasks.purge_idempotency_keys_task",
         "schedule": 3600.0,
@@ -238,6 +244,11 @@ LEADBACK_DELIVERY_BATCH = env_int("LEADBACK_DELIVERY_BATCH", 20)
 LEADBACK_SWEEP_MAX_BACKLOG = env_int("LEADBACK_SWEEP_MAX_BACKLOG", 50)
 # Sync configs: how long the buyer's request may wait for the source.
 LEADBACK_SYNC_DEADLINE_S = env_float("LEADBACK_SYNC_DEADLINE_S", 10.0)
+# Batch files (DESIGN §5.6): how long one transfer may wait on the network per
+# step, and how long a worker owns a run it is sending before another may take
+# it over (it must outlast the slowest upload of the biggest file).
+LEADBACK_BATCH_TIMEOUT_S = env_float("LEADBACK_BATCH_TIMEOUT_S", 60.0)
+LEADBACK_BATCH_LEASE_S = env_float("LEADBACK_BATCH_LEASE_S", 1800.0)
 # Stored responses to Idempotency-Key requests are replayed for at least this long.
 LEADBACK_IDEMPOTENCY_TTL_HOURS = env_int("LEADBACK_IDEMPOTENCY_TTL_HOURS", 24)
 

@@ -1186,3 +1186,6 @@ class IdempotencyKeyAdmin(admin.ModelAdmin[IdempotencyKey]):
     @admin.display(description="response body")
     def response(self, obj: IdempotencyKey) -> SafeString:
         return pretty_json(obj.response_body)
+
+
+from feedback import batch_admin  # noqa: F401,E402 (registers BatchRunAdmin)

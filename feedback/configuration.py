@@ -9,8 +9,10 @@ in docs/configuration.md.
 import copy
 import json
 import re
+import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import time as dt_time
 from difflib import get_close_matches
 from enum import StrEnum
 from typing import Any
@@ -31,6 +33,8 @@ from sources.outbound.building import BuildError, validate_headers
 from sources.outbound.responses import ResponseSpec, validate_response_spec
 from sources.outbound.signing import SigningSecretError
 from sources.outbound.signing import secret_key as signing_secret_key
+from sources.transports.batch import SAMPLE_FILE_VARIABLES
+from sources.transports.sftp import host_key_parse, private_key_parse
 
 Document = dict[str, Any]
 JsonPath = tuple[str | int, ...]
@@ -51,7 +55,7 @@ SECRET_PATHS: tuple[tuple[str, ...], ...] = (
 
 # The order kinds appear in the document (as in DESIGN §9), so exports diff well.
 KINDS: tuple[str, ...] = (Kind.RETURN.value, Kind.CONVERSION.value, Kind.STATUS.value)
-BATCH_NOT_SUPPORTED = "batch delivery is not supported by this version"
+DEFAULT_PORTS = {"ftp": 21, "ftps": 21, "sftp": 22}
 
 
 # Problems ---------------------------------------------------------------------
@@ -389,9 +393,8 @@ def _source_schema() -> Document:
 def feedback_config_schema() -> Document:
     """The shape of one per-source feedback delivery config (DESIGN §5, §9).
 
-    Stored as sources.FeedbackConfig rows (batch configs are validated only,
-    until batch delivery exists); `feedback_config_problems` adds the checks a
-    schema cannot express.
+    Stored as sources.FeedbackConfig rows; `feedback_config_problems` adds the
+    checks a schema cannot express.
     """
     text = {"type": "string", "maxLength": 500}
     port = {"type": "integer", "minimum": 1, "maximum": 65535}
@@ -496,7 +499,13 @@ def feedback_config_schema() -> Document:
                         "type",
                         {
                             "ftp": file_transport,
-                            "ftps": file_transport,
+                            "ftps": {
+                                "properties": {
+                                    **file_transport["properties"],
+                                    "certificate": {"type": "string"},
+                                },
+                                "required": ["host"],
+                            },
                             "sftp": {
                                 "properties": {
                                     **file_transport["properties"],
@@ -823,7 +832,15 @@ def feedback_config_problems(config: dict[str, Any], path: JsonPath) -> list[Pro
         elif method in METHODS and method != block and block in config:
             refuse(block, f"is only used with method {block!r}")
     if method == "batch":
-        for key in ("url", "http_method", "sync", "headers", "auth", "signing"):
+        for key in (
+            "url",
+            "http_method",
+            "sync",
+            "timeout_s",
+            "headers",
+            "auth",
+            "signing",
+        ):
             if key in config:
                 refuse(key, "is not used with method 'batch'")
         if "response" in config:
@@ -930,6 +947,15 @@ def _batch_problems(batch: dict[str, Any], path: JsonPath) -> list[Problem]:
                     )
                 )
     transport = batch.get("transport")
+    if isinstance(transport, dict):
+        problems += _transport_problems(transport, (*path, "transport"))
+    file_name = batch.get("file_name")
+    if isinstance(file_name, str) and file_name:
+        problem = templating.validate(file_name, variables=SAMPLE_FILE_VARIABLES)
+        if problem:
+            problems.append(
+                Problem((*path, "file_name"), f"is not a working template: {problem}")
+            )
     recipients = transport.get("to") if isinstance(transport, dict) else None
     for index, address in enumerate(recipients if isinstance(recipients, list) else []):
         if not isinstance(address, str):
@@ -942,6 +968,45 @@ def _batch_problems(batch: dict[str, Any], path: JsonPath) -> list[Problem]:
                     (*path, "transport", "to", index), "is not a valid email address"
                 )
             )
+    return problems
+
+
+def _transport_problems(transport: dict[str, Any], path: JsonPath) -> list[Problem]:
+    problems: list[Problem] = []
+    host = transport.get("host")
+    if isinstance(host, str) and ("/" in host or ":" in host.strip("[]")):
+        problems.append(
+            Problem(
+                (*path, "host"),
+                "must be a host name only (port and directory have their own keys)",
+            )
+        )
+    host_key = transport.get("host_key")
+    if isinstance(host_key, str) and host_key:
+        try:
+            host_key_parse(host_key)
+        except ValueError as exc:
+            problems.append(Problem((*path, "host_key"), str(exc)))
+    private_key = transport.get("private_key")
+    if isinstance(private_key, str) and private_key and private_key != REDACTED:
+        try:
+            private_key_parse(private_key)
+        except ValueError as exc:
+            problems.append(Problem((*path, "private_key"), str(exc)))
+    certificate = transport.get("certificate")
+    if isinstance(certificate, str) and certificate.strip():
+        try:
+            ssl.create_default_context(cadata=certificate)
+        except (ssl.SSLError, ValueError):
+            problems.append(Problem((*path, "certificate"), "is not a PEM certificate"))
+    if (
+        transport.get("type") == "sftp"
+        and "password" not in transport
+        and "private_key" not in transport
+    ):
+        problems.append(
+            Problem((*path, "password"), "SFTP needs a password or a private_key")
+        )
     return problems
 
 
@@ -1046,6 +1111,8 @@ def _number(value: float) -> float | int:
 
 def _feedback_config_document(config: FeedbackConfig) -> Document:
     """One stored config in the shape of DESIGN §9, every key present."""
+    if config.method == FeedbackConfig.Method.BATCH:
+        return _batch_config_document(config)
     document: Document = {
         "kind": config.kind,
         "enabled": config.enabled,
@@ -1081,6 +1148,54 @@ def _feedback_config_document(config: FeedbackConfig) -> Document:
             "version": config.soap_version,
         }
     return document
+
+
+def _batch_config_document(config: FeedbackConfig) -> Document:
+    schedule: Document = {"every": config.batch_every}
+    if config.batch_every != FeedbackConfig.BatchEvery.HOUR:
+        schedule["at"] = (config.batch_at or dt_time(0)).strftime("%H:%M")
+    if config.batch_every == FeedbackConfig.BatchEvery.WEEK:
+        schedule["day"] = WEEKDAYS[config.batch_day or 0]
+    schedule["timezone"] = config.batch_timezone
+    transport_type = config.batch_transport
+    transport: Document = {"type": transport_type}
+    if transport_type == FeedbackConfig.Transport.EMAIL:
+        transport |= {
+            "to": list(config.batch_email_to or []),
+            "subject": config.batch_email_subject,
+        }
+    elif transport_type:
+        transport |= {
+            "host": config.batch_host,
+            "port": config.batch_port or DEFAULT_PORTS[transport_type],
+            "username": config.batch_username,
+        }
+        if config.batch_password:
+            transport["password"] = config.batch_password
+        if transport_type == FeedbackConfig.Transport.SFTP:
+            if config.batch_private_key:
+                transport["private_key"] = config.batch_private_key
+            transport["host_key"] = config.batch_host_key
+        if transport_type == FeedbackConfig.Transport.FTPS:
+            transport["certificate"] = config.batch_tls_certificate
+        transport["directory"] = config.batch_directory
+    return {
+        "kind": config.kind,
+        "enabled": config.enabled,
+        "method": config.method,
+        "batch": {
+            "schedule": schedule,
+            "transport": transport,
+            "file_name": config.batch_file_name,
+            "header": config.batch_header,
+            "send_empty": config.batch_send_empty,
+        },
+        "criteria": _sorted_json(config.criteria),
+        "mappings": [
+            {"target": mapping.target, "value": mapping.value}
+            for mapping in config.mappings.all()
+        ],
+    }
 
 
 def _auth_document(config: FeedbackConfig) -> Document:
@@ -1221,6 +1336,8 @@ def _source_from_input(item: Document) -> Document:
 def _feedback_config_from_input(item: Document) -> Document:
     """A config from the file with defaults filled in, shaped as export writes it."""
     method = item["method"]
+    if method == "batch":
+        return _batch_config_from_input(item)
     document: Document = {
         "kind": item["kind"],
         "enabled": item.get("enabled", True),
@@ -1263,6 +1380,53 @@ def _feedback_config_from_input(item: Document) -> Document:
     return document
 
 
+def _batch_config_from_input(item: Document) -> Document:
+    batch = item["batch"]
+    given = batch["schedule"]
+    schedule: Document = {"every": given["every"]}
+    if given["every"] != "hour":
+        schedule["at"] = given.get("at", "00:00")
+    if given["every"] == "week":
+        schedule["day"] = given["day"]
+    schedule["timezone"] = given.get("timezone", "UTC")
+    given = batch["transport"]
+    transport: Document = {"type": given["type"]}
+    if given["type"] == "email":
+        transport |= {"to": list(given["to"]), "subject": given.get("subject", "")}
+    else:
+        transport |= {
+            "host": given["host"],
+            "port": given.get("port", DEFAULT_PORTS[given["type"]]),
+            "username": given.get("username", ""),
+        }
+        if given.get("password"):
+            transport["password"] = given["password"]
+        if given["type"] == "sftp":
+            if given.get("private_key"):
+                transport["private_key"] = given["private_key"]
+            transport["host_key"] = given["host_key"]
+        if given["type"] == "ftps":
+            transport["certificate"] = given.get("certificate", "")
+        transport["directory"] = given.get("directory", "")
+    return {
+        "kind": item["kind"],
+        "enabled": item.get("enabled", True),
+        "method": "batch",
+        "batch": {
+            "schedule": schedule,
+            "transport": transport,
+            "file_name": batch["file_name"],
+            "header": batch.get("header", True),
+            "send_empty": batch.get("send_empty", False),
+        },
+        "criteria": _sorted_json(item.get("criteria")),
+        "mappings": [
+            {"target": m["target"], "value": m["value"]}
+            for m in item.get("mappings", [])
+        ],
+    }
+
+
 def _compare(entity: str, desired: Document, current: Document | None) -> Change:
     if current is None:
         return Change(entity, desired["slug"], Action.CREATED)
@@ -1283,19 +1447,6 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
         raise ConfigurationError(problems)
     document = copy.deepcopy(document)
     report = ImportReport(dry_run=dry_run)
-
-    # Batch configs have no model yet: validated above, then set aside here
-    # with a warning rather than silently dropped.
-    for item in document.get("sources", []):
-        configs = item.get("feedback", [])
-        batches = [config for config in configs if config["method"] == "batch"]
-        if batches:
-            noun = "config" if len(batches) == 1 else "configs"
-            report.warnings.append(
-                f"source {item['slug']}: {len(batches)} batch {noun} validated "
-                f"but not imported: {BATCH_NOT_SUPPORTED}"
-            )
-            item["feedback"] = [c for c in configs if c["method"] != "batch"]
 
     buyer_items: list[Document] = document.get("buyers", [])
     source_items: list[Document] = document.get("sources", [])
@@ -1450,6 +1601,18 @@ def _feedback_configs_save(source: Source, desired: list[Document]) -> None:
 
 
 def _feedback_config_apply(config: FeedbackConfig, entry: Document) -> None:
+    _batch_settings_apply(config, entry.get("batch"))
+    if entry["method"] == FeedbackConfig.Method.BATCH:
+        # The HTTP settings go back to their defaults: the document has none.
+        for model_field in FeedbackConfig._meta.concrete_fields:
+            if model_field.name in HTTP_SETTINGS:
+                setattr(config, model_field.attname, model_field.get_default())
+        config.kind = entry["kind"]
+        config.enabled = entry["enabled"]
+        config.method = entry["method"]
+        config.url = ""
+        config.criteria = entry["criteria"]
+        return
     auth = entry["auth"]
     response = entry["response"]
     soap = entry.get("soap") or {}
@@ -1477,6 +1640,61 @@ def _feedback_config_apply(config: FeedbackConfig, entry: Document) -> None:
     config.soap_version = soap.get("version", FeedbackConfig.SoapVersion.SOAP_11)
     for name, value in response.items():
         setattr(config, name, value)
+
+
+HTTP_SETTINGS = frozenset(
+    {
+        "http_method",
+        "sync",
+        "timeout_s",
+        "headers",
+        "auth_type",
+        "auth_username",
+        "auth_header_name",
+        "auth_secret",
+        "wsse_password_digest",
+        "signing_enabled",
+        "signing_secret",
+        "soap_operation",
+        "soap_version",
+        "outcome_search_term",
+        "outcome_search_path",
+        "outcome_on_match",
+        "reason_path",
+        "default_reason",
+        "reference_path",
+    }
+)
+
+
+def _batch_settings_apply(config: FeedbackConfig, batch: Document | None) -> None:
+    """Store a batch block; without one, the batch settings go back to defaults."""
+    for model_field in FeedbackConfig._meta.concrete_fields:
+        if model_field.name.startswith("batch_"):
+            setattr(config, model_field.attname, model_field.get_default())
+    if batch is None:
+        return
+    schedule, transport = batch["schedule"], batch["transport"]
+    config.batch_every = schedule["every"]
+    config.batch_at = (
+        dt_time.fromisoformat(schedule["at"]) if "at" in schedule else None
+    )
+    config.batch_day = WEEKDAYS.index(schedule["day"]) if "day" in schedule else None
+    config.batch_timezone = schedule["timezone"]
+    config.batch_transport = transport["type"]
+    config.batch_host = transport.get("host", "")
+    config.batch_port = transport.get("port")
+    config.batch_username = transport.get("username", "")
+    config.batch_password = transport.get("password", "")
+    config.batch_private_key = transport.get("private_key", "")
+    config.batch_host_key = transport.get("host_key", "")
+    config.batch_tls_certificate = transport.get("certificate", "")
+    config.batch_directory = transport.get("directory", "")
+    config.batch_email_to = list(transport.get("to", []))
+    config.batch_email_subject = transport.get("subject", "")
+    config.batch_file_name = batch["file_name"]
+    config.batch_header = batch["header"]
+    config.batch_send_empty = batch["send_empty"]
 
 
 def _sources_with_configs() -> QuerySet[Source]:

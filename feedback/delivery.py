@@ -86,20 +86,30 @@ def notifications_create(*, feedbacks: Sequence[Feedback]) -> list[Notification]
         variables = feedback_variables(feedback=feedback)
         for config in matching:
             skipped = feedback_config_criteria_check(config=config, variables=variables)
+            # Batch configs' rows wait for the file of their period (feedback/batches).
+            waits = skipped or config.method == FeedbackConfig.Method.BATCH
             rows.append(
                 Notification(
                     feedback=feedback,
                     config=config,
                     source_id=feedback.source_id,
                     kind=feedback.kind,
-                    status=Status.SKIPPED if skipped else Status.PENDING,
+                    status=_initial_status(config, skipped),
                     reason=(skipped or "")[:1000],
-                    next_attempt_at=None if skipped else now,
+                    next_attempt_at=None if waits else now,
                     finished_at=now if skipped else None,
                     created_at=now,
                 )
             )
     return Notification.objects.bulk_create(rows)
+
+
+def _initial_status(config: FeedbackConfig, skipped: str | None) -> str:
+    if skipped:
+        return Status.SKIPPED
+    if config.method == FeedbackConfig.Method.BATCH:
+        return Status.BATCHED
+    return Status.PENDING
 
 
 # Claiming -----------------------------------------------------------------------

@@ -5,6 +5,7 @@ import uuid
 
 from celery import shared_task
 
+from feedback.batches import batch_run_send, batch_runs_dispatch
 from feedback.delivery import (
     Claim,
     notification_deliver,
@@ -39,3 +40,13 @@ def deliver_notification_task(notification_id: int, token: str) -> None:
 @shared_task(ignore_result=True)
 def sweep_notifications_task() -> int:
     return notifications_sweep()
+
+
+@shared_task(ignore_result=True)
+def run_batches_task() -> int:
+    return batch_runs_dispatch()
+
+
+@shared_task(ignore_result=True)
+def send_batch_run_task(run_id: int, token: str) -> None:
+    batch_run_send(run_id=run_id, token=uuid.UUID(token))

@@ -17,6 +17,7 @@ from sources.models import FeedbackConfig, FieldMapping, Kind, Source
 from sources.outbound.signing import generate_secret
 from sources.services import (
     RequestError,
+    feedback_config_batch_preview,
     feedback_config_build_request,
     feedback_config_criteria_check,
     feedback_config_enable,
@@ -124,7 +125,34 @@ class SourceAdmin(admin.ModelAdmin[Source]):
 
 # Feedback configs ---------------------------------------------------------------
 
-SECRET_FIELDS = ("auth_secret", "signing_secret")
+SECRET_FIELDS = ("auth_secret", "signing_secret", "batch_password", "batch_private_key")
+BATCH_FIELDS = (
+    "batch_every",
+    "batch_at",
+    "batch_day",
+    "batch_timezone",
+    "batch_transport",
+    "batch_host",
+    "batch_port",
+    "batch_username",
+    "batch_password",
+    "batch_private_key",
+    "batch_host_key",
+    "batch_tls_certificate",
+    "batch_directory",
+    "batch_email_to",
+    "batch_email_subject",
+    "batch_file_name",
+    "batch_header",
+    "batch_send_empty",
+)
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never shows the stored value (a private key)."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
 
 
 class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
@@ -133,6 +161,7 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
     url = forms.URLField(
         label="URL",
         max_length=2000,
+        required=False,  # batch configs have none; the checks below want one else
         assume_scheme="https",
         widget=forms.URLInput(attrs={"size": 80}),
         help_text=FeedbackConfig._meta.get_field("url").help_text,
@@ -166,12 +195,19 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             "reason_path",
             "default_reason",
             "reference_path",
+            *BATCH_FIELDS,
         )
         widgets = {
             "criteria": RuleSetWidget(attrs={"rows": 6, "cols": 70}),
             "headers": forms.Textarea(attrs={"rows": 2, "cols": 70}),
             "auth_secret": forms.PasswordInput(render_value=False),
             "signing_secret": forms.PasswordInput(render_value=False),
+            "batch_password": forms.PasswordInput(render_value=False),
+            "batch_private_key": WriteOnlyTextarea(attrs={"rows": 3, "cols": 70}),
+            "batch_host_key": forms.Textarea(attrs={"rows": 2, "cols": 70}),
+            "batch_tls_certificate": forms.Textarea(attrs={"rows": 3, "cols": 70}),
+            "batch_email_to": forms.Textarea(attrs={"rows": 2, "cols": 70}),
+            "batch_file_name": forms.TextInput(attrs={"size": 70}),
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -180,6 +216,11 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             field = self.fields.get(name)
             if field is not None and getattr(self.instance, name):
                 field.help_text = "A value is stored; leave blank to keep it."
+        # Only batch configs use the batch settings: other methods may leave
+        # them out (clean() puts the model's defaults back).
+        for name in ("batch_every", "batch_timezone"):
+            if name in self.fields:
+                self.fields[name].required = False
         signing = self.fields.get("signing_secret")
         if signing is not None and not self.instance.signing_secret:
             signing.help_text = "Leave blank to generate one when signing is on."
@@ -195,6 +236,13 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             cleaned_data["signing_secret"] = generate_secret()
         if cleaned_data.get("headers") is None:
             cleaned_data["headers"] = {}
+        for name, default in (("batch_every", "day"), ("batch_timezone", "UTC")):
+            if name in cleaned_data and not cleaned_data[name]:
+                cleaned_data[name] = default
+        if cleaned_data.get("batch_email_to") is None:
+            cleaned_data["batch_email_to"] = []
+        if cleaned_data.get("url") is None:
+            cleaned_data["url"] = ""
         if self.errors:
             return cleaned_data
         candidate = FeedbackConfig(
@@ -287,6 +335,16 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
         ),
         ("Signing", {"fields": ("signing_enabled", "signing_secret")}),
         ("SOAP", {"fields": ("soap_operation", "soap_version")}),
+        (
+            "Batch file",
+            {
+                "fields": BATCH_FIELDS,
+                "description": "For method “Batch file”: the period's feedback as "
+                "one CSV file whose columns are the fields below, sent on this "
+                "schedule. File names may use {{ period.start }}, {{ period.end }}, "
+                "{{ source.slug }}, {{ kind }} and {{ run.id }}.",
+            },
+        ),
         (
             "Criteria",
             {
@@ -464,6 +522,8 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
         context["criteria"] = feedback_config_criteria_check(
             config=config, variables=variables
         )
+        if config.method == FeedbackConfig.Method.BATCH:
+            return context | _batch_preview(request, config, variables, mappings)
         try:
             if request.POST.get("_action") == "send":
                 test = feedback_config_send_test(
@@ -485,6 +545,28 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
         except RequestError as exc:
             context["errors"] = [str(exc)]
         return context
+
+
+def _batch_preview(
+    request: HttpRequest,
+    config: FeedbackConfig,
+    variables: dict[str, Any],
+    mappings: list[FieldMapping],
+) -> dict[str, Any]:
+    if request.POST.get("_action") == "send":
+        return {
+            "errors": [
+                "Batch files are sent on their schedule, not as a test: the "
+                "preview shows the file's row for this feedback."
+            ]
+        }
+    try:
+        name, text = feedback_config_batch_preview(
+            config=config, variables=variables, mappings=mappings
+        )
+    except RequestError as exc:
+        return {"errors": [str(exc)]}
+    return {"batch_file": {"name": name, "text": text}}
 
 
 def _error_lines(errors: Any) -> list[str]:

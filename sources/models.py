@@ -94,6 +94,7 @@ class FeedbackConfig(models.Model):
         JSON = "json", "JSON"
         XML = "xml", "XML"
         SOAP = "soap", "SOAP"
+        BATCH = "batch", "Batch file"
 
     class HttpMethod(models.TextChoices):
         GET = "GET"
@@ -117,6 +118,26 @@ class FeedbackConfig(models.Model):
         SOAP_11 = "1.1", "SOAP 1.1"
         SOAP_12 = "1.2", "SOAP 1.2"
 
+    class BatchEvery(models.TextChoices):
+        HOUR = "hour", "Every hour"
+        DAY = "day", "Every day"
+        WEEK = "week", "Every week"
+
+    class Weekday(models.IntegerChoices):
+        MONDAY = 0
+        TUESDAY = 1
+        WEDNESDAY = 2
+        THURSDAY = 3
+        FRIDAY = 4
+        SATURDAY = 5
+        SUNDAY = 6
+
+    class Transport(models.TextChoices):
+        FTP = "ftp", "FTP"
+        FTPS = "ftps", "FTPS (FTP over TLS)"
+        SFTP = "sftp", "SFTP"
+        EMAIL = "email", "Email (file attached)"
+
     source = models.ForeignKey(
         Source, on_delete=models.CASCADE, related_name="feedback_configs"
     )
@@ -126,7 +147,9 @@ class FeedbackConfig(models.Model):
     url = models.URLField(
         "URL",
         max_length=2000,
-        help_text="Where to send it; for SOAP, the WSDL's URL.",
+        blank=True,
+        help_text="Where to send it; for SOAP, the WSDL's URL. Not used by batch "
+        "configs.",
     )
     http_method = models.CharField(
         "HTTP method",
@@ -207,6 +230,89 @@ class FeedbackConfig(models.Model):
     reason_path = models.CharField(max_length=500, blank=True)
     default_reason = models.CharField(max_length=500, blank=True)
     reference_path = models.CharField(max_length=500, blank=True)
+    # Batch files (DESIGN §5.6): the period's notifications as one CSV file whose
+    # columns are the mappings, sent on a schedule by FTP, FTPS, SFTP or email.
+    batch_every = models.CharField(
+        "send", max_length=8, choices=BatchEvery.choices, default=BatchEvery.DAY
+    )
+    batch_at = models.TimeField(
+        "at",
+        null=True,
+        blank=True,
+        help_text="Time of day for daily and weekly files (default 00:00).",
+    )
+    batch_day = models.PositiveSmallIntegerField(
+        "on", choices=Weekday.choices, null=True, blank=True, help_text="Weekly files."
+    )
+    batch_timezone = models.CharField(
+        "time zone",
+        max_length=64,
+        default="UTC",
+        help_text="The schedule's time zone, e.g. America/Chicago.",
+    )
+    batch_transport = models.CharField(
+        "transport", max_length=8, choices=Transport.choices, blank=True
+    )
+    batch_host = models.CharField("host", max_length=253, blank=True)
+    batch_port = models.PositiveIntegerField(
+        "port",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Default: 21 for FTP and FTPS, 22 for SFTP.",
+    )
+    batch_username = models.CharField("username", max_length=200, blank=True)
+    batch_password = models.CharField(
+        "password",
+        max_length=2000,
+        blank=True,
+        help_text="Write-only: leave blank to keep the stored one.",
+    )
+    batch_private_key = models.TextField(
+        "SFTP private key",
+        max_length=20000,
+        blank=True,
+        help_text="An OpenSSH private key (PEM). Write-only: leave blank to keep "
+        "the stored one.",
+    )
+    batch_host_key = models.TextField(
+        "SFTP host key",
+        max_length=20000,
+        blank=True,
+        help_text="The server's public key as in known_hosts, e.g. "
+        "'ssh-ed25519 AAAA...'. Any other key is refused.",
+    )
+    batch_tls_certificate = models.TextField(
+        "FTPS certificate",
+        max_length=20000,
+        blank=True,
+        help_text="A PEM certificate to trust for this server (e.g. its "
+        "self-signed one); empty trusts the system's certificate authorities.",
+    )
+    batch_directory = models.CharField(
+        "directory", max_length=500, blank=True, help_text="Where to put the file."
+    )
+    batch_email_to = models.JSONField(
+        "email to",
+        default=list,
+        blank=True,
+        help_text='Recipients, e.g. ["returns@source.example"].',
+    )
+    batch_email_subject = models.CharField("email subject", max_length=500, blank=True)
+    batch_file_name = models.CharField(
+        "file name",
+        max_length=500,
+        blank=True,
+        help_text="A template, e.g. returns-{{ period.start|date('%Y%m%d') }}.csv",
+    )
+    batch_header = models.BooleanField(
+        "header row", default=True, help_text="Start the file with the column names."
+    )
+    batch_send_empty = models.BooleanField(
+        "send empty files",
+        default=False,
+        help_text="Send a file even when the period had no feedback.",
+    )
     disabled_reason = models.CharField(
         max_length=500,
         blank=True,

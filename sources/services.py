@@ -6,18 +6,23 @@ is the one function here that talks to the network, and it must never be called
 inside a database transaction.
 """
 
+import io
 import logging
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.utils import timezone
 
 from sources import rules, templating
+from sources.csvcells import write_csv
 from sources.models import FeedbackConfig, FieldMapping
 from sources.outbound import soap
 from sources.outbound.building import (
@@ -248,6 +253,10 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
         problems.setdefault(field, []).append(message)
 
     method = config.method
+    if method == FeedbackConfig.Method.BATCH:
+        for field, message in batch_config_problems(config):
+            add(field, message)
+        return problems
     if urlsplit(config.url).scheme not in ("http", "https"):
         add("url", "Use an http:// or https:// URL.")
     if method == FeedbackConfig.Method.SOAP and not config.soap_operation:
@@ -292,6 +301,139 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
         )
         add(field, message)
     return problems
+
+
+def batch_config_problems(config: FeedbackConfig) -> list[tuple[str, str]]:
+    """(field, message) for what is wrong with a batch config's settings."""
+    # Imported here: the transports import this module's neighbours.
+    from sources.transports.batch import SAMPLE_FILE_VARIABLES
+    from sources.transports.sftp import host_key_parse, private_key_parse
+
+    problems: list[tuple[str, str]] = []
+    transport = config.batch_transport
+    Transport = FeedbackConfig.Transport
+    if config.sync:
+        problems.append(
+            (
+                "sync",
+                "Batch files are sent on their schedule, not while "
+                "the buyer waits: turn sync off.",
+            )
+        )
+    if config.signing_enabled or config.auth_type != FeedbackConfig.AuthType.NONE:
+        problems.append(
+            (
+                "auth_type",
+                "Authentication and signing are HTTP settings; "
+                "a batch config's credentials go with its transport.",
+            )
+        )
+    try:
+        ZoneInfo(config.batch_timezone or "")
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            (
+                "batch_timezone",
+                f"{config.batch_timezone!r} is not a "
+                "known time zone, e.g. America/Chicago.",
+            )
+        )
+    if (
+        config.batch_every == FeedbackConfig.BatchEvery.WEEK
+        and config.batch_day is None
+    ):
+        problems.append(("batch_day", "A weekly file needs the day to send it."))
+    if not transport:
+        problems.append(("batch_transport", "Choose how the file is sent."))
+    elif transport == Transport.EMAIL:
+        recipients = config.batch_email_to
+        if not isinstance(recipients, list) or not recipients:
+            problems.append(
+                (
+                    "batch_email_to",
+                    'Enter a list of recipients, e.g. ["returns@source.example"].',
+                )
+            )
+        else:
+            for address in recipients:
+                try:
+                    validate_email(address)
+                except ValidationError:
+                    problems.append(
+                        ("batch_email_to", f"{address!r} is not an email address.")
+                    )
+    else:
+        if not config.batch_host.strip():
+            problems.append(("batch_host", "Enter the server's host name."))
+        elif "/" in config.batch_host or ":" in config.batch_host.strip("[]"):
+            problems.append(
+                (
+                    "batch_host",
+                    "Enter a host name only; the port and "
+                    "directory have their own fields.",
+                )
+            )
+    if transport == Transport.SFTP:
+        if not config.batch_username:
+            problems.append(("batch_username", "SFTP needs a username."))
+        if not (config.batch_password or config.batch_private_key):
+            problems.append(
+                ("batch_password", "SFTP needs a password or a private key.")
+            )
+        try:
+            host_key_parse(config.batch_host_key)
+        except ValueError as exc:
+            problems.append(("batch_host_key", str(exc)))
+        if config.batch_private_key.strip():
+            try:
+                private_key_parse(config.batch_private_key)
+            except ValueError as exc:
+                problems.append(("batch_private_key", str(exc)))
+    if transport == Transport.FTPS and config.batch_tls_certificate.strip():
+        try:
+            ssl.create_default_context(cadata=config.batch_tls_certificate)
+        except (ssl.SSLError, ValueError):
+            problems.append(
+                (
+                    "batch_tls_certificate",
+                    "This is not a PEM certificate (-----BEGIN CERTIFICATE----- ...).",
+                )
+            )
+    if not config.batch_file_name.strip():
+        problems.append(("batch_file_name", "Enter the file name (a template)."))
+    else:
+        problem = templating.validate(
+            config.batch_file_name, variables=SAMPLE_FILE_VARIABLES
+        )
+        if problem:
+            problems.append(
+                ("batch_file_name", f"This template does not work: {problem}")
+            )
+    for message in rules.validate_rule_set(config.criteria) if config.criteria else []:
+        problems.append(("criteria", message))
+    return problems
+
+
+def feedback_config_batch_preview(
+    *,
+    config: FeedbackConfig,
+    variables: Mapping[str, Any],
+    mappings: Sequence[FieldMapping] | None = None,
+) -> tuple[str, str]:
+    """The file name (for a sample period) and the CSV a batch config would write
+    for one feedback with these variables; RequestError if a template fails."""
+    from sources.transports.batch import SAMPLE_FILE_VARIABLES
+
+    rows = list(config.mappings.all()) if mappings is None else list(mappings)
+    fields = feedback_config_render(config=config, variables=variables, mappings=rows)
+    stream = io.StringIO(newline="")
+    header = [mapping.target for mapping in rows] if config.batch_header else None
+    write_csv(stream, [[value for _target, value in fields]], header=header)
+    try:
+        name = templating.render(config.batch_file_name, SAMPLE_FILE_VARIABLES)
+    except templating.TemplateError as exc:
+        raise RequestError(f"File name template: {exc}") from None
+    return name.strip(), stream.getvalue()
 
 
 def feedback_config_validate(config: FeedbackConfig) -> None:

@@ -140,6 +140,10 @@ STATE_IS_TX = {
 }
 
 
+# A real key where the DESIGN example has a placeholder: imports check host keys.
+HOST_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEWSmbP5QZFB6gjM5i6d5KJ5Hk0hW5qE2zYq3y6x1g8T"
+)
 SECRETS = {"password": "partner-pw", "signing": "whsec_c2VjcmV0LXNpZ25pbmcta2V5"}
 
 
@@ -150,6 +154,7 @@ def example() -> dict:
     configs[0]["auth"]["password"] = SECRETS["password"]
     configs[0]["signing"]["secret"] = SECRETS["signing"]
     configs[2]["batch"]["transport"]["password"] = "sftp-pw"
+    configs[2]["batch"]["transport"]["host_key"] = HOST_KEY
     return document
 
 
@@ -250,17 +255,14 @@ def test_design_example_imports_and_warns_about_feedback_configs(write):
     assert "buyer acme-insurance: created" in out
     assert "source bluesky-leads: created" in out
     assert "Buyers: 1 created, 0 updated, 0 unchanged." in out
-    assert (
-        "source bluesky-leads: 1 batch config validated but not imported: "
-        "batch delivery is not supported by this version"
-    ) in err
+    assert err == ""
     returns, conversions = (
         list(source.feedback_configs.filter(kind=kind))
         for kind in ("return", "conversion")
     )
-    assert len(returns) == 1
+    assert len(returns) == 2
     assert len(conversions) == 1
-    json_config = returns[0]
+    json_config, batch_config = returns
     assert (json_config.method, json_config.url, json_config.http_method) == (
         "json",
         "https://bluesky.example/api/returns",
@@ -291,6 +293,38 @@ def test_design_example_imports_and_warns_about_feedback_configs(write):
     )
     assert soap_config.soap_version == "1.1"
     assert soap_config.outcome_search_path == "Status"
+    assert (batch_config.method, batch_config.enabled) == ("batch", False)
+    assert (
+        batch_config.batch_every,
+        str(batch_config.batch_at),
+        batch_config.batch_day,
+        batch_config.batch_timezone,
+    ) == ("day", "06:00:00", None, "America/Chicago")
+    assert (
+        batch_config.batch_transport,
+        batch_config.batch_host,
+        batch_config.batch_port,
+        batch_config.batch_username,
+        batch_config.batch_password,
+        batch_config.batch_host_key,
+        batch_config.batch_directory,
+    ) == (
+        "sftp",
+        "sftp.bluesky.example",
+        22,
+        "leadback",
+        "sftp-pw",
+        HOST_KEY,
+        "/incoming",
+    )
+    assert batch_config.batch_file_name == (
+        "returns-{{ period.start|date('%Y%m%d') }}.csv"
+    )
+    assert (batch_config.batch_header, batch_config.batch_send_empty) == (True, False)
+    assert [(m.target, m.value) for m in batch_config.mappings.all()] == [
+        ("event_id", "{{ event.id }}"),
+        ("reason", "{{ feedback.reason }}"),
+    ]
 
 
 def test_feedback_configs_are_validated_even_though_not_imported(write):
@@ -312,7 +346,7 @@ def test_check_writes_nothing(write):
     assert "buyer acme-insurance: created" in out
     assert "source bluesky-leads: created" in out
     assert "Check only: nothing was written." in out
-    assert "1 batch config validated but not imported" in err
+    assert err == ""
 
 
 def test_check_reports_updates_and_unchanged_without_writing(populated, write):
@@ -933,7 +967,7 @@ def test_config_import_reports_without_the_command():
         "source bluesky-leads: created",
     ]
     assert report.dry_run
-    assert len(report.warnings) == 1
+    assert report.warnings == []
     assert not Buyer.objects.exists()
 
 
@@ -953,9 +987,11 @@ def test_feedback_configs_round_trip_with_defaults_filled_in(write):
 
     configs = exported_configs()
 
-    assert [c["kind"] for c in configs] == ["return", "conversion"]
+    assert [c["kind"] for c in configs] == ["return", "return", "conversion"]
     assert configs[0] == example()["sources"][0]["feedback"][0]
-    assert configs[1] == {
+    # The batch config exactly as given: the example spells out every key.
+    assert configs[1] == example()["sources"][0]["feedback"][2] | {"criteria": None}
+    assert configs[2] == {
         "kind": "conversion",
         "enabled": True,
         "method": "soap",
@@ -993,8 +1029,13 @@ def test_exported_configs_are_redacted_and_reimport_keeps_the_secrets(write):
     out, _ = run_import(write(exported, "exported.json"))
 
     assert "source bluesky-leads: unchanged" in out
-    stored = FeedbackConfig.objects.get(kind="return")
+    stored = FeedbackConfig.objects.get(kind="return", method="json")
     assert stored.auth_secret == SECRETS["password"]
+    batch = FeedbackConfig.objects.get(method="batch")
+    assert exported["sources"][0]["feedback"][1]["batch"]["transport"]["password"] == (
+        REDACTED
+    )
+    assert batch.batch_password == "sftp-pw"
     assert stored.signing_secret == SECRETS["signing"]
     assert (
         list(FeedbackConfig.objects.order_by("pk").values_list("pk", flat=True)) == ids
@@ -1003,12 +1044,12 @@ def test_exported_configs_are_redacted_and_reimport_keeps_the_secrets(write):
 
 def test_a_changed_config_updates_in_place_and_dropped_ones_are_removed(write):
     run_import(write(example()))
-    kept = FeedbackConfig.objects.get(kind="return")
+    kept = FeedbackConfig.objects.get(kind="return", method="json")
     document = json.loads(run_export())
     configs = document["sources"][0]["feedback"]
     configs[0]["mappings"].append({"target": "note", "value": "{{ feedback.note }}"})
     configs[0]["auth"]["password"] = "rotated-pw"
-    del configs[1]
+    del configs[1:]  # the batch return and the conversion
 
     out, _ = run_import(write(document, "changed.json"))
 
@@ -1027,7 +1068,8 @@ def test_a_changed_config_updates_in_place_and_dropped_ones_are_removed(write):
 def test_the_order_of_kinds_in_the_file_is_not_a_change(write):
     run_import(write(example()))
     document = json.loads(run_export())
-    document["sources"][0]["feedback"].reverse()
+    # Conversions first; within a kind the order is the config's identity.
+    document["sources"][0]["feedback"].sort(key=lambda c: c["kind"] != "conversion")
 
     out, _ = run_import(write(document, "reversed.json"))
 
@@ -1035,7 +1077,9 @@ def test_the_order_of_kinds_in_the_file_is_not_a_change(write):
 
 
 def test_the_verbatim_design_example_needs_its_secrets_on_a_fresh_install(write):
-    message = import_error(write(copy.deepcopy(DESIGN_EXAMPLE)))
+    document = copy.deepcopy(DESIGN_EXAMPLE)
+    document["sources"][0]["feedback"][2]["batch"]["transport"]["host_key"] = HOST_KEY
+    message = import_error(write(document))
 
     assert "$.sources[0].feedback[0].auth.password: is '<redacted>'" in message
     assert row_counts() == dict.fromkeys(row_counts(), 0)

@@ -1,0 +1,352 @@
+"""Real local FTP/FTPS, SFTP and SMTP servers for the batch file transports.
+
+Each listens on 127.0.0.1 on a free port, runs in a daemon thread and stops on
+exit from its `with` block. The FTP server can throttle uploads (to catch a
+client in the middle of one); the SFTP server has its own generated host key; the
+SMTP server keeps every message it accepted.
+"""
+
+import asyncio
+import datetime
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Self
+
+import asyncssh
+from aiosmtpd.controller import Controller
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler, ThrottledDTPHandler
+from pyftpdlib.servers import FTPServer
+
+USERNAME = "leadback"
+PASSWORD = "s3cret-pass"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path, str]:
+    """A certificate for 127.0.0.1 signed by its own key: (cert, key, cert PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    cert_path = directory / "server.crt"
+    key_path = directory / "server.key"
+    cert_path.write_bytes(pem)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path, pem.decode()
+
+
+class SlowDTP(ThrottledDTPHandler):
+    """Uploads at `read_limit` bytes a second; 0 lifts the limit."""
+
+    read_limit = 0
+    write_limit = 0
+
+
+class FtpServer:
+    """pyftpdlib serving `root` to one user."""
+
+    def __init__(self, root: Path, *, port: int = 0) -> None:
+        self.root = root
+        authorizer = DummyAuthorizer()
+        authorizer.add_user(USERNAME, PASSWORD, str(root), perm="elradfmwMT")
+        attrs: dict[str, Any] = {
+            "authorizer": authorizer,
+            "dtp_handler": type("DTP", (SlowDTP,), {}),
+            "banner": "leadback test ftp",
+        }
+        self.handler = type("Handler", (FTPHandler,), attrs)
+        # serve_forever() logs a banner on every call, and it is called in a loop.
+        logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+        self.server = FTPServer(("127.0.0.1", port), self.handler)
+        self.port = int(self.server.address[1])
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def throttle(self, bytes_per_second: int) -> None:
+        """Slow uploads down to `bytes_per_second` (0: full speed again)."""
+        dtp = self.handler.dtp_handler
+        dtp.read_limit = bytes_per_second
+        # Small reads, or one read would take a whole small file at once.
+        dtp.ac_in_buffer_size = 512 if bytes_per_second else 65536
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            self.server.serve_forever(timeout=0.05, blocking=False)
+        self.server.close_all()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=10)
+
+
+class FtpsServer:
+    """A small FTPS server (explicit TLS, RFC 4217) on the standard library.
+
+    pyftpdlib's TLS handler needs pyOpenSSL, which Leadback does not depend on;
+    this one speaks just what an upload needs (AUTH TLS, USER/PASS, PBSZ/PROT,
+    CWD, TYPE, SIZE, PASV, STOR, RETR, RNFR/RNTO, QUIT) and refuses any command
+    but AUTH before TLS, and any transfer before PROT P, as a strict server does.
+    """
+
+    def __init__(self, root: Path, certificate: tuple[Path, Path]) -> None:
+        self.root = root
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(*map(str, certificate))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = int(self.listener.getsockname()[1])
+        self.commands: list[str] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+        self.listener.close()
+
+    def _session(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        state: dict[str, Any] = {"tls": False, "prot": False, "user": "", "in": False}
+        state["cwd"] = self.root
+        reader = conn.makefile("rb")
+
+        def reply(line: str) -> None:
+            conn.sendall(line.encode() + b"\r\n")
+
+        try:
+            reply("220 leadback test ftps")
+            while True:
+                raw = reader.readline()
+                if not raw:
+                    return
+                command, _, arg = raw.decode().strip().partition(" ")
+                command = command.upper()
+                self.commands.append(command)
+                if command == "AUTH" and arg.upper() == "TLS":
+                    reply("234 AUTH TLS ok")
+                    conn = self.context.wrap_socket(conn, server_side=True)
+                    reader = conn.makefile("rb")
+                    state["tls"] = True
+                elif not state["tls"]:
+                    reply("550 TLS is required: send AUTH TLS first")
+                elif command == "USER":
+                    state["user"] = arg
+                    reply("331 password please")
+                elif command == "PASS":
+                    state["in"] = state["user"] == USERNAME and arg == PASSWORD
+                    reply("230 logged in" if state["in"] else "530 login incorrect")
+                elif not state["in"]:
+                    reply("530 log in first")
+                elif command == "PBSZ":
+                    reply("200 PBSZ=0")
+                elif command == "PROT":
+                    state["prot"] = arg.upper() == "P"
+                    reply("200 PROT ok")
+                elif command == "TYPE":
+                    reply("200 type set")
+                elif command == "CWD":
+                    target = self.root / arg.strip("/")
+                    if target.is_dir():
+                        state["cwd"] = target
+                        reply("250 ok")
+                    else:
+                        reply("550 no such directory")
+                elif command == "SIZE":
+                    path = state["cwd"] / arg
+                    if path.is_file():
+                        reply(f"213 {path.stat().st_size}")
+                    else:
+                        reply("550 no such file")
+                elif command == "PASV":
+                    state["data"] = socket.create_server(("127.0.0.1", 0))
+                    port = state["data"].getsockname()[1]
+                    hi, lo = divmod(port, 256)
+                    reply(f"227 Entering Passive Mode (127,0,0,1,{hi},{lo})")
+                elif command in ("STOR", "RETR"):
+                    if not state["prot"]:
+                        reply("521 data connections must be protected (PROT P)")
+                        continue
+                    path = state["cwd"] / arg
+                    if command == "RETR" and not path.is_file():
+                        reply("550 no such file")
+                        continue
+                    reply("150 opening data connection")
+                    data, _ = state.pop("data").accept()
+                    data = self.context.wrap_socket(data, server_side=True)
+                    with data:
+                        if command == "STOR":
+                            with path.open("wb") as out:
+                                while chunk := data.recv(65536):
+                                    out.write(chunk)
+                            data.unwrap()  # answer the client's close_notify
+                        else:
+                            data.sendall(path.read_bytes())
+                            data.unwrap()
+                    reply("226 transfer complete")
+                elif command == "RNFR":
+                    state["rename"] = state["cwd"] / arg
+                    reply("350 ready for RNTO")
+                elif command == "RNTO":
+                    state.pop("rename").rename(state["cwd"] / arg)
+                    reply("250 renamed")
+                elif command == "QUIT":
+                    reply("221 bye")
+                    return
+                else:
+                    reply(f"502 {command} not implemented")
+        except (OSError, ssl.SSLError):
+            return
+        finally:
+            conn.close()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=10)
+
+
+class _SshServer(asyncssh.SSHServer):
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return username == USERNAME and password == PASSWORD
+
+
+class SftpServer:
+    """asyncssh serving `root` (chrooted) over SFTP with a fresh host key.
+
+    Logs in USERNAME with PASSWORD, or with a key listed in `client_keys`."""
+
+    def __init__(self, root: Path, *, client_keys: list[str] | None = None) -> None:
+        self.root = root
+        self.host_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.client_keys = client_keys or []
+        self.port = 0
+        self.logins = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: Any = None
+
+    @property
+    def public_host_key(self) -> str:
+        return self.host_key.export_public_key().decode().strip()
+
+    async def _start(self) -> None:
+        authorized = (
+            asyncssh.import_authorized_keys("\n".join(self.client_keys))
+            if self.client_keys
+            else None
+        )
+        root = str(self.root)
+        outer = self
+
+        class Server(_SshServer):
+            def auth_completed(self) -> None:
+                outer.logins += 1
+
+        self._server = await asyncssh.listen(
+            "127.0.0.1",
+            0,
+            server_host_keys=[self.host_key],
+            authorized_client_keys=authorized,
+            server_factory=Server,
+            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=root),
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _stop(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((list(envelope.rcpt_tos), bytes(envelope.content)))
+        return "250 Message accepted"
+
+
+class SmtpServer:
+    """aiosmtpd keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        self.inbox = _Inbox()
+        self.port = free_port()
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+
+    @property
+    def messages(self) -> list[tuple[list[str], EmailMessage]]:
+        return [
+            (rcpt, message_from_bytes(raw, policy=policy.default))  # type: ignore[misc]
+            for rcpt, raw in self.inbox.messages
+        ]
+
+    def __enter__(self) -> Self:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
