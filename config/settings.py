@@ -139,7 +139,6 @@ AUTH_PASSWORD_VALIDATORS = [
 # The portal's sign-in (Django's auth views with templates/registration/).
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "portal:delivery-list"
-LOGOUT_REDIRECT_URL = "login"
 # A password reset link works for this long (Django's default is three days).
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 60 * 60 * 24)
 
