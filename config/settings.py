@@ -176,6 +176,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "FeedbackImportStatusEnum": "feedback.models.FeedbackImport.Status",
+    },
 }
 
 # Celery ---------------------------------------------------------------------
@@ -208,6 +211,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("LEADBACK_SWEEP_INTERVAL_S", 5.0),
         "options": {"expires": 30},
     },
+    # Queues CSV imports whose message was lost or whose worker died.
+    "sweep-feedback-imports": {
+        "task": "feedback.tasks.sweep_feedback_imports_task",
+        "schedule": env_float("LEADBACK_IMPORT_SWEEP_INTERVAL_S", 30.0),
+        "options": {"expires": 60},
+    },
     "purge-idempotency-keys": {
         "task": "feedback.tasks.purge_idempotency_keys_task",
         "schedule": 3600.0,
@@ -239,6 +248,14 @@ LEADBACK_SWEEP_MAX_BACKLOG = env_int("LEADBACK_SWEEP_MAX_BACKLOG", 50)
 LEADBACK_SYNC_DEADLINE_S = env_float("LEADBACK_SYNC_DEADLINE_S", 10.0)
 # Stored responses to Idempotency-Key requests are replayed for at least this long.
 LEADBACK_IDEMPOTENCY_TTL_HOURS = env_int("LEADBACK_IDEMPOTENCY_TTL_HOURS", 24)
+# CSV feedback imports. 20 MB holds well over 100,000 rows; the file is kept in the
+# database until the import is deleted.
+LEADBACK_IMPORT_MAX_BYTES = env_int("LEADBACK_IMPORT_MAX_BYTES", 20 * 1024 * 1024)
+# Rows per transaction: progress moves and a killed worker resumes per chunk.
+LEADBACK_IMPORT_CHUNK_ROWS = env_int("LEADBACK_IMPORT_CHUNK_ROWS", 2000)
+# How long a worker owns an import after its last chunk before the sweep hands the
+# import to another worker.
+LEADBACK_IMPORT_LEASE_S = env_float("LEADBACK_IMPORT_LEASE_S", 120.0)
 
 LOGGING = {
     "version": 1,

@@ -6,6 +6,7 @@ import uuid
 from celery import shared_task
 
 from feedback.delivery import Claim, notification_deliver, notifications_sweep
+from feedback.imports import feedback_import_process, feedback_imports_sweep
 from feedback.services import idempotency_keys_purge
 
 logger = logging.getLogger(__name__)
@@ -26,3 +27,13 @@ def deliver_notification_task(notification_id: int, token: str) -> None:
 @shared_task(ignore_result=True)
 def sweep_notifications_task() -> int:
     return notifications_sweep()
+
+
+@shared_task(ignore_result=True)
+def process_feedback_import_task(import_id: int) -> None:
+    feedback_import_process(import_id=import_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_feedback_imports_task() -> int:
+    return feedback_imports_sweep()
