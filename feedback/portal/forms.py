@@ -180,6 +180,17 @@ class BulkFeedbackForm(forms.Form):
         return items
 
 
+class ImportUploadForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text=(
+            "A header row, then one feedback per row: event_id or reference, "
+            "type or outcome_code, reason, revenue, quality_score, occurred_at, notes."
+        ),
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
+    )
+
+
 class ApiKeyCreateForm(forms.Form):
     name = forms.CharField(
         label="Key name",

@@ -16,6 +16,18 @@ urlpatterns = [
         views.delivery_feedback,
         name="delivery-feedback",
     ),
+    path("imports/", views.import_upload, name="import-upload"),
+    path("imports/<str:public_id>/", views.import_detail, name="import-detail"),
+    path(
+        "imports/<str:public_id>/progress/",
+        views.import_progress,
+        name="import-progress",
+    ),
+    path(
+        "imports/<str:public_id>/refused.csv",
+        views.import_refused_csv,
+        name="import-refused-csv",
+    ),
     path("keys/", views.api_key_list, name="apikey-list"),
     path(
         "keys/<uuid:key_id>/revoke/",

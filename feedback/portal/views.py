@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -18,6 +19,13 @@ from feedback.api.serializers import (
     notification_reason_for_buyer,
 )
 from feedback.filters import DeliveryFilter
+from feedback.imports import (
+    feedback_import_list,
+    feedback_import_refused_csv,
+    feedback_import_results,
+    feedback_import_upload,
+    get_feedback_import_for_buyer,
+)
 from feedback.models import ApiKey, DeliveryEvent, Feedback, OutcomeCode
 from feedback.portal.context import PortalRequest, buyer_required, buyer_select
 from feedback.portal.forms import (
@@ -25,6 +33,7 @@ from feedback.portal.forms import (
     BulkFeedbackForm,
     BuyerSwitchForm,
     FeedbackForm,
+    ImportUploadForm,
 )
 from feedback.portal.pagination import keyset_page
 from feedback.selectors import (
@@ -266,6 +275,105 @@ def _back_to_list(request: HttpRequest) -> str:
     return f"{url}?{query}" if query and "\n" not in query else url
 
 
+# CSV imports ------------------------------------------------------------------
+
+# Rows of results shown on the page; the refused-rows CSV has all refusals.
+IMPORT_RESULTS_SHOWN = 500
+RECENT_IMPORTS = 20
+
+
+@require_http_methods(["GET", "POST"])
+@buyer_required
+def import_upload(request: HttpRequest) -> HttpResponse:
+    """Upload a CSV of feedback; a worker imports it while the page shows progress."""
+    portal = _portal(request)
+    bound = request.method == "POST"
+    form = ImportUploadForm(
+        request.POST if bound else None, request.FILES if bound else None
+    )
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            feedback_import, created = feedback_import_upload(
+                buyer=portal.buyer,
+                user=portal.user,
+                file=upload,
+                filename=upload.name,
+                channel=Feedback.Channel.CSV,
+            )
+        except ValidationError as exc:
+            form.add_error("file", exc)
+        else:
+            if not created:
+                messages.info(
+                    request,
+                    "You uploaded this file before; here is that import. "
+                    "Its rows are not recorded twice.",
+                )
+            return redirect("portal:import-detail", public_id=feedback_import.public_id)
+    return render(
+        request,
+        "portal/import_upload.html",
+        {
+            "form": form,
+            "imports": feedback_import_list(buyer=portal.buyer)[:RECENT_IMPORTS],
+            "nav": "imports",
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+def _import_context(portal: PortalRequest, public_id: str) -> dict[str, Any]:
+    feedback_import = get_feedback_import_for_buyer(
+        buyer=portal.buyer, public_id=public_id
+    )
+    results = []
+    if feedback_import.is_finished:
+        results = feedback_import_results(
+            feedback_import=feedback_import, limit=IMPORT_RESULTS_SHOWN
+        )
+    return {
+        "import": feedback_import,
+        "results": results,
+        "more_results": feedback_import.processed_rows > len(results),
+        "nav": "imports",
+    }
+
+
+@require_GET
+@buyer_required
+def import_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    context = _import_context(_portal(request), public_id)
+    return render(request, "portal/import_detail.html", context)
+
+
+@require_GET
+@buyer_required
+def import_progress(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The progress fragment the import page polls every second."""
+    context = _import_context(_portal(request), public_id)
+    response = render(request, "portal/partials/import_progress.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+@buyer_required
+def import_refused_csv(request: HttpRequest, public_id: str) -> HttpResponse:
+    portal = _portal(request)
+    feedback_import = get_feedback_import_for_buyer(
+        buyer=portal.buyer, public_id=public_id
+    )
+    response = HttpResponse(
+        feedback_import_refused_csv(feedback_import=feedback_import),
+        content_type="text/csv; charset=utf-8",
+    )
+    response["Content-Disposition"] = (
+        f'attachment; filename="{feedback_import.public_id}-refused.csv"'
+    )
+    return response
+
+
 # API keys ---------------------------------------------------------------------
 
 
@@ -273,7 +381,7 @@ def _back_to_list(request: HttpRequest) -> str:
 @buyer_required
 def api_key_list(request: HttpRequest) -> HttpResponse:
     portal = _portal(request)
-    form = ApiKeyCreateForm(request.POST or None)
+    form = ApiKeyCreateForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         api_key, raw_key = api_key_create(
             scope=ApiKey.Scope.BUYER,
@@ -372,6 +480,7 @@ def integration(request: HttpRequest) -> HttpResponse:
         "lc_url": f"{base}/feedback",
         "api_url": f"{base}{reverse('api:feedback-list')}",
         "events_url": f"{base}/api/v1/events/",
+        "imports_url": f"{base}{reverse('api:feedback-import-create')}",
         "docs_url": f"{base}{reverse('api-docs')}",
         "fields": field_reference(),
         "outcome_codes": OutcomeCode.objects.filter(is_active=True),

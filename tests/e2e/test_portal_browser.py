@@ -265,3 +265,91 @@ def test_the_portal_fits_a_phone_without_sideways_scrolling(
             page.goto(f"{live_server.url}{path}")
             assert sideways_overflow(page) <= 0, path
             assert page.evaluate(UNLABELLED_JS) == [], path
+
+
+# Enough rows that the worker takes a few seconds: the bar is seen part-filled.
+UPLOAD_ROWS = 8000
+CHUNK_ROWS = 100
+
+
+@pytest.mark.service
+def test_a_csv_upload_is_imported_by_the_worker_while_the_bar_fills(
+    page: Page, live_server, world, celery_worker_process, settings, tmp_path
+):
+    # Fixed on the import at upload, so the worker cuts the file the same way.
+    settings.LEADBACK_IMPORT_CHUNK_ROWS = CHUNK_ROWS
+    deliveries = world["deliveries"]
+    foreign = world["foreign"].event_id
+    path = tmp_path / "feedback.csv"
+    lines = ["Event_ID,TYPE,reason,Revenue,notes"]
+    for index in range(UPLOAD_ROWS):
+        if index % 500 == 7:
+            lines.append(f"{foreign},status,Called,,")  # another buyer's: refused
+        else:
+            target = deliveries[index % len(deliveries)].event_id
+            lines.append(f"{target},status,Called,,row {index}")
+    lines.append(f"{deliveries[0].event_id},conversion,,-5,")  # refused too
+    path.write_text("\r\n".join(lines) + "\r\n")
+    refused = sum(1 for i in range(UPLOAD_ROWS) if i % 500 == 7) + 1
+
+    with screenshot_on_failure(page):
+        log_in(page, live_server, "alice")
+        nav(page).get_by_role("link", name="Upload CSV").click()
+        assert page.evaluate(UNLABELLED_JS) == []
+        page.get_by_label("CSV file").set_input_files(str(path))
+        page.get_by_role("button", name="Upload and import").click()
+        expect(
+            page.get_by_role("heading", name="Import of feedback.csv")
+        ).to_be_visible()
+        page.evaluate("() => { window.notReloaded = true; }")
+
+        bar = page.locator("#import-bar")
+        seen = [int(bar.get_attribute("value"))]
+        deadline = 120
+        while seen[-1] < 100 and deadline > 0:
+            page.wait_for_timeout(250)
+            deadline -= 0.25
+            seen.append(int(page.locator("#import-bar").get_attribute("value")))
+        assert seen[-1] == 100, seen
+        assert seen[0] < 100, "the import finished before the page could show it"
+        assert any(0 < value < 100 for value in seen), seen
+        assert page.evaluate("() => window.notReloaded") is True
+        progress = page.locator("#import-progress")
+        expect(progress).to_contain_text(
+            f"{UPLOAD_ROWS + 1 - refused} accepted · {refused} refused"
+        )
+        results = progress.locator("table.import-results tbody tr")
+        expect(results).to_have_count(500)
+        expect(results.nth(7)).to_contain_text("Refused")
+        expect(results.nth(7)).to_contain_text("Unknown event id.")
+        expect(results.nth(0)).to_contain_text("Accepted")
+
+        with page.expect_download() as download_info:
+            progress.get_by_role("link", name="Download the refused rows (CSV)").click()
+        report = Path(download_info.value.path()).read_text()
+        report_lines = report.strip().splitlines()
+        assert (
+            report_lines[0] == "Event_ID,TYPE,reason,Revenue,notes,row,refusal_reason"
+        )
+        assert len(report_lines) == 1 + refused
+        assert report_lines[-1].endswith(
+            f",{UPLOAD_ROWS + 2},revenue: Cannot be negative."
+        )
+
+        # The same file again: the first import, and no feedback written twice.
+        stored = Feedback.objects.count()
+        nav(page).get_by_role("link", name="Upload CSV").click()
+        page.get_by_label("CSV file").set_input_files(str(path))
+        page.get_by_role("button", name="Upload and import").click()
+        expect(page.get_by_role("status")).to_contain_text(
+            "You uploaded this file before"
+        )
+        expect(page.locator("#import-bar")).to_have_attribute("value", "100")
+
+        page.set_viewport_size(PHONE)
+        assert sideways_overflow(page) <= 0
+
+    assert Feedback.objects.count() == stored
+    assert Feedback.objects.filter(channel="csv", outcome="success").count() == (
+        UPLOAD_ROWS + 1 - refused
+    )

@@ -4,6 +4,7 @@ of another buyer (404, and nothing changes)."""
 
 import pytest
 
+from feedback.imports import feedback_import_create
 from feedback.models import ApiKey, Feedback
 from feedback.portal import urls as portal_urls
 from sources.models import Kind
@@ -13,8 +14,15 @@ pytestmark = pytest.mark.django_db
 
 
 def objects_of(buyer):
+    delivery = DeliveryEventFactory(buyer=buyer)
     return {
-        "delivery": DeliveryEventFactory(buyer=buyer),
+        "delivery": delivery,
+        "import": feedback_import_create(
+            buyer=buyer,
+            user=None,
+            file=f"event_id,type\r\n{delivery.event_id},status\r\n".encode(),
+            filename="feedback.csv",
+        ),
         "key": ApiKey.objects.create(
             name="crm", scope="buyer", buyer=buyer, prefix="lb_x", key_hash=buyer.slug
         ),
@@ -40,6 +48,18 @@ def key_revoke(client, objects):
     return client.post(f"/portal/keys/{objects['key'].public_id}/revoke/")
 
 
+def import_detail(client, objects):
+    return client.get(f"/portal/imports/{objects['import'].public_id}/")
+
+
+def import_progress(client, objects):
+    return client.get(f"/portal/imports/{objects['import'].public_id}/progress/")
+
+
+def import_refused_csv(client, objects):
+    return client.get(f"/portal/imports/{objects['import'].public_id}/refused.csv")
+
+
 # URL name -> requests that exercise it with the objects of one buyer.
 WALK = {
     "delivery-detail": [delivery_detail],
@@ -49,6 +69,9 @@ WALK = {
         feedback_post(Kind.STATUS, {"kind": "status", "reason": "Called"}),
     ],
     "apikey-revoke": [key_revoke],
+    "import-detail": [import_detail],
+    "import-progress": [import_progress],
+    "import-refused-csv": [import_refused_csv],
 }
 REQUESTS = [request for requests in WALK.values() for request in requests]
 
