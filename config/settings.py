@@ -136,6 +136,12 @@ AUTH_PASSWORD_VALIDATORS = [
     )
 ]
 
+# The portal's sign-in (Django's auth views with templates/registration/).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "portal:delivery-list"
+# A password reset link works for this long (Django's default is three days).
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 60 * 60 * 24)
+
 EMAIL_BACKEND = env_str(
     "EMAIL_BACKEND",
     "django.core.mail.backends.console.EmailBackend"
@@ -170,6 +176,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "FeedbackImportStatusEnum": "feedback.models.FeedbackImport.Status",
+    },
 }
 
 # Celery ---------------------------------------------------------------------
@@ -213,6 +222,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("LEADBACK_BATCH_INTERVAL_S", 60.0),
         "options": {"expires": 120},
     },
+    # Queues CSV imports whose message was lost or whose worker died.
+    "sweep-feedback-imports": {
+        "task": "feedback.tasks.sweep_feedback_imports_task",
+        "schedule": env_float("LEADBACK_IMPORT_SWEEP_INTERVAL_S", 30.0),
+        "options": {"expires": 60},
+    },
     "purge-idempotency-keys": {
         "task": "feedback.tasks.purge_idempotency_keys_task",
         "schedule": 3600.0,
@@ -251,6 +266,14 @@ LEADBACK_BATCH_TIMEOUT_S = env_float("LEADBACK_BATCH_TIMEOUT_S", 60.0)
 LEADBACK_BATCH_LEASE_S = env_float("LEADBACK_BATCH_LEASE_S", 1800.0)
 # Stored responses to Idempotency-Key requests are replayed for at least this long.
 LEADBACK_IDEMPOTENCY_TTL_HOURS = env_int("LEADBACK_IDEMPOTENCY_TTL_HOURS", 24)
+# CSV feedback imports. 20 MB holds well over 100,000 rows; the file is kept in the
+# database until the import is deleted.
+LEADBACK_IMPORT_MAX_BYTES = env_int("LEADBACK_IMPORT_MAX_BYTES", 20 * 1024 * 1024)
+# Rows per transaction: progress moves and a killed worker resumes per chunk.
+LEADBACK_IMPORT_CHUNK_ROWS = env_int("LEADBACK_IMPORT_CHUNK_ROWS", 2000)
+# How long a worker owns an import after its last chunk before the sweep hands the
+# import to another worker.
+LEADBACK_IMPORT_LEASE_S = env_float("LEADBACK_IMPORT_LEASE_S", 120.0)
 
 LOGGING = {
     "version": 1,

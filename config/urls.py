@@ -8,6 +8,9 @@ from feedback.api.views import LeadConduitFeedbackApi
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("reports/", include("reporting.urls")),
+    path("portal/", include("feedback.portal.urls")),
+    # Log in, log out and password reset by email, with the portal's templates.
+    path("accounts/", include("django.contrib.auth.urls")),
     path("feedback", LeadConduitFeedbackApi.as_view(), name="lc-feedback"),
     path("api/v1/", include("feedback.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

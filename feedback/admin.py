@@ -32,6 +32,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
+from feedback import import_admin  # noqa: F401  (registers the imports' admin)
 from feedback.delivery import (
     notifications_claim_due,
     notifications_enqueue,

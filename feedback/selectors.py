@@ -1,9 +1,14 @@
 """Reads for the feedback app. Anything a buyer can reach is scoped here."""
 
-from django.db.models import QuerySet
+import uuid
+from collections import Counter
 
-from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback
+from django.contrib.auth.models import User
+from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
+
+from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback, Flow, Notification
 from feedback.services import hash_api_key
+from sources.models import Kind
 
 
 def api_key_get_active(*, raw_key: str) -> ApiKey | None:
@@ -48,3 +53,94 @@ def feedback_list_for_key(*, api_key: ApiKey) -> QuerySet[Feedback]:
     if api_key.scope == ApiKey.Scope.INTEGRATION:
         return queryset
     return queryset.filter(buyer_id=api_key.buyer_id or 0)
+
+
+# Portal ---------------------------------------------------------------------
+
+
+def buyer_list_for_user(*, user: User) -> QuerySet[Buyer]:
+    """The active buyers a portal user works for, by name."""
+    return Buyer.objects.filter(memberships__user=user, is_active=True).order_by(
+        "name", "pk"
+    )
+
+
+def _feedback_of_delivery() -> QuerySet[Feedback]:
+    return Feedback.objects.filter(delivery=OuterRef("pk"))
+
+
+def delivery_feedback_status_annotations() -> dict[str, Exists]:
+    """EXISTS subqueries that tell a delivery's feedback status in the same query.
+
+    The portal's list shows and filters on them, so a page costs one query
+    whatever its size, and no count of the table is needed.
+    """
+    success = Feedback.Outcome.SUCCESS
+    return {
+        "has_feedback": Exists(_feedback_of_delivery()),
+        "is_converted": Exists(
+            _feedback_of_delivery().filter(kind=Kind.CONVERSION, outcome=success)
+        ),
+        "is_returned": Exists(
+            _feedback_of_delivery().filter(kind=Kind.RETURN, outcome=success)
+        ),
+        "is_refused": Exists(_feedback_of_delivery().exclude(outcome=success)),
+    }
+
+
+def delivery_list_for_buyer(*, buyer: Buyer) -> QuerySet[DeliveryEvent]:
+    """The buyer's deliveries, newest first, with their feedback status."""
+    return (
+        DeliveryEvent.objects.filter(buyer=buyer)
+        .select_related("lead", "source", "flow")
+        .annotate(**delivery_feedback_status_annotations())
+        .order_by("-delivered_at", "-event_id")
+    )
+
+
+def flow_list_for_buyer(*, buyer: Buyer) -> QuerySet[Flow]:
+    """Flows the buyer has received leads through (for the portal's filter)."""
+    delivered = DeliveryEvent.objects.filter(buyer=buyer, flow=OuterRef("pk"))
+    return Flow.objects.filter(Exists(delivered)).order_by("name")
+
+
+def feedback_history_for_delivery(*, delivery: DeliveryEvent) -> QuerySet[Feedback]:
+    """A delivery's feedback, newest first, with each one's notifications."""
+    notifications = Prefetch(
+        "notifications",
+        queryset=Notification.objects.select_related("source", "config").order_by(
+            "created_at", "pk"
+        ),
+    )
+    return (
+        Feedback.objects.filter(delivery=delivery)
+        .select_related("outcome_code", "submitted_by", "api_key")
+        .prefetch_related(notifications)
+        .order_by("-received_at", "-pk")
+    )
+
+
+# How many of the buyer's latest returns are read to suggest usual reasons.
+USUAL_REASONS_WINDOW = 2000
+
+
+def feedback_usual_reasons(*, buyer: Buyer, kind: str, limit: int = 12) -> list[str]:
+    """The reasons the buyer gave most often lately for `kind`, most used first."""
+    recent = (
+        Feedback.objects.filter(buyer=buyer, kind=kind)
+        .exclude(reason="")
+        .order_by("-received_at")
+        .values_list("reason", flat=True)[:USUAL_REASONS_WINDOW]
+    )
+    return [reason for reason, _ in Counter(recent).most_common(limit)]
+
+
+def api_key_list_for_buyer(*, buyer: Buyer) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(buyer=buyer, scope=ApiKey.Scope.BUYER).order_by(
+        F("revoked_at").desc(nulls_first=True), "-created_at"
+    )
+
+
+def get_api_key_for_buyer(*, buyer: Buyer, public_id: uuid.UUID) -> ApiKey:
+    """The buyer's own key; another buyer's raises DoesNotExist like an unknown."""
+    return api_key_list_for_buyer(buyer=buyer).get(public_id=public_id)

@@ -12,6 +12,7 @@ from feedback.delivery import (
     notifications_deliver,
     notifications_sweep,
 )
+from feedback.imports import feedback_import_process, feedback_imports_sweep
 from feedback.services import idempotency_keys_purge
 
 logger = logging.getLogger(__name__)
@@ -50,3 +51,13 @@ def run_batches_task() -> int:
 @shared_task(ignore_result=True)
 def send_batch_run_task(run_id: int, token: str) -> None:
     batch_run_send(run_id=run_id, token=uuid.UUID(token))
+
+
+@shared_task(ignore_result=True)
+def process_feedback_import_task(import_id: int) -> None:
+    feedback_import_process(import_id=import_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_feedback_imports_task() -> int:
+    return feedback_imports_sweep()

@@ -1,5 +1,6 @@
 """factory_boy factories for the domain. Persona helpers live in conftest.py."""
 
+import importlib
 import secrets
 from decimal import Decimal
 
@@ -15,6 +16,7 @@ from feedback.models import (
     Feedback,
     Flow,
     Lead,
+    OutcomeCode,
 )
 from sources.models import Kind, Source
 
@@ -127,3 +129,22 @@ class FeedbackFactory(factory.django.DjangoModelFactory):
     channel = Feedback.Channel.API
     outcome = Feedback.Outcome.SUCCESS
     occurred_at = factory.LazyFunction(timezone.now)
+
+
+def seeded_outcome_codes() -> dict[str, OutcomeCode]:
+    """The vocabulary data migration 0002 seeds, restored if a transactional test
+    (a live server's) flushed it, keyed by code."""
+    migration = importlib.import_module("feedback.migrations.0002_seed_outcome_codes")
+    for position, (code, label, kind, description) in enumerate(
+        migration.OUTCOME_CODES
+    ):
+        OutcomeCode.objects.get_or_create(
+            code=code,
+            defaults={
+                "label": label,
+                "kind": kind,
+                "description": description,
+                "position": position,
+            },
+        )
+    return {c.code: c for c in OutcomeCode.objects.all()}

@@ -1,12 +1,27 @@
 from django.urls import path
 
-from feedback.api import views
+from feedback.api import imports, views
 
 app_name = "api"
 urlpatterns = [
     path("events", views.EventRecordApi.as_view(), name="event-record"),
     path("events/<str:event_id>", views.EventDetailApi.as_view(), name="event-detail"),
     path("feedback", views.FeedbackApi.as_view(), name="feedback-list"),
+    path(
+        "feedback/imports",
+        imports.FeedbackImportCreateApi.as_view(),
+        name="feedback-import-create",
+    ),
+    path(
+        "feedback/imports/<str:public_id>",
+        imports.FeedbackImportDetailApi.as_view(),
+        name="feedback-import-detail",
+    ),
+    path(
+        "feedback/imports/<str:public_id>/refused.csv",
+        imports.FeedbackImportRefusedCsvApi.as_view(),
+        name="feedback-import-refused-csv",
+    ),
     path(
         "feedback/<uuid:feedback_id>",
         views.FeedbackDetailApi.as_view(),

@@ -26,9 +26,13 @@ def chromium_path() -> str:
     return shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session."""
+    """One headless Chromium per test module.
+
+    Not per session: Playwright's sync API keeps an asyncio loop running in the
+    test thread while it is started, and later tests that run a loop of their
+    own (the SFTP transport's) would find it there."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as error:

@@ -14,7 +14,6 @@ from feedback.models import (
     DeliveryEvent,
     Feedback,
     Notification,
-    OutcomeCode,
 )
 from sources.models import FeedbackConfig, Kind
 from tests.factories import (
@@ -22,6 +21,7 @@ from tests.factories import (
     FlowFactory,
     LeadFactory,
     SourceFactory,
+    seeded_outcome_codes,
 )
 
 UTC = datetime.UTC
@@ -93,7 +93,7 @@ def build(*, groups: int = 2, per_group: int = 12, seed: int = 7) -> DataSet:
     sources = [SourceFactory(slug=f"src-{n:02d}") for n in range(groups)]
     flows = [FlowFactory(slug=f"flow-{n:02d}") for n in range(groups)]
     buyers = [BuyerFactory(slug=f"buyer-{n:02d}") for n in range(groups)]
-    codes = {c.code: c for c in OutcomeCode.objects.all()}
+    codes = seeded_outcome_codes()
     deliveries: list[DeliveryRecord] = []
     all_feedback: list[FeedbackRecord] = []
     for index in range(groups * per_group):

@@ -1,0 +1,698 @@
+"""CSV feedback imports (DESIGN §4.2, §6): upload, chunked processing, results.
+
+A file is checked when it is uploaded (encoding, size, header) and stored in its
+import row; a worker then feeds it in chunks to `feedback_receive_many`, the very
+function the JSON API's batches go through, so every row gets the verdict the API
+would give the same values. Each chunk's feedback, notifications and per-row
+results commit in one transaction, which is what makes a killed worker safe to
+resume: a chunk is either recorded whole or not at all, and a resumed import skips
+the chunks it finds. The import row carries a lease like notifications do
+(feedback/delivery.py): the queued message is a fast path, the periodic sweep
+recovers imports whose worker died.
+
+A buyer's file is imported once: the same bytes uploaded again answer with the
+first import (its SHA-256 is unique per buyer), so a double click or a retried
+upload cannot write the feedback twice.
+"""
+
+import csv
+import hashlib
+import io
+import logging
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import PurePath
+from typing import IO, Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import F, Q, QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from feedback.models import ApiKey, Buyer, FeedbackImport, FeedbackImportChunk
+from feedback.services import ReceiveStatus, feedback_receive_many
+from sources.csvcells import write_csv
+
+logger = logging.getLogger(__name__)
+
+Status = FeedbackImport.Status
+
+# Header name (case-insensitive) -> the feedback field it fills.
+COLUMN_FIELDS = {
+    "event_id": "event_id",
+    "reference": "reference",
+    "type": "type",
+    "outcome_code": "outcome_code",
+    "reason": "reason",
+    "revenue": "revenue",
+    "quality_score": "quality_score",
+    "occurred_at": "occurred_at",
+    "notes": "note",
+    "note": "note",
+}
+# The refused-rows report adds these two columns; they are ignored on upload so a
+# corrected report can be uploaded again as it is.
+REPORT_ROW_COLUMN = "row"
+REPORT_REASON_COLUMN = "refusal_reason"
+REPORT_COLUMNS = frozenset({REPORT_ROW_COLUMN, REPORT_REASON_COLUMN})
+DELIMITERS = (",", ";", "\t")
+IMPORT_ID_PATTERN = re.compile(r"imp_[0-9a-f]{24}")
+
+SUCCESS = "success"
+FAILURE = "failure"
+
+
+# Reading the file --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How to read a checked file: its delimiter and what each column holds."""
+
+    delimiter: str
+    header: list[str]
+    # Per column: the feedback field, or None for an ignored column.
+    fields: list[str | None]
+
+
+@dataclass(frozen=True)
+class DataRow:
+    """One non-blank record after the header. `number` is the spreadsheet row:
+    the header is row 1 (blank lines count, as a spreadsheet shows them)."""
+
+    number: int
+    cells: list[str]
+
+
+def _decode(content: bytes) -> str:
+    try:
+        # utf-8-sig drops the byte-order mark Excel puts before "CSV UTF-8" files.
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(
+            f"The file is not UTF-8 text (invalid byte at position {exc.start}). "
+            "Save it as “CSV UTF-8” and upload it again.",
+            code="encoding",
+        ) from None
+
+
+def _sniff_delimiter(text: str) -> str:
+    # Spreadsheets in many locales save "CSV" with semicolons; a header line tells
+    # which separator the file uses.
+    first_line = text.split("\n", 1)[0]
+    counts = {d: first_line.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _normalise(name: str) -> str:
+    return "_".join(name.strip().lower().replace("-", " ").split())
+
+
+def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    # strict: an unbalanced quote is an error, not the rest of the file in one cell.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    number = 0
+    try:
+        for record in reader:
+            number += 1
+            yield number, record
+    except csv.Error as exc:
+        raise ValidationError(
+            f"Row {number + 1} cannot be read as CSV: {exc}.", code="csv"
+        ) from None
+
+
+def _layout(text: str) -> tuple[Layout, Iterator[DataRow]]:
+    """Check the header; returns the layout and the data rows that follow it."""
+    delimiter = _sniff_delimiter(text)
+    records = _records(text, delimiter)
+    header: list[str] | None = None
+    for _, record in records:
+        if any(cell.strip() for cell in record):
+            header = record
+            break
+    if header is None:
+        raise ValidationError("The file is empty.", code="empty")
+    names = [_normalise(cell) for cell in header]
+    duplicates = sorted({n for n in names if n and names.count(n) > 1})
+    if duplicates:
+        raise ValidationError(
+            f"The header repeats the column(s) {', '.join(duplicates)}.",
+            code="header",
+        )
+    unknown = [
+        cell.strip()
+        for cell, name in zip(header, names, strict=True)
+        if name and name not in COLUMN_FIELDS and name not in REPORT_COLUMNS
+    ]
+    if unknown:
+        raise ValidationError(
+            f"Unknown column(s): {', '.join(unknown)}. Accepted columns: "
+            f"{', '.join(k for k in COLUMN_FIELDS if k != 'note')}.",
+            code="header",
+        )
+    fields = [COLUMN_FIELDS.get(name) for name in names]
+    if fields.count("note") > 1:
+        raise ValidationError(
+            "Send notes in one column (notes or note), not both.", code="header"
+        )
+    if "event_id" not in fields and "reference" not in fields:
+        raise ValidationError(
+            "The header needs an event_id or a reference column to identify "
+            f"each delivery; found: {', '.join(c.strip() for c in header)}.",
+            code="header",
+        )
+    if "type" not in fields and "outcome_code" not in fields:
+        raise ValidationError(
+            "The header needs a type or an outcome_code column; found: "
+            f"{', '.join(c.strip() for c in header)}.",
+            code="header",
+        )
+    layout = Layout(delimiter=delimiter, header=header, fields=fields)
+    rows = (
+        DataRow(number, record)
+        for number, record in records
+        if any(cell.strip() for cell in record)
+    )
+    return layout, rows
+
+
+def _item(layout: Layout, cells: list[str]) -> tuple[dict[str, str], str]:
+    """A row as the variables feedback_receive takes, or the reason it has none."""
+    width = len(layout.fields)
+    extra = cells[width:]
+    item = {
+        name: cell for name, cell in zip(layout.fields, cells, strict=False) if name
+    }
+    if any(cell.strip() for cell in extra):
+        return item, f"The row has {len(cells)} values but the header {width} columns."
+    unnamed = [
+        index + 1
+        for index, (name, cell) in enumerate(zip(layout.header, cells, strict=False))
+        if not name.strip() and cell.strip()
+    ]
+    if unnamed:
+        return item, f"Column {unnamed[0]} has a value but no name in the header."
+    return item, ""
+
+
+def _read_upload(file: UploadedFile | bytes | IO[bytes]) -> bytes:
+    limit = settings.LEADBACK_IMPORT_MAX_BYTES
+    too_large = ValidationError(
+        f"The file is larger than {limit // (1024 * 1024)} MB "
+        f"({limit:,} bytes); split it into smaller files.",
+        code="too_large",
+    )
+    if isinstance(file, bytes):
+        content = file
+    else:
+        size = getattr(file, "size", None)
+        if size is not None and size > limit:
+            raise too_large
+        if hasattr(file, "seek"):
+            file.seek(0)
+        content = file.read(limit + 1)
+    if len(content) > limit:
+        raise too_large
+    if not content:
+        raise ValidationError("The file is empty.", code="empty")
+    return content
+
+
+def _clean_filename(filename: str) -> str:
+    # Browsers on Windows may send a full path; keep the name only.
+    name = PurePath(filename.replace("\\", "/")).name.strip()
+    return (name or "feedback.csv")[:255]
+
+
+# Uploading ------------------------------------------------------------------------
+
+
+def feedback_import_upload(
+    *,
+    buyer: Buyer,
+    user: User | None,
+    file: UploadedFile | bytes | IO[bytes],
+    filename: str,
+    channel: str = "csv",
+    api_key: ApiKey | None = None,
+) -> tuple[FeedbackImport, bool]:
+    """Check and store a CSV of feedback and queue it; returns (import, created).
+
+    Raises ValidationError naming the problem with the file. The same file
+    uploaded again by the same buyer returns the earlier import (created False);
+    a failed one is queued again and resumes where it stopped.
+    """
+    content = _read_upload(file)
+    text = _decode(content)
+    _, rows = _layout(text)
+    total = sum(1 for _ in rows)
+    if total == 0:
+        raise ValidationError("The file has a header but no rows.", code="empty")
+    digest = hashlib.sha256(content).hexdigest()
+
+    existing = _existing(buyer, digest)
+    if existing is not None:
+        return _reopen_if_failed(existing), False
+    try:
+        with transaction.atomic():
+            feedback_import = FeedbackImport.objects.create(
+                buyer=buyer,
+                user=user,
+                api_key=api_key,
+                channel=channel,
+                filename=_clean_filename(filename),
+                file_sha256=digest,
+                file_size=len(content),
+                content=content,
+                total_rows=total,
+                chunk_size=settings.LEADBACK_IMPORT_CHUNK_ROWS,
+            )
+            _enqueue_on_commit(feedback_import.pk)
+    except IntegrityError:
+        # The same file was uploaded twice at once: the other upload won.
+        existing = _existing(buyer, digest)
+        if existing is None:
+            raise
+        return existing, False
+    # The bytes are in the database; nobody needs them in this object.
+    feedback_import.content = b""
+    return feedback_import, True
+
+
+def feedback_import_create(
+    *,
+    buyer: Buyer,
+    user: User | None,
+    file: UploadedFile | bytes | IO[bytes],
+    filename: str,
+    channel: str = "csv",
+    api_key: ApiKey | None = None,
+) -> FeedbackImport:
+    """Check, store and queue a CSV of feedback (see feedback_import_upload)."""
+    feedback_import, _ = feedback_import_upload(
+        buyer=buyer,
+        user=user,
+        file=file,
+        filename=filename,
+        channel=channel,
+        api_key=api_key,
+    )
+    return feedback_import
+
+
+def _existing(buyer: Buyer, digest: str) -> FeedbackImport | None:
+    return feedback_import_list(buyer=buyer).filter(file_sha256=digest).first()
+
+
+def _reopen_if_failed(feedback_import: FeedbackImport) -> FeedbackImport:
+    if feedback_import.status != Status.FAILED:
+        return feedback_import
+    with transaction.atomic():
+        reopened = FeedbackImport.objects.filter(
+            pk=feedback_import.pk, status=Status.FAILED
+        ).update(
+            status=Status.QUEUED,
+            error="",
+            finished_at=None,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
+        if reopened:
+            _enqueue_on_commit(feedback_import.pk)
+    feedback_import.refresh_from_db()
+    return feedback_import
+
+
+def feedback_import_requeue(*, feedback_import: FeedbackImport) -> bool:
+    """Queue a failed or stalled import again; it resumes after the last chunk it
+    recorded. Returns False for an import that is done or being processed."""
+    if feedback_import.status == Status.FAILED:
+        _reopen_if_failed(feedback_import)
+        return True
+    lease = feedback_import.lease_expires_at
+    if feedback_import.status == Status.QUEUED or (
+        feedback_import.status == Status.PROCESSING
+        and (lease is None or lease < timezone.now())
+    ):
+        _enqueue_on_commit(feedback_import.pk)
+        return True
+    return False
+
+
+def _enqueue_on_commit(import_id: int) -> None:
+    transaction.on_commit(lambda: feedback_import_enqueue(import_id=import_id))
+
+
+def feedback_import_enqueue(*, import_id: int) -> bool:
+    """Queue processing; a broker that is down leaves it to the sweeper."""
+    from feedback.tasks import process_feedback_import_task
+
+    try:
+        process_feedback_import_task.delay(import_id)
+    except Exception:  # the broker's errors vary by transport
+        logger.warning("could not queue feedback import %s; the sweep will", import_id)
+        return False
+    return True
+
+
+# Processing -----------------------------------------------------------------------
+
+
+class _LeaseLostError(Exception):
+    """Another worker took the import over (ours ran out); stop quietly."""
+
+
+def _lease_until() -> Any:
+    return timezone.now() + timedelta(seconds=settings.LEADBACK_IMPORT_LEASE_S)
+
+
+def feedback_import_process(*, import_id: int) -> FeedbackImport | None:
+    """Process an import's remaining chunks; returns it, or None if it was not
+    ours to process (finished, unknown, or another worker holds its lease)."""
+    token = _claim(import_id)
+    if token is None:
+        return None
+    try:
+        _process(import_id, token)
+    except _LeaseLostError:
+        logger.info("feedback import %s was taken over by another worker", import_id)
+        return None
+    except (OperationalError, InterfaceError):
+        # The database went away: the lease runs out and the sweep resumes it.
+        logger.warning("feedback import %s interrupted", import_id, exc_info=True)
+        raise
+    except Exception as exc:
+        logger.exception("feedback import %s failed", import_id)
+        _fail(import_id, token, f"Processing stopped: {type(exc).__name__}.")
+    return FeedbackImport.objects.defer("content").get(pk=import_id)
+
+
+def _claim(import_id: int) -> uuid.UUID | None:
+    now = timezone.now()
+    with transaction.atomic():
+        feedback_import = (
+            FeedbackImport.objects.select_for_update()
+            .defer("content")
+            .filter(pk=import_id)
+            .first()
+        )
+        if feedback_import is None or feedback_import.is_finished:
+            return None
+        lease = feedback_import.lease_expires_at
+        if feedback_import.status == Status.PROCESSING and lease and lease > now:
+            return None
+        token = uuid.uuid4()
+        feedback_import.status = Status.PROCESSING
+        feedback_import.lease_token = token
+        feedback_import.lease_expires_at = _lease_until()
+        feedback_import.save(
+            update_fields=["status", "lease_token", "lease_expires_at", "updated_at"]
+        )
+    return token
+
+
+def _chunks(rows: Iterator[DataRow], size: int) -> Iterator[list[DataRow]]:
+    chunk: list[DataRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _process(import_id: int, token: uuid.UUID) -> None:
+    feedback_import = FeedbackImport.objects.select_related(
+        "buyer", "user", "api_key"
+    ).get(pk=import_id)
+    layout, rows = _layout(_decode(bytes(feedback_import.content)))
+    feedback_import.content = b""
+    done = set(
+        FeedbackImportChunk.objects.filter(feedback_import_id=import_id).values_list(
+            "index", flat=True
+        )
+    )
+    for index, chunk in enumerate(_chunks(rows, feedback_import.chunk_size)):
+        if index not in done:
+            _process_chunk(feedback_import, token, layout, index, chunk)
+    with transaction.atomic():
+        _hold_lease(import_id, token)
+        FeedbackImport.objects.filter(pk=import_id).update(
+            status=Status.DONE,
+            finished_at=timezone.now(),
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
+
+
+def _hold_lease(import_id: int, token: uuid.UUID) -> None:
+    """Lock the import row for this transaction; raise if the lease is not ours.
+
+    Every chunk's transaction takes this lock, so two workers on one import (a
+    redelivered message beside a slow first worker) take turns and the one that
+    lost the lease stops before it writes anything."""
+    held = (
+        FeedbackImport.objects.select_for_update()
+        .filter(pk=import_id)
+        .values_list("lease_token", flat=True)
+        .first()
+    )
+    if held != token:
+        raise _LeaseLostError
+
+
+def _process_chunk(
+    feedback_import: FeedbackImport,
+    token: uuid.UUID,
+    layout: Layout,
+    index: int,
+    chunk: list[DataRow],
+) -> None:
+    with transaction.atomic():
+        _hold_lease(feedback_import.pk, token)
+        if FeedbackImportChunk.objects.filter(
+            feedback_import_id=feedback_import.pk, index=index
+        ).exists():
+            return
+        prepared = [_item(layout, row.cells) for row in chunk]
+        received = iter(
+            feedback_receive_many(
+                buyer=feedback_import.buyer,
+                items=[item for item, problem in prepared if not problem],
+                channel=feedback_import.channel,
+                api_key=feedback_import.api_key,
+                user=feedback_import.user,
+            )
+        )
+        results: list[list[Any]] = []
+        succeeded = 0
+        for row, (item, problem) in zip(chunk, prepared, strict=True):
+            event_id = item.get("event_id", "").strip()
+            reference = item.get("reference", "").strip()
+            if problem:
+                results.append(
+                    [
+                        row.number,
+                        FAILURE,
+                        ReceiveStatus.INVALID.value,
+                        problem,
+                        None,
+                        event_id,
+                        reference,
+                    ]
+                )
+                continue
+            result = next(received)
+            accepted = result.status == ReceiveStatus.ACCEPTED
+            succeeded += accepted
+            feedback = result.feedback
+            results.append(
+                [
+                    row.number,
+                    SUCCESS if accepted else FAILURE,
+                    result.status.value,
+                    "" if accepted else result.reason,
+                    str(feedback.public_id) if feedback is not None else None,
+                    event_id,
+                    reference,
+                ]
+            )
+        FeedbackImportChunk.objects.create(
+            feedback_import_id=feedback_import.pk,
+            index=index,
+            first_row=chunk[0].number,
+            row_count=len(chunk),
+            succeeded=succeeded,
+            results=results,
+        )
+        FeedbackImport.objects.filter(pk=feedback_import.pk).update(
+            processed_rows=F("processed_rows") + len(chunk),
+            succeeded_rows=F("succeeded_rows") + succeeded,
+            refused_rows=F("refused_rows") + len(chunk) - succeeded,
+            lease_expires_at=_lease_until(),
+            updated_at=timezone.now(),
+        )
+
+
+def _fail(import_id: int, token: uuid.UUID, message: str) -> None:
+    with transaction.atomic():
+        FeedbackImport.objects.filter(pk=import_id, lease_token=token).update(
+            status=Status.FAILED,
+            error=message,
+            finished_at=timezone.now(),
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
+
+
+def feedback_imports_sweep(*, limit: int = 100) -> int:
+    """Queue imports the fast path lost: queued for longer than the queue lease
+    (message lost, broker flushed) or processing with an expired lease (worker
+    killed). Returns how many were queued."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.LEADBACK_QUEUE_LEASE_S)
+    ids = list(
+        FeedbackImport.objects.filter(
+            Q(status=Status.QUEUED, updated_at__lt=stale)
+            | Q(status=Status.PROCESSING, lease_expires_at__lt=now)
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return sum(feedback_import_enqueue(import_id=pk) for pk in ids)
+
+
+# Reading --------------------------------------------------------------------------
+
+
+def feedback_import_list(*, buyer: Buyer | None = None) -> QuerySet[FeedbackImport]:
+    """Imports, newest first, without their files; a buyer's only if given."""
+    queryset = (
+        FeedbackImport.objects.select_related("buyer", "user")
+        .defer("content")
+        .order_by("-created_at", "-pk")
+    )
+    if buyer is not None:
+        queryset = queryset.filter(buyer=buyer)
+    return queryset
+
+
+def get_feedback_import_for_buyer(*, buyer: Buyer, public_id: str) -> FeedbackImport:
+    """The buyer's own import; another buyer's raises Http404 like an unknown id."""
+    # Anything else (a NUL byte, say) never reaches the database.
+    if not IMPORT_ID_PATTERN.fullmatch(public_id):
+        raise Http404("Unknown import id.")
+    feedback_import = (
+        feedback_import_list(buyer=buyer).filter(public_id=public_id).first()
+    )
+    if feedback_import is None:
+        raise Http404("Unknown import id.")
+    return feedback_import
+
+
+@dataclass(frozen=True)
+class ImportRowResult:
+    """What became of one row of an import."""
+
+    row_number: int
+    outcome: str  # success or failure
+    status: str  # a ReceiveStatus value: accepted, refused, not_found...
+    reason: str
+    feedback_id: str | None  # stored feedback, accepted or refused
+    event_id: str
+    reference: str
+
+
+def feedback_import_results(
+    *,
+    feedback_import: FeedbackImport,
+    outcome: str | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> list[ImportRowResult]:
+    """Per-row results in file order, optionally only one outcome, paged.
+
+    Reads only the chunks the page needs: skipped chunks are counted, not loaded.
+    """
+    chunks = FeedbackImportChunk.objects.filter(
+        feedback_import=feedback_import
+    ).order_by("index")
+    rows: list[ImportRowResult] = []
+    skip = offset
+    for chunk_id, row_count, succeeded in chunks.values_list(
+        "pk", "row_count", "succeeded"
+    ):
+        if limit is not None and len(rows) >= limit:
+            break
+        matching = {
+            None: row_count,
+            SUCCESS: succeeded,
+            FAILURE: row_count - succeeded,
+        }.get(outcome, row_count)
+        if skip >= matching:
+            skip -= matching
+            continue
+        results = FeedbackImportChunk.objects.values_list("results", flat=True).get(
+            pk=chunk_id
+        )
+        for entry in results:
+            if outcome is not None and entry[1] != outcome:
+                continue
+            if skip:
+                skip -= 1
+                continue
+            rows.append(ImportRowResult(*entry))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def feedback_import_refused_csv(*, feedback_import: FeedbackImport) -> str:
+    """The refused rows as CSV: the original columns, then `row` (the row in the
+    uploaded file) and `refusal_reason`. Named so because `reason` is an input
+    column; the report can be corrected and uploaded again as it is."""
+    refused = {
+        r.row_number: r.reason
+        for r in feedback_import_results(
+            feedback_import=feedback_import, outcome=FAILURE
+        )
+    }
+    content = (
+        FeedbackImport.objects.filter(pk=feedback_import.pk)
+        .values_list("content", flat=True)
+        .get()
+    )
+    layout, rows = _layout(_decode(bytes(content)))
+    # An uploaded report brings the two report columns: write them afresh.
+    keep = [
+        index
+        for index, name in enumerate(layout.header)
+        if _normalise(name) not in REPORT_COLUMNS
+    ]
+    header = [layout.header[i].strip() for i in keep]
+
+    def lines() -> Iterator[Sequence[Any]]:
+        for row in rows:
+            if row.number not in refused:
+                continue
+            cells = row.cells + [""] * (len(layout.header) - len(row.cells))
+            yield [*(cells[i] for i in keep), row.number, refused[row.number]]
+
+    stream = io.StringIO()
+    write_csv(
+        stream, lines(), header=[*header, REPORT_ROW_COLUMN, REPORT_REASON_COLUMN]
+    )
+    return stream.getvalue()

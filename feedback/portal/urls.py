@@ -1,0 +1,39 @@
+from django.urls import path
+
+from feedback.portal import views
+
+app_name = "portal"
+urlpatterns = [
+    path("", views.delivery_list, name="delivery-list"),
+    path(
+        "deliveries/feedback/",
+        views.delivery_bulk_feedback,
+        name="delivery-bulk-feedback",
+    ),
+    path("deliveries/<str:event_id>/", views.delivery_detail, name="delivery-detail"),
+    path(
+        "deliveries/<str:event_id>/feedback/<str:kind>/",
+        views.delivery_feedback,
+        name="delivery-feedback",
+    ),
+    path("imports/", views.import_upload, name="import-upload"),
+    path("imports/<str:public_id>/", views.import_detail, name="import-detail"),
+    path(
+        "imports/<str:public_id>/progress/",
+        views.import_progress,
+        name="import-progress",
+    ),
+    path(
+        "imports/<str:public_id>/refused.csv",
+        views.import_refused_csv,
+        name="import-refused-csv",
+    ),
+    path("keys/", views.api_key_list, name="apikey-list"),
+    path(
+        "keys/<uuid:key_id>/revoke/",
+        views.api_key_revoke_view,
+        name="apikey-revoke",
+    ),
+    path("integration/", views.integration, name="integration"),
+    path("switch/", views.buyer_switch, name="buyer-switch"),
+]

@@ -1,0 +1,506 @@
+"""The buyer portal: fetch (scoped to the current buyer), validate a form, call a
+service, redirect. Every object a URL names is fetched through a selector that
+answers 404 for another buyer's object."""
+
+import uuid
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework import serializers
+
+from feedback.api.serializers import (
+    FeedbackInputSerializer,
+    notification_reason_for_buyer,
+)
+from feedback.filters import DeliveryFilter
+from feedback.imports import (
+    feedback_import_list,
+    feedback_import_refused_csv,
+    feedback_import_results,
+    feedback_import_upload,
+    get_feedback_import_for_buyer,
+)
+from feedback.models import ApiKey, DeliveryEvent, Feedback, OutcomeCode
+from feedback.portal.context import PortalRequest, buyer_required, buyer_select
+from feedback.portal.forms import (
+    ApiKeyCreateForm,
+    BulkFeedbackForm,
+    BuyerSwitchForm,
+    FeedbackForm,
+    ImportUploadForm,
+)
+from feedback.portal.pagination import keyset_page
+from feedback.selectors import (
+    api_key_list_for_buyer,
+    delivery_list_for_buyer,
+    feedback_history_for_delivery,
+    feedback_usual_reasons,
+    get_api_key_for_buyer,
+    get_delivery_for_buyer,
+)
+from feedback.services import (
+    ReceiveStatus,
+    api_key_create,
+    api_key_revoke,
+    feedback_receive,
+    feedback_receive_many,
+)
+from sources.models import Kind
+
+PAGE_SIZE = 50
+FEEDBACK_KINDS = (Kind.CONVERSION, Kind.RETURN, Kind.STATUS)
+
+
+def _portal(request: HttpRequest) -> PortalRequest:
+    """The request as buyer_required left it (typed for the views below)."""
+    if not hasattr(request, "buyer"):
+        raise TypeError("portal views are wrapped in buyer_required")
+    return request  # type: ignore[return-value]
+
+
+# Deliveries -------------------------------------------------------------------
+
+
+@require_GET
+@buyer_required
+def delivery_list(request: HttpRequest) -> HttpResponse:
+    portal = _portal(request)
+    filterset = DeliveryFilter(
+        request.GET or None,
+        queryset=delivery_list_for_buyer(buyer=portal.buyer),
+        buyer=portal.buyer,
+    )
+    page = keyset_page(
+        filterset.qs,
+        older=request.GET.get("older"),
+        newer=request.GET.get("newer"),
+        page_size=PAGE_SIZE,
+    )
+    suggestions = _reason_suggestions(portal, page.items)
+    return render(
+        request,
+        "portal/delivery_list.html",
+        {
+            "filter": filterset,
+            "page": page,
+            "query": _query_without_cursor(request),
+            "filtered": any(request.GET.get(name) for name in filterset.form.fields),
+            "bulk_form": BulkFeedbackForm(),
+            "reason_suggestions": suggestions,
+            "nav": "deliveries",
+        },
+    )
+
+
+def _query_without_cursor(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    for name in ("older", "newer"):
+        query.pop(name, None)
+    return query.urlencode()
+
+
+def _reason_suggestions(
+    portal: PortalRequest, deliveries: list[DeliveryEvent]
+) -> list[str]:
+    """Return reasons to offer: the buyer's usual ones, then those the page's
+    sources list (a source's list is what it will accept)."""
+    reasons = feedback_usual_reasons(buyer=portal.buyer, kind=Kind.RETURN)
+    for delivery in deliveries:
+        reasons.extend(delivery.source.allowed_reasons(Kind.RETURN))
+    return list(dict.fromkeys(reasons))
+
+
+def _delivery_or_404(portal: PortalRequest, event_id: str) -> DeliveryEvent:
+    try:
+        return get_delivery_for_buyer(buyer=portal.buyer, event_id=event_id)
+    except DeliveryEvent.DoesNotExist:
+        raise Http404("No such delivery.") from None
+
+
+def _feedback_forms(
+    portal: PortalRequest,
+    delivery: DeliveryEvent,
+    *,
+    bound: FeedbackForm | None = None,
+) -> dict[str, FeedbackForm]:
+    usual: dict[str, list[str]] = {}
+    forms: dict[str, FeedbackForm] = {}
+    for kind in FEEDBACK_KINDS:
+        if bound is not None and bound.prefix == kind:
+            forms[kind] = bound
+            continue
+        allowed = delivery.source.allowed_reasons(kind)
+        if not allowed and kind == Kind.RETURN:
+            usual[kind] = feedback_usual_reasons(buyer=portal.buyer, kind=kind)
+        forms[kind] = FeedbackForm(
+            prefix=kind,
+            kind=kind,
+            allowed_reasons=allowed,
+            suggestions=usual.get(kind, []),
+        )
+    return forms
+
+
+def _render_delivery(
+    request: HttpRequest,
+    delivery: DeliveryEvent,
+    *,
+    bound: FeedbackForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    portal = _portal(request)
+    history = list(feedback_history_for_delivery(delivery=delivery))
+    for feedback in history:
+        for notification in feedback.notifications.all():
+            # What the source said, without what only the seller should see.
+            notification.buyer_reason = notification_reason_for_buyer(notification)  # type: ignore[attr-defined]
+    forms = _feedback_forms(portal, delivery, bound=bound)
+    return render(
+        request,
+        "portal/delivery_detail.html",
+        {
+            "delivery": delivery,
+            "lead": delivery.lead,
+            "lead_fields": sorted(delivery.lead.data.items()),
+            "history": history,
+            "forms": [
+                (kind, Kind(kind).label, forms[kind], delivery.source.accepts(kind))
+                for kind in FEEDBACK_KINDS
+            ],
+            "nav": "deliveries",
+        },
+        status=status,
+    )
+
+
+@require_GET
+@buyer_required
+def delivery_detail(request: HttpRequest, event_id: str) -> HttpResponse:
+    delivery = _delivery_or_404(_portal(request), event_id)
+    return _render_delivery(request, delivery)
+
+
+@require_POST
+@buyer_required
+def delivery_feedback(request: HttpRequest, event_id: str, kind: str) -> HttpResponse:
+    """Report one feedback about one delivery, through feedback_receive."""
+    portal = _portal(request)
+    delivery = _delivery_or_404(portal, event_id)
+    if kind not in FEEDBACK_KINDS:
+        raise Http404("No such feedback kind.")
+    form = FeedbackForm(
+        request.POST,
+        prefix=kind,
+        kind=kind,
+        allowed_reasons=delivery.source.allowed_reasons(kind),
+        suggestions=feedback_usual_reasons(buyer=portal.buyer, kind=kind)
+        if kind == Kind.RETURN
+        else [],
+    )
+    if not form.is_valid():
+        return _render_delivery(request, delivery, bound=form, status=400)
+    result = feedback_receive(
+        buyer=portal.buyer,
+        data=form.feedback_data(event_id=delivery.event_id),
+        channel=Feedback.Channel.PORTAL,
+        user=portal.user,
+    )
+    if result.status == ReceiveStatus.ACCEPTED:
+        messages.success(request, f"{Kind(kind).label} recorded.")
+    elif result.feedback is not None:
+        # Refused feedback is stored (and reported on); say why next to the form.
+        messages.error(
+            request,
+            f"Refused: {result.reason}",
+            extra_tags=f"inline inline-{kind}",
+        )
+    else:
+        form.add_error(None, result.reason)
+        return _render_delivery(request, delivery, bound=form, status=400)
+    return redirect("portal:delivery-detail", event_id=delivery.event_id)
+
+
+@require_POST
+@buyer_required
+def delivery_bulk_feedback(request: HttpRequest) -> HttpResponse:
+    """The same feedback for a selection; each delivery succeeds or fails alone."""
+    portal = _portal(request)
+    form = BulkFeedbackForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            messages.error(request, " ".join(str(error) for error in errors))
+        return redirect(_back_to_list(request))
+    items = form.feedback_items()
+    results = feedback_receive_many(
+        buyer=portal.buyer,
+        items=items,
+        channel=Feedback.Channel.PORTAL,
+        user=portal.user,
+    )
+    rows = [
+        {
+            "event_id": item["event_id"],
+            "accepted": result.status == ReceiveStatus.ACCEPTED,
+            "recorded": result.feedback is not None,
+            "reason": result.reason,
+            "delivery": result.feedback.delivery if result.feedback else None,
+        }
+        for item, result in zip(items, results, strict=True)
+    ]
+    accepted = sum(1 for row in rows if row["accepted"])
+    return render(
+        request,
+        "portal/feedback_results.html",
+        {
+            "rows": rows,
+            "kind_label": Kind(form.cleaned_data["kind"]).label,
+            "accepted": accepted,
+            "refused": len(rows) - accepted,
+            "back": _back_to_list(request),
+            "nav": "deliveries",
+        },
+    )
+
+
+def _back_to_list(request: HttpRequest) -> str:
+    """The list the user came from, with its filters (only ever a portal URL)."""
+    query = request.POST.get("list_query", "")
+    url = reverse("portal:delivery-list")
+    return f"{url}?{query}" if query and "\n" not in query else url
+
+
+# CSV imports ------------------------------------------------------------------
+
+# Rows of results shown on the page; the refused-rows CSV has all refusals.
+IMPORT_RESULTS_SHOWN = 500
+RECENT_IMPORTS = 20
+
+
+@require_http_methods(["GET", "POST"])
+@buyer_required
+def import_upload(request: HttpRequest) -> HttpResponse:
+    """Upload a CSV of feedback; a worker imports it while the page shows progress."""
+    portal = _portal(request)
+    bound = request.method == "POST"
+    form = ImportUploadForm(
+        request.POST if bound else None, request.FILES if bound else None
+    )
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            feedback_import, created = feedback_import_upload(
+                buyer=portal.buyer,
+                user=portal.user,
+                file=upload,
+                filename=upload.name,
+                channel=Feedback.Channel.CSV,
+            )
+        except ValidationError as exc:
+            form.add_error("file", exc)
+        else:
+            if not created:
+                messages.info(
+                    request,
+                    "You uploaded this file before; here is that import. "
+                    "Its rows are not recorded twice.",
+                )
+            return redirect("portal:import-detail", public_id=feedback_import.public_id)
+    return render(
+        request,
+        "portal/import_upload.html",
+        {
+            "form": form,
+            "imports": feedback_import_list(buyer=portal.buyer)[:RECENT_IMPORTS],
+            "nav": "imports",
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+def _import_context(portal: PortalRequest, public_id: str) -> dict[str, Any]:
+    feedback_import = get_feedback_import_for_buyer(
+        buyer=portal.buyer, public_id=public_id
+    )
+    results = []
+    if feedback_import.is_finished:
+        results = feedback_import_results(
+            feedback_import=feedback_import, limit=IMPORT_RESULTS_SHOWN
+        )
+    return {
+        "import": feedback_import,
+        "results": results,
+        "more_results": feedback_import.processed_rows > len(results),
+        "nav": "imports",
+    }
+
+
+@require_GET
+@buyer_required
+def import_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    context = _import_context(_portal(request), public_id)
+    return render(request, "portal/import_detail.html", context)
+
+
+@require_GET
+@buyer_required
+def import_progress(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The progress fragment the import page polls every second."""
+    context = _import_context(_portal(request), public_id)
+    response = render(request, "portal/partials/import_progress.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+@buyer_required
+def import_refused_csv(request: HttpRequest, public_id: str) -> HttpResponse:
+    portal = _portal(request)
+    feedback_import = get_feedback_import_for_buyer(
+        buyer=portal.buyer, public_id=public_id
+    )
+    response = HttpResponse(
+        feedback_import_refused_csv(feedback_import=feedback_import),
+        content_type="text/csv; charset=utf-8",
+    )
+    response["Content-Disposition"] = (
+        f'attachment; filename="{feedback_import.public_id}-refused.csv"'
+    )
+    return response
+
+
+# API keys ---------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@buyer_required
+def api_key_list(request: HttpRequest) -> HttpResponse:
+    portal = _portal(request)
+    form = ApiKeyCreateForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        api_key, raw_key = api_key_create(
+            scope=ApiKey.Scope.BUYER,
+            name=form.cleaned_data["name"],
+            buyer=portal.buyer,
+            created_by=portal.user,
+        )
+        # Shown in this one response and never again: nothing stores it.
+        response = render(
+            request,
+            "portal/apikey_created.html",
+            {"api_key": api_key, "raw_key": raw_key, "nav": "keys"},
+            status=201,
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+    return render(
+        request,
+        "portal/apikey_list.html",
+        {
+            "form": form,
+            "nav": "keys",
+            "keys": api_key_list_for_buyer(buyer=portal.buyer).select_related(
+                "created_by"
+            ),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@require_POST
+@buyer_required
+def api_key_revoke_view(request: HttpRequest, key_id: uuid.UUID) -> HttpResponse:
+    portal = _portal(request)
+    try:
+        api_key = get_api_key_for_buyer(buyer=portal.buyer, public_id=key_id)
+    except ApiKey.DoesNotExist:
+        raise Http404("No such key.") from None
+    api_key_revoke(api_key=api_key)
+    messages.success(request, f"Key “{api_key.name}” ({api_key.prefix}…) revoked.")
+    return redirect("portal:apikey-list")
+
+
+# Integration ------------------------------------------------------------------
+
+# Notes for fields whose serializer declares no help text.
+FIELD_NOTES = {
+    "reason": "Why; a source may accept only its listed reasons.",
+    "revenue": "Decimal ≥ 0 with at most 2 places, for conversions.",
+    "quality_score": "Whole number from 1 to 5.",
+    "occurred_at": "When it happened at your end (ISO 8601); defaults to now.",
+    "note": "Free text for people, kept with the feedback.",
+}
+
+
+def field_reference() -> list[dict[str, str]]:
+    """The feedback fields as the API's input serializer declares them."""
+    rows = []
+    for name, field in FeedbackInputSerializer().fields.items():
+        rows.append(
+            {
+                "name": name,
+                "type": _field_type(field),
+                "required": "yes" if field.required else "no",
+                "notes": str(field.help_text or FIELD_NOTES.get(name, "")),
+            }
+        )
+    return rows
+
+
+def _field_type(field: serializers.Field) -> str:
+    if isinstance(field, serializers.ChoiceField):
+        return "one of " + ", ".join(str(choice) for choice in field.choices)
+    if isinstance(field, serializers.DecimalField):
+        return "decimal"
+    if isinstance(field, serializers.IntegerField):
+        return f"integer {field.min_value} to {field.max_value}"
+    if isinstance(field, serializers.DateTimeField):
+        return "ISO 8601 date-time"
+    if isinstance(field, serializers.DictField):
+        return "JSON object"
+    max_length = getattr(field, "max_length", None)
+    return f"text (≤ {max_length})" if max_length else "text"
+
+
+@require_GET
+@buyer_required
+def integration(request: HttpRequest) -> HttpResponse:
+    portal = _portal(request)
+    latest: QuerySet[DeliveryEvent] = delivery_list_for_buyer(buyer=portal.buyer)
+    sample = latest.values_list("event_id", flat=True).first()
+    base = request.build_absolute_uri("/").rstrip("/")
+    context: dict[str, Any] = {
+        "base": base,
+        "event_id": sample or "65a1f0c2e4b0a1b2c3d4e5f6",
+        "lc_url": f"{base}/feedback",
+        "api_url": f"{base}{reverse('api:feedback-list')}",
+        "events_url": f"{base}/api/v1/events/",
+        "imports_url": f"{base}{reverse('api:feedback-import-create')}",
+        "docs_url": f"{base}{reverse('api-docs')}",
+        "fields": field_reference(),
+        "outcome_codes": OutcomeCode.objects.filter(is_active=True),
+        "nav": "integration",
+    }
+    return render(request, "portal/integration.html", context)
+
+
+# Buyer switch -----------------------------------------------------------------
+
+
+@require_POST
+@buyer_required
+def buyer_switch(request: HttpRequest) -> HttpResponse:
+    portal = _portal(request)
+    form = BuyerSwitchForm(request.POST)
+    wanted = form.cleaned_data["buyer"] if form.is_valid() else ""
+    buyer = next((b for b in portal.portal_buyers if b.slug == wanted), None)
+    if buyer is None:
+        raise Http404("No such buyer.")
+    buyer_select(request, buyer)
+    messages.success(request, f"Now working in {buyer.name}.")
+    return redirect("portal:delivery-list")

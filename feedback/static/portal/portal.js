@@ -1,0 +1,64 @@
+// Leadback portal: select-all for the deliveries list, confirmations, and the
+// import progress poller. Plain DOM, no dependencies; everything works without it.
+(function () {
+  "use strict";
+
+  function updateCount(form) {
+    var out = form.querySelector("[data-selected-count]");
+    if (!out) { return; }
+    var n = form.querySelectorAll('input[name="event_ids"]:checked').length;
+    out.textContent = n ? n + " selected" : "";
+  }
+
+  document.querySelectorAll("[data-select-all]").forEach(function (master) {
+    var form = master.form;
+    var name = master.getAttribute("data-select-all");
+    var boxes = form.querySelectorAll('input[name="' + name + '"]');
+    master.addEventListener("change", function () {
+      boxes.forEach(function (box) { box.checked = master.checked; });
+      updateCount(form);
+    });
+    boxes.forEach(function (box) {
+      box.addEventListener("change", function () {
+        var checked = form.querySelectorAll('input[name="' + name + '"]:checked').length;
+        master.checked = checked === boxes.length;
+        master.indeterminate = checked > 0 && checked < boxes.length;
+        updateCount(form);
+      });
+    });
+  });
+
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
+    });
+  });
+
+  document.querySelectorAll("[data-select-on-focus]").forEach(function (input) {
+    input.addEventListener("focus", function () { input.select(); });
+  });
+
+  // Import progress: swap in the server's fragment every second until done.
+  var progress = document.querySelector("[data-progress-url]");
+  if (progress) {
+    var url = progress.getAttribute("data-progress-url");
+    var poll = function () {
+      fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
+        .then(function (response) {
+          if (!response.ok) { throw new Error("HTTP " + response.status); }
+          return response.text();
+        })
+        .then(function (html) {
+          progress.innerHTML = html;
+          var state = progress.querySelector("[data-import-state]");
+          var finished = state && state.getAttribute("data-finished") === "true";
+          if (!finished) { window.setTimeout(poll, 1000); }
+        })
+        .catch(function () { window.setTimeout(poll, 3000); });
+    };
+    var initial = progress.querySelector("[data-import-state]");
+    if (!initial || initial.getAttribute("data-finished") !== "true") {
+      window.setTimeout(poll, 1000);
+    }
+  }
+})();
