@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from feedback.delivery import retry_delay
@@ -79,7 +79,8 @@ def batch_period_start(config: FeedbackConfig, *, end: datetime) -> datetime:
 # Scheduling ---------------------------------------------------------------------
 
 
-def batch_configs() -> Any:
+def batch_configs() -> QuerySet[FeedbackConfig]:
+    """The enabled batch configs, the scheduler's work list."""
     return FeedbackConfig.objects.filter(
         enabled=True, method=FeedbackConfig.Method.BATCH
     ).select_related("source")
@@ -304,22 +305,26 @@ def batch_run_send(*, run_id: int, token: uuid.UUID) -> BatchRun | None:
     config = run.config
     run = batch_run_build(run=run)
     clock = time.monotonic()
-    destination = ""
-    if config is None or not config.enabled:
+
+    def record(
+        outcome: str, reason: str, error_class: str = "", destination: str = ""
+    ) -> BatchRun:
         return _record(
             run,
             token,
-            started,
-            clock,
-            "",
-            "failure",
-            "The config was disabled or deleted before sending.",
-            "ConfigDisabled",
+            started=started,
+            duration_ms=int((time.monotonic() - clock) * 1000),
+            destination=destination,
+            outcome=outcome,
+            reason=reason,
+            error_class=error_class,
         )
+
+    if config is None or not config.enabled:
+        reason = "The config was disabled or deleted before sending."
+        return record("failure", reason, "ConfigDisabled")
     if run.content is None:
-        return _record(
-            run, token, started, clock, "", "error", run.reason, "BuildError"
-        )
+        return record("error", run.reason, "BuildError")
     file = BatchFile(
         name=run.file_name, content=bytes(run.content), message_id=run.public_id
     )
@@ -329,29 +334,28 @@ def batch_run_send(*, run_id: int, token: uuid.UUID) -> BatchRun | None:
             pk=run_id, lease_token=token, status=Status.SENDING
         ).exists()
 
+    destination = ""
     try:
         destination = batch_destination(config).describe()
         reason = batch_file_send(config=config, file=file, still_mine=still_mine)
     except TransportError as exc:
         outcome = "failure" if exc.permanent else "error"
-        return _record(
-            run,
-            token,
-            started,
-            clock,
-            destination,
-            outcome,
-            exc.message,
-            "TransportError",
-        )
-    return _record(run, token, started, clock, destination, "success", reason, "")
+        return record(outcome, exc.message, "TransportError", destination)
+    except Exception as exc:
+        # A bug, not the network: record it so the run follows the retry
+        # schedule instead of being picked up again every lease, unseen.
+        logger.exception("batch run %s: unexpected error", run.public_id)
+        reason = f"Unexpected error ({type(exc).__name__}); see the worker's log."
+        return record("error", reason, type(exc).__name__[:100], destination)
+    return record("success", reason, "", destination)
 
 
 def _record(
     run: BatchRun,
     token: uuid.UUID,
+    *,
     started: datetime,
-    clock: float,
+    duration_ms: int,
     destination: str,
     outcome: str,
     reason: str,
@@ -365,7 +369,7 @@ def _record(
             run=row,
             number=number,
             started_at=started,
-            duration_ms=int((time.monotonic() - clock) * 1000),
+            duration_ms=duration_ms,
             destination=destination[:1000],
             outcome=outcome,
             reason=reason[:1000],

@@ -371,6 +371,10 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
 
     @admin.display(description="host", ordering="url")
     def host(self, obj: FeedbackConfig) -> str:
+        if obj.method == FeedbackConfig.Method.BATCH:
+            if obj.batch_transport == FeedbackConfig.Transport.EMAIL:
+                return ", ".join(obj.batch_email_to or [])
+            return obj.batch_host
         return urlsplit(obj.url).hostname or ""
 
     @admin.display(description="disabled because", ordering="disabled_reason")

@@ -9,8 +9,10 @@ import asyncio
 import hashlib
 import posixpath
 import socket
+import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 
@@ -18,6 +20,7 @@ from sources.transports import BatchFile, StillMine, TransportError, guarded_con
 from sources.transports import lease_check as _lease_check
 
 KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,11 @@ def sftp_put(
     sock = guarded_connection(destination.host, destination.port, destination.timeout_s)
     where = destination.describe()
     try:
-        # One event loop for the whole upload, run step by step: between steps
-        # no loop is running, so the lease check may use the database.
-        with asyncio.Runner() as runner:
+        # asyncssh's steps run on an event loop of their own, in a thread of
+        # their own, so this thread may hold a running loop of its own (an
+        # async caller) and still does the lease check, with its database
+        # connection, between the steps.
+        with _LoopThread() as runner:
             return _put(
                 runner, destination, file, sock, host_key, client_key, still_mine
             )
@@ -111,8 +116,26 @@ def sftp_put(
         sock.close()
 
 
+class _LoopThread:
+    """An event loop in a daemon thread; run() waits for one coroutine on it."""
+
+    def __enter__(self) -> "_LoopThread":
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
 def _put(
-    runner: asyncio.Runner,
+    runner: _LoopThread,
     destination: SftpDestination,
     file: BatchFile,
     sock: socket.socket,

@@ -537,3 +537,22 @@ def test_a_deleted_configs_runs_stay_and_an_unsent_one_fails(buyer, ftp):
     assert run.status == Status.FAILED
     assert run.reason == "The config was disabled or deleted before sending."
     assert run.content is not None  # the file it would have sent is kept
+
+
+def test_an_unexpected_error_is_recorded_and_retried(buyer, ftp, monkeypatch):
+    source = SourceFactory()
+    config = make_batch_config(source, ftp.port)
+    with time_machine.travel(DAY_ONE):
+        returned(buyer, source)
+
+    def broken(**kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr("feedback.batches.batch_file_send", broken)
+    with time_machine.travel(AFTER_SIX):
+        batch_runs_run_due()
+
+    run = BatchRun.objects.get(config=config, row_count=1)
+    assert run.status == Status.RETRYING
+    assert run.reason == "Unexpected error (KeyError); see the worker's log."
+    assert run.attempts.get().error_class == "KeyError"

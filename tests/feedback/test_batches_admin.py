@@ -2,6 +2,8 @@
 
 import asyncssh
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from feedback.models import BatchAttempt, BatchRun
@@ -281,3 +283,34 @@ def test_a_batch_config_has_no_test_send(staff_client):
     page = staff_client.post(PREVIEW_ADD, data).content.decode()
 
     assert "Batch files are sent on their schedule, not as a test" in page
+
+
+def test_the_config_list_shows_a_batch_configs_destination(staff_client):
+    source = SourceFactory()
+    staff_client.post(ADD, batch_form(source))
+
+    page = staff_client.get(reverse("admin:sources_feedbackconfig_changelist"))
+
+    assert '<td class="field-host">sftp.bluesky.example</td>' in page.content.decode()
+
+
+def test_the_run_list_queries_do_not_grow_with_rows(staff_client, run):
+    url = reverse("admin:feedback_batchrun_changelist")
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert staff_client.get(url).status_code == 200
+        return len(queries)
+
+    before = count()
+    for day in range(1, 6):
+        config = FeedbackConfig.objects.create(
+            source=SourceFactory(), kind="return", method="batch"
+        )
+        BatchRun.objects.create(
+            config=config,
+            source=config.source,
+            period_start=f"2026-10-0{day}T00:00Z",
+            period_end=f"2026-10-0{day + 1}T00:00Z",
+        )
+    assert count() == before

@@ -218,7 +218,8 @@ class FtpsServer:
                         reply("550 no such file")
                         continue
                     reply("150 opening data connection")
-                    data, _ = state.pop("data").accept()
+                    with state.pop("data") as listener:
+                        data, _ = listener.accept()
                     data = self.context.wrap_socket(data, server_side=True)
                     with data:
                         if command == "STOR":
