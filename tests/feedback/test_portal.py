@@ -174,6 +174,10 @@ def test_list_is_newest_first_and_pages_by_keyset_without_counting(
     newer = re.search(r'href="\?newer=([^"]+)"', third.content.decode()).group(1)
     back = portal.get(LIST_URL, {"newer": newer})
     assert listed_event_ids(back) == expected[3:6]
+    older_again = re.search(r'href="\?older=([^"]+)"', back.content.decode()).group(1)
+    assert (
+        listed_event_ids(portal.get(LIST_URL, {"older": older_again})) == expected[6:]
+    )
     newer_again = re.search(r'href="\?newer=([^"]+)"', back.content.decode()).group(1)
     assert (
         listed_event_ids(portal.get(LIST_URL, {"newer": newer_again})) == expected[:3]
