@@ -1,9 +1,11 @@
 """CSV feedback imports (DESIGN §4.2, §6): upload, chunked processing, results.
 
 A file is checked when it is uploaded (encoding, size, header) and stored in its
-import row; a worker then feeds it in chunks to `feedback_receive_many`, the very
-function the JSON API's batches go through, so every row gets the verdict the API
-would give the same values. Each chunk's feedback, notifications and per-row
+import row; a worker then processes it in chunks. A chunk goes through the checks
+of `feedback_receive_many` (the JSON API's batches), the same functions in the
+same order, so every row gets the verdict the API would give the same values; only
+the reads and writes around them are built for thousands of rows (see
+`feedback_receive_chunk`). Each chunk's feedback, notifications and per-row
 results commit in one transaction, which is what makes a killed worker safe to
 resume: a chunk is either recorded whole or not at all, and a resumed import skips
 the chunks it finds. The import row carries a lease like notifications do
@@ -18,27 +20,60 @@ upload cannot write the feedback twice.
 import csv
 import hashlib
 import io
+import json
 import logging
 import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import field as dataclass_field
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import PurePath
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from feedback.models import ApiKey, Buyer, FeedbackImport, FeedbackImportChunk
-from feedback.services import ReceiveStatus, feedback_receive_many
+from feedback.delivery import notifications_create
+from feedback.models import (
+    ApiKey,
+    Buyer,
+    BuyerPolicy,
+    DeliveryEvent,
+    Feedback,
+    FeedbackImport,
+    FeedbackImportChunk,
+    Flow,
+    Lead,
+    OutcomeCode,
+)
+from feedback.services import (
+    FieldError,
+    ReceiveResult,
+    ReceiveStatus,
+    _judge,
+    _lookup_key,
+    _not_found,
+    _parse_item,
+    _Parsed,
+    _policies_for,
+    _store_one,
+)
 from sources.csvcells import write_csv
+from sources.models import FeedbackConfig, Kind, Source
 
 logger = logging.getLogger(__name__)
 
@@ -488,12 +523,9 @@ def _process_chunk(
             return
         prepared = [_item(layout, row.cells) for row in chunk]
         received = iter(
-            feedback_receive_many(
-                buyer=feedback_import.buyer,
+            feedback_receive_chunk(
+                feedback_import=feedback_import,
                 items=[item for item, problem in prepared if not problem],
-                channel=feedback_import.channel,
-                api_key=feedback_import.api_key,
-                user=feedback_import.user,
             )
         )
         results: list[list[Any]] = []
@@ -544,6 +576,364 @@ def _process_chunk(
             lease_expires_at=_lease_until(),
             updated_at=timezone.now(),
         )
+
+
+# The bulk path ----------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Delivery:
+    """A delivery as `_judge` and `feedback_variables` read it, without a model
+    instance: at thousands of rows per second a model's __init__ costs more
+    than every check of the row together."""
+
+    pk: int
+    event_id: str
+    reference: str
+    lead_id: int
+    source: Source
+    flow: Flow
+    price: Decimal
+    delivered_at: datetime
+    lead: Lead | None
+
+    @property
+    def flow_id(self) -> int:
+        return int(self.flow.pk)
+
+    @property
+    def source_id(self) -> int:
+        return int(self.source.pk)
+
+
+@dataclass(eq=False, slots=True)
+class _Row:
+    """A feedback before it is written, with the attributes `_judge`,
+    `feedback_variables` and COPY read (the model's attnames)."""
+
+    delivery: _Delivery
+    buyer: Buyer
+    kind: str
+    outcome_code: OutcomeCode | None
+    reason: str
+    revenue: Decimal | None
+    quality_score: int | None
+    occurred_at: datetime
+    received_at: datetime
+    custom: dict[str, Any]
+    note: str
+    channel: str
+    api_key: ApiKey | None
+    submitted_by: User | None
+    outcome: str = Feedback.Outcome.SUCCESS
+    outcome_reason: str = ""
+    public_id: uuid.UUID = dataclass_field(default_factory=uuid.uuid4)
+    id: int | None = None
+
+    @property
+    def lead(self) -> Lead | None:
+        return self.delivery.lead
+
+    @property
+    def source(self) -> Source:
+        return self.delivery.source
+
+    @property
+    def flow(self) -> Flow:
+        return self.delivery.flow
+
+    @property
+    def delivery_id(self) -> int:
+        return self.delivery.pk
+
+    @property
+    def lead_id(self) -> int:
+        return self.delivery.lead_id
+
+    @property
+    def buyer_id(self) -> int:
+        return int(self.buyer.pk)
+
+    @property
+    def source_id(self) -> int:
+        return self.delivery.source_id
+
+    @property
+    def flow_id(self) -> int:
+        return self.delivery.flow_id
+
+    @property
+    def outcome_code_id(self) -> int | None:
+        return self.outcome_code.pk if self.outcome_code else None
+
+    @property
+    def api_key_id(self) -> int | None:
+        return self.api_key.pk if self.api_key else None
+
+    @property
+    def submitted_by_id(self) -> int | None:
+        return self.submitted_by.pk if self.submitted_by else None
+
+    def as_feedback(self) -> Feedback:
+        """The model instance, for the paths that need one (notifications, the
+        one-by-one fallback); loaded relations are shared, not fetched."""
+        delivery = self.delivery
+        event = DeliveryEvent(
+            id=delivery.pk,
+            event_id=delivery.event_id,
+            reference=delivery.reference,
+            lead_id=delivery.lead_id,
+            buyer=self.buyer,
+            source=delivery.source,
+            flow=delivery.flow,
+            price=delivery.price,
+            delivered_at=delivery.delivered_at,
+        )
+        if delivery.lead is not None:
+            event.lead = delivery.lead
+        feedback = Feedback(
+            id=self.id,
+            public_id=self.public_id,
+            delivery=event,
+            lead_id=delivery.lead_id,
+            buyer=self.buyer,
+            source=delivery.source,
+            flow=delivery.flow,
+            kind=self.kind,
+            outcome_code=self.outcome_code,
+            reason=self.reason,
+            revenue=self.revenue,
+            quality_score=self.quality_score,
+            occurred_at=self.occurred_at,
+            received_at=self.received_at,
+            custom=self.custom,
+            note=self.note,
+            channel=self.channel,
+            api_key=self.api_key,
+            submitted_by=self.submitted_by,
+            outcome=self.outcome,
+            outcome_reason=self.outcome_reason,
+        )
+        if delivery.lead is not None:
+            feedback.lead = delivery.lead
+        if self.id is not None:
+            feedback._state.adding = False
+            feedback._state.db = connection.alias
+        return feedback
+
+
+def feedback_receive_chunk(
+    *, feedback_import: FeedbackImport, items: Sequence[dict[str, str]]
+) -> list[ReceiveResult]:
+    """`feedback_receive_many` for a chunk of a file, within the caller's transaction.
+
+    Every item goes through the same checks in the same order (`_parse_item`,
+    then `_judge` against the same policies and earlier returns), so the verdicts
+    are the API's. What differs is built for thousands of rows at a time:
+    deliveries are read as plain rows (leads only when a rule set or a forwarding
+    config will read them) and judged without model instances; feedback is
+    written with COPY on PostgreSQL; and notifications are left to the periodic
+    sweep instead of one broker message each, so a large file is forwarded at the
+    sweep's pace, behind the real-time feedback, not ahead of it.
+    """
+    buyer = feedback_import.buyer
+    now = timezone.now()
+    codes: dict[str, OutcomeCode] = {}
+    if any(item.get("outcome_code") for item in items):
+        codes = {c.code: c for c in OutcomeCode.objects.filter(is_active=True)}
+    parsed = [_parse_item(item, codes=codes, now=now) for item in items]
+    policies = _policies_for(buyer=buyer)
+    deliveries = _deliveries_for_chunk(buyer=buyer, parsed=parsed, policies=policies)
+    for kind in Kind.values:
+        # `_policy` falls back to a new default policy for every row of a kind
+        # the buyer has no policy for; one shared default reads the same.
+        policies.setdefault((None, kind), BuyerPolicy(kind=kind, enabled=True))
+    return_keys = {_lookup_key(p) for p in parsed if p.kind == Kind.RETURN}
+    returned_ids = [d.pk for k, d in deliveries.items() if k in return_keys]
+    returned: set[int] = set()
+    if returned_ids:
+        returned = set(
+            Feedback.objects.filter(
+                delivery_id__in=returned_ids,
+                kind=Kind.RETURN,
+                outcome=Feedback.Outcome.SUCCESS,
+            ).values_list("delivery_id", flat=True)
+        )
+
+    results: list[ReceiveResult] = []
+    pending: list[tuple[ReceiveResult, _Row]] = []
+    for item in parsed:
+        if item.fatal:
+            results.append(ReceiveResult(ReceiveStatus.INVALID, errors=item.fatal))
+            continue
+        delivery = deliveries.get(_lookup_key(item))
+        if delivery is None:
+            results.append(_not_found(item))
+            continue
+        row = _Row(
+            delivery=delivery,
+            buyer=buyer,
+            kind=item.kind,
+            outcome_code=item.outcome_code,
+            reason=item.reason,
+            revenue=item.revenue,
+            quality_score=item.quality_score,
+            occurred_at=item.occurred_at or now,
+            received_at=now,
+            custom=item.custom,
+            note=item.note,
+            channel=feedback_import.channel,
+            api_key=feedback_import.api_key,
+            submitted_by=feedback_import.user,
+        )
+        result = _judge(
+            item, cast(Feedback, row), policies=policies, returned=returned, now=now
+        )
+        results.append(result)
+        pending.append((result, row))
+    if pending:
+        _store_chunk(pending)
+    return results
+
+
+def _deliveries_for_chunk(
+    *,
+    buyer: Buyer,
+    parsed: list[_Parsed],
+    policies: dict[tuple[int | None, str], Any],
+) -> dict[tuple[str, str], _Delivery]:
+    """The buyer's deliveries the items name, found as `_deliveries_for` finds
+    them (an ambiguous reference is an error on the item), read as plain rows."""
+    event_ids = {p.event_id for p in parsed if p.event_id and not p.fatal}
+    references = {p.reference for p in parsed if not p.event_id and not p.fatal}
+    columns = (
+        "id",
+        "event_id",
+        "reference",
+        "lead_id",
+        "source_id",
+        "flow_id",
+        "price",
+        "delivered_at",
+    )
+    scoped = DeliveryEvent.objects.filter(buyer=buyer)
+    rows: list[tuple[Any, ...]] = []
+    if event_ids:
+        rows += scoped.filter(event_id__in=event_ids).values_list(*columns)
+    by_reference: dict[str, list[tuple[Any, ...]]] = {}
+    if references:
+        for row in scoped.filter(reference__in=references).values_list(*columns):
+            by_reference.setdefault(row[2], []).append(row)
+        for item in parsed:
+            matches = by_reference.get(item.reference, [])
+            if not item.event_id and len(matches) > 1:
+                item.fatal.append(
+                    FieldError(
+                        "reference",
+                        f"{len(matches)} deliveries have this reference; "
+                        "send event_id instead.",
+                    )
+                )
+    unique_references = [m[0] for m in by_reference.values() if len(m) == 1]
+    all_rows = rows + unique_references
+    sources = Source.objects.in_bulk({row[4] for row in all_rows})
+    flows = Flow.objects.in_bulk({row[5] for row in all_rows})
+    # Rule sets and forwarding criteria read the lead's fields; otherwise the
+    # lead id is all a feedback row needs.
+    needs_leads = any(policy.rules for policy in policies.values()) or (
+        FeedbackConfig.objects.filter(
+            enabled=True, source_id__in=list(sources)
+        ).exists()
+    )
+    leads = Lead.objects.in_bulk({row[3] for row in all_rows}) if needs_leads else {}
+
+    def build(row: tuple[Any, ...]) -> _Delivery:
+        pk, event_id, reference, lead_id, source_id, flow_id, price, delivered = row
+        return _Delivery(
+            pk=pk,
+            event_id=event_id,
+            reference=reference,
+            lead_id=lead_id,
+            source=sources[source_id],
+            flow=flows[flow_id],
+            price=price,
+            delivered_at=delivered,
+            lead=leads.get(lead_id),
+        )
+
+    found = {("event_id", row[1]): build(row) for row in rows}
+    for row in unique_references:
+        found[("reference", row[2])] = build(row)
+    return found
+
+
+def _store_chunk(pending: list[tuple[ReceiveResult, _Row]]) -> None:
+    """Insert the chunk's feedback and notifications, as `_store` does."""
+    rows = [row for _, row in pending]
+    try:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                _copy_feedback(rows)
+            else:
+                created = Feedback.objects.bulk_create([r.as_feedback() for r in rows])
+                for row, feedback in zip(rows, created, strict=True):
+                    row.id = feedback.pk
+    except IntegrityError:
+        # A return of one of these deliveries was accepted elsewhere since we
+        # looked: one by one, so only that row becomes "already returned".
+        with transaction.atomic():
+            for result, row in pending:
+                feedback = row.as_feedback()
+                _store_one(result, feedback)
+                result.feedback = feedback
+                row.id, row.outcome = feedback.pk, feedback.outcome
+                row.outcome_reason = feedback.outcome_reason
+    # Only accepted feedback of a source with an enabled config of its kind gets
+    # notifications; model instances are built for those alone.
+    configured = set(
+        FeedbackConfig.objects.filter(
+            enabled=True, source_id__in={r.source_id for r in rows}
+        ).values_list("source_id", "kind")
+    )
+    forwarded = [
+        row.as_feedback()
+        for row in rows
+        if row.outcome == Feedback.Outcome.SUCCESS
+        and (row.source_id, row.kind) in configured
+    ]
+    if forwarded:
+        notifications_create(feedbacks=forwarded)
+
+
+def _copy_feedback(rows: list[_Row]) -> None:
+    """COPY the rows into the feedback table with ids taken from its sequence.
+
+    bulk_create spends most of its time building one huge INSERT; COPY streams
+    the same values. Constraints and indexes apply as to any insert."""
+    meta = Feedback._meta
+    fields = list(meta.concrete_fields)
+    json_columns = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
+    attnames = [f.attname for f in fields]
+    table = connection.ops.quote_name(meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) "
+            "FROM generate_series(1, %s)",
+            [meta.db_table, len(rows)],
+        )
+        for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
+            row.id = pk
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        json.dumps(getattr(row, name))
+                        if name in json_columns
+                        else getattr(row, name)
+                        for name in attnames
+                    ]
+                )
 
 
 def _fail(import_id: int, token: uuid.UUID, message: str) -> None:

@@ -336,7 +336,19 @@ def _setup_rules(buyer, source):
     )
 
 
+def _setup_lead_rule(buyer, source):
+    # Reads the lead's fields: the bulk path must load leads for it.
+    BuyerPolicy.objects.create(
+        buyer=buyer,
+        kind=Kind.CONVERSION,
+        rules={"rules": [{"lhv": "lead.state", "op": "is equal to", "rhv": "OH"}]},
+    )
+
+
 EQUIVALENCE_CASES = {
+    "lead rule": (_setup_lead_rule, {"type": "conversion"}),
+    "by reference": ("reference", {"type": "conversion"}),
+    "ambiguous reference": ("ambiguous", {"type": "conversion"}),
     "accepted conversion": (None, {"type": "conversion", "revenue": "10"}),
     "kind disabled": (_setup_policy_disabled, {"type": "conversion"}),
     "return too old": (_setup_short_window, {"type": "return"}),
@@ -370,6 +382,22 @@ EQUIVALENCE_CASES = {
     "unknown event": ("unknown", {"type": "return"}),
     "bad event id": ("garbled", {"type": "return"}),
 }
+# What the API answers, so the comparison cannot pass on two identical mistakes.
+EXPECTED_STATUS = {
+    "lead rule": "refused",
+    "by reference": "accepted",
+    "ambiguous reference": "invalid",
+    "accepted conversion": "accepted",
+    "kind disabled": "forbidden",
+    "return too old": "refused",
+    "reason in other case": "accepted",
+    "rule set": "refused",
+    "already returned": "already_returned",
+    "unknown event": "not_found",
+    "bad event id": "invalid",
+    "outcome code": "accepted",
+    "occurred before delivery": "refused",
+}
 CSV_HEADER = [
     "event_id",
     "type",
@@ -393,6 +421,13 @@ def test_every_rule_gives_the_verdict_of_feedback_receive(buyer, case):
         2, buyer=buyer, lead__source=source, source=source, delivered_at=delivered_at
     )
     identify = {d.pk: d.event_id for d in (by_api, by_csv)}
+    column = "event_id"
+    if setup in ("reference", "ambiguous"):
+        column = "reference"
+        identify = {d.pk: d.reference for d in (by_api, by_csv)}
+        if setup == "ambiguous":
+            for delivery in (by_api, by_csv):
+                DeliveryEventFactory(buyer=buyer, reference=delivery.reference)
     if setup == "returned":
         for delivery in (by_api, by_csv):
             FeedbackFactory(delivery=delivery, kind=Kind.RETURN)
@@ -404,18 +439,19 @@ def test_every_rule_gives_the_verdict_of_feedback_receive(buyer, case):
 
     api = feedback_receive(
         buyer=buyer,
-        data={"event_id": identify[by_api.pk], **values},
+        data={column: identify[by_api.pk], **values},
         channel=Feedback.Channel.API,
     )
     cells = {"note": "notes"}
     row = {cells.get(k, k): v for k, v in values.items()}
+    header = [column, *CSV_HEADER[1:]]
     content = csv_bytes(
-        CSV_HEADER,
-        [[identify[by_csv.pk]] + [row.get(name, "") for name in CSV_HEADER[1:]]],
+        header, [[identify[by_csv.pk]] + [row.get(name, "") for name in header[1:]]]
     )
     feedback_import = run(buyer, content)
     [result] = feedback_import_results(feedback_import=feedback_import)
 
+    assert api.status == EXPECTED_STATUS.get(case, api.status)
     assert result.status == api.status.value
     assert result.outcome == ("success" if api.status == "accepted" else "failure")
     assert result.reason == ("" if api.status == "accepted" else api.reason)
@@ -569,7 +605,7 @@ def test_an_unexpected_error_fails_the_import_and_a_reupload_resumes_it(
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("feedback.imports.feedback_receive_many", broken)
+    monkeypatch.setattr("feedback.imports.feedback_receive_chunk", broken)
     feedback_import_process(import_id=feedback_import.pk)
     feedback_import.refresh_from_db()
     assert feedback_import.status == FeedbackImport.Status.FAILED
