@@ -43,11 +43,10 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Model, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from feedback.delivery import notifications_create
 from feedback.models import (
     ApiKey,
     Buyer,
@@ -58,6 +57,7 @@ from feedback.models import (
     FeedbackImportChunk,
     Flow,
     Lead,
+    Notification,
     OutcomeCode,
 )
 from feedback.services import (
@@ -72,8 +72,10 @@ from feedback.services import (
     _policies_for,
     _store_one,
 )
+from feedback.variables import feedback_variables
 from sources.csvcells import write_csv
 from sources.models import FeedbackConfig, Kind, Source
+from sources.services import feedback_config_criteria_check
 
 logger = logging.getLogger(__name__)
 
@@ -582,6 +584,15 @@ def _process_chunk(
 
 
 @dataclass(eq=False, slots=True)
+class _Lead:
+    """The lead fields `feedback_variables` reads."""
+
+    pk: int
+    public_id: str
+    data: dict[str, Any]
+
+
+@dataclass(eq=False, slots=True)
 class _Delivery:
     """A delivery as `_judge` and `feedback_variables` read it, without a model
     instance: at thousands of rows per second a model's __init__ costs more
@@ -595,7 +606,7 @@ class _Delivery:
     flow: Flow
     price: Decimal
     delivered_at: datetime
-    lead: Lead | None
+    lead: _Lead | None
 
     @property
     def flow_id(self) -> int:
@@ -631,7 +642,7 @@ class _Row:
     id: int | None = None
 
     @property
-    def lead(self) -> Lead | None:
+    def lead(self) -> _Lead | None:
         return self.delivery.lead
 
     @property
@@ -675,51 +686,10 @@ class _Row:
         return self.submitted_by.pk if self.submitted_by else None
 
     def as_feedback(self) -> Feedback:
-        """The model instance, for the paths that need one (notifications, the
-        one-by-one fallback); loaded relations are shared, not fetched."""
-        delivery = self.delivery
-        event = DeliveryEvent(
-            id=delivery.pk,
-            event_id=delivery.event_id,
-            reference=delivery.reference,
-            lead_id=delivery.lead_id,
-            buyer=self.buyer,
-            source=delivery.source,
-            flow=delivery.flow,
-            price=delivery.price,
-            delivered_at=delivery.delivered_at,
+        """The model instance, for the one-by-one fallback of `_store_chunk`."""
+        return Feedback(
+            **{f.attname: getattr(self, f.attname) for f in Feedback._meta.fields}
         )
-        if delivery.lead is not None:
-            event.lead = delivery.lead
-        feedback = Feedback(
-            id=self.id,
-            public_id=self.public_id,
-            delivery=event,
-            lead_id=delivery.lead_id,
-            buyer=self.buyer,
-            source=delivery.source,
-            flow=delivery.flow,
-            kind=self.kind,
-            outcome_code=self.outcome_code,
-            reason=self.reason,
-            revenue=self.revenue,
-            quality_score=self.quality_score,
-            occurred_at=self.occurred_at,
-            received_at=self.received_at,
-            custom=self.custom,
-            note=self.note,
-            channel=self.channel,
-            api_key=self.api_key,
-            submitted_by=self.submitted_by,
-            outcome=self.outcome,
-            outcome_reason=self.outcome_reason,
-        )
-        if delivery.lead is not None:
-            feedback.lead = delivery.lead
-        if self.id is not None:
-            feedback._state.adding = False
-            feedback._state.db = connection.alias
-        return feedback
 
 
 def feedback_receive_chunk(
@@ -845,7 +815,14 @@ def _deliveries_for_chunk(
             enabled=True, source_id__in=list(sources)
         ).exists()
     )
-    leads = Lead.objects.in_bulk({row[3] for row in all_rows}) if needs_leads else {}
+    leads: dict[int, _Lead] = {}
+    if needs_leads:
+        leads = {
+            pk: _Lead(pk, public_id, data)
+            for pk, public_id, data in Lead.objects.filter(
+                pk__in={row[3] for row in all_rows}
+            ).values_list("pk", "public_id", "data")
+        }
 
     def build(row: tuple[Any, ...]) -> _Delivery:
         pk, event_id, reference, lead_id, source_id, flow_id, price, delivered = row
@@ -872,68 +849,116 @@ def _store_chunk(pending: list[tuple[ReceiveResult, _Row]]) -> None:
     rows = [row for _, row in pending]
     try:
         with transaction.atomic():
-            if connection.vendor == "postgresql":
-                _copy_feedback(rows)
-            else:
-                created = Feedback.objects.bulk_create([r.as_feedback() for r in rows])
-                for row, feedback in zip(rows, created, strict=True):
-                    row.id = feedback.pk
+            _insert_feedback(rows)
     except IntegrityError:
         # A return of one of these deliveries was accepted elsewhere since we
         # looked: one by one, so only that row becomes "already returned".
         with transaction.atomic():
             for result, row in pending:
+                row.id = None
                 feedback = row.as_feedback()
                 _store_one(result, feedback)
-                result.feedback = feedback
                 row.id, row.outcome = feedback.pk, feedback.outcome
                 row.outcome_reason = feedback.outcome_reason
-    # Only accepted feedback of a source with an enabled config of its kind gets
-    # notifications; model instances are built for those alone.
-    configured = set(
-        FeedbackConfig.objects.filter(
-            enabled=True, source_id__in={r.source_id for r in rows}
-        ).values_list("source_id", "kind")
-    )
-    forwarded = [
-        row.as_feedback()
-        for row in rows
-        if row.outcome == Feedback.Outcome.SUCCESS
-        and (row.source_id, row.kind) in configured
-    ]
-    if forwarded:
-        notifications_create(feedbacks=forwarded)
+    _insert_notifications(rows)
 
 
-def _copy_feedback(rows: list[_Row]) -> None:
-    """COPY the rows into the feedback table with ids taken from its sequence.
-
-    bulk_create spends most of its time building one huge INSERT; COPY streams
-    the same values. Constraints and indexes apply as to any insert."""
-    meta = Feedback._meta
-    fields = list(meta.concrete_fields)
-    json_columns = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
-    attnames = [f.attname for f in fields]
-    table = connection.ops.quote_name(meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+def _insert_feedback(rows: list[_Row]) -> None:
+    if connection.vendor != "postgresql":
+        created = Feedback.objects.bulk_create([row.as_feedback() for row in rows])
+        for row, feedback in zip(rows, created, strict=True):
+            row.id = feedback.pk
+        return
+    # Ids from the sequence up front: the notifications need them, COPY
+    # returns none.
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, 'id')) "
             "FROM generate_series(1, %s)",
-            [meta.db_table, len(rows)],
+            [Feedback._meta.db_table, len(rows)],
         )
         for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
             row.id = pk
-        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(
-                    [
-                        json.dumps(getattr(row, name))
-                        if name in json_columns
-                        else getattr(row, name)
-                        for name in attnames
-                    ]
-                )
+    _copy(
+        Feedback,
+        [
+            {f.attname: getattr(row, f.attname) for f in Feedback._meta.concrete_fields}
+            for row in rows
+        ],
+    )
+
+
+def _insert_notifications(rows: list[_Row]) -> None:
+    """The notification rows `notifications_create` writes for these feedback:
+    one per enabled config of the source and kind, in config order, skipped
+    with the reason when its criteria fail. Queued by the sweep, not here."""
+    accepted = [row for row in rows if row.outcome == Feedback.Outcome.SUCCESS]
+    if not accepted:
+        return
+    configs: dict[tuple[int, str], list[FeedbackConfig]] = {}
+    for config in FeedbackConfig.objects.filter(
+        enabled=True, source_id__in={row.source_id for row in accepted}
+    ).order_by("pk"):
+        configs.setdefault((config.source_id, config.kind), []).append(config)
+    now = timezone.now()
+    values: list[dict[str, Any]] = []
+    for row in accepted:
+        matching = configs.get((row.source_id, row.kind), [])
+        if not matching:
+            continue
+        variables = feedback_variables(feedback=cast(Feedback, row))
+        for config in matching:
+            skipped = feedback_config_criteria_check(config=config, variables=variables)
+            values.append(
+                {
+                    "feedback_id": row.id,
+                    "config_id": config.pk,
+                    "source_id": row.source_id,
+                    "kind": row.kind,
+                    "status": Notification.Status.SKIPPED
+                    if skipped
+                    else Notification.Status.PENDING,
+                    "reason": (skipped or "")[:1000],
+                    "next_attempt_at": None if skipped else now,
+                    "finished_at": now if skipped else None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    if not values:
+        return
+    if connection.vendor != "postgresql":
+        Notification.objects.bulk_create(Notification(**v) for v in values)
+        return
+    _copy(Notification, values, with_pk=False)
+
+
+def _copy(
+    model: type[Model], rows: list[dict[str, Any]], *, with_pk: bool = True
+) -> None:
+    """COPY rows (attname -> value) into the model's table; absent fields take
+    their default. bulk_create spends most of its time building one huge
+    INSERT; COPY streams the same values through the same constraints."""
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if with_pk or f is not meta.pk]
+    table = connection.ops.quote_name(meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    json_columns = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
+    # The wrapper turns psycopg's errors into Django's (IntegrityError...), as
+    # for any query: the raw cursor's COPY would bypass it.
+    with (
+        connection.wrap_database_errors,
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            line = []
+            for f in fields:
+                value = row[f.attname] if f.attname in row else f.get_default()
+                if f.attname in json_columns:
+                    value = json.dumps(value)
+                line.append(value)
+            copy.write_row(line)
 
 
 def _fail(import_id: int, token: uuid.UUID, message: str) -> None:

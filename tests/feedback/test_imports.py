@@ -270,6 +270,41 @@ def test_returns_of_one_delivery_in_one_chunk_and_across_chunks(
     )
 
 
+def test_a_return_accepted_elsewhere_mid_chunk_loses_only_that_row(
+    buyer, deliveries, monkeypatch
+):
+    import feedback.imports as imports
+
+    original = imports._store_chunk
+    raced = deliveries[1]
+
+    def api_returns_it_first(pending):
+        # The API accepts a return of the same delivery after the chunk looked
+        # for earlier returns and before it writes: the constraint catches it.
+        FeedbackFactory(delivery=raced, kind=Kind.RETURN)
+        return original(pending)
+
+    monkeypatch.setattr(imports, "_store_chunk", api_returns_it_first)
+    content = csv_bytes(
+        ["event_id", "type"], [[d.event_id, "return"] for d in deliveries[:3]]
+    )
+
+    feedback_import = run(buyer, content)
+
+    results = feedback_import_results(feedback_import=feedback_import)
+    assert [(r.status, r.reason) for r in results] == [
+        ("accepted", ""),
+        # Worded as the API's own fallback (feedback_receive's _store_one) words it.
+        ("already_returned", "Lead already returned"),
+        ("accepted", ""),
+    ]
+    stored = Feedback.objects.filter(channel=CSV)
+    assert stored.count() == 3  # the loser is recorded as refused, as by the API
+    assert (feedback_import.succeeded_rows, feedback_import.refused_rows) == (2, 1)
+    assert stored.get(delivery=raced).outcome == Feedback.Outcome.FAILURE
+    assert str(stored.get(delivery=raced).public_id) == results[1].feedback_id
+
+
 def test_a_row_with_more_values_than_columns_is_refused(buyer, deliveries):
     content = (
         f"event_id,type\r\n{deliveries[0].event_id},conversion,extra\r\n"
@@ -303,6 +338,55 @@ def test_notifications_are_created_for_accepted_rows(buyer, deliveries):
     notification = Notification.objects.get()
     assert notification.feedback.delivery == deliveries[0]
     assert notification.status == Notification.Status.PENDING
+
+
+def test_notifications_match_what_the_api_writes(buyer):
+    source = SourceFactory()
+    for name, criteria in (
+        ("all", None),
+        (
+            "big",
+            {
+                "rules": [
+                    {"lhv": "feedback.revenue", "op": "is greater than", "rhv": "100"}
+                ]
+            },
+        ),
+    ):
+        FeedbackConfig.objects.create(
+            source=source,
+            kind=Kind.CONVERSION,
+            enabled=True,
+            method=FeedbackConfig.Method.JSON,
+            url=f"https://crm.example.com/{name}",
+            criteria=criteria,
+        )
+    by_api, by_csv = DeliveryEventFactory.create_batch(
+        2, buyer=buyer, lead__source=source, source=source
+    )
+    feedback_receive(
+        buyer=buyer,
+        data={"event_id": by_api.event_id, "type": "conversion", "revenue": "50"},
+        channel=Feedback.Channel.API,
+    )
+    run(
+        buyer,
+        csv_bytes(
+            ["event_id", "type", "revenue"], [[by_csv.event_id, "conversion", "50"]]
+        ),
+    )
+
+    def written(delivery):
+        return sorted(
+            (n.config.url, n.status, n.reason, n.next_attempt_at is None)
+            for n in Notification.objects.filter(feedback__delivery=delivery)
+        )
+
+    assert written(by_csv) == written(by_api)
+    assert [status for _, status, _, _ in written(by_csv)] == ["pending", "skipped"]
+    pending = Notification.objects.get(feedback__delivery=by_csv, status="pending")
+    assert pending.public_id.startswith("msg_")
+    assert pending.lease_token is None  # left to the sweep
 
 
 # Same verdict as feedback_receive ----------------------------------------------
