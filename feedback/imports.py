@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
@@ -43,7 +43,7 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F, Model, Q, QuerySet
+from django.db.models import F, Field, Model, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -786,13 +786,13 @@ def _deliveries_for_chunk(
         "price",
         "delivered_at",
     )
-    scoped = DeliveryEvent.objects.filter(buyer=buyer)
+    scope = {"buyer_id": buyer.pk}
     rows: list[tuple[Any, ...]] = []
     if event_ids:
-        rows += scoped.filter(event_id__in=event_ids).values_list(*columns)
+        rows += _select_any(DeliveryEvent, columns, scope, "event_id", event_ids)
     by_reference: dict[str, list[tuple[Any, ...]]] = {}
     if references:
-        for row in scoped.filter(reference__in=references).values_list(*columns):
+        for row in _select_any(DeliveryEvent, columns, scope, "reference", references):
             by_reference.setdefault(row[2], []).append(row)
         for item in parsed:
             matches = by_reference.get(item.reference, [])
@@ -817,11 +817,14 @@ def _deliveries_for_chunk(
     )
     leads: dict[int, _Lead] = {}
     if needs_leads:
+        lead_rows = _select_any(
+            Lead, ("id", "public_id", "data"), {}, "id", {row[3] for row in all_rows}
+        )
         leads = {
-            pk: _Lead(pk, public_id, data)
-            for pk, public_id, data in Lead.objects.filter(
-                pk__in={row[3] for row in all_rows}
-            ).values_list("pk", "public_id", "data")
+            pk: _Lead(
+                pk, public_id, json.loads(data) if isinstance(data, str) else data
+            )
+            for pk, public_id, data in lead_rows
         }
 
     def build(row: tuple[Any, ...]) -> _Delivery:
@@ -842,6 +845,37 @@ def _deliveries_for_chunk(
     for row in unique_references:
         found[("reference", row[2])] = build(row)
     return found
+
+
+def _select_any(
+    model: type[Model],
+    columns: Sequence[str],
+    where: dict[str, Any],
+    field: str,
+    values: Collection[Any],
+) -> list[tuple[Any, ...]]:
+    """Rows (`columns`) of `model` whose `field` is one of `values`, with the
+    equalities of `where`. On PostgreSQL one array parameter (= ANY) replaces an
+    IN list of thousands of placeholders, which took longer to build and send
+    than the query takes to run. JSON columns come back as text there."""
+    if connection.vendor != "postgresql":
+        queryset = model._default_manager.filter(**where, **{f"{field}__in": values})
+        return list(queryset.values_list(*columns))
+    meta = model._meta
+    quote = connection.ops.quote_name
+
+    def column(name: str) -> str:
+        return quote(str(cast(Field[Any, Any], meta.get_field(name)).column))
+
+    conditions = [f"{column(name)} = %s" for name in where]
+    conditions.append(f"{column(field)} = ANY(%s)")
+    sql = (
+        f"SELECT {', '.join(column(c) for c in columns)} "  # noqa: S608 - names from _meta
+        f"FROM {quote(meta.db_table)} WHERE {' AND '.join(conditions)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*where.values(), list(values)])
+        return list(cursor.fetchall())
 
 
 def _store_chunk(pending: list[tuple[ReceiveResult, _Row]]) -> None:
