@@ -588,3 +588,25 @@ def test_integration_page_has_the_buyers_urls_examples_and_fields(portal, buyer)
         assert f"<code>{field}</code>" in body
     assert "Or send outcome_code." in body  # the serializer's own help text
     assert "<code>contacted</code>" in body
+
+
+def test_lead_page_queries_do_not_grow_with_its_history(portal, buyer):
+    source = SourceFactory(slug="bluesky", name="Bluesky Leads")
+    made = delivery(buyer, lead=LeadFactory(source=source))
+    url = f"/portal/deliveries/{made.event_id}/"
+    portal.get(url)  # the first request stores the current buyer in the session
+
+    def queries_for_page() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert portal.get(url).status_code == 200
+        return len(queries)
+
+    FeedbackFactory(delivery=made, kind=Kind.STATUS)
+    one = queries_for_page()
+    for _ in range(10):
+        feedback = FeedbackFactory(delivery=made, kind=Kind.STATUS, reason="Called")
+        for status in (Notification.Status.SUCCEEDED, Notification.Status.DEAD):
+            Notification.objects.create(
+                feedback=feedback, source=source, kind=Kind.STATUS, status=status
+            )
+    assert queries_for_page() == one
