@@ -610,3 +610,10 @@ def test_lead_page_queries_do_not_grow_with_its_history(portal, buyer):
                 feedback=feedback, source=source, kind=Kind.STATUS, status=status
             )
     assert queries_for_page() == one
+
+
+def test_logging_out_of_the_admin_leads_back_to_the_admin(client, staff_user):
+    client.force_login(staff_user)
+    body = client.post("/admin/logout/").content.decode()
+    assert "You are logged out" in body
+    assert 'href="/admin/"' in body
