@@ -5,11 +5,12 @@
 Creates a fresh PostgreSQL database (its name must contain "bench"; default
 leadback_imports_bench), migrates it and seeds one buyer with `--rows` deliveries
 from one source whose conversions are forwarded in real time (one JSON config, so
-every accepted conversion also writes a notification and queues it on the broker,
-as in production). It then writes a CSV of `--rows` rows, one per delivery: mostly
-conversions with revenue, quality score, occurred_at and notes, returns with a
-reason, some rows naming the delivery by reference, and a few that are refused
-(unknown event id, negative revenue).
+every accepted conversion also writes a notification, as in production; imports
+leave sending to the periodic sweep). --no-config measures without it. It then
+writes a CSV of `--rows` rows, one per delivery: mostly conversions with revenue,
+quality score, occurred_at and notes, returns with a reason, some rows naming the
+delivery by reference, and a few that are refused (unknown event id, negative
+revenue).
 
 Each round, in-process and on the code paths the product runs:
 
@@ -362,7 +363,7 @@ def render(
         "no forwarding config (feedback rows only)"
         if options.no_config
         else "one real-time JSON config for conversions (each accepted conversion "
-        "also writes a notification and is queued on Redis)"
+        "also writes a pending notification, which the periodic sweep sends)"
     )
     lines = [
         "# CSV feedback import: performance",
