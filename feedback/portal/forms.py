@@ -1,7 +1,7 @@
 """Portal forms. They shape what a person types into what `feedback_receive`
 takes; the service does the checking every channel shares."""
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -61,9 +61,8 @@ class FeedbackForm(forms.Form):
         self.suggestions = suggestions or []
         self.list_id = f"{self.prefix or 'feedback'}-reasons"
         if kind is not None:
-            self.fields["kind"].initial = kind
-            kind_field = self.fields["kind"]
-            assert isinstance(kind_field, forms.ChoiceField)  # noqa: S101 (declared above)
+            kind_field = cast(forms.ChoiceField, self.fields["kind"])
+            kind_field.initial = kind
             kind_field.choices = [(kind, Kind(kind).label)]
             self._shape_for(kind, allowed_reasons or [])
 
@@ -71,8 +70,7 @@ class FeedbackForm(forms.Form):
         if kind != Kind.CONVERSION:
             del self.fields["revenue"]
         if kind == Kind.STATUS:
-            code_field = self.fields["outcome_code"]
-            assert isinstance(code_field, forms.ModelChoiceField)  # noqa: S101
+            code_field = cast(forms.ModelChoiceField, self.fields["outcome_code"])
             code_field.queryset = OutcomeCode.objects.filter(
                 kind=Kind.STATUS, is_active=True
             )

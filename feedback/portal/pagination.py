@@ -63,8 +63,8 @@ def keyset_page(
         return KeysetPage(
             items=items,
             newer=cursor_token(items[0]) if more_newer and items else None,
-            # The cursor row itself is older than this page.
-            older=f"{(at - EPOCH) // timedelta(microseconds=1)}-{event_id}",
+            # The cursor row, at least, is older than this page.
+            older=cursor_token(items[-1]) if items else None,
         )
     if before is not None:
         at, event_id = before

@@ -254,6 +254,19 @@ def test_the_portal_fits_a_phone_without_sideways_scrolling(
         assert sideways_overflow(page) <= 0
 
         page.goto(f"{live_server.url}/portal/")
+        # The header's select-all is out of sight on a phone; the one by the
+        # actions does the same, and the two stay in step.
+        bottom = page.get_by_label("Select all 6 on this page")
+        bottom.check()
+        expect(page.locator("[data-selected-count]")).to_have_text("6 selected")
+        expect(page.get_by_label("Select all on this page")).to_be_checked()
+        page.get_by_label(f"Select {deliveries[0].event_id}").uncheck()
+        expect(bottom).not_to_be_checked()
+        expect(page.locator("[data-selected-count]")).to_have_text("5 selected")
+        bottom.check()
+        expect(page.locator("[data-selected-count]")).to_have_text("6 selected")
+        bottom.uncheck()
+        expect(page.locator("[data-selected-count]")).to_have_text("")
         page.get_by_label(f"Select {deliveries[2].event_id}").check()
         page.get_by_label("Status update").check()
         page.get_by_label("Reason").fill("Left a voicemail")
@@ -353,3 +366,29 @@ def test_a_csv_upload_is_imported_by_the_worker_while_the_bar_fills(
     assert Feedback.objects.filter(channel="csv", outcome="success").count() == (
         UPLOAD_ROWS + 1 - refused
     )
+
+
+def test_a_forgotten_password_is_reset_by_email(page: Page, live_server, world):
+    from django.core import mail
+
+    with screenshot_on_failure(page):
+        page.goto(f"{live_server.url}/portal/")
+        page.get_by_role("link", name="Forgot your password?").click()
+        assert page.evaluate(UNLABELLED_JS) == []
+        page.get_by_label("Email").fill("alice@example.com")
+        page.get_by_role("button", name="Send the link").click()
+        expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+
+        assert len(mail.outbox) == 1
+        link = re.search(r"https?://\S+/accounts/reset/\S+", mail.outbox[0].body)
+        page.goto(link.group(0))
+        page.get_by_label(re.compile(r"^New password\W*$")).fill("a-brand-new-pw-77")
+        page.get_by_label("New password confirmation").fill("a-brand-new-pw-77")
+        page.get_by_role("button", name="Set password").click()
+        expect(page.get_by_role("heading", name="Your password is set")).to_be_visible()
+
+        page.get_by_role("link", name="Log in").click()
+        page.get_by_label("Username").fill("alice")
+        page.get_by_label("Password").fill("a-brand-new-pw-77")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading", name="Deliveries")).to_be_visible()

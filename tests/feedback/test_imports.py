@@ -270,6 +270,41 @@ def test_returns_of_one_delivery_in_one_chunk_and_across_chunks(
     )
 
 
+def test_a_return_accepted_elsewhere_mid_chunk_loses_only_that_row(
+    buyer, deliveries, monkeypatch
+):
+    import feedback.imports as imports
+
+    original = imports._store_chunk
+    raced = deliveries[1]
+
+    def api_returns_it_first(pending):
+        # The API accepts a return of the same delivery after the chunk looked
+        # for earlier returns and before it writes: the constraint catches it.
+        FeedbackFactory(delivery=raced, kind=Kind.RETURN)
+        return original(pending)
+
+    monkeypatch.setattr(imports, "_store_chunk", api_returns_it_first)
+    content = csv_bytes(
+        ["event_id", "type"], [[d.event_id, "return"] for d in deliveries[:3]]
+    )
+
+    feedback_import = run(buyer, content)
+
+    results = feedback_import_results(feedback_import=feedback_import)
+    assert [(r.status, r.reason) for r in results] == [
+        ("accepted", ""),
+        # Worded as the API's own fallback (feedback_receive's _store_one) words it.
+        ("already_returned", "Lead already returned"),
+        ("accepted", ""),
+    ]
+    stored = Feedback.objects.filter(channel=CSV)
+    assert stored.count() == 3  # the loser is recorded as refused, as by the API
+    assert (feedback_import.succeeded_rows, feedback_import.refused_rows) == (2, 1)
+    assert stored.get(delivery=raced).outcome == Feedback.Outcome.FAILURE
+    assert str(stored.get(delivery=raced).public_id) == results[1].feedback_id
+
+
 def test_a_row_with_more_values_than_columns_is_refused(buyer, deliveries):
     content = (
         f"event_id,type\r\n{deliveries[0].event_id},conversion,extra\r\n"
@@ -305,6 +340,55 @@ def test_notifications_are_created_for_accepted_rows(buyer, deliveries):
     assert notification.status == Notification.Status.PENDING
 
 
+def test_notifications_match_what_the_api_writes(buyer):
+    source = SourceFactory()
+    for name, criteria in (
+        ("all", None),
+        (
+            "big",
+            {
+                "rules": [
+                    {"lhv": "feedback.revenue", "op": "is greater than", "rhv": "100"}
+                ]
+            },
+        ),
+    ):
+        FeedbackConfig.objects.create(
+            source=source,
+            kind=Kind.CONVERSION,
+            enabled=True,
+            method=FeedbackConfig.Method.JSON,
+            url=f"https://crm.example.com/{name}",
+            criteria=criteria,
+        )
+    by_api, by_csv = DeliveryEventFactory.create_batch(
+        2, buyer=buyer, lead__source=source, source=source
+    )
+    feedback_receive(
+        buyer=buyer,
+        data={"event_id": by_api.event_id, "type": "conversion", "revenue": "50"},
+        channel=Feedback.Channel.API,
+    )
+    run(
+        buyer,
+        csv_bytes(
+            ["event_id", "type", "revenue"], [[by_csv.event_id, "conversion", "50"]]
+        ),
+    )
+
+    def written(delivery):
+        return sorted(
+            (n.config.url, n.status, n.reason, n.next_attempt_at is None)
+            for n in Notification.objects.filter(feedback__delivery=delivery)
+        )
+
+    assert written(by_csv) == written(by_api)
+    assert [status for _, status, _, _ in written(by_csv)] == ["pending", "skipped"]
+    pending = Notification.objects.get(feedback__delivery=by_csv, status="pending")
+    assert pending.public_id.startswith("msg_")
+    assert pending.lease_token is None  # left to the sweep
+
+
 # Same verdict as feedback_receive ----------------------------------------------
 
 TOMORROW = "2099-01-01T00:00:00Z"
@@ -336,7 +420,19 @@ def _setup_rules(buyer, source):
     )
 
 
+def _setup_lead_rule(buyer, source):
+    # Reads the lead's fields: the bulk path must load leads for it.
+    BuyerPolicy.objects.create(
+        buyer=buyer,
+        kind=Kind.CONVERSION,
+        rules={"rules": [{"lhv": "lead.state", "op": "is equal to", "rhv": "OH"}]},
+    )
+
+
 EQUIVALENCE_CASES = {
+    "lead rule": (_setup_lead_rule, {"type": "conversion"}),
+    "by reference": ("reference", {"type": "conversion"}),
+    "ambiguous reference": ("ambiguous", {"type": "conversion"}),
     "accepted conversion": (None, {"type": "conversion", "revenue": "10"}),
     "kind disabled": (_setup_policy_disabled, {"type": "conversion"}),
     "return too old": (_setup_short_window, {"type": "return"}),
@@ -370,6 +466,22 @@ EQUIVALENCE_CASES = {
     "unknown event": ("unknown", {"type": "return"}),
     "bad event id": ("garbled", {"type": "return"}),
 }
+# What the API answers, so the comparison cannot pass on two identical mistakes.
+EXPECTED_STATUS = {
+    "lead rule": "refused",
+    "by reference": "accepted",
+    "ambiguous reference": "invalid",
+    "accepted conversion": "accepted",
+    "kind disabled": "forbidden",
+    "return too old": "refused",
+    "reason in other case": "accepted",
+    "rule set": "refused",
+    "already returned": "already_returned",
+    "unknown event": "not_found",
+    "bad event id": "invalid",
+    "outcome code": "accepted",
+    "occurred before delivery": "refused",
+}
 CSV_HEADER = [
     "event_id",
     "type",
@@ -393,6 +505,13 @@ def test_every_rule_gives_the_verdict_of_feedback_receive(buyer, case):
         2, buyer=buyer, lead__source=source, source=source, delivered_at=delivered_at
     )
     identify = {d.pk: d.event_id for d in (by_api, by_csv)}
+    column = "event_id"
+    if setup in ("reference", "ambiguous"):
+        column = "reference"
+        identify = {d.pk: d.reference for d in (by_api, by_csv)}
+        if setup == "ambiguous":
+            for delivery in (by_api, by_csv):
+                DeliveryEventFactory(buyer=buyer, reference=delivery.reference)
     if setup == "returned":
         for delivery in (by_api, by_csv):
             FeedbackFactory(delivery=delivery, kind=Kind.RETURN)
@@ -404,18 +523,19 @@ def test_every_rule_gives_the_verdict_of_feedback_receive(buyer, case):
 
     api = feedback_receive(
         buyer=buyer,
-        data={"event_id": identify[by_api.pk], **values},
+        data={column: identify[by_api.pk], **values},
         channel=Feedback.Channel.API,
     )
     cells = {"note": "notes"}
     row = {cells.get(k, k): v for k, v in values.items()}
+    header = [column, *CSV_HEADER[1:]]
     content = csv_bytes(
-        CSV_HEADER,
-        [[identify[by_csv.pk]] + [row.get(name, "") for name in CSV_HEADER[1:]]],
+        header, [[identify[by_csv.pk]] + [row.get(name, "") for name in header[1:]]]
     )
     feedback_import = run(buyer, content)
     [result] = feedback_import_results(feedback_import=feedback_import)
 
+    assert api.status == EXPECTED_STATUS.get(case, api.status)
     assert result.status == api.status.value
     assert result.outcome == ("success" if api.status == "accepted" else "failure")
     assert result.reason == ("" if api.status == "accepted" else api.reason)
@@ -569,7 +689,7 @@ def test_an_unexpected_error_fails_the_import_and_a_reupload_resumes_it(
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("feedback.imports.feedback_receive_many", broken)
+    monkeypatch.setattr("feedback.imports.feedback_receive_chunk", broken)
     feedback_import_process(import_id=feedback_import.pk)
     feedback_import.refresh_from_db()
     assert feedback_import.status == FeedbackImport.Status.FAILED

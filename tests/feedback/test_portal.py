@@ -174,6 +174,10 @@ def test_list_is_newest_first_and_pages_by_keyset_without_counting(
     newer = re.search(r'href="\?newer=([^"]+)"', third.content.decode()).group(1)
     back = portal.get(LIST_URL, {"newer": newer})
     assert listed_event_ids(back) == expected[3:6]
+    older_again = re.search(r'href="\?older=([^"]+)"', back.content.decode()).group(1)
+    assert (
+        listed_event_ids(portal.get(LIST_URL, {"older": older_again})) == expected[6:]
+    )
     newer_again = re.search(r'href="\?newer=([^"]+)"', back.content.decode()).group(1)
     assert (
         listed_event_ids(portal.get(LIST_URL, {"newer": newer_again})) == expected[:3]
@@ -584,3 +588,32 @@ def test_integration_page_has_the_buyers_urls_examples_and_fields(portal, buyer)
         assert f"<code>{field}</code>" in body
     assert "Or send outcome_code." in body  # the serializer's own help text
     assert "<code>contacted</code>" in body
+
+
+def test_lead_page_queries_do_not_grow_with_its_history(portal, buyer):
+    source = SourceFactory(slug="bluesky", name="Bluesky Leads")
+    made = delivery(buyer, lead=LeadFactory(source=source))
+    url = f"/portal/deliveries/{made.event_id}/"
+    portal.get(url)  # the first request stores the current buyer in the session
+
+    def queries_for_page() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert portal.get(url).status_code == 200
+        return len(queries)
+
+    FeedbackFactory(delivery=made, kind=Kind.STATUS)
+    one = queries_for_page()
+    for _ in range(10):
+        feedback = FeedbackFactory(delivery=made, kind=Kind.STATUS, reason="Called")
+        for status in (Notification.Status.SUCCEEDED, Notification.Status.DEAD):
+            Notification.objects.create(
+                feedback=feedback, source=source, kind=Kind.STATUS, status=status
+            )
+    assert queries_for_page() == one
+
+
+def test_logging_out_of_the_admin_leads_back_to_the_admin(client, staff_user):
+    client.force_login(staff_user)
+    body = client.post("/admin/logout/").content.decode()
+    assert "You are logged out" in body
+    assert 'href="/admin/"' in body

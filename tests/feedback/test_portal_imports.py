@@ -181,3 +181,14 @@ def test_progress_fragment_reads_a_fixed_number_of_queries(
     with django_assert_max_num_queries(5 + len(deliveries)):
         response = portal.get(f"{location}progress/")
     assert response.content.decode().count('class="ok"') == 3
+
+
+def test_a_file_over_the_limit_is_refused_on_the_form(portal, settings, deliveries):
+    settings.LEADBACK_IMPORT_MAX_BYTES = 1024 * 1024
+    rows = [[deliveries[0].event_id, "status"]] * 40_000
+    response = portal.post(
+        "/portal/imports/", {"file": csv_file(["event_id", "type"], rows)}
+    )
+    assert response.status_code == 400
+    assert "The file is larger than 1 MB" in response.content.decode()
+    assert not FeedbackImport.objects.exists()

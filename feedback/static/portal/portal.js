@@ -10,22 +10,31 @@
     out.textContent = n ? n + " selected" : "";
   }
 
+  // A form may hold several "select all" boxes (the table's header, and one by
+  // the actions for phones, where the header is out of sight): keep them in step.
+  var forms = new Set();
   document.querySelectorAll("[data-select-all]").forEach(function (master) {
-    var form = master.form;
-    var name = master.getAttribute("data-select-all");
+    forms.add(master.form);
+  });
+  forms.forEach(function (form) {
+    var masters = form.querySelectorAll("[data-select-all]");
+    var name = masters[0].getAttribute("data-select-all");
     var boxes = form.querySelectorAll('input[name="' + name + '"]');
-    master.addEventListener("change", function () {
-      boxes.forEach(function (box) { box.checked = master.checked; });
-      updateCount(form);
-    });
-    boxes.forEach(function (box) {
-      box.addEventListener("change", function () {
-        var checked = form.querySelectorAll('input[name="' + name + '"]:checked').length;
-        master.checked = checked === boxes.length;
+    var sync = function () {
+      var checked = form.querySelectorAll('input[name="' + name + '"]:checked').length;
+      masters.forEach(function (master) {
+        master.checked = checked > 0 && checked === boxes.length;
         master.indeterminate = checked > 0 && checked < boxes.length;
-        updateCount(form);
+      });
+      updateCount(form);
+    };
+    masters.forEach(function (master) {
+      master.addEventListener("change", function () {
+        boxes.forEach(function (box) { box.checked = master.checked; });
+        sync();
       });
     });
+    boxes.forEach(function (box) { box.addEventListener("change", sync); });
   });
 
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
