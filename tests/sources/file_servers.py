@@ -11,7 +11,6 @@ import datetime
 import ipaddress
 import logging
 import socket
-import ssl
 import threading
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pyftpdlib.authorizers import DummyAuthorizer
-from pyftpdlib.handlers import FTPHandler, ThrottledDTPHandler
+from pyftpdlib.handlers import FTPHandler, ThrottledDTPHandler, TLS_FTPHandler
 from pyftpdlib.servers import FTPServer
 
 USERNAME = "leadback"
@@ -122,138 +121,34 @@ class FtpServer:
         self._thread.join(timeout=10)
 
 
-class FtpsServer:
-    """A small FTPS server (explicit TLS, RFC 4217) on the standard library.
+class FtpsServer(FtpServer):
+    """pyftpdlib's FTPS (explicit TLS, RFC 4217) serving `root` to one user.
 
-    pyftpdlib's TLS handler needs pyOpenSSL, which Leadback does not depend on;
-    this one speaks just what an upload needs (AUTH TLS, USER/PASS, PBSZ/PROT,
-    CWD, TYPE, SIZE, PASV, STOR, RETR, RNFR/RNTO, QUIT) and refuses any command
-    but AUTH before TLS, and any transfer before PROT P, as a strict server does.
-    """
+    Plain-text control and data connections are refused, as a strict server
+    does, so a file only arrives if both went over TLS. `commands` lists the
+    commands received, in order."""
 
     def __init__(self, root: Path, certificate: tuple[Path, Path]) -> None:
-        self.root = root
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(*map(str, certificate))
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.1)
-        self.port = int(self.listener.getsockname()[1])
         self.commands: list[str] = []
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
+        super().__init__(root)
+        commands = self.commands
 
-    def _accept(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-        self.listener.close()
+        class Handler(TLS_FTPHandler):
+            authorizer = self.handler.authorizer
+            banner = "leadback test ftps"
+            certfile = str(certificate[0])
+            keyfile = str(certificate[1])
+            tls_control_required = True
+            tls_data_required = True
 
-    def _session(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        state: dict[str, Any] = {"tls": False, "prot": False, "user": "", "in": False}
-        state["cwd"] = self.root
-        reader = conn.makefile("rb")
+            def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+                commands.append(cmd)
+                super().pre_process_command(line, cmd, arg)
 
-        def reply(line: str) -> None:
-            conn.sendall(line.encode() + b"\r\n")
-
-        try:
-            reply("220 leadback test ftps")
-            while True:
-                raw = reader.readline()
-                if not raw:
-                    return
-                command, _, arg = raw.decode().strip().partition(" ")
-                command = command.upper()
-                self.commands.append(command)
-                if command == "AUTH" and arg.upper() == "TLS":
-                    reply("234 AUTH TLS ok")
-                    conn = self.context.wrap_socket(conn, server_side=True)
-                    reader = conn.makefile("rb")
-                    state["tls"] = True
-                elif not state["tls"]:
-                    reply("550 TLS is required: send AUTH TLS first")
-                elif command == "USER":
-                    state["user"] = arg
-                    reply("331 password please")
-                elif command == "PASS":
-                    state["in"] = state["user"] == USERNAME and arg == PASSWORD
-                    reply("230 logged in" if state["in"] else "530 login incorrect")
-                elif not state["in"]:
-                    reply("530 log in first")
-                elif command == "PBSZ":
-                    reply("200 PBSZ=0")
-                elif command == "PROT":
-                    state["prot"] = arg.upper() == "P"
-                    reply("200 PROT ok")
-                elif command == "TYPE":
-                    reply("200 type set")
-                elif command == "CWD":
-                    target = self.root / arg.strip("/")
-                    if target.is_dir():
-                        state["cwd"] = target
-                        reply("250 ok")
-                    else:
-                        reply("550 no such directory")
-                elif command == "SIZE":
-                    path = state["cwd"] / arg
-                    if path.is_file():
-                        reply(f"213 {path.stat().st_size}")
-                    else:
-                        reply("550 no such file")
-                elif command == "PASV":
-                    state["data"] = socket.create_server(("127.0.0.1", 0))
-                    port = state["data"].getsockname()[1]
-                    hi, lo = divmod(port, 256)
-                    reply(f"227 Entering Passive Mode (127,0,0,1,{hi},{lo})")
-                elif command in ("STOR", "RETR"):
-                    if not state["prot"]:
-                        reply("521 data connections must be protected (PROT P)")
-                        continue
-                    path = state["cwd"] / arg
-                    if command == "RETR" and not path.is_file():
-                        reply("550 no such file")
-                        continue
-                    reply("150 opening data connection")
-                    with state.pop("data") as listener:
-                        data, _ = listener.accept()
-                    data = self.context.wrap_socket(data, server_side=True)
-                    with data:
-                        if command == "STOR":
-                            with path.open("wb") as out:
-                                while chunk := data.recv(65536):
-                                    out.write(chunk)
-                            data.unwrap()  # answer the client's close_notify
-                        else:
-                            data.sendall(path.read_bytes())
-                            data.unwrap()
-                    reply("226 transfer complete")
-                elif command == "RNFR":
-                    state["rename"] = state["cwd"] / arg
-                    reply("350 ready for RNTO")
-                elif command == "RNTO":
-                    state.pop("rename").rename(state["cwd"] / arg)
-                    reply("250 renamed")
-                elif command == "QUIT":
-                    reply("221 bye")
-                    return
-                else:
-                    reply(f"502 {command} not implemented")
-        except (OSError, ssl.SSLError):
-            return
-        finally:
-            conn.close()
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=10)
+        self.server.close_all()
+        self.handler = Handler
+        self.server = FTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.address[1])
 
 
 class _SshServer(asyncssh.SSHServer):
