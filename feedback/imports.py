@@ -615,14 +615,8 @@ class _Delivery:
     price: Decimal
     delivered_at: datetime
     lead: _Lead | None
-
-    @property
-    def flow_id(self) -> int:
-        return int(self.flow.pk)
-
-    @property
-    def source_id(self) -> int:
-        return int(self.source.pk)
+    source_id: int
+    flow_id: int
 
 
 @dataclass(eq=False, slots=True)
@@ -847,6 +841,8 @@ def _deliveries_for_chunk(
             price=price,
             delivered_at=delivered,
             lead=leads.get(lead_id),
+            source_id=source_id,
+            flow_id=flow_id,
         )
 
     found = {("event_id", row[1]): build(row) for row in rows}
@@ -921,13 +917,8 @@ def _insert_feedback(rows: list[_Row]) -> None:
         )
         for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
             row.id = pk
-    _copy(
-        Feedback,
-        [
-            {f.attname: getattr(row, f.attname) for f in Feedback._meta.concrete_fields}
-            for row in rows
-        ],
-    )
+    attnames = [f.attname for f in Feedback._meta.concrete_fields]
+    _copy(Feedback, [[getattr(row, name) for name in attnames] for row in rows])
 
 
 def _insert_notifications(rows: list[_Row]) -> None:
@@ -972,20 +963,30 @@ def _insert_notifications(rows: list[_Row]) -> None:
     if connection.vendor != "postgresql":
         Notification.objects.bulk_create(Notification(**v) for v in values)
         return
-    _copy(Notification, values, with_pk=False)
+    # Fields not set above take their model default (public_id, counters...).
+    fields = [f for f in Notification._meta.concrete_fields if not f.primary_key]
+    _copy(
+        Notification,
+        [
+            [v[f.attname] if f.attname in v else f.get_default() for f in fields]
+            for v in values
+        ],
+        with_pk=False,
+    )
 
 
-def _copy(
-    model: type[Model], rows: list[dict[str, Any]], *, with_pk: bool = True
-) -> None:
-    """COPY rows (attname -> value) into the model's table; absent fields take
-    their default. bulk_create spends most of its time building one huge
-    INSERT; COPY streams the same values through the same constraints."""
+def _copy(model: type[Model], rows: list[list[Any]], *, with_pk: bool = True) -> None:
+    """COPY rows (values in the order of the model's concrete fields, without
+    the primary key unless `with_pk`) into the model's table. bulk_create spends
+    most of its time building one huge INSERT; COPY streams the same values
+    through the same constraints."""
     meta = model._meta
-    fields = [f for f in meta.concrete_fields if with_pk or f is not meta.pk]
+    fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
     table = connection.ops.quote_name(meta.db_table)
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    json_columns = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
+    json_positions = [
+        i for i, f in enumerate(fields) if f.get_internal_type() == "JSONField"
+    ]
     # The wrapper turns psycopg's errors into Django's (IntegrityError...), as
     # for any query: the raw cursor's COPY would bypass it.
     with (
@@ -994,13 +995,9 @@ def _copy(
         cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
     ):
         for row in rows:
-            line = []
-            for f in fields:
-                value = row[f.attname] if f.attname in row else f.get_default()
-                if f.attname in json_columns:
-                    value = json.dumps(value)
-                line.append(value)
-            copy.write_row(line)
+            for i in json_positions:
+                row[i] = json.dumps(row[i])
+            copy.write_row(row)
 
 
 def _fail(import_id: int, token: uuid.UUID, message: str) -> None:
