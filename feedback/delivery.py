@@ -67,8 +67,15 @@ class Claim:
 def notifications_create(*, feedbacks: Sequence[Feedback]) -> list[Notification]:
     """Notification rows for accepted feedback, one per enabled config of its
     source and kind. Runs in the intake's transaction, so a feedback and its
-    notifications are stored together or not at all. Criteria are read now:
-    feedback that fails them is recorded as skipped with the reason."""
+    notifications are stored together or not at all."""
+    return Notification.objects.bulk_create(notifications_build(feedbacks=feedbacks))
+
+
+def notifications_build(*, feedbacks: Sequence[Feedback]) -> list[Notification]:
+    """The unsaved rows `notifications_create` stores, for callers that write
+    them their own way (CSV imports COPY them). The feedback must be saved.
+    Criteria are read now: feedback that fails them is recorded as skipped with
+    the reason."""
     accepted = [f for f in feedbacks if f.outcome == Feedback.Outcome.SUCCESS]
     if not accepted:
         return []
@@ -90,7 +97,7 @@ def notifications_create(*, feedbacks: Sequence[Feedback]) -> list[Notification]
             waits = skipped or config.method == FeedbackConfig.Method.BATCH
             rows.append(
                 Notification(
-                    feedback=feedback,
+                    feedback_id=feedback.id,
                     config=config,
                     source_id=feedback.source_id,
                     kind=feedback.kind,
@@ -99,9 +106,10 @@ def notifications_create(*, feedbacks: Sequence[Feedback]) -> list[Notification]
                     next_attempt_at=None if waits else now,
                     finished_at=now if skipped else None,
                     created_at=now,
+                    updated_at=now,
                 )
             )
-    return Notification.objects.bulk_create(rows)
+    return rows
 
 
 def _initial_status(config: FeedbackConfig, skipped: str | None) -> str:

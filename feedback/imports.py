@@ -47,6 +47,7 @@ from django.db.models import F, Field, Model, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from feedback.delivery import notifications_build
 from feedback.models import (
     ApiKey,
     Buyer,
@@ -72,10 +73,8 @@ from feedback.services import (
     _policies_for,
     _store_one,
 )
-from feedback.variables import feedback_variables
 from sources.csvcells import write_csv
 from sources.models import FeedbackConfig, Kind, Source
-from sources.services import feedback_config_criteria_check
 
 logger = logging.getLogger(__name__)
 
@@ -922,55 +921,18 @@ def _insert_feedback(rows: list[_Row]) -> None:
 
 
 def _insert_notifications(rows: list[_Row]) -> None:
-    """The notification rows `notifications_create` writes for these feedback:
-    one per enabled config of the source and kind, in config order, skipped
-    with the reason when its criteria fail. Queued by the sweep, not here."""
-    accepted = [row for row in rows if row.outcome == Feedback.Outcome.SUCCESS]
-    if not accepted:
-        return
-    configs: dict[tuple[int, str], list[FeedbackConfig]] = {}
-    for config in FeedbackConfig.objects.filter(
-        enabled=True, source_id__in={row.source_id for row in accepted}
-    ).order_by("pk"):
-        configs.setdefault((config.source_id, config.kind), []).append(config)
-    now = timezone.now()
-    values: list[dict[str, Any]] = []
-    for row in accepted:
-        matching = configs.get((row.source_id, row.kind), [])
-        if not matching:
-            continue
-        variables = feedback_variables(feedback=cast(Feedback, row))
-        for config in matching:
-            skipped = feedback_config_criteria_check(config=config, variables=variables)
-            values.append(
-                {
-                    "feedback_id": row.id,
-                    "config_id": config.pk,
-                    "source_id": row.source_id,
-                    "kind": row.kind,
-                    "status": Notification.Status.SKIPPED
-                    if skipped
-                    else Notification.Status.PENDING,
-                    "reason": (skipped or "")[:1000],
-                    "next_attempt_at": None if skipped else now,
-                    "finished_at": now if skipped else None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-    if not values:
+    """The notification rows `notifications_create` writes for these feedback
+    (the same `notifications_build`), queued by the sweep, not here."""
+    notifications = notifications_build(feedbacks=cast(list[Feedback], rows))
+    if not notifications:
         return
     if connection.vendor != "postgresql":
-        Notification.objects.bulk_create(Notification(**v) for v in values)
+        Notification.objects.bulk_create(notifications)
         return
-    # Fields not set above take their model default (public_id, counters...).
     fields = [f for f in Notification._meta.concrete_fields if not f.primary_key]
     _copy(
         Notification,
-        [
-            [v[f.attname] if f.attname in v else f.get_default() for f in fields]
-            for v in values
-        ],
+        [[getattr(n, f.attname) for f in fields] for n in notifications],
         with_pk=False,
     )
 

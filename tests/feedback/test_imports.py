@@ -2,7 +2,7 @@
 
 import csv
 import io
-from datetime import timedelta
+from datetime import time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -361,6 +361,19 @@ def test_notifications_match_what_the_api_writes(buyer):
             url=f"https://crm.example.com/{name}",
             criteria=criteria,
         )
+    # A batch config's rows wait for their period's file instead.
+    FeedbackConfig.objects.create(
+        source=source,
+        kind=Kind.CONVERSION,
+        enabled=True,
+        method=FeedbackConfig.Method.BATCH,
+        batch_every=FeedbackConfig.BatchEvery.DAY,
+        batch_at=time(6, 0),
+        batch_timezone="UTC",
+        batch_transport=FeedbackConfig.Transport.FTP,
+        batch_host="files.example.com",
+        batch_file_name="conversions.csv",
+    )
     by_api, by_csv = DeliveryEventFactory.create_batch(
         2, buyer=buyer, lead__source=source, source=source
     )
@@ -383,7 +396,11 @@ def test_notifications_match_what_the_api_writes(buyer):
         )
 
     assert written(by_csv) == written(by_api)
-    assert [status for _, status, _, _ in written(by_csv)] == ["pending", "skipped"]
+    assert [status for _, status, _, _ in written(by_csv)] == [
+        "batched",
+        "pending",
+        "skipped",
+    ]
     pending = Notification.objects.get(feedback__delivery=by_csv, status="pending")
     assert pending.public_id.startswith("msg_")
     assert pending.lease_token is None  # left to the sweep
