@@ -443,7 +443,8 @@ def measure(rounds: int) -> list[Measure]:
 
     from feedback.models import OutcomeCode
     from reporting.filters import ReportFilters
-    from reporting.reports import CONTACT_CODES, NO_CONTACT_CODES, REPORTS
+    from reporting.measures import CONTACT_CODES, NO_CONTACT_CODES
+    from reporting.reports import REPORTS
 
     codes = dict(OutcomeCode.objects.values_list("code", "pk"))
     periods = {

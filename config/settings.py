@@ -206,6 +206,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "feedback.tasks.purge_idempotency_keys_task",
         "schedule": 3600.0,
     },
+    # Keeps the reports' daily rollups within this many seconds of the data.
+    "refresh-report-rollups": {
+        "task": "reporting.tasks.refresh_rollups_task",
+        "schedule": env_float("LEADBACK_ROLLUP_INTERVAL_S", 300.0),
+        "options": {"expires": 600},
+    },
 }
 CELERY_TIMEZONE = "UTC"
 
@@ -233,6 +239,10 @@ LEADBACK_SWEEP_MAX_BACKLOG = env_int("LEADBACK_SWEEP_MAX_BACKLOG", 50)
 LEADBACK_SYNC_DEADLINE_S = env_float("LEADBACK_SYNC_DEADLINE_S", 10.0)
 # Stored responses to Idempotency-Key requests are replayed for at least this long.
 LEADBACK_IDEMPOTENCY_TTL_HOURS = env_int("LEADBACK_IDEMPOTENCY_TTL_HOURS", 24)
+
+# Reports read pre-aggregated daily rollups where they give the exact figures
+# (docs/reports.md); false counts everything live.
+LEADBACK_REPORT_ROLLUPS = env_bool("LEADBACK_REPORT_ROLLUPS", True)
 
 LOGGING = {
     "version": 1,
