@@ -249,3 +249,21 @@ def test_queries_do_not_grow_with_the_number_of_groups(staff_client):
     assert len(health.rows) == 20
     assert large == small
     assert max(large.values()) <= 20
+
+
+def test_line_labels_that_end_together_do_not_overlap():
+    from reporting.charts import Series, line_chart
+
+    svg = str(
+        line_chart(
+            [datetime.date(2025, 3, 1), datetime.date(2025, 3, 2)],
+            [Series("Conversions", [1, 0]), Series("Returns", [2, 0])],
+            title="t",
+            description="d",
+        )
+    )
+    ends = [
+        float(svg.split(f">{name}</text>")[0].rsplit('y="', 1)[1].split('"')[0])
+        for name in ("Conversions", "Returns")
+    ]
+    assert abs(ends[0] - ends[1]) >= 13
