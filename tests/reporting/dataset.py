@@ -32,6 +32,13 @@ RANGE_END = datetime.datetime(2025, 3, 21, tzinfo=UTC)
 
 REASONS = ["Wrong number", "Duplicate", '=HYPERLINK("x")', ""]
 CODES = ["contacted", "no_contact", "bad_info", "converted", "duplicate", None]
+CODE_KINDS = {
+    "contacted": Kind.STATUS,
+    "no_contact": Kind.STATUS,
+    "bad_info": Kind.RETURN,
+    "converted": Kind.CONVERSION,
+    "duplicate": Kind.RETURN,
+}
 DELAYS = [
     datetime.timedelta(minutes=10),
     datetime.timedelta(hours=5),
@@ -93,7 +100,14 @@ def build(*, groups: int = 2, per_group: int = 12, seed: int = 7) -> DataSet:
     sources = [SourceFactory(slug=f"src-{n:02d}") for n in range(groups)]
     flows = [FlowFactory(slug=f"flow-{n:02d}") for n in range(groups)]
     buyers = [BuyerFactory(slug=f"buyer-{n:02d}") for n in range(groups)]
-    codes = {c.code: c for c in OutcomeCode.objects.all()}
+    # Seeded by a migration, but a transactional test before this one may have
+    # flushed them.
+    codes = {
+        code: OutcomeCode.objects.get_or_create(
+            code=code, defaults={"label": code, "kind": kind}
+        )[0]
+        for code, kind in CODE_KINDS.items()
+    }
     deliveries: list[DeliveryRecord] = []
     all_feedback: list[FeedbackRecord] = []
     for index in range(groups * per_group):
