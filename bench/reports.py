@@ -629,6 +629,9 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
     print("Seeding…", flush=True)
     started = time.monotonic()
     if options.skip_seed:
