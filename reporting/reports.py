@@ -58,6 +58,7 @@ from reporting.rollups import (
     FEEDBACK_SIDE as ROLLUP_FEEDBACK_SIDE,
 )
 from reporting.rollups import (
+    RECEIVED,
     distinct_deliveries,
     rollup_state,
     rollups_enabled,
@@ -899,6 +900,37 @@ class BillingReport(Report):
     description = "Feedback received and feedback sent events, per calendar month."
     uses_basis = False
 
+    def _received_from_rollups(self) -> list[dict[str, Any]] | None:
+        """Feedback received per month from the received-day rollups, or None when
+        they cannot answer (rollups off or not built, more than one of source, flow
+        and buyer filtered)."""
+        f = self.filters
+        filtered = [name for name in ON_DELIVERY if getattr(f, f"{name}_id")]
+        if len(filtered) > 1 or not rollups_enabled():
+            return None
+        state = rollup_state()
+        if state is None:
+            return None
+        self.rollups_as_of = state.refreshed_at
+        dimension = filtered[0] if filtered else "kind"
+        rollups = DailyRollup.objects.filter(
+            dimension=RECEIVED + dimension, day__gte=f.start, day__lte=f.end
+        )
+        if f.kind:
+            rollups = rollups.filter(kind=f.kind)
+        if filtered:
+            rollups = rollups.filter(key=str(getattr(f, f"{dimension}_id")))
+        return _dicts(
+            rollups.annotate(month=TruncMonth("day"))
+            .values("month")
+            .annotate(
+                received=Sum("received"),
+                received_accepted=Sum("accepted"),
+                received_refused=Sum("refused"),
+            )
+            .order_by()
+        )
+
     def generate(self) -> ReportTable:
         f = self.filters
         tz = timezone.get_current_timezone()
@@ -909,21 +941,23 @@ class BillingReport(Report):
         if f.kind:
             dims &= Q(kind=f.kind)
         months: dict[Any, dict[str, Any]] = defaultdict(dict)
-        for values in _dicts(
-            Feedback.objects.filter(
-                dims, received_at__gte=f.since, received_at__lt=f.until
+        received = self._received_from_rollups()
+        if received is None:
+            received = _dicts(
+                Feedback.objects.filter(
+                    dims, received_at__gte=f.since, received_at__lt=f.until
+                )
+                .annotate(month=TruncMonth("received_at", tzinfo=tz))
+                .values("month")
+                .annotate(
+                    received=Count("pk"),
+                    received_accepted=Count("pk", filter=ACCEPTED),
+                    received_refused=Count("pk", filter=Q(outcome=FAILURE)),
+                )
+                .order_by()
             )
-            .annotate(month=TruncMonth("received_at", tzinfo=tz))
-            .values("month")
-            .annotate(
-                received=Count("pk"),
-                received_accepted=Count("pk", filter=ACCEPTED),
-                received_refused=Count("pk", filter=Q(outcome=FAILURE)),
-            )
-            .order_by()
-        ):
+        for values in received:
             months[_month(values.pop("month"))].update(values)
-
         sent_dims = Q()
         if f.source_id is not None:
             sent_dims &= Q(source_id=f.source_id)

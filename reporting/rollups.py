@@ -1,5 +1,8 @@
 """Daily rollups: the additive report measures, pre-aggregated per delivery day.
 
+Billing's feedback counts are also kept per received day (dimensions
+`received:<d>`), since billing counts events by their own date.
+
 A year of a million feedback rows takes seconds to group live, because counting
 by delivery date joins every feedback to its delivery. The rollups hold, per
 delivery day and group, what the breakdowns and trends add up, so a year reads
@@ -32,6 +35,8 @@ from reporting.models import DailyRollup, RollupState
 # Feedback committed late (a long transaction that took its id before the last
 # refresh read the highest id) is caught by looking this far back again.
 LATE_COMMIT_MARGIN = datetime.timedelta(minutes=10)
+# Rows counted by received day (billing) rather than delivery day.
+RECEIVED = "received:"
 FEEDBACK_SIDE = (
     "received",
     "accepted",
@@ -60,14 +65,25 @@ def rollups_refresh(*, full: bool = False) -> int:
             full = True
         top_feedback = Feedback.objects.aggregate(top=Max("pk"))["top"] or 0
         top_delivery = DeliveryEvent.objects.aggregate(top=Max("pk"))["top"] or 0
-        span = _changed_span(state, full=full)
         written = 0
+        span = _changed_span(state, full=full)
         if span is not None:
             since, until = span
-            DailyRollup.objects.filter(day__gte=since, day__lt=until).delete()
+            DailyRollup.objects.filter(day__gte=since, day__lt=until).exclude(
+                dimension__startswith=RECEIVED
+            ).delete()
             rows = list(_build(_start_of(since), _start_of(until)))
             DailyRollup.objects.bulk_create(rows, batch_size=2000)
-            written = len(rows)
+            written += len(rows)
+        span = _changed_received_span(state, full=full)
+        if span is not None:
+            since, until = span
+            DailyRollup.objects.filter(
+                day__gte=since, day__lt=until, dimension__startswith=RECEIVED
+            ).delete()
+            rows = list(_build_received(_start_of(since), _start_of(until)))
+            DailyRollup.objects.bulk_create(rows, batch_size=2000)
+            written += len(rows)
         state.last_feedback_id = top_feedback
         state.last_delivery_id = top_delivery
         state.refreshed_at = timezone.now()
@@ -116,6 +132,48 @@ def _changed_span(
     first = min(firsts).astimezone(tz).date()
     last = max(lasts).astimezone(tz).date()
     return first, last + datetime.timedelta(days=1)
+
+
+def _changed_received_span(
+    state: RollupState, *, full: bool
+) -> tuple[datetime.date, datetime.date] | None:
+    """The received days to recompute, as [first, last + 1 day), or None."""
+    feedback = Feedback.objects.all()
+    if not full:
+        margin = (state.refreshed_at or timezone.now()) - LATE_COMMIT_MARGIN
+        feedback = feedback.filter(
+            Q(pk__gt=state.last_feedback_id) | Q(received_at__gte=margin)
+        )
+    bounds = feedback.aggregate(first=Min("received_at"), last=Max("received_at"))
+    if bounds["first"] is None:
+        return None
+    tz = timezone.get_current_timezone()
+    first = bounds["first"].astimezone(tz).date()
+    last = bounds["last"].astimezone(tz).date()
+    return first, last + datetime.timedelta(days=1)
+
+
+def _build_received(
+    since: datetime.datetime, until: datetime.datetime
+) -> Iterable[DailyRollup]:
+    """Feedback counts per received day, for billing: dimension `received:<d>`."""
+    feedback = Feedback.objects.filter(
+        received_at__gte=since, received_at__lt=until
+    ).annotate(day=_day("received_at"))
+    measures = feedback_measures({})
+    counts = {name: measures[name] for name in ("received", "accepted", "refused")}
+    for dimension in ("source", "flow", "buyer", "kind"):
+        field = DIMENSION_FIELDS[dimension]
+        for row in feedback.values("day", field, "kind").annotate(**counts).order_by():
+            yield DailyRollup(
+                dimension=RECEIVED + dimension,
+                day=row["day"],
+                key=_key(row[field]),
+                kind=row["kind"],
+                received=row["received"],
+                accepted=row["accepted"],
+                refused=row["refused"],
+            )
 
 
 def _build(since: datetime.datetime, until: datetime.datetime) -> Iterable[DailyRollup]:
