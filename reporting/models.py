@@ -12,7 +12,7 @@ class DailyRollup(models.Model):
     docs/reports.md says when the reports use them.
     """
 
-    dimension = models.CharField(max_length=10)
+    dimension = models.CharField(max_length=20)
     day = models.DateField()
     # A source, flow or buyer id as text, a reason or a kind.
     key = models.CharField(max_length=255, blank=True)

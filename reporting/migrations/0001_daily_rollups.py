@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
             name='DailyRollup',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('dimension', models.CharField(max_length=10)),
+                ('dimension', models.CharField(max_length=20)),
                 ('day', models.DateField()),
                 ('key', models.CharField(blank=True, max_length=255)),
                 ('kind', models.CharField(blank=True, max_length=20)),
