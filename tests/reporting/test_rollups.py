@@ -301,3 +301,19 @@ def test_refresh_counts_new_feedback_by_the_day_it_arrived(data):
     (row,) = BillingReport(filters).generate().rows
     assert row["month"] == month
     assert row["received"] == 1
+
+
+def test_command_rebuilds_every_day(data):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    DailyRollup.objects.filter(day=datetime.date(2025, 3, 2)).delete()
+    out = StringIO()
+    call_command("refresh_report_rollups", "--full", stdout=out)
+    assert "rollup row(s)" in out.getvalue()
+    assert DailyRollup.objects.filter(day=datetime.date(2025, 3, 2)).exists()
+    table = SourceBreakdownReport(ReportFilters(start=START, end=END)).generate()
+    expected = dataset.expected_breakdown(data, "source", "delivery")
+    for row in table.rows:
+        assert_figures(row, expected[row["key"]], BREAKDOWN_FIGURES)
