@@ -178,8 +178,13 @@ def seed(feedback_rows: int) -> dict[str, int]:
         SELECT lpad(to_hex(d), 24, '0'), l.id,
             (%(buyers)s::bigint[])[1 + (d * 31) %% cardinality(%(buyers)s::bigint[])],
             l.source_id, l.flow_id, 'Deliver', '', 5 + d %% 40,
-            %(start)s + random() * interval '365 days', '', now()
+            t.at, '', t.at
         FROM generate_series(1, %(deliveries)s) d
+        -- Referring to d keeps the subquery per row: uncorrelated, it could be
+        -- evaluated once and give every delivery the same random time.
+        CROSS JOIN LATERAL (
+            SELECT %(start)s + random() * interval '365 days' + d * interval '0' AS at
+        ) t
         JOIN feedback_lead l ON l.id = 1 + (d - 1) %% %(leads)s
         """,
         """
@@ -438,12 +443,59 @@ def run_raw(statements: list[str], params: dict[str, Any]) -> int:
     return rows
 
 
-def measure(rounds: int) -> list[Measure]:
+def build_rollups(new_feedback: int) -> dict[str, float]:
+    """Time the first full build, then an incremental refresh after
+    `new_feedback` new feedback rows about deliveries of the last 90 days (what
+    beat does every five minutes)."""
+    from django.db import connection
+
+    from reporting.models import DailyRollup, RollupState
+    from reporting.rollups import rollups_refresh
+
+    RollupState.objects.all().delete()
+    DailyRollup.objects.all().delete()
+    started = time.perf_counter()
+    rollups_refresh(full=True)
+    full_s = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO feedback_feedback (public_id, delivery_id, lead_id, buyer_id,
+                source_id, flow_id, kind, reason, occurred_at, received_at, custom,
+                note, channel, outcome, outcome_reason)
+            SELECT gen_random_uuid(), d.id, d.lead_id, d.buyer_id, d.source_id,
+                d.flow_id, 'status', 'Call back', now(), now(), '{}'::jsonb, '',
+                'api', 'success', ''
+            FROM feedback_deliveryevent d
+            WHERE d.delivered_at >= %(since)s
+            ORDER BY random() LIMIT %(count)s
+            """,
+            {
+                "since": datetime.combine(
+                    YEAR_END - timedelta(days=89), datetime.min.time(), tzinfo=UTC
+                ),
+                "count": new_feedback,
+            },
+        )
+    started = time.perf_counter()
+    rollups_refresh()
+    incremental_s = time.perf_counter() - started
+    return {
+        "full build (s)": round(full_s, 1),
+        f"refresh after {new_feedback:,} new feedback on the last 90 days (s)": round(
+            incremental_s, 1
+        ),
+        "rollup rows": DailyRollup.objects.count(),
+    }
+
+
+def measure(rounds: int, only: list[str] | None) -> list[Measure]:
     from django.db import connection
 
     from feedback.models import OutcomeCode
     from reporting.filters import ReportFilters
-    from reporting.reports import CONTACT_CODES, NO_CONTACT_CODES, REPORTS
+    from reporting.measures import CONTACT_CODES, NO_CONTACT_CODES
+    from reporting.reports import REPORTS
 
     codes = dict(OutcomeCode.objects.values_list("code", "pk"))
     periods = {
@@ -452,6 +504,8 @@ def measure(rounds: int) -> list[Measure]:
     }
     results = []
     for code, report_class in REPORTS.items():
+        if only and code not in only:
+            continue
         for period, filters in periods.items():
             params = {
                 "since": filters.since,
@@ -551,6 +605,12 @@ def parse_args() -> argparse.Namespace:
         help="empty the seeded tables of the given database instead of recreating it",
     )
     parser.add_argument(
+        "--live",
+        action="store_true",
+        help="count everything live (LEADBACK_REPORT_ROLLUPS=false): no rollups",
+    )
+    parser.add_argument("--reports", help="comma-separated report codes (all)")
+    parser.add_argument(
         "--skip-seed",
         action="store_true",
         help="measure the data a previous run left (with --reuse-database)",
@@ -563,11 +623,15 @@ def main() -> None:
     command = "bench/reports.py " + shlex.join(sys.argv[1:])
     check_name(options.database_url)
     configure_environment(options.database_url)
+    os.environ["LEADBACK_REPORT_ROLLUPS"] = "false" if options.live else "true"
     if not options.reuse_database:
         recreate_database(options.database_url)
     import django
 
     django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
     print("Seeding…", flush=True)
     started = time.monotonic()
     if options.skip_seed:
@@ -581,20 +645,34 @@ def main() -> None:
     else:
         counts = seed(options.feedback)
     print(f"Seeded in {time.monotonic() - started:.0f} s: {counts}", flush=True)
+    rollups: dict[str, float] = {}
+    if not options.live:
+        print("Building rollups…", flush=True)
+        rollups = build_rollups(1000)
+        print(f"  {rollups}", flush=True)
     info = machine()
+    info["mode"] = (
+        "live (LEADBACK_REPORT_ROLLUPS=false)"
+        if options.live
+        else "daily rollups on (the default): "
+        + ", ".join(f"{k} {v}" for k, v in rollups.items())
+    )
     print("Measuring…", flush=True)
-    results = measure(options.rounds)
+    results = measure(
+        options.rounds, options.reports.split(",") if options.reports else None
+    )
     report = render(
         results, counts, info, ".venv/bin/python " + command, options.rounds
     )
     print()
     print(report)
     VAR.mkdir(parents=True, exist_ok=True)
-    (VAR / "reports.json").write_text(
+    (VAR / ("reports-live.json" if options.live else "reports.json")).write_text(
         json.dumps(
             {
                 "machine": info,
                 "counts": counts,
+                "rollups": rollups,
                 "results": [
                     {
                         "report": r.report,
@@ -609,7 +687,8 @@ def main() -> None:
             indent=2,
         )
     )
-    (VAR / "reports-latest.md").write_text(report)
+    suffix = "-live" if options.live else ""
+    (VAR / f"reports{suffix}-latest.md").write_text(report)
 
 
 if __name__ == "__main__":

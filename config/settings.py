@@ -232,6 +232,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "feedback.tasks.purge_idempotency_keys_task",
         "schedule": 3600.0,
     },
+    # Keeps the reports' daily rollups within this many seconds of the data.
+    "refresh-report-rollups": {
+        "task": "reporting.tasks.refresh_rollups_task",
+        "schedule": env_float("LEADBACK_ROLLUP_INTERVAL_S", 300.0),
+        "options": {"expires": 600},
+    },
 }
 CELERY_TIMEZONE = "UTC"
 
@@ -274,6 +280,10 @@ LEADBACK_IMPORT_CHUNK_ROWS = env_int("LEADBACK_IMPORT_CHUNK_ROWS", 2000)
 # How long a worker owns an import after its last chunk before the sweep hands the
 # import to another worker.
 LEADBACK_IMPORT_LEASE_S = env_float("LEADBACK_IMPORT_LEASE_S", 120.0)
+
+# Reports read pre-aggregated daily rollups where they give the exact figures
+# (docs/reports.md); false counts everything live.
+LEADBACK_REPORT_ROLLUPS = env_bool("LEADBACK_REPORT_ROLLUPS", True)
 
 LOGGING = {
     "version": 1,

@@ -6,6 +6,7 @@ or through a screen reader (each SVG has a title and a description).
 """
 
 import datetime
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -88,6 +89,15 @@ def _marker(shape: str, x: float, y: float) -> str:
     return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"/>'
 
 
+def _spread(positions: list[float], gap: float = 13) -> list[float]:
+    """Move end labels apart so two lines ending at one value stay readable."""
+    order = sorted(range(len(positions)), key=lambda i: positions[i])
+    placed = list(positions)
+    for previous, current in itertools.pairwise(order):
+        placed[current] = max(placed[current], placed[previous] + gap)
+    return placed
+
+
 def line_chart(
     days: Sequence[datetime.date],
     series: Sequence[Series],
@@ -127,6 +137,7 @@ def line_chart(
         )
     # Markers on every point would blur a year of days; mark a point a week then.
     step = 1 if count <= 62 else 7
+    end_labels = _spread([y_of(s.values[-1]) + 4 if s.values else 0 for s in series])
     legend_y = 14
     for index, line in enumerate(series):
         dash, shape = STYLES[index % len(STYLES)]
@@ -144,10 +155,9 @@ def line_chart(
             if i % step == 0 or i == len(line.values) - 1
         )
         if line.values:
-            last = line.values[-1]
             parts.append(
                 f'<text x="{x_of(len(line.values) - 1) + 8:.1f}" '
-                f'y="{y_of(last) + 4:.1f}">{escape(line.name)}</text>'
+                f'y="{end_labels[index]:.1f}">{escape(line.name)}</text>'
             )
         legend_x = left + index * 170
         parts.append(

@@ -44,19 +44,29 @@ from feedback.models import (
     Feedback,
     Flow,
     Notification,
-    OutcomeCode,
 )
 from reporting.charts import Series, bar_chart, line_chart
 from reporting.filters import ReportFilters
+from reporting.measures import (
+    ACCEPTED,
+    ON_DELIVERY,
+    feedback_measures,
+    outcome_vocabulary,
+)
+from reporting.models import DailyRollup, RollupState
+from reporting.rollups import (
+    FEEDBACK_SIDE as ROLLUP_FEEDBACK_SIDE,
+)
+from reporting.rollups import (
+    RECEIVED,
+    distinct_deliveries,
+    rollup_state,
+    rollups_enabled,
+)
 from sources.models import FeedbackConfig, Kind, Source
 
 SUCCESS = Feedback.Outcome.SUCCESS
 FAILURE = Feedback.Outcome.FAILURE
-ACCEPTED = Q(outcome=SUCCESS)
-
-# Outcome codes that say whether the buyer reached the person (docs/reports.md).
-CONTACT_CODES = ("contacted", "converted", "not_interested")
-NO_CONTACT_CODES = ("no_contact", "bad_info")
 
 # Time-to-feedback buckets: (label, lower bound, upper bound), bounds exclusive above.
 HOUR = datetime.timedelta(hours=1)
@@ -217,35 +227,6 @@ DIMENSIONS: dict[str, Dimension] = {
 }
 
 
-def _code_ids(codes: Sequence[str], vocabulary: dict[str, int]) -> list[int]:
-    return [vocabulary[code] for code in codes if code in vocabulary]
-
-
-def feedback_measures(vocabulary: dict[str, int]) -> dict[str, Aggregate]:
-    """The feedback-side aggregates every breakdown and the scorecard share."""
-    contact = _code_ids(CONTACT_CODES, vocabulary)
-    no_contact = _code_ids(NO_CONTACT_CODES, vocabulary)
-    return {
-        "received": Count("pk"),
-        "accepted": Count("pk", filter=ACCEPTED),
-        "refused": Count("pk", filter=Q(outcome=FAILURE)),
-        "conversions": Count("pk", filter=ACCEPTED & Q(kind=Kind.CONVERSION)),
-        "returns": Count("pk", filter=ACCEPTED & Q(kind=Kind.RETURN)),
-        "status_updates": Count("pk", filter=ACCEPTED & Q(kind=Kind.STATUS)),
-        "revenue": Sum("revenue", filter=ACCEPTED),
-        "quality_sum": Sum("quality_score", filter=ACCEPTED),
-        "quality_count": Count("quality_score", filter=ACCEPTED),
-        "contacted": Count("pk", filter=ACCEPTED & Q(outcome_code_id__in=contact)),
-        "not_contacted": Count(
-            "pk", filter=ACCEPTED & Q(outcome_code_id__in=no_contact)
-        ),
-    }
-
-
-def outcome_vocabulary() -> dict[str, int]:
-    return dict(OutcomeCode.objects.values_list("code", "pk"))
-
-
 BREAKDOWN_COLUMNS = [
     Column("delivered", "Delivered"),
     Column("received", "Feedback received"),
@@ -292,11 +273,98 @@ def _finish_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def breakdown_rows(
-    filters: ReportFilters, dimension: Dimension
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def breakdown_rows(filters: ReportFilters, dimension: Dimension) -> "Breakdown":
     """One row per group of `dimension`, and a totals row where groups do not
     overlap (source, flow, buyer: a delivery belongs to exactly one)."""
+    state = rollup_usable(filters, dimension.code)
+    if state is not None:
+        by_key = _rollup_breakdown(filters, dimension)
+    else:
+        by_key = _live_breakdown(filters, dimension)
+    labels = dimension.label_for(by_key.keys())
+    rows = []
+    for key, values in by_key.items():
+        row = _finish_row({"key": key, "label": labels.get(key, str(key)), **values})
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["delivered"], -r["received"], r["label"]))
+    totals = None
+    if dimension.on_delivery:
+        totals = _totals(rows)
+    return Breakdown(rows, totals, state.refreshed_at if state else None)
+
+
+@dataclass
+class Breakdown:
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any] | None
+    # When the rollups the figures come from were refreshed; None: counted live.
+    as_of: datetime.datetime | None
+
+
+def rollup_usable(filters: ReportFilters, dimension: str) -> RollupState | None:
+    """The rollups' state if the daily rollups of `dimension` answer these filters
+    exactly: delivery-date basis, no filter on another of source, flow and
+    buyer, and rollups built (one query). Else None."""
+    if not (rollups_enabled() and filters.by_delivery):
+        return None
+    for name in ON_DELIVERY:
+        if name != dimension and getattr(filters, f"{name}_id") is not None:
+            return None
+    return rollup_state()
+
+
+def _rollup_breakdown(
+    filters: ReportFilters, dimension: Dimension
+) -> dict[Any, dict[str, Any]]:
+    """The same figures as the live count, summed from the daily rollups."""
+    kinds = [filters.kind] if filters.kind else [k.value for k in Kind]
+    rollups = DailyRollup.objects.filter(
+        dimension=dimension.code,
+        day__gte=filters.start,
+        day__lte=filters.end,
+        kind__in=["", *kinds],
+    )
+    own = getattr(filters, f"{dimension.code}_id", None)
+    if own is not None:
+        rollups = rollups.filter(key=str(own))
+    sums = {
+        name: Sum(name)
+        for name in ("delivered", "cost", "covered", *ROLLUP_FEEDBACK_SIDE)
+    }
+    by_key: dict[Any, dict[str, Any]] = defaultdict(dict)
+    for values in _dicts(rollups.values("key", "kind").annotate(**sums).order_by()):
+        key = int(values["key"]) if dimension.on_delivery else values["key"]
+        row = by_key[key]
+        if values["kind"] == "":
+            row["delivered"] = values["delivered"]
+            row["cost"] = values["cost"]
+            if not filters.kind:
+                row["covered"] = values["covered"]
+            continue
+        for name in ROLLUP_FEEDBACK_SIDE:
+            row[name] = (row.get(name) or 0) + (values[name] or 0)
+        accepted = values["accepted"] or 0
+        measure = {
+            Kind.CONVERSION: "conversions",
+            Kind.RETURN: "returns",
+            Kind.STATUS: "status_updates",
+        }[values["kind"]]
+        row[measure] = row.get(measure, 0) + accepted
+        if filters.kind:
+            # Narrowed to one kind: its own deliveries (reason, kind) and coverage.
+            row["covered"] = values["covered"]
+            if not dimension.on_delivery:
+                row["delivered"] = values["covered"]
+                row["cost"] = values["cost"]
+    if filters.kind and not dimension.on_delivery:
+        # Groups with no feedback of the kind have no deliveries to show.
+        by_key = defaultdict(dict, {k: v for k, v in by_key.items() if "received" in v})
+    return by_key
+
+
+def _live_breakdown(
+    filters: ReportFilters, dimension: Dimension
+) -> dict[Any, dict[str, Any]]:
     vocabulary = outcome_vocabulary()
     feedback = Feedback.objects.filter(filters.feedback_q())
     by_key: dict[Any, dict[str, Any]] = defaultdict(dict)
@@ -311,20 +379,11 @@ def breakdown_rows(
         for values in _delivery_side(filters, dimension.field):
             by_key[values.pop(dimension.field)].update(values)
     else:
-        for key, delivered, cost in _distinct_delivery_side(feedback, dimension.field):
+        distinct = distinct_deliveries(feedback, [dimension.field])
+        for (key,), (delivered, cost) in distinct.items():
             # Every delivery counted here has feedback in the group, by definition.
             by_key[key].update(delivered=delivered, cost=cost, covered=delivered)
-
-    labels = dimension.label_for(by_key.keys())
-    rows = []
-    for key, values in by_key.items():
-        row = _finish_row({"key": key, "label": labels.get(key, str(key)), **values})
-        rows.append(row)
-    rows.sort(key=lambda r: (-r["delivered"], -r["received"], r["label"]))
-    totals = None
-    if dimension.on_delivery:
-        totals = _totals(rows)
-    return rows, totals
+    return by_key
 
 
 def _delivery_side(filters: ReportFilters, field: str) -> QuerySet[Any, dict[str, Any]]:
@@ -346,36 +405,6 @@ def _delivery_side(filters: ReportFilters, field: str) -> QuerySet[Any, dict[str
         )
         .order_by()
     )
-
-
-def _distinct_delivery_side(
-    feedback: QuerySet[Feedback], field: str
-) -> list[tuple[Any, int, Decimal]]:
-    """Deliveries per group for feedback-side dimensions (reason, kind), each
-    delivery once per group even when it got several feedback in the group."""
-    pairs = feedback.values(field, "delivery_id").distinct().order_by()
-    inner, params = pairs.query.sql_with_params()
-    delivery_table = DeliveryEvent._meta.db_table
-    group_column = Feedback._meta.get_field(field).get_attname_column()[1]  # type: ignore[union-attr]
-    # The grouping over a DISTINCT is the one statement the ORM cannot write; the
-    # inner query (every filter) is the ORM's own.
-    sql = (
-        f"SELECT pairs.{group_column}, COUNT(*), SUM(d.price) "  # noqa: S608
-        f"FROM ({inner}) pairs JOIN {delivery_table} d ON d.id = pairs.delivery_id "
-        f"GROUP BY pairs.{group_column}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        result = cursor.fetchall()
-    price = DeliveryEvent._meta.get_field("price")
-    return [
-        (
-            key,
-            int(count),
-            price.to_python(total) if total is not None else Decimal("0.00"),
-        )
-        for key, count, total in result
-    ]
 
 
 def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -417,6 +446,8 @@ class Report:
 
     def __init__(self, filters: ReportFilters) -> None:
         self.filters = filters
+        # Set by generate() when the figures come from the daily rollups.
+        self.rollups_as_of: datetime.datetime | None = None
 
     def generate(self) -> ReportTable:
         raise NotImplementedError
@@ -436,7 +467,9 @@ class BreakdownReport(Report):
     dimension: ClassVar[Dimension]
 
     def generate(self) -> ReportTable:
-        rows, totals = breakdown_rows(self.filters, self.dimension)
+        breakdown = breakdown_rows(self.filters, self.dimension)
+        rows, totals = breakdown.rows, breakdown.totals
+        self.rollups_as_of = breakdown.as_of
         columns = [Column("label", self.dimension.label, "text"), *BREAKDOWN_COLUMNS]
         return ReportTable(columns, rows, totals)
 
@@ -493,20 +526,9 @@ class TrendReport(Report):
     description = "Accepted conversions and returns per day."
 
     def generate(self) -> ReportTable:
-        day_field = (
-            "delivery__delivered_at" if self.filters.by_delivery else "received_at"
-        )
-        counted = (
-            Feedback.objects.filter(self.filters.feedback_q())
-            .annotate(day=TruncDate(day_field, tzinfo=timezone.get_current_timezone()))
-            .values("day")
-            .annotate(
-                conversions=Count("pk", filter=ACCEPTED & Q(kind=Kind.CONVERSION)),
-                returns=Count("pk", filter=ACCEPTED & Q(kind=Kind.RETURN)),
-            )
-            .order_by()
-        )
-        by_day: dict[Any, dict[str, Any]] = {row["day"]: dict(row) for row in counted}
+        by_day = self._from_rollups()
+        if by_day is None:
+            by_day = self._live()
         rows = []
         for day in self.filters.days:
             found: dict[str, Any] = by_day.get(day, {})
@@ -528,6 +550,49 @@ class TrendReport(Report):
             "returns": sum(r["returns"] for r in rows),
         }
         return ReportTable(columns, rows, totals)
+
+    def _from_rollups(self) -> dict[Any, dict[str, Any]] | None:
+        """Per day from the rollups of the one filtered dimension (or of kind),
+        or None when they cannot answer."""
+        f = self.filters
+        filtered = [name for name in ON_DELIVERY if getattr(f, f"{name}_id")]
+        if len(filtered) > 1:
+            return None
+        dimension = filtered[0] if filtered else "kind"
+        state = rollup_usable(f, dimension)
+        if state is None:
+            return None
+        self.rollups_as_of = state.refreshed_at
+        kinds = [k for k in (Kind.CONVERSION, Kind.RETURN) if f.kind in (None, k)]
+        rollups = DailyRollup.objects.filter(
+            dimension=dimension,
+            day__gte=f.start,
+            day__lte=f.end,
+            kind__in=[k.value for k in kinds],
+        )
+        if filtered:
+            rollups = rollups.filter(key=str(getattr(f, f"{dimension}_id")))
+        by_day: dict[Any, dict[str, Any]] = defaultdict(dict)
+        for row in rollups.values("day", "kind").annotate(n=Sum("accepted")).order_by():
+            measure = "conversions" if row["kind"] == Kind.CONVERSION else "returns"
+            by_day[row["day"]][measure] = row["n"] or 0
+        return by_day
+
+    def _live(self) -> dict[Any, dict[str, Any]]:
+        day_field = (
+            "delivery__delivered_at" if self.filters.by_delivery else "received_at"
+        )
+        counted = (
+            Feedback.objects.filter(self.filters.feedback_q())
+            .annotate(day=TruncDate(day_field, tzinfo=timezone.get_current_timezone()))
+            .values("day")
+            .annotate(
+                conversions=Count("pk", filter=ACCEPTED & Q(kind=Kind.CONVERSION)),
+                returns=Count("pk", filter=ACCEPTED & Q(kind=Kind.RETURN)),
+            )
+            .order_by()
+        )
+        return {row["day"]: dict(row) for row in counted}
 
     def charts(self, table: ReportTable) -> list[SafeString]:
         return [
@@ -653,7 +718,9 @@ class ScorecardReport(Report):
     description = "Sources ranked by a 0-100 score, with the numbers behind it."
 
     def generate(self) -> ReportTable:
-        rows, _ = breakdown_rows(self.filters, DIMENSIONS["source"])
+        breakdown = breakdown_rows(self.filters, DIMENSIONS["source"])
+        rows = breakdown.rows
+        self.rollups_as_of = breakdown.as_of
         scored = []
         for row in rows:
             row["score"] = source_score(row)
@@ -833,6 +900,37 @@ class BillingReport(Report):
     description = "Feedback received and feedback sent events, per calendar month."
     uses_basis = False
 
+    def _received_from_rollups(self) -> list[dict[str, Any]] | None:
+        """Feedback received per month from the received-day rollups, or None when
+        they cannot answer (rollups off or not built, more than one of source, flow
+        and buyer filtered)."""
+        f = self.filters
+        filtered = [name for name in ON_DELIVERY if getattr(f, f"{name}_id")]
+        if len(filtered) > 1 or not rollups_enabled():
+            return None
+        state = rollup_state()
+        if state is None:
+            return None
+        self.rollups_as_of = state.refreshed_at
+        dimension = filtered[0] if filtered else "kind"
+        rollups = DailyRollup.objects.filter(
+            dimension=RECEIVED + dimension, day__gte=f.start, day__lte=f.end
+        )
+        if f.kind:
+            rollups = rollups.filter(kind=f.kind)
+        if filtered:
+            rollups = rollups.filter(key=str(getattr(f, f"{dimension}_id")))
+        return _dicts(
+            rollups.annotate(month=TruncMonth("day"))
+            .values("month")
+            .annotate(
+                received=Sum("received"),
+                received_accepted=Sum("accepted"),
+                received_refused=Sum("refused"),
+            )
+            .order_by()
+        )
+
     def generate(self) -> ReportTable:
         f = self.filters
         tz = timezone.get_current_timezone()
@@ -843,21 +941,23 @@ class BillingReport(Report):
         if f.kind:
             dims &= Q(kind=f.kind)
         months: dict[Any, dict[str, Any]] = defaultdict(dict)
-        for values in _dicts(
-            Feedback.objects.filter(
-                dims, received_at__gte=f.since, received_at__lt=f.until
+        received = self._received_from_rollups()
+        if received is None:
+            received = _dicts(
+                Feedback.objects.filter(
+                    dims, received_at__gte=f.since, received_at__lt=f.until
+                )
+                .annotate(month=TruncMonth("received_at", tzinfo=tz))
+                .values("month")
+                .annotate(
+                    received=Count("pk"),
+                    received_accepted=Count("pk", filter=ACCEPTED),
+                    received_refused=Count("pk", filter=Q(outcome=FAILURE)),
+                )
+                .order_by()
             )
-            .annotate(month=TruncMonth("received_at", tzinfo=tz))
-            .values("month")
-            .annotate(
-                received=Count("pk"),
-                received_accepted=Count("pk", filter=ACCEPTED),
-                received_refused=Count("pk", filter=Q(outcome=FAILURE)),
-            )
-            .order_by()
-        ):
+        for values in received:
             months[_month(values.pop("month"))].update(values)
-
         sent_dims = Q()
         if f.source_id is not None:
             sent_dims &= Q(source_id=f.source_id)

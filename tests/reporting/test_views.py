@@ -11,7 +11,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from feedback.models import DeliveryAttempt, Feedback, Notification
+from reporting.models import RollupState
 from reporting.reports import REPORTS, SourceBreakdownReport
+from reporting.rollups import rollups_refresh
 from reporting.views import SECTIONS
 from sources.models import FeedbackConfig, Kind
 from tests.reporting import dataset
@@ -233,15 +235,20 @@ def _query_counts(client) -> dict[str, int]:
     return counts
 
 
-def test_queries_do_not_grow_with_the_number_of_groups(staff_client):
+@pytest.mark.parametrize("rollups", [False, True], ids=["live", "rollups"])
+def test_queries_do_not_grow_with_the_number_of_groups(staff_client, rollups):
     few = dataset.build(groups=2, per_group=6, seed=1)
     _add_forwarding(few.sources)
+    if rollups:
+        rollups_refresh()
     small = _query_counts(staff_client)
     table = SourceBreakdownReport(_filters()).generate()
     assert len(table.rows) == 2
 
     many = dataset.build(groups=20, per_group=6, seed=2)
     _add_forwarding(many.sources[2:])  # the first two are the same sources
+    if rollups:
+        rollups_refresh()
     large = _query_counts(staff_client)
     table = SourceBreakdownReport(_filters()).generate()
     assert len(table.rows) == 20
@@ -249,3 +256,22 @@ def test_queries_do_not_grow_with_the_number_of_groups(staff_client):
     assert len(health.rows) == 20
     assert large == small
     assert max(large.values()) <= 20
+    assert RollupState.objects.exists() is rollups
+
+
+def test_line_labels_that_end_together_do_not_overlap():
+    from reporting.charts import Series, line_chart
+
+    svg = str(
+        line_chart(
+            [datetime.date(2025, 3, 1), datetime.date(2025, 3, 2)],
+            [Series("Conversions", [1, 0]), Series("Returns", [2, 0])],
+            title="t",
+            description="d",
+        )
+    )
+    ends = [
+        float(svg.split(f">{name}</text>")[0].rsplit('y="', 1)[1].split('"')[0])
+        for name in ("Conversions", "Returns")
+    ]
+    assert abs(ends[0] - ends[1]) >= 13

@@ -1,0 +1,56 @@
+from django.db import models
+
+
+class DailyRollup(models.Model):
+    """Additive report measures per delivery day, dimension group and kind.
+
+    One set of rows per dimension (source, flow, buyer, reason, kind): a row with
+    an empty `kind` holds the delivery side (delivered, cost, deliveries with any
+    feedback); a row per kind holds the feedback side and the deliveries with
+    feedback of that kind. Days are delivery days, so these rows serve the
+    delivery-date basis only; reporting/rollups.py keeps them current and
+    docs/reports.md says when the reports use them.
+    """
+
+    dimension = models.CharField(max_length=20)
+    day = models.DateField()
+    # A source, flow or buyer id as text, a reason or a kind.
+    key = models.CharField(max_length=255, blank=True)
+    kind = models.CharField(max_length=20, blank=True)
+    delivered = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    covered = models.PositiveIntegerField(default=0)
+    received = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)
+    revenue = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    quality_sum = models.PositiveIntegerField(default=0)
+    quality_count = models.PositiveIntegerField(default=0)
+    contacted = models.PositiveIntegerField(default=0)
+    not_contacted = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dimension", "day", "key", "kind"],
+                name="daily_rollup_unique_group",
+            )
+        ]
+        indexes = [models.Index(fields=["dimension", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.dimension} {self.key or '-'} {self.kind or '*'} {self.day}"
+
+
+class RollupState(models.Model):
+    """How far the daily rollups have read: one row.
+
+    Feedback and deliveries are only ever inserted, so the highest ids read tell
+    what is new; the delivery days they touch are recomputed whole."""
+
+    last_feedback_id = models.BigIntegerField(default=0)
+    last_delivery_id = models.BigIntegerField(default=0)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"rollups as of {self.refreshed_at}"

@@ -1,0 +1,16 @@
+"""Celery tasks of the reports: thin adapters over the services."""
+
+import logging
+
+from celery import shared_task
+
+from reporting.rollups import rollups_refresh
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True)
+def refresh_rollups_task() -> int:
+    written = rollups_refresh()
+    logger.info("report rollups refreshed: %d rows written", written)
+    return written
