@@ -283,6 +283,8 @@ CLOCK_SKEW = timedelta(minutes=5)
 MAX_CUSTOM_BYTES = 4096
 MAX_NOTE_CHARS = 2000
 MAX_REASON_CHARS = 255
+# Kind.values builds a new list on every access; items are parsed by the thousand.
+KINDS = frozenset(Kind.values)
 FORBIDDEN_REASON = "Feedback is forbidden"
 ALREADY_RETURNED_REASON = "Lead already returned"
 KNOWN_FIELDS = frozenset(
@@ -691,7 +693,7 @@ def _parse_item(
 
     kind = _text(data.get("type")).lower()
     code_name = _text(data.get("outcome_code")).lower()
-    if kind and kind not in Kind.values:
+    if kind and kind not in KINDS:
         item.fatal.append(
             FieldError(
                 "type", f"Must be one of {', '.join(Kind.values)}, not {kind!r}."
