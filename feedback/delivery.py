@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -68,14 +69,16 @@ def notifications_create(*, feedbacks: Sequence[Feedback]) -> list[Notification]
     """Notification rows for accepted feedback, one per enabled config of its
     source and kind. Runs in the intake's transaction, so a feedback and its
     notifications are stored together or not at all."""
-    return Notification.objects.bulk_create(notifications_build(feedbacks=feedbacks))
+    return Notification.objects.bulk_create(
+        Notification(**values) for values in notifications_build(feedbacks=feedbacks)
+    )
 
 
-def notifications_build(*, feedbacks: Sequence[Feedback]) -> list[Notification]:
-    """The unsaved rows `notifications_create` stores, for callers that write
-    them their own way (CSV imports COPY them). The feedback must be saved.
-    Criteria are read now: feedback that fails them is recorded as skipped with
-    the reason."""
+def notifications_build(*, feedbacks: Sequence[Feedback]) -> list[dict[str, Any]]:
+    """The field values of the rows `notifications_create` stores, for callers
+    that write them their own way (CSV imports COPY them, without the cost of a
+    model instance per row). The feedback must be saved. Criteria are read now:
+    feedback that fails them is recorded as skipped with the reason."""
     accepted = [f for f in feedbacks if f.outcome == Feedback.Outcome.SUCCESS]
     if not accepted:
         return []
@@ -96,18 +99,18 @@ def notifications_build(*, feedbacks: Sequence[Feedback]) -> list[Notification]:
             # Batch configs' rows wait for the file of their period (feedback/batches).
             waits = skipped or config.method == FeedbackConfig.Method.BATCH
             rows.append(
-                Notification(
-                    feedback_id=feedback.id,
-                    config=config,
-                    source_id=feedback.source_id,
-                    kind=feedback.kind,
-                    status=_initial_status(config, skipped),
-                    reason=(skipped or "")[:1000],
-                    next_attempt_at=None if waits else now,
-                    finished_at=now if skipped else None,
-                    created_at=now,
-                    updated_at=now,
-                )
+                {
+                    "feedback_id": feedback.id,
+                    "config": config,
+                    "source_id": feedback.source_id,
+                    "kind": feedback.kind,
+                    "status": _initial_status(config, skipped),
+                    "reason": (skipped or "")[:1000],
+                    "next_attempt_at": None if waits else now,
+                    "finished_at": now if skipped else None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
             )
     return rows
 

@@ -923,16 +923,22 @@ def _insert_feedback(rows: list[_Row]) -> None:
 def _insert_notifications(rows: list[_Row]) -> None:
     """The notification rows `notifications_create` writes for these feedback
     (the same `notifications_build`), queued by the sweep, not here."""
-    notifications = notifications_build(feedbacks=cast(list[Feedback], rows))
-    if not notifications:
+    values = notifications_build(feedbacks=cast(list[Feedback], rows))
+    if not values:
         return
     if connection.vendor != "postgresql":
-        Notification.objects.bulk_create(notifications)
+        Notification.objects.bulk_create(Notification(**v) for v in values)
         return
+    for v in values:
+        v["config_id"] = v.pop("config").pk
+    # Fields not set above take their model default (public_id, counters...).
     fields = [f for f in Notification._meta.concrete_fields if not f.primary_key]
     _copy(
         Notification,
-        [[getattr(n, f.attname) for f in fields] for n in notifications],
+        [
+            [v[f.attname] if f.attname in v else f.get_default() for f in fields]
+            for v in values
+        ],
         with_pk=False,
     )
 
