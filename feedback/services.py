@@ -558,15 +558,18 @@ def _deliveries_for(
     event_ids = {p.event_id for p in parsed if p.event_id and not p.fatal}
     references = {p.reference for p in parsed if not p.event_id and not p.fatal}
     found: dict[tuple[str, str], DeliveryEvent | None] = {}
-    scoped = DeliveryEvent.objects.select_related(
-        "source", "lead", "buyer", "flow"
-    ).filter(buyer=buyer)
+    # The buyer is the caller's: not joined again, one instance for every row.
+    scoped = DeliveryEvent.objects.select_related("source", "lead", "flow").filter(
+        buyer=buyer
+    )
     if event_ids:
         for delivery in scoped.filter(event_id__in=event_ids):
+            delivery.buyer = buyer
             found[("event_id", delivery.event_id)] = delivery
     if references:
         by_reference: dict[str, list[DeliveryEvent]] = {}
         for delivery in scoped.filter(reference__in=references):
+            delivery.buyer = buyer
             by_reference.setdefault(delivery.reference, []).append(delivery)
         for reference, matches in by_reference.items():
             if len(matches) == 1:
