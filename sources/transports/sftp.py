@@ -181,13 +181,19 @@ def _put(
         _lease_check(still_mine)
         runner.run(sftp.rename(part, target))
     finally:
-        conn.close()
-        runner.run(conn.wait_closed())
+        runner.run(_close(conn))
     return f"Uploaded {file.name} ({len(file.content)} bytes) to {where}."
 
 
 async def _connect(*args: Any, **kwargs: Any) -> asyncssh.SSHClientConnection:
     return await asyncssh.connect(*args, **kwargs)
+
+
+async def _close(conn: asyncssh.SSHClientConnection) -> None:
+    # On the loop's own thread: asyncssh is not thread-safe, and a close from
+    # the calling thread raced the loop writing to the same socket.
+    conn.close()
+    await conn.wait_closed()
 
 
 async def _start_sftp(conn: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
