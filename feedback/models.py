@@ -196,7 +196,10 @@ class Lead(models.Model):
         unique=True,
         help_text="The seller's lead id; links the deliveries of one lead.",
     )
-    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="leads")
+    # Indexed by the (source, received_at) index in Meta.
+    source = models.ForeignKey(
+        Source, on_delete=models.PROTECT, related_name="leads", db_index=False
+    )
     flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="leads")
     data = models.JSONField(default=dict, blank=True)
     # Normalised copies of data.email / data.phone_1 so search can use an index.
@@ -225,14 +228,17 @@ class DeliveryEvent(models.Model):
         max_length=24, unique=True, validators=[validate_event_id]
     )
     lead = models.ForeignKey(Lead, on_delete=models.PROTECT, related_name="deliveries")
+    # buyer, source and flow are indexed by the Meta indexes they lead.
     buyer = models.ForeignKey(
-        Buyer, on_delete=models.PROTECT, related_name="deliveries"
+        Buyer, on_delete=models.PROTECT, related_name="deliveries", db_index=False
     )
     # Copied from the lead so scoping and reports group without joining leads.
     source = models.ForeignKey(
-        Source, on_delete=models.PROTECT, related_name="deliveries"
+        Source, on_delete=models.PROTECT, related_name="deliveries", db_index=False
     )
-    flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="deliveries")
+    flow = models.ForeignKey(
+        Flow, on_delete=models.PROTECT, related_name="deliveries", db_index=False
+    )
     step = models.CharField("step name", max_length=200, blank=True)
     reference = models.CharField(
         max_length=200, blank=True, help_text="The buyer's own id for the lead."
@@ -310,14 +316,18 @@ class Feedback(models.Model):
     public_id = models.UUIDField(
         "feedback id", default=uuid.uuid4, unique=True, editable=False
     )
+    # delivery, buyer and source are indexed by the Meta indexes they lead: a
+    # single-column index beside each would only slow every insert down.
     delivery = models.ForeignKey(
-        DeliveryEvent, on_delete=models.PROTECT, related_name="feedback"
+        DeliveryEvent, on_delete=models.PROTECT, related_name="feedback", db_index=False
     )
     # Copied from the delivery so lists and reports need no joins.
     lead = models.ForeignKey(Lead, on_delete=models.PROTECT, related_name="feedback")
-    buyer = models.ForeignKey(Buyer, on_delete=models.PROTECT, related_name="feedback")
+    buyer = models.ForeignKey(
+        Buyer, on_delete=models.PROTECT, related_name="feedback", db_index=False
+    )
     source = models.ForeignKey(
-        Source, on_delete=models.PROTECT, related_name="feedback"
+        Source, on_delete=models.PROTECT, related_name="feedback", db_index=False
     )
     flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="feedback")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -429,8 +439,9 @@ class Notification(models.Model):
         default=new_notification_id,
         editable=False,
     )
+    # feedback and source are indexed by the constraint and index they lead.
     feedback = models.ForeignKey(
-        Feedback, on_delete=models.PROTECT, related_name="notifications"
+        Feedback, on_delete=models.PROTECT, related_name="notifications", db_index=False
     )
     # Kept when a config is deleted: the history of what was sent stays.
     config = models.ForeignKey(
@@ -441,7 +452,7 @@ class Notification(models.Model):
         related_name="notifications",
     )
     source = models.ForeignKey(
-        Source, on_delete=models.PROTECT, related_name="notifications"
+        Source, on_delete=models.PROTECT, related_name="notifications", db_index=False
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
     status = models.CharField(

@@ -1,8 +1,14 @@
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
-from feedback.models import Feedback, OutcomeCode
+from feedback.models import (
+    DeliveryEvent,
+    Feedback,
+    Lead,
+    Notification,
+    OutcomeCode,
+)
 from sources.models import Kind
 from tests.factories import DeliveryEventFactory, FeedbackFactory
 
@@ -94,3 +100,41 @@ def test_concurrent_successful_returns_leave_exactly_one_on_postgresql():
     assert connection.vendor == "postgresql"
     assert sorted(results) == ["ok"] + ["refused"] * 7
     assert Feedback.objects.filter(delivery=delivery, outcome="success").count() == 1
+
+
+@pytest.mark.parametrize(
+    "model", [Lead, DeliveryEvent, Feedback, Notification], ids=lambda m: m.__name__
+)
+def test_no_index_is_the_leading_part_of_another(model):
+    """Every insert maintains every index: a plain index on columns another
+    index or unique constraint starts with is pure cost. Read from the database
+    the migrations built, not from the models."""
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, model._meta.db_table)
+    partial = {
+        index.name
+        for index in [*model._meta.indexes, *model._meta.constraints]
+        if getattr(index, "condition", None) is not None
+    }
+    full = {
+        name: tuple(info["columns"])
+        for name, info in found.items()
+        if (info["index"] or info["unique"]) and name not in partial
+    }
+    plain = {
+        name: columns
+        for name, columns in full.items()
+        if found[name]["index"] and not found[name]["unique"]
+    }
+
+    covered = [
+        (name, other)
+        for name, columns in plain.items()
+        for other, longer in full.items()
+        if other != name
+        and len(longer) > len(columns)
+        and longer[: len(columns)] == columns
+    ]
+
+    assert covered == []
+    assert plain  # the introspection saw the table's indexes
