@@ -68,10 +68,29 @@ class Claim:
 def notifications_create(*, feedbacks: Sequence[Feedback]) -> list[Notification]:
     """Notification rows for accepted feedback, one per enabled config of its
     source and kind. Runs in the intake's transaction, so a feedback and its
-    notifications are stored together or not at all."""
-    return Notification.objects.bulk_create(
+    notifications are stored together or not at all.
+
+    Each feedback's `notifications` are set to the rows just created, in the
+    order a prefetch would give, so the intake's answer lists them without
+    reading them back."""
+    created = Notification.objects.bulk_create(
         Notification(**values) for values in notifications_build(feedbacks=feedbacks)
     )
+    by_id: dict[int, list[Notification]] = {f.pk: [] for f in feedbacks}
+    sources = {f.pk: f.source for f in feedbacks}
+    for notification in created:
+        notification.source = sources[notification.feedback_id]
+        by_id[notification.feedback_id].append(notification)
+    for feedback in feedbacks:
+        cache = feedback.__dict__.setdefault("_prefetched_objects_cache", {})
+        cache["notifications"] = by_id[feedback.pk]
+    return created
+
+
+def notifications_forget(feedback: Feedback) -> None:
+    """Drop the rows `notifications_create` set on `feedback` (after they
+    changed in the database), so the next read fetches them."""
+    getattr(feedback, "_prefetched_objects_cache", {}).pop("notifications", None)
 
 
 def notifications_build(*, feedbacks: Sequence[Feedback]) -> list[dict[str, Any]]:

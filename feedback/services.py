@@ -24,6 +24,7 @@ from feedback.delivery import (
     notifications_create,
     notifications_enqueue,
     notifications_enqueue_on_commit,
+    notifications_forget,
 )
 from feedback.models import (
     EVENT_ID_PATTERN,
@@ -510,7 +511,11 @@ def _deliver_sync(
             refusals.setdefault(row.feedback_id, []).append(
                 f"{source.name} refused it: {row.reason or 'no reason given'}"
             )
+    sent = {n.feedback_id for n in sync}
     for result, feedback in pending:
+        if feedback.pk in sent:
+            # Their rows changed while being sent: the answer reads them again.
+            notifications_forget(feedback)
         reasons = refusals.get(feedback.pk)
         if reasons:
             feedback_refuse_by_source(feedback=feedback, reason="; ".join(reasons))

@@ -416,7 +416,10 @@ def test_a_new_feedback_answers_with_its_pending_notifications(buyer_client, buy
         source=delivery.source, kind="return", url="https://returns.example/api"
     )
 
-    single = post(buyer_client, {"event_id": delivery.event_id, "type": "return"})
+    with CaptureQueriesContext(connection) as queries:
+        single = post(buyer_client, {"event_id": delivery.event_id, "type": "return"})
+    # Read now: the next request empties the connection's query log.
+    statements = [q["sql"] for q in queries.captured_queries]
     items = post(
         buyer_client,
         {"items": [{"event_id": delivery.event_id, "type": "conversion"}]},
@@ -428,5 +431,17 @@ def test_a_new_feedback_answers_with_its_pending_notifications(buyer_client, buy
     assert notification["id"] == stored.public_id
     assert notification["status"] == "pending"
     assert notification["source"] == delivery.source.slug
+    # The answer lists the rows the intake created, as a read would show them,
+    # without reading them back.
+    detail = buyer_client.get(f"/api/v1/feedback/{single.json()['feedback_id']}")
+    assert detail.json()["notifications"] == [notification]
+    assert any(
+        sql.startswith('INSERT INTO "feedback_notification"') for sql in statements
+    )
+    assert not [
+        sql
+        for sql in statements
+        if sql.startswith("SELECT") and 'FROM "feedback_notification"' in sql
+    ]
     # No conversion config: the conversion was accepted and forwarded nowhere.
     assert items.json()["results"][0]["feedback"]["notifications"] == []
