@@ -47,6 +47,7 @@ from django.db.models import F, Field, Model, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from feedback.bulk import ids_reserve, rows_copy
 from feedback.delivery import notifications_build
 from feedback.models import (
     ApiKey,
@@ -908,16 +909,10 @@ def _insert_feedback(rows: list[_Row]) -> None:
         return
     # Ids from the sequence up front: the notifications need them, COPY
     # returns none.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) "
-            "FROM generate_series(1, %s)",
-            [Feedback._meta.db_table, len(rows)],
-        )
-        for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
-            row.id = pk
+    for row, pk in zip(rows, ids_reserve(Feedback, len(rows)), strict=True):
+        row.id = pk
     attnames = [f.attname for f in Feedback._meta.concrete_fields]
-    _copy(Feedback, [[getattr(row, name) for name in attnames] for row in rows])
+    rows_copy(Feedback, [[getattr(row, name) for name in attnames] for row in rows])
 
 
 def _insert_notifications(rows: list[_Row]) -> None:
@@ -933,7 +928,7 @@ def _insert_notifications(rows: list[_Row]) -> None:
         v["config_id"] = v.pop("config").pk
     # Fields not set above take their model default (public_id, counters...).
     fields = [f for f in Notification._meta.concrete_fields if not f.primary_key]
-    _copy(
+    rows_copy(
         Notification,
         [
             [v[f.attname] if f.attname in v else f.get_default() for f in fields]
@@ -941,31 +936,6 @@ def _insert_notifications(rows: list[_Row]) -> None:
         ],
         with_pk=False,
     )
-
-
-def _copy(model: type[Model], rows: list[list[Any]], *, with_pk: bool = True) -> None:
-    """COPY rows (values in the order of the model's concrete fields, without
-    the primary key unless `with_pk`) into the model's table. bulk_create spends
-    most of its time building one huge INSERT; COPY streams the same values
-    through the same constraints."""
-    meta = model._meta
-    fields = [f for f in meta.concrete_fields if with_pk or not f.primary_key]
-    table = connection.ops.quote_name(meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    json_positions = [
-        i for i, f in enumerate(fields) if f.get_internal_type() == "JSONField"
-    ]
-    # The wrapper turns psycopg's errors into Django's (IntegrityError...), as
-    # for any query: the raw cursor's COPY would bypass it.
-    with (
-        connection.wrap_database_errors,
-        connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            for i in json_positions:
-                row[i] = json.dumps(row[i])
-            copy.write_row(row)
 
 
 def _fail(import_id: int, token: uuid.UUID, message: str) -> None:

@@ -18,6 +18,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from feedback.bulk import instances_copy
 from feedback.delivery import (
     notification_deliver,
     notifications_claim_due,
@@ -288,6 +289,9 @@ MAX_REASON_CHARS = 255
 KINDS = frozenset(Kind.values)
 FORBIDDEN_REASON = "Feedback is forbidden"
 ALREADY_RETURNED_REASON = "Lead already returned"
+# From this many rows an intake writes its feedback with COPY (one statement to
+# reserve the ids, one to stream the rows), below with one INSERT.
+COPY_MIN_ROWS = 20
 KNOWN_FIELDS = frozenset(
     {
         "event_id",
@@ -463,7 +467,10 @@ def _store(pending: list[tuple[ReceiveResult, Feedback]]) -> list[Notification]:
     feedbacks = [feedback for _, feedback in pending]
     try:
         with transaction.atomic():
-            Feedback.objects.bulk_create(feedbacks)
+            if connection.vendor == "postgresql" and len(feedbacks) >= COPY_MIN_ROWS:
+                instances_copy(feedbacks)
+            else:
+                Feedback.objects.bulk_create(feedbacks)
             notifications = notifications_create(feedbacks=feedbacks)
     except IntegrityError:
         # Another request returned one of these deliveries since we looked. Store

@@ -5,10 +5,17 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
+from feedback.bulk import instances_copy
 from feedback.models import BuyerPolicy, Feedback
-from feedback.services import ReceiveStatus, feedback_receive, feedback_receive_many
+from feedback.services import (
+    COPY_MIN_ROWS,
+    ReceiveStatus,
+    feedback_receive,
+    feedback_receive_many,
+)
 from sources.models import Kind
 from tests.factories import DeliveryEventFactory, FlowFactory, SourceFactory
 
@@ -406,3 +413,41 @@ def test_return_racing_past_the_check_is_caught_by_the_constraint(
     assert Feedback.objects.filter(kind="return", outcome="success").count() == 1
     assert Feedback.objects.filter(kind="return", outcome="failure").count() == 1
     assert Feedback.objects.filter(kind="conversion").count() == 1
+
+
+def test_a_large_batch_is_stored_whole_or_item_by_item_on_a_race(buyer, monkeypatch):
+    """From COPY_MIN_ROWS items PostgreSQL takes COPY; a return that raced past
+    the check still loses to the constraint, alone, and the rest is stored."""
+    from feedback import services
+
+    copies = []
+    monkeypatch.setattr(
+        services,
+        "instances_copy",
+        lambda rows: copies.append(len(rows)) or instances_copy(rows),
+    )
+    deliveries = [DeliveryEventFactory(buyer=buyer) for _ in range(COPY_MIN_ROWS)]
+    items = [{"event_id": d.event_id, "type": "conversion"} for d in deliveries]
+
+    first = feedback_receive_many(buyer=buyer, items=items, channel=API)
+    receive(buyer, deliveries[3], type="return")
+    monkeypatch.setattr(services, "_returned_delivery_ids", lambda _: set())
+    second = feedback_receive_many(
+        buyer=buyer,
+        items=[*items, {"event_id": deliveries[3].event_id, "type": "return"}],
+        channel=API,
+    )
+
+    assert [r.status for r in first] == [ReceiveStatus.ACCEPTED] * COPY_MIN_ROWS
+    assert [r.status for r in second] == [ReceiveStatus.ACCEPTED] * COPY_MIN_ROWS + [
+        ReceiveStatus.ALREADY_RETURNED
+    ]
+    stored = Feedback.objects.filter(pk__in=[r.feedback.pk for r in first + second])
+    assert sorted(stored.values_list("public_id", flat=True)) == sorted(
+        r.feedback.public_id for r in first + second
+    )
+    assert Feedback.objects.get(pk=first[0].feedback.pk).delivery == deliveries[0]
+    assert Feedback.objects.filter(kind="return", outcome="success").count() == 1
+    expect_copy = connection.vendor == "postgresql"
+    # The second batch's COPY failed on the constraint and was rolled back.
+    assert copies == ([COPY_MIN_ROWS, COPY_MIN_ROWS + 1] if expect_copy else [])
