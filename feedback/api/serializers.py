@@ -1,9 +1,11 @@
 """Serializers shared by several API classes. Input/Output pairs specific to one API
 live nested in that API class."""
 
+import functools
 import ipaddress
 import json
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -273,3 +275,51 @@ class FeedbackOutputSerializer(serializers.ModelSerializer[Feedback]):
 
     def get_lead(self, feedback: Feedback) -> dict[str, Any]:
         return lead_summary(feedback.lead)
+
+
+@functools.cache
+def _output_fields() -> dict[str, Any]:
+    return dict(FeedbackOutputSerializer().fields)
+
+
+def feedback_outputs(feedbacks: Sequence[Feedback]) -> list[dict[str, Any]]:
+    """`FeedbackOutputSerializer(feedbacks, many=True).data`, for the answer to a
+    batch: DRF's machinery around each field of a thousand items costs more
+    than checking them. The fields that format (revenue, times, notifications)
+    are the serializer's own; a test holds the two answers equal."""
+    fields = _output_fields()
+    revenue = fields["revenue"]
+    occurred_at = fields["occurred_at"]
+    received_at = fields["received_at"]
+    notifications = fields["notifications"]
+    outputs = []
+    for feedback in feedbacks:
+        delivery = feedback.delivery
+        code = feedback.outcome_code
+        listed = feedback.notifications.all()
+        outputs.append(
+            {
+                "feedback_id": str(feedback.public_id),
+                "event_id": delivery.event_id,
+                "reference": delivery.reference,
+                "type": str(feedback.kind),
+                "outcome_code": code.code if code is not None else None,
+                "reason": feedback.reason,
+                "revenue": None
+                if feedback.revenue is None
+                else revenue.to_representation(feedback.revenue),
+                "quality_score": feedback.quality_score,
+                "occurred_at": occurred_at.to_representation(feedback.occurred_at),
+                "received_at": received_at.to_representation(feedback.received_at),
+                "custom": feedback.custom,
+                "note": feedback.note,
+                "channel": str(feedback.channel),
+                "outcome": str(feedback.outcome),
+                "outcome_reason": feedback.outcome_reason,
+                "lead": lead_summary(feedback.lead),
+                "notifications": notifications.to_representation(listed)
+                if listed
+                else [],
+            }
+        )
+    return outputs

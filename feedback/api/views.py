@@ -43,6 +43,7 @@ from feedback.api.serializers import (
     FeedbackInputSerializer,
     FeedbackOutputSerializer,
     ItemsInputSerializer,
+    feedback_outputs,
     lead_summary,
 )
 from feedback.filters import FeedbackFilter
@@ -328,9 +329,7 @@ class FeedbackApi(GenericAPIView[Feedback]):
             if r.status == ReceiveStatus.ACCEPTED and r.feedback is not None
         ]
         prefetch_related_objects(accepted_feedback, notifications_prefetch())
-        # One serializer for the whole list: a serializer per item rebuilds its
-        # fields every time, which cost more than the intake itself.
-        outputs = iter(FeedbackOutputSerializer(accepted_feedback, many=True).data)
+        outputs = iter(feedback_outputs(accepted_feedback))
         results = []
         for index, result in enumerate(outcomes):
             code = RESULT_STATUS[result.status]

@@ -445,3 +445,50 @@ def test_a_new_feedback_answers_with_its_pending_notifications(buyer_client, buy
     ]
     # No conversion config: the conversion was accepted and forwarded nowhere.
     assert items.json()["results"][0]["feedback"]["notifications"] == []
+
+
+def test_batch_answers_are_what_the_serializer_gives(buyer):
+    from django.db.models import prefetch_related_objects
+
+    from feedback.api.serializers import FeedbackOutputSerializer, feedback_outputs
+    from feedback.api.views import notifications_prefetch
+    from tests.factories import LeadFactory, seeded_outcome_codes
+
+    codes = seeded_outcome_codes()
+    plain = FeedbackFactory(delivery=DeliveryEventFactory(buyer=buyer))
+    full = FeedbackFactory(
+        delivery=DeliveryEventFactory(buyer=buyer, reference="CRM-7"),
+        kind=Kind.RETURN,
+        outcome_code=codes["bad_info"],
+        reason="Bad phone",
+        revenue="12.50",
+        quality_score=2,
+        custom={"crm": {"stage": "lost", "tags": ["a", 1, None]}},
+        note="Called twice",
+        channel=Feedback.Channel.PORTAL,
+        occurred_at=timezone.now() - timedelta(days=2, microseconds=7),
+    )
+    forwarded(full, reason="POST https://returns.example/api?t=1 answered 500")
+    forwarded(full, status=Notification.Status.PENDING, next_attempt_at=timezone.now())
+    refused = FeedbackFactory(
+        delivery=DeliveryEventFactory(
+            buyer=buyer, lead=LeadFactory(data={"first_name": "Ana", "email": ""})
+        ),
+        kind=Kind.STATUS,
+        revenue=0,
+        outcome=Feedback.Outcome.FAILURE,
+        outcome_reason="reason: 'x' is not an accepted status reason.",
+    )
+    feedbacks = list(
+        Feedback.objects.filter(pk__in=[plain.pk, full.pk, refused.pk])
+        .select_related("delivery", "lead", "outcome_code")
+        .order_by("pk")
+    )
+    prefetch_related_objects(feedbacks, notifications_prefetch())
+
+    expected = FeedbackOutputSerializer(feedbacks, many=True).data
+    answered = feedback_outputs(feedbacks)
+
+    assert answered == expected
+    assert [list(a) for a in answered] == [list(e) for e in expected]
+    assert len(answered[1]["notifications"]) == 2
