@@ -289,9 +289,11 @@ MAX_REASON_CHARS = 255
 KINDS = frozenset(Kind.values)
 FORBIDDEN_REASON = "Feedback is forbidden"
 ALREADY_RETURNED_REASON = "Lead already returned"
-# From this many rows an intake writes its feedback with COPY (one statement to
-# reserve the ids, one to stream the rows), below with one INSERT.
-COPY_MIN_ROWS = 20
+# From this many items an intake takes its bulk paths: the sources and flows of
+# the deliveries are read once rather than joined to every row, and feedback is
+# written with COPY (one statement to reserve the ids, one to stream the rows).
+# Below, joins and one INSERT make fewer round trips.
+BULK_MIN_ITEMS = 20
 KNOWN_FIELDS = frozenset(
     {
         "event_id",
@@ -467,7 +469,7 @@ def _store(pending: list[tuple[ReceiveResult, Feedback]]) -> list[Notification]:
     feedbacks = [feedback for _, feedback in pending]
     try:
         with transaction.atomic():
-            if connection.vendor == "postgresql" and len(feedbacks) >= COPY_MIN_ROWS:
+            if connection.vendor == "postgresql" and len(feedbacks) >= BULK_MIN_ITEMS:
                 instances_copy(feedbacks)
             else:
                 Feedback.objects.bulk_create(feedbacks)
@@ -570,19 +572,30 @@ def _deliveries_for(
     event_ids = {p.event_id for p in parsed if p.event_id and not p.fatal}
     references = {p.reference for p in parsed if not p.event_id and not p.fatal}
     found: dict[tuple[str, str], DeliveryEvent | None] = {}
-    # The buyer is the caller's: not joined again, one instance for every row.
-    scoped = DeliveryEvent.objects.select_related("source", "lead", "flow").filter(
-        buyer=buyer
+    bulk = len(event_ids) + len(references) >= BULK_MIN_ITEMS
+    scoped = DeliveryEvent.objects.filter(buyer=buyer).select_related(
+        *(["lead"] if bulk else ["source", "lead", "flow"])
     )
+    read: list[DeliveryEvent] = []
     if event_ids:
         for delivery in scoped.filter(event_id__in=event_ids):
-            delivery.buyer = buyer
+            read.append(delivery)
             found[("event_id", delivery.event_id)] = delivery
+    by_reference: dict[str, list[DeliveryEvent]] = {}
     if references:
-        by_reference: dict[str, list[DeliveryEvent]] = {}
         for delivery in scoped.filter(reference__in=references):
-            delivery.buyer = buyer
+            read.append(delivery)
             by_reference.setdefault(delivery.reference, []).append(delivery)
+    sources = Source.objects.in_bulk({d.source_id for d in read}) if bulk else {}
+    flows = Flow.objects.in_bulk({d.flow_id for d in read}) if bulk else {}
+    for delivery in read:
+        # The buyer is the caller's, and in a batch a few sources and flows are
+        # shared by every row: one instance each rather than a copy per row.
+        delivery.buyer = buyer
+        if bulk:
+            delivery.source = sources[delivery.source_id]
+            delivery.flow = flows[delivery.flow_id]
+    if references:
         for reference, matches in by_reference.items():
             if len(matches) == 1:
                 found[("reference", reference)] = matches[0]

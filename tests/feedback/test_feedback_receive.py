@@ -11,7 +11,7 @@ from django.utils import timezone
 from feedback.bulk import instances_copy
 from feedback.models import BuyerPolicy, Feedback
 from feedback.services import (
-    COPY_MIN_ROWS,
+    BULK_MIN_ITEMS,
     ReceiveStatus,
     feedback_receive,
     feedback_receive_many,
@@ -345,9 +345,9 @@ def test_batch_queries_do_not_grow_with_items(buyer):
     # everything else must be a fixed number of queries.
     fields = [f for f in Feedback._meta.concrete_fields if not f.primary_key]
     chunk = connection.ops.bulk_batch_size(fields, [None] * 80) or 80
-    extra_inserts = math.ceil(80 / chunk) - math.ceil(4 / chunk)
-    assert queries_for(40) == queries_for(2) + extra_inserts
-    assert Feedback.objects.count() == 84
+    extra_inserts = math.ceil(80 / chunk) - math.ceil(40 / chunk)
+    assert queries_for(40) == queries_for(20) + extra_inserts
+    assert Feedback.objects.count() == 120
 
 
 @pytest.mark.service
@@ -416,7 +416,7 @@ def test_return_racing_past_the_check_is_caught_by_the_constraint(
 
 
 def test_a_large_batch_is_stored_whole_or_item_by_item_on_a_race(buyer, monkeypatch):
-    """From COPY_MIN_ROWS items PostgreSQL takes COPY; a return that raced past
+    """From BULK_MIN_ITEMS items PostgreSQL takes COPY; a return that raced past
     the check still loses to the constraint, alone, and the rest is stored."""
     from feedback import services
 
@@ -426,7 +426,7 @@ def test_a_large_batch_is_stored_whole_or_item_by_item_on_a_race(buyer, monkeypa
         "instances_copy",
         lambda rows: copies.append(len(rows)) or instances_copy(rows),
     )
-    deliveries = [DeliveryEventFactory(buyer=buyer) for _ in range(COPY_MIN_ROWS)]
+    deliveries = [DeliveryEventFactory(buyer=buyer) for _ in range(BULK_MIN_ITEMS)]
     items = [{"event_id": d.event_id, "type": "conversion"} for d in deliveries]
 
     first = feedback_receive_many(buyer=buyer, items=items, channel=API)
@@ -438,8 +438,8 @@ def test_a_large_batch_is_stored_whole_or_item_by_item_on_a_race(buyer, monkeypa
         channel=API,
     )
 
-    assert [r.status for r in first] == [ReceiveStatus.ACCEPTED] * COPY_MIN_ROWS
-    assert [r.status for r in second] == [ReceiveStatus.ACCEPTED] * COPY_MIN_ROWS + [
+    assert [r.status for r in first] == [ReceiveStatus.ACCEPTED] * BULK_MIN_ITEMS
+    assert [r.status for r in second] == [ReceiveStatus.ACCEPTED] * BULK_MIN_ITEMS + [
         ReceiveStatus.ALREADY_RETURNED
     ]
     stored = Feedback.objects.filter(pk__in=[r.feedback.pk for r in first + second])
@@ -450,4 +450,4 @@ def test_a_large_batch_is_stored_whole_or_item_by_item_on_a_race(buyer, monkeypa
     assert Feedback.objects.filter(kind="return", outcome="success").count() == 1
     expect_copy = connection.vendor == "postgresql"
     # The second batch's COPY failed on the constraint and was rolled back.
-    assert copies == ([COPY_MIN_ROWS, COPY_MIN_ROWS + 1] if expect_copy else [])
+    assert copies == ([BULK_MIN_ITEMS, BULK_MIN_ITEMS + 1] if expect_copy else [])
