@@ -283,10 +283,10 @@ def _output_fields() -> dict[str, Any]:
 
 
 def feedback_outputs(feedbacks: Sequence[Feedback]) -> list[dict[str, Any]]:
-    """`FeedbackOutputSerializer(feedbacks, many=True).data`, for the answer to a
-    batch: DRF's machinery around each field of a thousand items costs more
-    than checking them. The fields that format (revenue, times, notifications)
-    are the serializer's own; a test holds the two answers equal."""
+    """`FeedbackOutputSerializer(feedbacks, many=True).data`, for the intake's
+    answers: DRF's machinery around each field cost about as much as checking
+    the feedback. The fields that format (revenue, times, notifications) are the
+    serializer's own; a test holds the two answers equal."""
     fields = _output_fields()
     revenue = fields["revenue"]
     occurred_at = fields["occurred_at"]

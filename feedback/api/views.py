@@ -290,11 +290,10 @@ class FeedbackApi(GenericAPIView[Feedback]):
             channel=Feedback.Channel.API,
             api_key=principal.api_key,
         )
-        if result.status == ReceiveStatus.ACCEPTED:
-            if result.feedback is not None:
-                prefetch_related_objects([result.feedback], notifications_prefetch())
+        if result.status == ReceiveStatus.ACCEPTED and result.feedback is not None:
+            prefetch_related_objects([result.feedback], notifications_prefetch())
             return Response(
-                FeedbackOutputSerializer(result.feedback).data,
+                feedback_outputs([result.feedback])[0],
                 status=status.HTTP_201_CREATED,
             )
         return Response(
