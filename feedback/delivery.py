@@ -112,9 +112,15 @@ def notifications_build(*, feedbacks: Sequence[Feedback]) -> list[dict[str, Any]
         matching = configs.get((feedback.source_id, feedback.kind), [])
         if not matching:
             continue
-        variables = feedback_variables(feedback=feedback)
+        variables = None  # built for the first config with criteria, if any
         for config in matching:
-            skipped = feedback_config_criteria_check(config=config, variables=variables)
+            skipped = None
+            if config.criteria:
+                if variables is None:
+                    variables = feedback_variables(feedback=feedback)
+                skipped = feedback_config_criteria_check(
+                    config=config, variables=variables
+                )
             # Batch configs' rows wait for the file of their period (feedback/batches).
             waits = skipped or config.method == FeedbackConfig.Method.BATCH
             rows.append(

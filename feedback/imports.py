@@ -926,16 +926,21 @@ def _insert_notifications(rows: list[_Row]) -> None:
         return
     for v in values:
         v["config_id"] = v.pop("config").pk
-    # Fields not set above take their model default (public_id, counters...).
+    # Fields not set above take their model default: the same value for every
+    # row, except a default that is a function (public_id), called per row.
     fields = [f for f in Notification._meta.concrete_fields if not f.primary_key]
-    rows_copy(
-        Notification,
-        [
-            [v[f.attname] if f.attname in v else f.get_default() for f in fields]
-            for v in values
-        ],
-        with_pk=False,
-    )
+    fixed = {
+        f.attname: f.get_default()
+        for f in fields
+        if not (f.has_default() and callable(f.default))
+    }
+    copied = []
+    for v in values:
+        row = {**fixed, **v}
+        copied.append(
+            [row[f.attname] if f.attname in row else f.get_default() for f in fields]
+        )
+    rows_copy(Notification, copied, with_pk=False)
 
 
 def _fail(import_id: int, token: uuid.UUID, message: str) -> None:
