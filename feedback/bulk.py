@@ -50,16 +50,22 @@ def rows_copy(
             copy.write_row(row)
 
 
+def objects_copy(model: type[Model], objects: Sequence[Any]) -> None:
+    """Insert `objects` (model instances, or anything with the model's field
+    attnames) as rows of `model` with COPY, setting each one's `id` from the
+    sequence first: callers need the ids, and COPY returns none."""
+    for obj, pk in zip(objects, ids_reserve(model, len(objects)), strict=True):
+        obj.id = pk
+    attnames = [f.attname for f in model._meta.concrete_fields]
+    rows_copy(model, [[getattr(obj, name) for name in attnames] for obj in objects])
+
+
 def instances_copy(instances: Sequence[Model]) -> None:
     """Insert unsaved instances of one model with COPY, setting their ids, as
     `bulk_create` would (no signals, no `save()`)."""
     if not instances:
         return
-    model = type(instances[0])
-    for instance, pk in zip(instances, ids_reserve(model, len(instances)), strict=True):
-        instance.pk = pk
-    attnames = [f.attname for f in model._meta.concrete_fields]
-    rows_copy(model, [[getattr(i, name) for name in attnames] for i in instances])
+    objects_copy(type(instances[0]), instances)
     for instance in instances:
         instance._state.adding = False
         instance._state.db = connection.alias

@@ -47,7 +47,7 @@ from django.db.models import F, Field, Model, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from feedback.bulk import ids_reserve, rows_copy
+from feedback.bulk import objects_copy, rows_copy
 from feedback.delivery import notifications_build
 from feedback.models import (
     ApiKey,
@@ -907,12 +907,7 @@ def _insert_feedback(rows: list[_Row]) -> None:
         for row, feedback in zip(rows, created, strict=True):
             row.id = feedback.pk
         return
-    # Ids from the sequence up front: the notifications need them, COPY
-    # returns none.
-    for row, pk in zip(rows, ids_reserve(Feedback, len(rows)), strict=True):
-        row.id = pk
-    attnames = [f.attname for f in Feedback._meta.concrete_fields]
-    rows_copy(Feedback, [[getattr(row, name) for name in attnames] for row in rows])
+    objects_copy(Feedback, rows)
 
 
 def _insert_notifications(rows: list[_Row]) -> None:
