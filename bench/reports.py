@@ -226,14 +226,15 @@ def seed(feedback_rows: int) -> dict[str, int]:
         """,
         """
         INSERT INTO feedback_notification (public_id, feedback_id, config_id,
-            source_id, kind, status, reason, reference, attempt_count,
-            schedule_tries, created_at, updated_at)
+            source_id, kind, lead_delivered_at, status, reason, reference,
+            attempt_count, schedule_tries, created_at, updated_at)
         SELECT 'msg_' || lpad(to_hex(f.id), 24, '0'), f.id, c.id, f.source_id,
-            f.kind, s.status, '', '',
+            f.kind, d.delivered_at, s.status, '', '',
             CASE s.status WHEN 'pending' THEN 0 WHEN 'dead' THEN 3
                 WHEN 'succeeded' THEN 1 + (f.id %% 10 = 0)::int ELSE 1 END,
             0, f.received_at, f.received_at
         FROM feedback_feedback f
+        JOIN feedback_deliveryevent d ON d.id = f.delivery_id
         JOIN sources_feedbackconfig c ON c.source_id = f.source_id AND c.kind = f.kind
         CROSS JOIN LATERAL (
             SELECT CASE WHEN f.id %% 100 < 85 THEN 'succeeded'
@@ -350,11 +351,10 @@ def ttf_sql(column: str) -> list[str]:
     ]
 
 
+# Notifications carry their delivery's delivered_at (lead_delivered_at).
 NOTIFICATIONS_BY_DELIVERY_DATE = """
     FROM feedback_notification n
-    JOIN feedback_feedback f ON f.id = n.feedback_id
-    JOIN feedback_deliveryevent d ON d.id = f.delivery_id
-    WHERE d.delivered_at >= %(since)s AND d.delivered_at < %(until)s
+    WHERE n.lead_delivered_at >= %(since)s AND n.lead_delivered_at < %(until)s
 """
 
 RAW_SQL: dict[str, list[str]] = {
@@ -384,9 +384,7 @@ RAW_SQL: dict[str, list[str]] = {
             percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms)
         FROM feedback_deliveryattempt a
         JOIN feedback_notification n ON n.id = a.notification_id
-        JOIN feedback_feedback f ON f.id = n.feedback_id
-        JOIN feedback_deliveryevent d ON d.id = f.delivery_id
-        WHERE d.delivered_at >= %(since)s AND d.delivered_at < %(until)s
+        WHERE n.lead_delivered_at >= %(since)s AND n.lead_delivered_at < %(until)s
         GROUP BY n.config_id""",
         """SELECT config_id, COUNT(*), MIN(created_at) FROM feedback_notification
         WHERE status IN ('pending', 'sending', 'retrying') GROUP BY config_id""",

@@ -129,6 +129,7 @@ def notifications_build(*, feedbacks: Sequence[Feedback]) -> list[dict[str, Any]
                     "config": config,
                     "source_id": feedback.source_id,
                     "kind": feedback.kind,
+                    "lead_delivered_at": feedback.delivery.delivered_at,
                     "status": _initial_status(config, skipped),
                     "reason": (skipped or "")[:1000],
                     "next_attempt_at": None if waits else now,

@@ -455,6 +455,10 @@ class Notification(models.Model):
         Source, on_delete=models.PROTECT, related_name="notifications", db_index=False
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    # The delivery's delivered_at, copied when the row is written (it never
+    # changes): reports counted by delivery date filter notifications on it
+    # without joining feedback and deliveries.
+    lead_delivered_at = models.DateTimeField(editable=False)
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.PENDING
     )

@@ -759,10 +759,7 @@ class DeliveryHealthReport(Report):
     def _notifications(self) -> QuerySet[Notification]:
         f = self.filters
         if f.by_delivery:
-            q = Q(
-                feedback__delivery__delivered_at__gte=f.since,
-                feedback__delivery__delivered_at__lt=f.until,
-            )
+            q = Q(lead_delivered_at__gte=f.since, lead_delivered_at__lt=f.until)
         else:
             q = Q(created_at__gte=f.since, created_at__lt=f.until)
         return Notification.objects.filter(q & self._dimensions_q())

@@ -421,6 +421,7 @@ def test_batch_file_cells_never_start_a_formula(buyer, values):
             config=config,
             source=source,
             kind="return",
+            lead_delivered_at=feedback.delivery.delivered_at,
             status=Notification.Status.BATCHED,
             batch_run=run,
         )

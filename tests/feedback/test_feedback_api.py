@@ -288,6 +288,7 @@ def forwarded(feedback, *, status=Notification.Status.SUCCEEDED, **fields):
         config=config,
         source=feedback.source,
         kind=feedback.kind,
+        lead_delivered_at=feedback.delivery.delivered_at,
         status=status,
         **fields,
     )

@@ -106,6 +106,7 @@ def make_notification(
         config=config,
         source=feedback.source,
         kind=feedback.kind,
+        lead_delivered_at=feedback.delivery.delivered_at,
         status=status,
         reason=reason,
         attempt_count=attempts,

@@ -336,6 +336,7 @@ def test_lead_page_shows_lead_delivery_and_feedback_history_with_notifications(
         feedback=feedback,
         source=source,
         kind=Kind.RETURN,
+        lead_delivered_at=feedback.delivery.delivered_at,
         status=Notification.Status.RETRYING,
         attempt_count=3,
         reason="HTTP 503 from https://bluesky.example/api?token=s3cret",
@@ -607,7 +608,11 @@ def test_lead_page_queries_do_not_grow_with_its_history(portal, buyer):
         feedback = FeedbackFactory(delivery=made, kind=Kind.STATUS, reason="Called")
         for status in (Notification.Status.SUCCEEDED, Notification.Status.DEAD):
             Notification.objects.create(
-                feedback=feedback, source=source, kind=Kind.STATUS, status=status
+                feedback=feedback,
+                source=source,
+                kind=Kind.STATUS,
+                lead_delivered_at=feedback.delivery.delivered_at,
+                status=status,
             )
     assert queries_for_page() == one
 

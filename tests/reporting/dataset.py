@@ -328,6 +328,7 @@ def add_notifications(data: DataSet) -> dict[str, Any]:
             config=config,
             source=source,
             kind=config.kind,
+            lead_delivered_at=carriers[index].delivery.delivered_at,
             status=status,
             attempt_count=len(attempts),
             created_at=created_at,

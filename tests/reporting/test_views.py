@@ -205,6 +205,7 @@ def _add_forwarding(sources) -> None:
                 config=config,
                 source=source,
                 kind=Kind.CONVERSION,
+                lead_delivered_at=carrier.delivery.delivered_at,
                 status=status,
                 attempt_count=1,
                 created_at=datetime.datetime(2025, 3, 5, tzinfo=UTC),
