@@ -53,33 +53,25 @@ from reporting.measures import (
     feedback_measures,
     outcome_vocabulary,
 )
-from reporting.models import DailyRollup, RollupState
+from reporting.models import DailyRollup, RollupState, TimingRollup
 from reporting.rollups import (
     FEEDBACK_SIDE as ROLLUP_FEEDBACK_SIDE,
 )
 from reporting.rollups import (
     RECEIVED,
     distinct_deliveries,
+    month_start,
+    next_month,
     rollup_state,
     rollups_enabled,
+    start_of,
 )
+from reporting.timing import TTF_BUCKETS, Histogram, binned, histograms
 from sources.models import FeedbackConfig, Kind, Source
 
 SUCCESS = Feedback.Outcome.SUCCESS
 FAILURE = Feedback.Outcome.FAILURE
 
-# Time-to-feedback buckets: (label, lower bound, upper bound), bounds exclusive above.
-HOUR = datetime.timedelta(hours=1)
-DAY = datetime.timedelta(days=1)
-TTF_BUCKETS: tuple[
-    tuple[str, datetime.timedelta | None, datetime.timedelta | None], ...
-] = (
-    ("under_1h", None, HOUR),
-    ("1h_24h", HOUR, DAY),
-    ("1d_7d", DAY, 7 * DAY),
-    ("7d_30d", 7 * DAY, 30 * DAY),
-    ("over_30d", 30 * DAY, None),
-)
 
 # Source scorecard: weights of each component (docs/reports.md, "Source scorecard").
 SCORE_WEIGHTS = {"conversion": 40.0, "returns": 30.0, "contact": 20.0, "coverage": 10.0}
@@ -448,6 +440,8 @@ class Report:
         self.filters = filters
         # Set by generate() when the figures come from the daily rollups.
         self.rollups_as_of: datetime.datetime | None = None
+        # Set by generate() when percentiles are read from histograms (within 1%).
+        self.estimated = False
 
     def generate(self) -> ReportTable:
         raise NotImplementedError
@@ -615,6 +609,88 @@ class TimeToFeedbackReport(Report):
     dimension: ClassVar[Dimension]
 
     def generate(self) -> ReportTable:
+        rows_by_key = self._from_rollups()
+        if rows_by_key is None:
+            rows_by_key = self._live()
+        labels = self.dimension.label_for(rows_by_key.keys())
+        rows = [
+            {"key": key, "label": labels.get(key, str(key)), **values}
+            for key, values in rows_by_key.items()
+        ]
+        rows.sort(key=lambda r: (-r["feedback"], r["label"]))
+        columns = [
+            Column("label", self.dimension.label, "text"),
+            Column("feedback", "Feedback"),
+            Column("median", "Median", "seconds"),
+            Column("p90", "90th percentile", "seconds"),
+            Column("under_1h", "< 1 h"),
+            Column("1h_24h", "1-24 h"),
+            Column("1d_7d", "1-7 d"),
+            Column("7d_30d", "7-30 d"),
+            Column("over_30d", "> 30 d"),
+        ]
+        return ReportTable(columns, rows)
+
+    def _from_rollups(self) -> dict[Any, dict[str, Any]] | None:
+        """Whole delivery months from the timing rollups, the days around them
+        counted live into the same bins; None where the rollups cannot answer
+        (then every figure is counted live and exact)."""
+        f = self.filters
+        code = self.dimension.code
+        if f.kind or f.flow_id is not None:
+            return None
+        other = "buyer" if code == "source" else "source"
+        if getattr(f, f"{other}_id") is not None:
+            return None
+        first = f.start if f.start.day == 1 else next_month(month_start(f.start))
+        end = month_start(f.end + datetime.timedelta(days=1))
+        if first >= end:
+            return None  # no whole month in the range
+        state = rollup_usable(f, code)
+        if state is None:
+            return None
+        own = getattr(f, f"{code}_id")
+        rollups = TimingRollup.objects.filter(
+            dimension=code, month__gte=first, month__lt=end
+        )
+        if own is not None:
+            rollups = rollups.filter(key=own)
+        rows = list(
+            rollups.values("key", "bucket", "bin")
+            .annotate(count=Sum("count"))
+            .order_by()
+        )
+        found = histograms(rows, "key")
+        edges = Q()
+        if f.since < start_of(first):
+            edges |= Q(
+                delivery__delivered_at__gte=f.since,
+                delivery__delivered_at__lt=start_of(first),
+            )
+        if start_of(end) < f.until:
+            edges |= Q(
+                delivery__delivered_at__gte=start_of(end),
+                delivery__delivered_at__lt=f.until,
+            )
+        if edges:
+            feedback = Feedback.objects.filter(edges & f.feedback_q())
+            for row in binned(feedback, self.dimension.field):
+                histogram = found.setdefault(row[self.dimension.field], Histogram())
+                histogram.add(row["bucket"], row["bin"], row["count"])
+        self.rollups_as_of = state.refreshed_at
+        self.estimated = True
+        result = {}
+        for key, histogram in found.items():
+            buckets = histogram.bucket_counts()
+            result[key] = {
+                "feedback": histogram.total,
+                "median": histogram.percentile(0.5),
+                "p90": histogram.percentile(0.9),
+                **{name: buckets[i] for i, (name, _, _) in enumerate(TTF_BUCKETS)},
+            }
+        return result
+
+    def _live(self) -> dict[Any, dict[str, Any]]:
         field = self.dimension.field
         feedback = Feedback.objects.filter(self.filters.feedback_q())
         delivered = F("delivery__delivered_at")
@@ -639,24 +715,7 @@ class TimeToFeedbackReport(Report):
         if not is_postgresql():
             for key, median, p90 in self._percentiles(feedback, field):
                 rows_by_key.setdefault(key, {}).update(median=median, p90=p90)
-        labels = self.dimension.label_for(rows_by_key.keys())
-        rows = [
-            {"key": key, "label": labels.get(key, str(key)), **values}
-            for key, values in rows_by_key.items()
-        ]
-        rows.sort(key=lambda r: (-r["feedback"], r["label"]))
-        columns = [
-            Column("label", self.dimension.label, "text"),
-            Column("feedback", "Feedback"),
-            Column("median", "Median", "seconds"),
-            Column("p90", "90th percentile", "seconds"),
-            Column("under_1h", "< 1 h"),
-            Column("1h_24h", "1-24 h"),
-            Column("1d_7d", "1-7 d"),
-            Column("7d_30d", "7-30 d"),
-            Column("over_30d", "> 30 d"),
-        ]
-        return ReportTable(columns, rows)
+        return rows_by_key
 
     @staticmethod
     def _percentiles(
@@ -756,13 +815,11 @@ class DeliveryHealthReport(Report):
         "Per source config: outcomes, response times, retries, queue depth and age."
     )
 
-    def _notifications(self) -> QuerySet[Notification]:
+    def _notifications_q(self, prefix: str = "") -> Q:
         f = self.filters
-        if f.by_delivery:
-            q = Q(lead_delivered_at__gte=f.since, lead_delivered_at__lt=f.until)
-        else:
-            q = Q(created_at__gte=f.since, created_at__lt=f.until)
-        return Notification.objects.filter(q & self._dimensions_q())
+        date = f"{prefix}lead_delivered_at" if f.by_delivery else f"{prefix}created_at"
+        q = Q(**{f"{date}__gte": f.since, f"{date}__lt": f.until})
+        return q & self._dimensions_q(prefix)
 
     def _dimensions_q(self, prefix: str = "") -> Q:
         f = self.filters
@@ -781,7 +838,7 @@ class DeliveryHealthReport(Report):
         status = Notification.Status
         rows: dict[Any, dict[str, Any]] = defaultdict(dict)
         for values in _dicts(
-            self._notifications()
+            Notification.objects.filter(self._notifications_q())
             .values("config_id")
             .annotate(
                 notifications=Count("pk"),
@@ -796,8 +853,9 @@ class DeliveryHealthReport(Report):
         ):
             rows[values.pop("config_id")].update(values)
 
+        # One join: the notification's own columns filter and group its attempts.
         attempts = DeliveryAttempt.objects.filter(
-            notification__in=self._notifications().values("pk")
+            self._notifications_q("notification__")
         )
         measures: dict[str, Aggregate] = {
             "attempts": Count("pk"),

@@ -19,8 +19,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import (
+    Count,
+    DateField,
+    Exists,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+)
+from django.db.models.functions import Trunc, TruncDate
 from django.utils import timezone
 
 from feedback.models import DeliveryEvent, Feedback
@@ -30,11 +40,15 @@ from reporting.measures import (
     feedback_measures,
     outcome_vocabulary,
 )
-from reporting.models import DailyRollup, RollupState
+from reporting.models import DailyRollup, RollupState, TimingRollup
+from reporting.timing import binned
 
 # Feedback committed late (a long transaction that took its id before the last
 # refresh read the highest id) is caught by looking this far back again.
 LATE_COMMIT_MARGIN = datetime.timedelta(minutes=10)
+DAY = datetime.timedelta(days=1)
+# The dimensions time to feedback is reported by, with a histogram per month.
+TIMING_DIMENSIONS = ("source", "buyer")
 # Rows counted by received day (billing) rather than delivery day.
 RECEIVED = "received:"
 FEEDBACK_SIDE = (
@@ -72,18 +86,31 @@ def rollups_refresh(*, full: bool = False) -> int:
             DailyRollup.objects.filter(day__gte=since, day__lt=until).exclude(
                 dimension__startswith=RECEIVED
             ).delete()
-            rows = list(_build(_start_of(since), _start_of(until)))
+            rows = list(_build(start_of(since), start_of(until)))
             DailyRollup.objects.bulk_create(rows, batch_size=2000)
             written += len(rows)
+            first, end = month_start(since), next_month(month_start(until - DAY))
+            TimingRollup.objects.filter(month__gte=first, month__lt=end).delete()
+            timing = list(_build_timing(first, end))
+            TimingRollup.objects.bulk_create(timing, batch_size=5000)
+            written += len(timing)
         span = _changed_received_span(state, full=full)
         if span is not None:
             since, until = span
             DailyRollup.objects.filter(
                 day__gte=since, day__lt=until, dimension__startswith=RECEIVED
             ).delete()
-            rows = list(_build_received(_start_of(since), _start_of(until)))
+            rows = list(_build_received(start_of(since), start_of(until)))
             DailyRollup.objects.bulk_create(rows, batch_size=2000)
             written += len(rows)
+        if written and connection.vendor == "postgresql":
+            # Fresh statistics, or the planner sorts a year of rows on disk
+            # until autovacuum gets round to the tables.
+            with connection.cursor() as cursor:
+                for model in (DailyRollup, TimingRollup):
+                    cursor.execute(
+                        f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}"
+                    )
         state.last_feedback_id = top_feedback
         state.last_delivery_id = top_delivery
         state.refreshed_at = timezone.now()
@@ -93,7 +120,15 @@ def rollups_refresh(*, full: bool = False) -> int:
     return written
 
 
-def _start_of(day: datetime.date) -> datetime.datetime:
+def month_start(day: datetime.date) -> datetime.date:
+    return day.replace(day=1)
+
+
+def next_month(month: datetime.date) -> datetime.date:
+    return (month.replace(day=28) + datetime.timedelta(days=4)).replace(day=1)
+
+
+def start_of(day: datetime.date) -> datetime.datetime:
     return timezone.make_aware(
         datetime.datetime.combine(day, datetime.time.min),
         timezone.get_current_timezone(),
@@ -151,6 +186,32 @@ def _changed_received_span(
     first = bounds["first"].astimezone(tz).date()
     last = bounds["last"].astimezone(tz).date()
     return first, last + datetime.timedelta(days=1)
+
+
+def _build_timing(first: datetime.date, end: datetime.date) -> Iterable[TimingRollup]:
+    """The timing histograms of the delivery months [first, end)."""
+    feedback = Feedback.objects.filter(
+        delivery__delivered_at__gte=start_of(first),
+        delivery__delivered_at__lt=start_of(end),
+    ).annotate(
+        month=Trunc(
+            "delivery__delivered_at",
+            "month",
+            output_field=DateField(),
+            tzinfo=timezone.get_current_timezone(),
+        )
+    )
+    for dimension in TIMING_DIMENSIONS:
+        field = DIMENSION_FIELDS[dimension]
+        for row in binned(feedback, "month", field):
+            yield TimingRollup(
+                dimension=dimension,
+                month=_as_date(row["month"]),
+                key=row[field],
+                bucket=row["bucket"],
+                bin=row["bin"],
+                count=row["count"],
+            )
 
 
 def _build_received(
@@ -297,11 +358,13 @@ def _column(model: Any, name: str) -> str:
 
 def _converter(model: Any, name: str) -> Any:
     if name == "day":
-        # SQLite hands dates back as text; PostgreSQL as dates.
-        return lambda value: (
-            datetime.date.fromisoformat(value) if isinstance(value, str) else value
-        )
+        return _as_date
     return lambda value: value
+
+
+def _as_date(value: Any) -> datetime.date:
+    # SQLite hands dates back as text from raw SQL; PostgreSQL as dates.
+    return datetime.date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def rollups_enabled() -> bool:

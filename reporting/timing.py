@@ -1,0 +1,163 @@
+"""Time to feedback as mergeable histograms: exact bucket counts, percentiles
+within 1%.
+
+A percentile of a million durations means sorting a million values, and
+percentiles of days do not add up to the percentile of a month. Counts per bin
+do. Each duration falls in one of the report's buckets (< 1 h, 1-24 h, ...) and
+in one log-scale bin: bin 0 holds durations under one second, bin b >= 1 holds
+[GROWTH ** (b - 1), GROWTH ** b) seconds, a bin 2% wider than the one before. A
+bin's midpoint is within 1% of any duration in it, so a percentile read from the
+bins (the value at each rank replaced by its bin's midpoint, interpolated like
+percentile_cont) is within 1% of the exact one. Bins straddling a bucket bound
+are split by the bucket, so bucket counts stay exact.
+
+About 1,000 bins cover ten years; a month of one source's feedback fills a few
+hundred of them.
+"""
+
+import bisect
+import datetime
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    FloatField,
+    Func,
+    IntegerField,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Floor, Ln
+
+HOUR = datetime.timedelta(hours=1)
+DAY = datetime.timedelta(days=1)
+# The report's buckets: (column, lower bound, upper bound), the upper bound excluded.
+TTF_BUCKETS: tuple[
+    tuple[str, datetime.timedelta | None, datetime.timedelta | None], ...
+] = (
+    ("under_1h", None, HOUR),
+    ("1h_24h", HOUR, DAY),
+    ("1d_7d", DAY, 7 * DAY),
+    ("7d_30d", 7 * DAY, 30 * DAY),
+    ("over_30d", 30 * DAY, None),
+)
+# Bucket bounds in seconds: bucket i is [BOUNDS[i - 1], BOUNDS[i]).
+BOUNDS = tuple(
+    upper.total_seconds() for _, _, upper in TTF_BUCKETS if upper is not None
+)
+GROWTH = 1.02
+# The largest relative distance from a bin's midpoint to a duration in the bin.
+RELATIVE_ERROR = (GROWTH - 1) / 2
+
+
+class SecondsBetween(Func):
+    """`later - earlier` in seconds, to the microsecond on PostgreSQL and to
+    the millisecond on SQLite (the precision of its julianday())."""
+
+    arity = 2
+    output_field = FloatField()
+    template = "EXTRACT(EPOCH FROM %(expressions)s)"
+    arg_joiner = " - "
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return super().as_sql(
+            compiler,
+            connection,
+            template="ROUND((julianday(%(expressions)s)) * 86400.0, 3)",
+            arg_joiner=") - julianday(",
+            **extra,
+        )
+
+
+def binned(
+    feedback: QuerySet[Any], *fields: str, delivered: str = "delivery__delivered_at"
+) -> QuerySet[Any, dict[str, Any]]:
+    """Per value of `fields`, bucket and bin: how many feedback (`count`)."""
+    seconds = SecondsBetween(F("received_at"), F(delivered))
+    bucket = Case(
+        *(When(seconds__lt=bound, then=Value(i)) for i, bound in enumerate(BOUNDS)),
+        default=Value(len(BOUNDS)),
+        output_field=IntegerField(),
+    )
+    log_bin = Case(
+        When(seconds__lt=1, then=Value(0)),
+        default=Cast(Floor(Ln(F("seconds")) / math.log(GROWTH)), IntegerField()) + 1,
+        output_field=IntegerField(),
+    )
+    return (
+        feedback.annotate(seconds=seconds)
+        .annotate(bucket=bucket, bin=log_bin)
+        .values(*fields, "bucket", "bin")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+
+
+def bin_value(bucket: int, log_bin: int) -> float:
+    """The value that stands for every duration of a bin within a bucket: the
+    bin's midpoint, kept inside the bucket."""
+    value = 0.5 if log_bin == 0 else GROWTH ** (log_bin - 1) * (1 + GROWTH) / 2
+    if bucket > 0:
+        value = max(value, BOUNDS[bucket - 1])
+    if bucket < len(BOUNDS):
+        value = min(value, BOUNDS[bucket])
+    return value
+
+
+class Histogram:
+    """Durations of one group, as counts per (bucket, bin)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[int, int]] = Counter()
+
+    def add(self, bucket: int, log_bin: int, count: int) -> None:
+        self.counts[(bucket, log_bin)] += count
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def bucket_counts(self) -> list[int]:
+        found = [0] * len(TTF_BUCKETS)
+        for (bucket, _), count in self.counts.items():
+            found[bucket] += count
+        return found
+
+    def percentile(self, fraction: float) -> float | None:
+        """percentile_cont's interpolation over the bins' values."""
+        total = self.total
+        if not total:
+            return None
+        values = []
+        ends = []
+        seen = 0
+        for (bucket, log_bin), count in sorted(self.counts.items()):
+            if count:
+                seen += count
+                values.append(bin_value(bucket, log_bin))
+                ends.append(seen)
+
+        def at(rank: int) -> float:
+            return values[bisect.bisect_right(ends, rank)]
+
+        position = fraction * (total - 1)
+        lower = math.floor(position)
+        upper = min(lower + 1, total - 1)
+        return at(lower) + (at(upper) - at(lower)) * (position - lower)
+
+
+def histograms(rows: Iterable[Mapping[str, Any]], field: str) -> dict[Any, Histogram]:
+    """Rows of (field, bucket, bin, count), merged per value of `field`."""
+    found: dict[Any, Histogram] = {}
+    for row in rows:
+        histogram = found.get(row[field])
+        if histogram is None:
+            histogram = found[row[field]] = Histogram()
+        histogram.add(row["bucket"], row["bin"], row["count"])
+    return found
