@@ -12,14 +12,17 @@ quality score, occurred_at and notes, returns with a reason, some rows naming th
 delivery by reference, and a few that are refused (unknown event id, negative
 revenue).
 
-Each round, in-process and on the code paths the product runs:
+Each round, on the code paths the product runs:
 
 1. upload: `feedback_import_create` (read, decode, check the header, count rows,
-   store the file) in its transaction;
-2. process: `feedback_import_process`, the function the Celery task
-   `process_feedback_import_task` calls, which parses, validates, resolves the
-   deliveries and writes feedback, notifications and per-row results chunk by
-   chunk (no worker process: the queued message is left unread);
+   store the file) in its transaction, which queues the import on commit;
+2. process: a real Celery worker (`--workers` prefork processes, 2 by default,
+   with `LEADBACK_IMPORT_WORKERS` set alike) takes the message; the process that
+   claims the import asks the others to help, and they parse, validate, resolve
+   the deliveries and write feedback, notifications and per-row results chunk by
+   chunk, side by side. The round ends when the import row says done (polled
+   every 20 ms). `--workers 0` instead calls `feedback_import_process` in this
+   process, one chunk after another, with no worker;
 3. COPY: `COPY ... FROM STDIN (FORMAT csv, HEADER)` of the same file into a table
    with the file's columns, the floor any import sits above.
 
@@ -38,6 +41,8 @@ import platform
 import random
 import re
 import shlex
+import signal
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -107,6 +112,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--broker-url", default=DEFAULT_BROKER_URL)
     parser.add_argument("--chunk-rows", type=int, default=None)
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="Celery worker processes sharing each import (0: in-process, no worker)",
+    )
+    parser.add_argument(
         "--no-config",
         action="store_true",
         help="No forwarding config: feedback rows without notifications.",
@@ -126,6 +137,7 @@ def configure_environment(options: argparse.Namespace) -> None:
             "LEADBACK_VAR_DIR": str(VAR / "csv-import-var"),
             "DEBUG": "false",
             "LOG_LEVEL": "WARNING",
+            "LEADBACK_IMPORT_WORKERS": str(max(1, options.workers)),
         }
     )
     if options.chunk_rows:
@@ -280,14 +292,66 @@ def reset_tables() -> None:
         cursor.execute("VACUUM ANALYZE")
 
 
-def run_round(number: int, content: bytes, broker_url: str) -> Round:
+def start_worker(workers: int) -> subprocess.Popen[bytes]:
+    """A Celery worker with `workers` prefork processes, ready for messages."""
+    from config.celery import app
+
+    log = (VAR / "csv-import-worker.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={workers}",
+            "--loglevel=WARNING",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not app.control.ping(timeout=0.5):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the Celery worker did not start: see var/bench")
+    return process
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_until_finished(import_id: int, timeout_s: float = 900.0) -> None:
+    from feedback.models import FeedbackImport
+
+    finished = (FeedbackImport.Status.DONE, FeedbackImport.Status.FAILED)
+    deadline = time.monotonic() + timeout_s
+    while FeedbackImport.objects.filter(pk=import_id, status__in=finished).count() == 0:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"import {import_id} not finished after {timeout_s} s")
+        time.sleep(0.02)
+
+
+def run_round(number: int, content: bytes, *, in_process: bool) -> Round:
     from django.db import connection
 
     from feedback.imports import feedback_import_create, feedback_import_process
     from feedback.models import Buyer, Feedback, FeedbackImport, Notification
 
     reset_tables()
-    flush_broker(broker_url)
     buyer = Buyer.objects.get(slug=BUYER)
 
     started = time.perf_counter()
@@ -295,7 +359,10 @@ def run_round(number: int, content: bytes, broker_url: str) -> Round:
         buyer=buyer, user=None, file=content, filename="bench.csv"
     )
     uploaded = time.perf_counter()
-    feedback_import_process(import_id=feedback_import.pk)
+    if in_process:
+        feedback_import_process(import_id=feedback_import.pk)
+    else:
+        wait_until_finished(feedback_import.pk)
     processed = time.perf_counter()
 
     with connection.cursor() as cursor:
@@ -359,6 +426,14 @@ def render(
     command = ".venv/bin/python -m bench.csv_import " + shlex.join(
         a for a in sys.argv[1:] if a != "--update-docs"
     )
+    process_by = (
+        f"processed by a Celery worker of {options.workers} processes sharing "
+        "the import's chunks (upload in this process, which queues the import; the "
+        "round ends when the import row says done)"
+        if options.workers
+        else "processed in this process by `feedback_import_process` (what the "
+        "Celery task runs), one chunk after another"
+    )
     forwarding = (
         "no forwarding config (feedback rows only)"
         if options.no_config
@@ -372,11 +447,9 @@ def render(
         "(`bench/csv_import.py`). A file of "
         f"{rows:,} rows ({len(options.content) / 1e6:.1f} MB), one per delivery of one "
         f"buyer, is imported end to end on PostgreSQL, {forwarding}, in chunks of "
-        f"{settings.LEADBACK_IMPORT_CHUNK_ROWS:,} rows. The import runs in-process "
-        "through the functions the product runs (`feedback_import_create`, then "
-        "`feedback_import_process`, which is all the Celery task "
-        "`process_feedback_import_task` does); a plain `COPY ... FROM STDIN` of the "
-        "same file into a table of the file's columns runs in the same round. "
+        f"{settings.LEADBACK_IMPORT_CHUNK_ROWS:,} rows, {process_by}; a plain "
+        "`COPY ... FROM STDIN` of the same file into a table of the file's columns "
+        "runs in the same round. "
         f"Medians of {len(rounds)} rounds; the tables are truncated between rounds.",
         "",
         "| | median | rows/s |",
@@ -421,6 +494,7 @@ def main() -> None:
     options = parse_args()
     configure_environment(options)
     recreate_database(options.database_url)
+    worker = None
     try:
         print(f"seeding {options.rows:,} deliveries...", flush=True)
         deliveries = seed(options.rows, with_config=not options.no_config)
@@ -430,9 +504,18 @@ def main() -> None:
             cursor.execute(COPY_TABLE_SQL)
         options.content = build_file(deliveries, options.seed)
         info = machine()
+        info["import processes"] = (
+            f"{options.workers} (a Celery prefork worker, "
+            f"LEADBACK_IMPORT_WORKERS={options.workers})"
+            if options.workers
+            else "this one (in-process, no worker)"
+        )
+        flush_broker(options.broker_url)
+        if options.workers:
+            worker = start_worker(options.workers)
         rounds = []
         for number in range(1, options.rounds + 1):
-            result = run_round(number, options.content, options.broker_url)
+            result = run_round(number, options.content, in_process=not options.workers)
             rounds.append(result)
             print(
                 f"round {number}: upload {result.upload_s:.2f} s, process "
@@ -453,6 +536,8 @@ def main() -> None:
     finally:
         from django.db import connections
 
+        if worker is not None:
+            stop_worker(worker)
         connections.close_all()
         recreate_database(options.database_url, drop_only=True)
         flush_broker(options.broker_url)

@@ -208,6 +208,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # delivery itself. Connections are kept for that many tasks (per worker process)
 # and CONN_MAX_AGE / health checks still apply (config/celery.py).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 500)
+# CSV imports are CPU work, unlike delivery: a queue of their own lets them run on a
+# prefork worker (one process per core) while delivery keeps its thread pool.
+LEADBACK_IMPORT_QUEUE = env_str("LEADBACK_IMPORT_QUEUE", "celery")
+CELERY_TASK_ROUTES = {
+    f"feedback.tasks.{name}": {"queue": LEADBACK_IMPORT_QUEUE}
+    for name in ("process_feedback_import_task", "help_feedback_import_task")
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Recovers what the fast path missed: lost messages, killed workers, retries.
@@ -280,6 +287,9 @@ LEADBACK_IMPORT_CHUNK_ROWS = env_int("LEADBACK_IMPORT_CHUNK_ROWS", 2000)
 # How long a worker owns an import after its last chunk before the sweep hands the
 # import to another worker.
 LEADBACK_IMPORT_LEASE_S = env_float("LEADBACK_IMPORT_LEASE_S", 120.0)
+# Workers that process one import's chunks side by side (PostgreSQL): the one that
+# picked the import up asks this many minus one others to help.
+LEADBACK_IMPORT_WORKERS = env_int("LEADBACK_IMPORT_WORKERS", 2, minimum=1)
 
 # Reports read pre-aggregated daily rollups where they give the exact figures
 # (docs/reports.md); false counts everything live.

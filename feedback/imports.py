@@ -415,12 +415,16 @@ def _lease_until() -> Any:
 
 def feedback_import_process(*, import_id: int) -> FeedbackImport | None:
     """Process an import's remaining chunks; returns it, or None if it was not
-    ours to process (finished, unknown, or another worker holds its lease)."""
+    ours to process (finished, unknown, or another worker holds its lease).
+
+    On PostgreSQL the lease holder asks `LEADBACK_IMPORT_WORKERS - 1` other
+    workers to help (`feedback_import_help`): each takes the next chunk no one
+    holds, and the holder finishes whatever is left and marks the import done."""
     token = _claim(import_id)
     if token is None:
         return None
     try:
-        _process(import_id, token)
+        _process(import_id, token, lead=True)
     except _LeaseLostError:
         logger.info("feedback import %s was taken over by another worker", import_id)
         return None
@@ -432,6 +436,37 @@ def feedback_import_process(*, import_id: int) -> FeedbackImport | None:
         logger.exception("feedback import %s failed", import_id)
         _fail(import_id, token, f"Processing stopped: {type(exc).__name__}.")
     return FeedbackImport.objects.defer("content").get(pk=import_id)
+
+
+def feedback_import_help(*, import_id: int, token: uuid.UUID) -> None:
+    """Process chunks of an import beside the worker holding lease `token`,
+    until none is left to take. Whatever this leaves undone (it stopped, or
+    its worker died) the lease holder does; a chunk is written by one worker
+    only (a lock per chunk, then its recorded result)."""
+    try:
+        written = _process(import_id, token, lead=False)
+    except _LeaseLostError:
+        logger.info("feedback import %s: helping stopped, lease moved", import_id)
+    except Exception:
+        # The lease holder meets the same chunk and reports it.
+        logger.warning("feedback import %s: helping stopped", import_id, exc_info=True)
+    else:
+        logger.info("feedback import %s: helped with %d chunks", import_id, written)
+
+
+def _call_helpers(import_id: int, token: uuid.UUID, chunks: int) -> None:
+    helpers = min(settings.LEADBACK_IMPORT_WORKERS, chunks) - 1
+    if helpers < 1 or connection.vendor != "postgresql":
+        # SQLite writes one transaction at a time: helpers would only wait.
+        return
+    from feedback.tasks import help_feedback_import_task
+
+    for _ in range(helpers):
+        try:
+            help_feedback_import_task.delay(import_id, str(token))
+        except Exception:  # the broker's errors vary by transport
+            logger.warning("feedback import %s: processed by one worker", import_id)
+            return
 
 
 def _claim(import_id: int) -> uuid.UUID | None:
@@ -469,10 +504,15 @@ def _chunks(rows: Iterator[DataRow], size: int) -> Iterator[list[DataRow]]:
         yield chunk
 
 
-def _process(import_id: int, token: uuid.UUID) -> None:
+def _process(import_id: int, token: uuid.UUID, *, lead: bool) -> int:
+    """Process the chunks no other worker holds; the lead (the lease holder)
+    then waits for the chunks others hold, does any they left, and marks the
+    import done. Returns the number of chunks this call wrote."""
     feedback_import = FeedbackImport.objects.select_related(
         "buyer", "user", "api_key"
     ).get(pk=import_id)
+    if feedback_import.lease_token != token:
+        raise _LeaseLostError
     layout, rows = _layout(_decode(bytes(feedback_import.content)))
     feedback_import.content = b""
     done = set(
@@ -480,9 +520,25 @@ def _process(import_id: int, token: uuid.UUID) -> None:
             "index", flat=True
         )
     )
+    if lead:
+        size = feedback_import.chunk_size
+        chunks = -(-feedback_import.total_rows // size) - len(done)
+        _call_helpers(import_id, token, chunks)
+    held_elsewhere = []
+    written = 0
     for index, chunk in enumerate(_chunks(rows, feedback_import.chunk_size)):
-        if index not in done:
-            _process_chunk(feedback_import, token, layout, index, chunk)
+        if index in done:
+            continue
+        outcome = _process_chunk(feedback_import, token, layout, index, chunk)
+        if outcome is None:
+            held_elsewhere.append((index, chunk))
+        written += bool(outcome)
+    if not lead:
+        return written
+    for index, chunk in held_elsewhere:
+        written += bool(
+            _process_chunk(feedback_import, token, layout, index, chunk, wait=True)
+        )
     with transaction.atomic():
         _hold_lease(import_id, token)
         FeedbackImport.objects.filter(pk=import_id).update(
@@ -492,22 +548,47 @@ def _process(import_id: int, token: uuid.UUID) -> None:
             lease_expires_at=None,
             updated_at=timezone.now(),
         )
+    return written
 
 
-def _hold_lease(import_id: int, token: uuid.UUID) -> None:
+def _hold_lease(import_id: int, token: uuid.UUID, *, shared: bool = False) -> None:
     """Lock the import row for this transaction; raise if the lease is not ours.
 
-    Every chunk's transaction takes this lock, so two workers on one import (a
-    redelivered message beside a slow first worker) take turns and the one that
-    lost the lease stops before it writes anything."""
-    held = (
-        FeedbackImport.objects.select_for_update()
-        .filter(pk=import_id)
-        .values_list("lease_token", flat=True)
-        .first()
-    )
+    Every chunk's transaction takes this lock, so a worker that took the import
+    over (a claim locks the row for update) waits for the chunks in flight, and
+    a worker whose lease was taken stops before it writes anything. Chunks take
+    it shared (FOR KEY SHARE, which their own counter updates do not conflict
+    with), so the workers of one lease write chunks side by side."""
+    if shared and connection.vendor == "postgresql":
+        table = connection.ops.quote_name(FeedbackImport._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT lease_token FROM {table} WHERE id = %s FOR KEY SHARE",  # noqa: S608
+                [import_id],
+            )
+            found = cursor.fetchone()
+        held = found[0] if found else None
+    else:
+        held = (
+            FeedbackImport.objects.select_for_update()
+            .filter(pk=import_id)
+            .values_list("lease_token", flat=True)
+            .first()
+        )
     if held != token:
         raise _LeaseLostError
+
+
+def _lock_chunk(import_id: int, index: int, *, wait: bool) -> bool:
+    """Take chunk `index` for this transaction: False if another worker holds
+    it (not waiting). SQLite runs one write transaction at a time: always True."""
+    if connection.vendor != "postgresql":
+        return True
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        # The two-key form, a space apart from the one-key idempotency locks.
+        cursor.execute(f"SELECT {function}(%s, %s)", [import_id % 2**31, index])
+        return cursor.fetchone()[0] is not False
 
 
 def _process_chunk(
@@ -516,9 +597,15 @@ def _process_chunk(
     layout: Layout,
     index: int,
     chunk: list[DataRow],
-) -> None:
+    *,
+    wait: bool = False,
+) -> bool | None:
+    """Import one chunk: True if this call wrote it, False if it was recorded
+    already, None if another worker holds it (only when not waiting for it)."""
     with transaction.atomic():
-        _hold_lease(feedback_import.pk, token)
+        _hold_lease(feedback_import.pk, token, shared=True)
+        if not _lock_chunk(feedback_import.pk, index, wait=wait):
+            return None
         if connection.vendor == "postgresql":
             # A chunk lost to a database crash is lost whole (feedback, results
             # and counters commit together) and imported again on resume, so it
@@ -530,7 +617,7 @@ def _process_chunk(
         if FeedbackImportChunk.objects.filter(
             feedback_import_id=feedback_import.pk, index=index
         ).exists():
-            return
+            return False
         prepared = [_item(layout, row.cells) for row in chunk]
         received = iter(
             feedback_receive_chunk(
@@ -586,6 +673,7 @@ def _process_chunk(
             lease_expires_at=_lease_until(),
             updated_at=timezone.now(),
         )
+    return True
 
 
 # The bulk path ----------------------------------------------------------------------

@@ -12,7 +12,11 @@ from feedback.delivery import (
     notifications_deliver,
     notifications_sweep,
 )
-from feedback.imports import feedback_import_process, feedback_imports_sweep
+from feedback.imports import (
+    feedback_import_help,
+    feedback_import_process,
+    feedback_imports_sweep,
+)
 from feedback.services import idempotency_keys_purge
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,11 @@ def send_batch_run_task(run_id: int, token: str) -> None:
 @shared_task(ignore_result=True)
 def process_feedback_import_task(import_id: int) -> None:
     feedback_import_process(import_id=import_id)
+
+
+@shared_task(ignore_result=True)
+def help_feedback_import_task(import_id: int, token: str) -> None:
+    feedback_import_help(import_id=import_id, token=uuid.UUID(token))
 
 
 @shared_task(ignore_result=True)

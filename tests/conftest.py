@@ -112,8 +112,9 @@ def other_buyer_client(other_buyer_key):
 
 
 @pytest.fixture
-def celery_worker_process(transactional_db, tmp_path):
-    """A real Celery worker process on the configured broker and the test database."""
+def celery_worker_process(request, transactional_db, tmp_path):
+    """A real Celery worker process on the configured broker and the test database;
+    one child process, or as many as an indirect parameter says."""
     import subprocess
     import sys
     import time
@@ -138,7 +139,7 @@ def celery_worker_process(transactional_db, tmp_path):
             "config",
             "worker",
             "--pool=prefork",
-            "--concurrency=1",
+            f"--concurrency={getattr(request, 'param', 1)}",
             f"--hostname={hostname}",
             "--loglevel=INFO",
         ],

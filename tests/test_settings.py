@@ -65,6 +65,7 @@ def test_check_deploy_fails_with_embedded_defaults(tmp_path):
     [
         ("DEBUG", "maybe", "DEBUG must be true or false"),
         ("DATABASE_CONN_MAX_AGE", "soon", "DATABASE_CONN_MAX_AGE must be an integer"),
+        ("LEADBACK_IMPORT_WORKERS", "0", "LEADBACK_IMPORT_WORKERS must be at least 1"),
     ],
 )
 def test_bad_setting_values_are_named(tmp_path, name, value, message):
@@ -135,3 +136,35 @@ def test_embedded_defaults_need_no_server(tmp_path):
     assert database == str(tmp_path / "leadback.sqlite3")
     assert broker == "filesystem://"
     assert (tmp_path / "broker" / "queue").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("queue", "expected"), [(None, "celery"), ("imports", "imports")]
+)
+def test_csv_imports_go_to_their_queue(tmp_path, queue, expected):
+    script = (
+        "import django; django.setup(); from config.celery import app; "
+        "route = app.amqp.router.route; "
+        "print(*(route({}, f'feedback.tasks.{name}')['queue'].name for name in "
+        "('process_feedback_import_task', 'help_feedback_import_task', "
+        "'deliver_notifications_task')))"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "LEADBACK_VAR_DIR": str(tmp_path),
+    }
+    if queue:
+        env["LEADBACK_IMPORT_QUEUE"] = queue
+
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    assert result.stdout.split() == [expected, expected, "celery"]
