@@ -51,3 +51,19 @@ def revision() -> str:
 
 def verdict(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
+
+
+def replace_marked(path: Path, name: str, block: str) -> None:
+    """Put `block` between the `<!-- {name} results: start/end -->` markers of
+    `path` (appended with them if absent), leaving the rest of the page alone."""
+    start = f"<!-- {name} results: start -->"
+    end = f"<!-- {name} results: end -->"
+    section = f"{start}\n{block.rstrip()}\n{end}\n"
+    text = path.read_text() if path.exists() else ""
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        text = before + section + ("\n" + after if after else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)

@@ -28,8 +28,9 @@ Each round, on the code paths the product runs:
 
 Between rounds the feedback, notification and import tables are truncated so
 every round starts alike. Medians over the rounds are printed as markdown, kept in
-var/bench/csv_import.json, and with --update-docs written to
-docs/performance-csv-import.md. The database is dropped at the end.
+var/bench/csv_import.json, and with --update-docs written between the results
+markers of docs/performance-csv-import.md (earlier runs there are kept). The
+database is dropped at the end.
 """
 
 import argparse
@@ -54,7 +55,13 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import load_average, median, revision, verdict  # noqa: E402
+from bench.common import (  # noqa: E402
+    load_average,
+    median,
+    replace_marked,
+    revision,
+    verdict,
+)
 
 VAR = ROOT / "var" / "bench"
 DOCS = ROOT / "docs" / "performance-csv-import.md"
@@ -531,7 +538,7 @@ def main() -> None:
             )
         )
         if options.update_docs:
-            DOCS.write_text(report)
+            replace_marked(DOCS, "bench/csv_import.py", report.split("\n", 2)[2])
             print(f"wrote {DOCS.relative_to(ROOT)}")
     finally:
         from django.db import connections

@@ -48,15 +48,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from common import free_port, load_average, median, percentile, revision, verdict
+from common import (
+    free_port,
+    load_average,
+    median,
+    percentile,
+    replace_marked,
+    revision,
+    verdict,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench"
 LUA = ROOT / "bench" / "intake.lua"
 GUNICORN_LOG = VAR / "intake-gunicorn.log"
 DOCS = ROOT / "docs" / "performance.md"
-DOCS_START = "<!-- bench/intake.py results: start -->"
-DOCS_END = "<!-- bench/intake.py results: end -->"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/leadback_bench"
 BUYER, SOURCE, FLOW = "bench-buyer", "bench-source", "bench-flow"
 WRK_THREADS = 1  # one epoll thread keeps up easily and leaves the cores to the server
@@ -824,18 +830,6 @@ def render(
     return "\n".join(out) + "\n"
 
 
-def update_docs(block: str) -> None:
-    section = f"{DOCS_START}\n{block}{DOCS_END}\n"
-    text = DOCS.read_text() if DOCS.exists() else "# Performance\n\n"
-    if DOCS_START in text and DOCS_END in text:
-        before, rest = text.split(DOCS_START, 1)
-        after = rest.split(DOCS_END, 1)[1].lstrip("\n")
-        text = before + section + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(text)
-
-
 # Main -----------------------------------------------------------------------------
 
 
@@ -974,7 +968,7 @@ def main() -> None:
     elapsed = datetime.now(UTC) - started
     print(f"finished in {elapsed.total_seconds():.0f} s")
     if options.update_docs:
-        update_docs(block)
+        replace_marked(DOCS, "bench/intake.py", block)
         print(f"results written to {DOCS.relative_to(ROOT)}")
 
 

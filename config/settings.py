@@ -291,8 +291,8 @@ LEADBACK_IMPORT_LEASE_S = env_float("LEADBACK_IMPORT_LEASE_S", 120.0)
 # picked the import up asks this many minus one others to help.
 LEADBACK_IMPORT_WORKERS = env_int("LEADBACK_IMPORT_WORKERS", 2, minimum=1)
 
-# Reports read pre-aggregated daily rollups where they give the exact figures
-# (docs/reports.md); false counts everything live.
+# Reports read pre-aggregated rollups: daily ones where they give the exact figures,
+# monthly time-to-feedback histograms (docs/reports.md); false counts everything live.
 LEADBACK_REPORT_ROLLUPS = env_bool("LEADBACK_REPORT_ROLLUPS", True)
 
 LOGGING = {
