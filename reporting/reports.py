@@ -637,11 +637,8 @@ class TimeToFeedbackReport(Report):
         (then every figure is counted live and exact)."""
         f = self.filters
         code = self.dimension.code
-        if f.kind or f.flow_id is not None:
-            return None
-        other = "buyer" if code == "source" else "source"
-        if getattr(f, f"{other}_id") is not None:
-            return None
+        if f.kind:
+            return None  # the histograms hold every kind together
         first = f.start if f.start.day == 1 else next_month(month_start(f.start))
         end = month_start(f.end + datetime.timedelta(days=1))
         if first >= end:

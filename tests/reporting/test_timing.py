@@ -190,7 +190,8 @@ def test_filtered_by_its_own_dimension_it_still_reads_the_rollups(records):
 
 
 @pytest.mark.parametrize(
-    "narrowing", [{"kind": Kind.RETURN}, {"buyer_id": None}, {"basis": "feedback"}]
+    "narrowing",
+    [{"kind": Kind.RETURN}, {"buyer_id": None}, {"flow_id": 1}, {"basis": "feedback"}],
 )
 def test_filters_the_rollups_cannot_answer_are_counted_live(records, narrowing):
     if "buyer_id" in narrowing:
