@@ -1,6 +1,8 @@
 """What the benchmarks share: ports, statistics, the machine's load and revision."""
 
+import contextlib
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -67,3 +69,16 @@ def replace_marked(path: Path, name: str, block: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    """SIGTERM the group `process` leads (started with start_new_session, so a
+    prefork pool's children are in it), then SIGKILL what is left after
+    `timeout_s`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

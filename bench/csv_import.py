@@ -42,7 +42,6 @@ import platform
 import random
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -60,6 +59,7 @@ from bench.common import (  # noqa: E402
     median,
     replace_marked,
     revision,
+    stop_process_group,
     verdict,
 )
 
@@ -330,17 +330,6 @@ def start_worker(workers: int) -> subprocess.Popen[bytes]:
     return process
 
 
-def stop_worker(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 def wait_until_finished(import_id: int, timeout_s: float = 900.0) -> None:
     from feedback.models import FeedbackImport
 
@@ -544,7 +533,7 @@ def main() -> None:
         from django.db import connections
 
         if worker is not None:
-            stop_worker(worker)
+            stop_process_group(worker, 30)
         connections.close_all()
         recreate_database(options.database_url, drop_only=True)
         flush_broker(options.broker_url)

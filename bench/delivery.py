@@ -51,7 +51,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from common import free_port, load_average, median, percentile, revision, verdict
+from common import (
+    free_port,
+    load_average,
+    median,
+    percentile,
+    revision,
+    stop_process_group,
+    verdict,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench"
@@ -92,14 +100,7 @@ class Processes:
         return process
 
     def stop(self, process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
-        # The leader's pid is its group id; a prefork pool's children are in it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        stop_process_group(process, timeout_s)
         self.running = [(n, p) for n, p in self.running if p is not process]
 
     def stop_all(self) -> None:

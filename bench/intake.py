@@ -34,7 +34,6 @@ import pstats
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -55,6 +54,7 @@ from common import (
     percentile,
     replace_marked,
     revision,
+    stop_process_group,
     verdict,
 )
 
@@ -473,12 +473,7 @@ def gunicorn(
         yield command
     finally:
         if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+            stop_process_group(server, 15)
         log.close()
 
 
