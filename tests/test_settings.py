@@ -11,16 +11,23 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_python(
+    *args: str, env: dict[str, str], check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The project's Python in a fresh process, with only PATH and `env`."""
     return subprocess.run(
-        [sys.executable, "manage.py", *args],
+        [sys.executable, *args],
         cwd=ROOT,
         env={"PATH": os.environ["PATH"], **env},
         capture_output=True,
         text=True,
         timeout=120,
-        check=False,
+        check=check,
     )
+
+
+def run_manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return run_python("manage.py", *args, env=env)
 
 
 PRODUCTION_ENV = {
@@ -82,7 +89,6 @@ def test_settings_read_from_environment(tmp_path):
         "s.ALLOWED_HOSTS, s.LEADBACK_OUTBOUND_ALLOWLIST, s.DEBUG)"
     )
     env = {
-        "PATH": os.environ["PATH"],
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "LEADBACK_VAR_DIR": str(tmp_path),
         "DATABASE_URL": "postgres://u@h:5432/d",
@@ -93,15 +99,7 @@ def test_settings_read_from_environment(tmp_path):
         "DEBUG": "true",
     }
 
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = run_python("-c", script, env=env, check=True)
 
     assert result.stdout.split(" ", 3)[:3] == [
         "django.db.backends.postgresql",
@@ -118,19 +116,11 @@ def test_embedded_defaults_need_no_server(tmp_path):
         "import django; django.setup(); from django.conf import settings as s; "
         "print(s.DATABASES['default']['NAME']); print(s.CELERY_BROKER_URL)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env={
-            "PATH": os.environ["PATH"],
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "LEADBACK_VAR_DIR": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "LEADBACK_VAR_DIR": str(tmp_path),
+    }
+    result = run_python("-c", script, env=env, check=True)
 
     database, broker = result.stdout.split()
     assert database == str(tmp_path / "leadback.sqlite3")
@@ -150,21 +140,12 @@ def test_csv_imports_go_to_their_queue(tmp_path, queue, expected):
         "'deliver_notifications_task')))"
     )
     env = {
-        "PATH": os.environ["PATH"],
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "LEADBACK_VAR_DIR": str(tmp_path),
     }
     if queue:
         env["LEADBACK_IMPORT_QUEUE"] = queue
 
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = run_python("-c", script, env=env, check=True)
 
     assert result.stdout.split() == [expected, expected, "celery"]
