@@ -149,3 +149,28 @@ def test_csv_imports_go_to_their_queue(tmp_path, queue, expected):
     result = run_python("-c", script, env=env, check=True)
 
     assert result.stdout.split() == [expected, expected, "celery"]
+
+
+@pytest.mark.parametrize(
+    ("switch", "expected"),
+    [
+        (None, "{'server_side_binding': True, 'prepare_threshold': 5}"),
+        ("false", "{}"),
+    ],
+)
+def test_postgresql_prepares_statements_unless_switched_off(tmp_path, switch, expected):
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DATABASES['default'].get('OPTIONS', {}))"
+    )
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "LEADBACK_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": "postgres://u@h:5432/d",
+    }
+    if switch:
+        env["DATABASE_PREPARED_STATEMENTS"] = switch
+
+    result = run_python("-c", script, env=env, check=True)
+
+    assert result.stdout.strip() == expected
