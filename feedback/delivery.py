@@ -64,8 +64,22 @@ class Claim:
 
 # Creating -----------------------------------------------------------------------
 
+# A source's enabled configs by (source id, kind), in id order.
+Configs = dict[tuple[int, str], list[FeedbackConfig]]
 
-def notifications_create(*, feedbacks: Sequence[Feedback]) -> list[Notification]:
+
+def configs_enabled(*, source_ids: Iterable[int]) -> Configs:
+    configs: Configs = {}
+    for config in FeedbackConfig.objects.filter(
+        enabled=True, source_id__in=set(source_ids)
+    ).order_by("pk"):
+        configs.setdefault((config.source_id, config.kind), []).append(config)
+    return configs
+
+
+def notifications_create(
+    *, feedbacks: Sequence[Feedback], configs: Configs | None = None
+) -> list[Notification]:
     """Notification rows for accepted feedback, one per enabled config of its
     source and kind. Runs in the intake's transaction, so a feedback and its
     notifications are stored together or not at all.
@@ -73,9 +87,16 @@ def notifications_create(*, feedbacks: Sequence[Feedback]) -> list[Notification]
     Each feedback's `notifications` are set to the rows just created, in the
     order a prefetch would give, so the intake's answer lists them without
     reading them back."""
-    created = Notification.objects.bulk_create(
-        Notification(**values) for values in notifications_build(feedbacks=feedbacks)
-    )
+    rows = notifications_build(feedbacks=feedbacks, configs=configs)
+    created = Notification.objects.bulk_create(Notification(**row) for row in rows)
+    notifications_remember(feedbacks, created)
+    return created
+
+
+def notifications_remember(
+    feedbacks: Sequence[Feedback], created: Sequence[Notification]
+) -> None:
+    """Set each feedback's `notifications` to the rows just created for them."""
     by_id: dict[int, list[Notification]] = {f.pk: [] for f in feedbacks}
     sources = {f.pk: f.source for f in feedbacks}
     for notification in created:
@@ -84,7 +105,6 @@ def notifications_create(*, feedbacks: Sequence[Feedback]) -> list[Notification]
     for feedback in feedbacks:
         cache = feedback.__dict__.setdefault("_prefetched_objects_cache", {})
         cache["notifications"] = by_id[feedback.pk]
-    return created
 
 
 def notifications_forget(feedback: Feedback) -> None:
@@ -93,7 +113,9 @@ def notifications_forget(feedback: Feedback) -> None:
     getattr(feedback, "_prefetched_objects_cache", {}).pop("notifications", None)
 
 
-def notifications_build(*, feedbacks: Sequence[Feedback]) -> list[dict[str, Any]]:
+def notifications_build(
+    *, feedbacks: Sequence[Feedback], configs: Configs | None = None
+) -> list[dict[str, Any]]:
     """The field values of the rows `notifications_create` stores, for callers
     that write them their own way (CSV imports COPY them, without the cost of a
     model instance per row). The feedback must be saved. Criteria are read now:
@@ -101,11 +123,8 @@ def notifications_build(*, feedbacks: Sequence[Feedback]) -> list[dict[str, Any]
     accepted = [f for f in feedbacks if f.outcome == Feedback.Outcome.SUCCESS]
     if not accepted:
         return []
-    configs: dict[tuple[int, str], list[FeedbackConfig]] = {}
-    for config in FeedbackConfig.objects.filter(
-        enabled=True, source_id__in={f.source_id for f in accepted}
-    ).order_by("pk"):
-        configs.setdefault((config.source_id, config.kind), []).append(config)
+    if configs is None:
+        configs = configs_enabled(source_ids={f.source_id for f in accepted})
     now = timezone.now()
     rows = []
     for feedback in accepted:

@@ -4,23 +4,41 @@ import uuid
 from collections import Counter
 
 from django.contrib.auth.models import User
+from django.db import connection
 from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
 
 from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback, Flow, Notification
+from feedback.rows import Columns
 from feedback.services import hash_api_key
 from sources.models import Kind
 
+_KEY = Columns(ApiKey, "k")
+_KEY_BUYER = Columns(Buyer, "b")
+
 
 def api_key_get_active(*, raw_key: str) -> ApiKey | None:
-    """The active key matching `raw_key`, with its buyer, or None."""
+    """The active key matching `raw_key`, with its buyer, or None.
+
+    Every API request runs this, so it is written out (feedback/rows.py):
+    compiling the queryset cost twice what PostgreSQL takes to answer.
+    """
     if not raw_key:
         return None
-    return (
-        ApiKey.objects.select_related("buyer")
-        .filter(key_hash=hash_api_key(raw_key), revoked_at__isnull=True)
-        .exclude(buyer__is_active=False)
-        .first()
+    sql = (
+        f"SELECT {_KEY.sql}, {_KEY_BUYER.sql} FROM {_KEY.table} "  # noqa: S608 - names from _meta
+        f"LEFT JOIN {_KEY_BUYER.table} ON b.id = k.buyer_id "
+        "WHERE k.key_hash = %s AND k.revoked_at IS NULL "
+        "AND (b.id IS NULL OR b.is_active)"  # integration keys have no buyer
     )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [hash_api_key(raw_key)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    api_key = _KEY.load(row)
+    if api_key is not None and api_key.buyer_id is not None:
+        api_key.buyer = _KEY_BUYER.load(row, len(_KEY))
+    return api_key
 
 
 def delivery_event_list() -> QuerySet[DeliveryEvent]:

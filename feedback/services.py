@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -20,12 +21,14 @@ from django.utils.dateparse import parse_datetime
 
 from feedback.bulk import instances_copy
 from feedback.delivery import (
+    Configs,
     notification_deliver,
     notifications_claim_due,
     notifications_create,
     notifications_enqueue,
     notifications_enqueue_on_commit,
     notifications_forget,
+    notifications_remember,
 )
 from feedback.models import (
     EVENT_ID_PATTERN,
@@ -40,9 +43,10 @@ from feedback.models import (
     Notification,
     OutcomeCode,
 )
+from feedback.rows import Columns
 from feedback.variables import feedback_variables
 from sources import rules
-from sources.models import Kind, Source
+from sources.models import FeedbackConfig, Kind, Source
 
 API_KEY_PREFIX = "lb_"
 
@@ -404,13 +408,8 @@ def feedback_receive_many(
     if any(isinstance(i, Mapping) and i.get("outcome_code") for i in items):
         codes = {c.code: c for c in OutcomeCode.objects.filter(is_active=True)}
     parsed = [_parse_item(item, codes=codes, now=now) for item in items]
-    deliveries = _deliveries_for(buyer=buyer, parsed=parsed)
-    policies = _policies_for(buyer=buyer)
-    # Only a return cares whether the delivery was returned before.
-    return_keys = {_lookup_key(p) for p in parsed if p.kind == Kind.RETURN}
-    returned = _returned_delivery_ids(
-        [d for k, d in deliveries.items() if d is not None and k in return_keys]
-    )
+    known = _known_one(buyer, parsed) or _known_many(buyer, parsed)
+    deliveries, policies, returned = known.deliveries, known.policies, known.returned
 
     results: list[ReceiveResult] = []
     pending: list[tuple[ReceiveResult, Feedback]] = []
@@ -447,9 +446,111 @@ def feedback_receive_many(
         pending.append((result, feedback))
 
     if pending:
-        notifications = _store(pending)
+        notifications = _store(pending, configs=known.configs)
         _deliver_sync(pending, notifications)
     return results
+
+
+@dataclass
+class _Known:
+    """What judging and storing items needs from the database."""
+
+    deliveries: dict[tuple[str, str], DeliveryEvent | None]
+    policies: dict[tuple[int | None, str], BuyerPolicy]
+    # Deliveries of returns that were returned before; for one item the INSERT
+    # finds out instead (`_known_one`).
+    returned: set[int]
+    # The enabled configs by (source, kind), when read with the deliveries;
+    # otherwise notifications_create reads them.
+    configs: Configs | None = None
+
+
+# The parts of `_known_one`'s rows, in order; a config's columns come last.
+_ONE_CONFIG = Columns(FeedbackConfig, "c")
+_ONE_PARTS = (
+    Columns(DeliveryEvent, "d"),
+    Columns(Lead, "l"),
+    Columns(Source, "s"),
+    Columns(Flow, "f"),
+    Columns(BuyerPolicy, "pf"),  # the flow's policy for the kind
+    Columns(BuyerPolicy, "pb"),  # the buyer-wide one
+    _ONE_CONFIG,
+)
+
+
+@cache
+def _known_one_sql() -> str:
+    d, lead, source, flow, flow_policy, buyer_policy, config = _ONE_PARTS
+    return (
+        f"SELECT {', '.join(part.sql for part in _ONE_PARTS)} "  # noqa: S608 - names from _meta
+        f"FROM {d.table} "
+        f"JOIN {lead.table} ON l.id = d.lead_id "
+        f"JOIN {source.table} ON s.id = d.source_id "
+        f"JOIN {flow.table} ON f.id = d.flow_id "
+        f"LEFT JOIN {flow_policy.table} "
+        "ON pf.buyer_id = d.buyer_id AND pf.flow_id = d.flow_id AND pf.kind = %s "
+        f"LEFT JOIN {buyer_policy.table} "
+        "ON pb.buyer_id = d.buyer_id AND pb.flow_id IS NULL AND pb.kind = %s "
+        f"LEFT JOIN {config.table} "
+        "ON c.source_id = d.source_id AND c.kind = %s AND c.enabled "
+        "WHERE d.buyer_id = %s AND d.event_id = %s "
+        "ORDER BY c.id"
+    )
+
+
+def _known_one(buyer: Buyer, parsed: list[_Parsed]) -> _Known | None:
+    """For one item quoting an event id: everything in one statement.
+
+    The delivery with its lead, source and flow; the two policies that can apply
+    to its kind; and the source's enabled configs for the kind, one row each
+    (the delivery repeats on every row). It is the hot path of the intake: the
+    reads of `_known_many` in one round trip, without compiling querysets
+    (feedback/rows.py).
+
+    Whether the delivery was returned before is not read: for one item the
+    INSERT asks the database's constraint, which has the last word anyway
+    (`_store_one`). Reading it here would put the feedback table, the one that
+    grows fastest, into a statement whose plan PostgreSQL keeps.
+    """
+    if len(parsed) != 1 or parsed[0].fatal or not parsed[0].event_id:
+        return None
+    item = parsed[0]
+    params: list[str | int] = [item.kind, item.kind, item.kind, buyer.pk, item.event_id]
+    with connection.cursor() as cursor:
+        cursor.execute(_known_one_sql(), params)
+        rows = cursor.fetchall()
+    known = _Known({}, {}, set(), {})
+    if not rows:
+        return known
+    first, start = rows[0], 0
+    loaded: list[Any] = []
+    for part in _ONE_PARTS[:-1]:
+        loaded.append(part.load(first, start))
+        start += len(part)
+    delivery, lead, source, flow, flow_policy, buyer_policy = loaded
+    delivery.buyer, delivery.lead, delivery.source, delivery.flow = (
+        buyer,
+        lead,
+        source,
+        flow,
+    )
+    known.deliveries[("event_id", item.event_id)] = delivery
+    for policy in (flow_policy, buyer_policy):
+        if policy is not None:
+            known.policies[(policy.flow_id, policy.kind)] = policy
+    configs = [_ONE_CONFIG.load(row, start) for row in rows]
+    known.configs = {(source.pk, item.kind): [c for c in configs if c is not None]}
+    return known
+
+
+def _known_many(buyer: Buyer, parsed: list[_Parsed]) -> _Known:
+    deliveries = _deliveries_for(buyer=buyer, parsed=parsed)
+    # Only a return cares whether the delivery was returned before.
+    return_keys = {_lookup_key(p) for p in parsed if p.kind == Kind.RETURN}
+    returned = _returned_delivery_ids(
+        [d for k, d in deliveries.items() if d is not None and k in return_keys]
+    )
+    return _Known(deliveries, _policies_for(buyer=buyer), returned)
 
 
 def _returned_delivery_ids(deliveries: list[DeliveryEvent]) -> set[int]:
@@ -464,23 +565,31 @@ def _returned_delivery_ids(deliveries: list[DeliveryEvent]) -> set[int]:
     )
 
 
-def _store(pending: list[tuple[ReceiveResult, Feedback]]) -> list[Notification]:
+def _store(
+    pending: list[tuple[ReceiveResult, Feedback]], *, configs: Configs | None
+) -> list[Notification]:
     """Insert the feedback and, in the same transaction, its notifications."""
     feedbacks = [feedback for _, feedback in pending]
+    if _nothing_to_notify(feedbacks, configs):
+        # A single INSERT is a transaction of its own: no BEGIN and COMMIT.
+        for result, feedback in pending:
+            _store_one(result, feedback)
+        notifications_remember(feedbacks, [])  # the answer reads none back
+        return []
     try:
         with transaction.atomic():
             if connection.vendor == "postgresql" and len(feedbacks) >= BULK_MIN_ITEMS:
                 instances_copy(feedbacks)
             else:
                 Feedback.objects.bulk_create(feedbacks)
-            notifications = notifications_create(feedbacks=feedbacks)
+            notifications = notifications_create(feedbacks=feedbacks, configs=configs)
     except IntegrityError:
         # Another request returned one of these deliveries since we looked. Store
         # one by one so only the loser of that race becomes "already returned".
         with transaction.atomic():
             for result, feedback in pending:
                 _store_one(result, feedback)
-            notifications = notifications_create(feedbacks=feedbacks)
+            notifications = notifications_create(feedbacks=feedbacks, configs=configs)
     # Sync configs are sent right here once committed (_deliver_sync), unless an
     # outer transaction is open: then they take the queue like the others.
     outer = connection.in_atomic_block
@@ -540,17 +649,29 @@ def feedback_refuse_by_source(*, feedback: Feedback, reason: str) -> Feedback:
     return feedback
 
 
+def _nothing_to_notify(feedbacks: list[Feedback], configs: Configs | None) -> bool:
+    if len(feedbacks) != 1 or configs is None:
+        return False
+    feedback = feedbacks[0]
+    return feedback.outcome != Feedback.Outcome.SUCCESS or not configs.get(
+        (feedback.source_id, feedback.kind)
+    )
+
+
 def _store_one(result: ReceiveResult, feedback: Feedback) -> None:
     feedback.pk = None
     try:
-        with transaction.atomic():
-            feedback.save(force_insert=True)
+        if connection.in_atomic_block:
+            with transaction.atomic():  # a savepoint: the outer block stays usable
+                feedback.save(force_insert=True)
+        else:
+            feedback.save(force_insert=True)  # commits on its own
     except IntegrityError:
         feedback.pk = None
-        feedback.outcome = Feedback.Outcome.FAILURE
-        feedback.outcome_reason = ALREADY_RETURNED_REASON
         result.status = ReceiveStatus.ALREADY_RETURNED
         result.errors = [FieldError("event_id", ALREADY_RETURNED_REASON)]
+        feedback.outcome = Feedback.Outcome.FAILURE
+        feedback.outcome_reason = _join_errors(result.errors)  # as `_judge` words it
         feedback.save(force_insert=True)
 
 

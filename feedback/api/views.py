@@ -1,6 +1,7 @@
 """Intake and read APIs. Views validate, call one service, serialise."""
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -85,6 +86,18 @@ def notifications_prefetch() -> Prefetch:
             "created_at", "pk"
         ),
     )
+
+
+def notifications_load(feedbacks: Sequence[Feedback]) -> None:
+    """Read the notifications of new feedback, unless the intake has set them
+    (it does, but a sync send changes them)."""
+    unread = [
+        f
+        for f in feedbacks
+        if "notifications" not in getattr(f, "_prefetched_objects_cache", {})
+    ]
+    if unread:
+        prefetch_related_objects(unread, notifications_prefetch())
 
 
 class FeedbackPagination(CursorPagination):
@@ -291,7 +304,7 @@ class FeedbackApi(GenericAPIView[Feedback]):
             api_key=principal.api_key,
         )
         if result.status == ReceiveStatus.ACCEPTED and result.feedback is not None:
-            prefetch_related_objects([result.feedback], notifications_prefetch())
+            notifications_load([result.feedback])
             return Response(
                 feedback_outputs([result.feedback])[0],
                 status=status.HTTP_201_CREATED,
@@ -327,7 +340,7 @@ class FeedbackApi(GenericAPIView[Feedback]):
             for r in outcomes
             if r.status == ReceiveStatus.ACCEPTED and r.feedback is not None
         ]
-        prefetch_related_objects(accepted_feedback, notifications_prefetch())
+        notifications_load(accepted_feedback)
         outputs = iter(feedback_outputs(accepted_feedback))
         results = []
         for index, result in enumerate(outcomes):

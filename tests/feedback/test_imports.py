@@ -294,8 +294,8 @@ def test_a_return_accepted_elsewhere_mid_chunk_loses_only_that_row(
     results = feedback_import_results(feedback_import=feedback_import)
     assert [(r.status, r.reason) for r in results] == [
         ("accepted", ""),
-        # Worded as the API's own fallback (feedback_receive's _store_one) words it.
-        ("already_returned", "Lead already returned"),
+        # Worded as when the earlier return was seen before writing.
+        ("already_returned", "event_id: Lead already returned"),
         ("accepted", ""),
     ]
     stored = Feedback.objects.filter(channel=CSV)

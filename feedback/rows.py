@@ -1,0 +1,73 @@
+"""Model instances from hand-written SQL, for the few reads on the intake's hot path.
+
+Django compiles a queryset into SQL each time it runs it. For the intake's small
+reads (the API key, the delivery with what judging it needs) that compiling cost
+more than PostgreSQL took to run them (docs/performance.md). These statements are
+written once, their column lists come from the models, and their rows become model
+instances through the fields' own converters, as the ORM would build them.
+"""
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any, Generic, TypeVar, cast
+
+from django.db import connection
+from django.db.models import Field, Model
+
+M = TypeVar("M", bound=Model)
+Converter = Any
+
+
+class Columns(Generic[M]):
+    """Every concrete column of `model` under a table alias, in field order."""
+
+    def __init__(self, model: type[M], alias: str) -> None:
+        self.model = model
+        self.alias = alias
+        self.fields: Sequence[Field[Any, Any]] = model._meta.concrete_fields
+        self._pk_index = list(self.fields).index(model._meta.pk)
+        self._names = [f.attname for f in self.fields]
+        self._converters: dict[str, list[tuple[int, Any, list[Converter]]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    @cached_property
+    def table(self) -> str:
+        """`"table" alias`, for FROM and JOIN."""
+        return f"{connection.ops.quote_name(self.model._meta.db_table)} {self.alias}"
+
+    @cached_property
+    def sql(self) -> str:
+        """The select list: `alias."column", ...`."""
+        quote = connection.ops.quote_name
+        columns = (cast(str, f.column) for f in self.fields)  # concrete: never None
+        return ", ".join(f"{self.alias}.{quote(column)}" for column in columns)
+
+    def load(self, row: Sequence[Any], start: int = 0) -> M | None:
+        """The instance in `row[start:start + len(self)]`; None for a row a LEFT
+        JOIN did not match (its primary key is NULL)."""
+        values = list(row[start : start + len(self.fields)])
+        if values[self._pk_index] is None:
+            return None
+        for index, expression, converters in self._converters_for_connection():
+            value = values[index]
+            for converter in converters:
+                value = converter(value, expression, connection)
+            values[index] = value
+        return self.model.from_db(connection.alias, self._names, values)
+
+    def _converters_for_connection(self) -> list[tuple[int, Any, list[Converter]]]:
+        # The same converters the ORM's compiler applies to these columns.
+        found = self._converters.get(connection.vendor)
+        if found is None:
+            found = []
+            for index, field in enumerate(self.fields):
+                column = field.get_col(self.alias)
+                converters = connection.ops.get_db_converters(
+                    column
+                ) + column.get_db_converters(connection)
+                if converters:
+                    found.append((index, column, converters))
+            self._converters[connection.vendor] = found
+        return found
