@@ -91,11 +91,27 @@ class Sample:
     offered_rate: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    # CPU seconds used meanwhile by gunicorn's processes and by the PostgreSQL
+    # backends serving the bench database (maximum-rate phases on Linux only).
+    server_cpu_s: float | None = None
+    database_cpu_s: float | None = None
 
     @property
     def rate(self) -> float:
         """Feedback (or ceiling rows) per second."""
         return self.feedback / self.seconds if self.seconds else 0.0
+
+    def cpu_ms(self) -> tuple[float, float] | None:
+        """CPU milliseconds per request: (gunicorn, PostgreSQL)."""
+        if self.server_cpu_s is None or self.database_cpu_s is None:
+            return None
+        answers = sum(self.statuses.values())
+        if not answers:
+            return None
+        return (
+            self.server_cpu_s * 1000 / answers,
+            self.database_cpu_s * 1000 / answers,
+        )
 
     @property
     def unexpected(self) -> int:
@@ -447,7 +463,7 @@ def successful_feedback_rows() -> int:
 @contextmanager
 def gunicorn(
     port: int, *, workers: int, worker_class: str, threads: int
-) -> Iterator[list[str]]:
+) -> Iterator[tuple[list[str], int]]:
     command = [
         sys.executable,
         "-m",
@@ -470,7 +486,7 @@ def gunicorn(
     )
     try:
         wait_until_serving(port, server)
-        yield command
+        yield command, server.pid  # its own session: the pid is the process group
     finally:
         if server.poll() is None:
             stop_process_group(server, 15)
@@ -488,6 +504,33 @@ def wait_until_serving(port: int, server: subprocess.Popen[bytes]) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError(f"gunicorn did not answer; see {GUNICORN_LOG}")
+
+
+def cpu_seconds(server_group: int, database: str) -> tuple[float, float] | None:
+    """CPU seconds used so far by the processes of gunicorn's process group and
+    by the PostgreSQL backends connected to `database`; None without /proc.
+
+    A backend that exits takes its count with it: gunicorn's workers keep their
+    connections (DATABASE_CONN_MAX_AGE), so that is rare within a slice."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    server = backends = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            command = Path(entry.path, "cmdline").read_bytes()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks = sum(int(value) for value in fields[11:13])  # utime, stime
+        if int(fields[2]) == server_group:  # the process group
+            server += ticks
+        elif command.startswith(b"postgres: ") and f" {database} ".encode() in command:
+            backends += ticks
+    tick = os.sysconf("SC_CLK_TCK")
+    return server / tick, backends / tick
 
 
 # Profiling ----------------------------------------------------------------------
@@ -681,6 +724,29 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
     }
 
 
+CPU_ROWS = {
+    "ceiling": "ceiling: CPU per request, gunicorn / PostgreSQL (ms)",
+    "api": "intake: CPU per feedback, gunicorn / PostgreSQL (ms)",
+    "lc": "LeadConduit URL: CPU per feedback, gunicorn / PostgreSQL (ms)",
+}
+
+
+def cpu_rows(by: dict[tuple[str, int], Sample], rounds: list[int]) -> list[str]:
+    """Where the maximum rates spent the machine (missing without /proc)."""
+    rows = []
+    for phase, label in CPU_ROWS.items():
+        measured = [by[(phase, r)].cpu_ms() for r in rounds]
+        if any(cpu is None for cpu in measured):
+            return []
+        cells = [f"{server:.2f} / {database:.2f}" for server, database in measured]
+        server = median([cpu[0] for cpu in measured if cpu])
+        database = median([cpu[1] for cpu in measured if cpu])
+        rows.append(
+            f"| {label} | " + " | ".join(cells) + f" | {server:.2f} / {database:.2f} |"
+        )
+    return rows
+
+
 def render(
     *,
     samples: list[Sample],
@@ -752,6 +818,7 @@ def render(
         "| items feedback/s ÷ ceiling req/s (noise-normalised) | "
         + " | ".join(f"{ratio:.1f}" for ratio in summary["items_ratios"])
         + f" | {median(summary['items_ratios']):.1f} |",
+        *cpu_rows(by, rounds),
         "",
     ]
     unexpected = [s for s in samples if s.unexpected]
@@ -902,9 +969,11 @@ def main() -> None:
             workers=options.workers,
             worker_class=options.worker_class,
             threads=options.threads,
-        ) as server_command:
+        ) as (server_command, server_group):
             server = shlex.join(["gunicorn", *server_command[3:]])
-            phase_runner = PhaseRunner(options, port, key, events, use_wrk)
+            phase_runner = PhaseRunner(
+                options, port, key, events, use_wrk, server_group
+            )
             print("warming up …", flush=True)
             phase_runner.warm_up()
             for round_number in range(1, options.rounds + 1):
@@ -974,6 +1043,7 @@ class PhaseRunner:
     key: str
     events: Events
     use_wrk: bool
+    server_group: int
 
     def max_rate(self, mode: str, duration: int) -> tuple[float, dict[str, int], int]:
         if self.use_wrk:
@@ -1022,9 +1092,16 @@ class PhaseRunner:
             return sample
 
         def maximum(phase: str, seconds: int) -> Sample:
+            database = database_name(self.options.database_url)
+            before = cpu_seconds(self.server_group, database)
             elapsed, statuses, errors = self.max_rate(phase, seconds)
+            after = cpu_seconds(self.server_group, database)
             ok = statuses.get("201", 0)
-            return Sample(phase, number, elapsed, statuses, errors, ok, ok)
+            sample = Sample(phase, number, elapsed, statuses, errors, ok, ok)
+            if before is not None and after is not None:
+                sample.server_cpu_s = after[0] - before[0]
+                sample.database_cpu_s = after[1] - before[1]
+            return sample
 
         def paced(phase: str, mode: str, rate: float) -> Sample:
             build = request_builder(mode, self.port, self.key, self.events)
@@ -1077,6 +1154,7 @@ def merge(runs: list[Sample]) -> Sample:
     for run in runs:
         statuses.update(run.statuses)
     rows = [run.rows for run in runs if run.rows is not None]
+    measured = all(run.server_cpu_s is not None for run in runs)
     return Sample(
         runs[0].phase,
         runs[0].round,
@@ -1086,6 +1164,10 @@ def merge(runs: list[Sample]) -> Sample:
         sum(run.accepted for run in runs),
         sum(run.feedback for run in runs),
         rows=sum(rows) if rows else None,
+        server_cpu_s=sum(run.server_cpu_s or 0 for run in runs) if measured else None,
+        database_cpu_s=sum(run.database_cpu_s or 0 for run in runs)
+        if measured
+        else None,
     )
 
 
