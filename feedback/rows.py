@@ -71,3 +71,37 @@ class Columns(Generic[M]):
                     found.append((index, column, converters))
             self._converters[connection.vendor] = found
         return found
+
+
+class Insert(Generic[M]):
+    """`instance.save(force_insert=True)` for a model whose primary key the
+    database assigns, with the INSERT written once instead of compiled per row.
+    Values go through each field's `pre_save` and `get_db_prep_save`, as the
+    ORM's; no signals are sent (the app connects none to these models)."""
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+        self.fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+
+    @cached_property
+    def sql(self) -> str:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(cast(str, f.column)) for f in self.fields)
+        placeholders = ", ".join(["%s"] * len(self.fields))
+        pk = quote(cast(str, self.model._meta.pk.column))
+        table = quote(self.model._meta.db_table)
+        return (
+            f"INSERT INTO {table} ({columns}) "  # noqa: S608 - names from _meta
+            f"VALUES ({placeholders}) RETURNING {pk}"
+        )
+
+    def __call__(self, instance: M) -> None:
+        values = [
+            field.get_db_prep_save(field.pre_save(instance, True), connection)
+            for field in self.fields
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, values)
+            (instance.pk,) = cursor.fetchone()
+        instance._state.adding = False
+        instance._state.db = connection.alias

@@ -43,7 +43,7 @@ from feedback.models import (
     Notification,
     OutcomeCode,
 )
-from feedback.rows import Columns
+from feedback.rows import Columns, Insert
 from feedback.variables import feedback_variables
 from sources import rules
 from sources.models import FeedbackConfig, Kind, Source
@@ -658,21 +658,24 @@ def _nothing_to_notify(feedbacks: list[Feedback], configs: Configs | None) -> bo
     )
 
 
+_insert_feedback = Insert(Feedback)
+
+
 def _store_one(result: ReceiveResult, feedback: Feedback) -> None:
     feedback.pk = None
     try:
         if connection.in_atomic_block:
             with transaction.atomic():  # a savepoint: the outer block stays usable
-                feedback.save(force_insert=True)
+                _insert_feedback(feedback)
         else:
-            feedback.save(force_insert=True)  # commits on its own
+            _insert_feedback(feedback)  # commits on its own
     except IntegrityError:
         feedback.pk = None
         result.status = ReceiveStatus.ALREADY_RETURNED
         result.errors = [FieldError("event_id", ALREADY_RETURNED_REASON)]
         feedback.outcome = Feedback.Outcome.FAILURE
         feedback.outcome_reason = _join_errors(result.errors)  # as `_judge` words it
-        feedback.save(force_insert=True)
+        _insert_feedback(feedback)
 
 
 def _lookup_key(item: _Parsed) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from feedback.models import ApiKey, BuyerPolicy, DeliveryEvent, Feedback, Notification
-from feedback.rows import Columns
+from feedback.rows import Columns, Insert
 from feedback.selectors import api_key_get_active
 from feedback.services import ReceiveStatus, feedback_receive, feedback_receive_many
 from sources.models import FeedbackConfig, Kind
@@ -22,6 +22,7 @@ from tests.factories import (
     FlowFactory,
     LeadFactory,
     SourceFactory,
+    seeded_outcome_codes,
 )
 
 pytestmark = pytest.mark.django_db
@@ -341,6 +342,46 @@ def test_rows_load_as_the_orm_loads_them(buyer, make):
     assert _values(loaded) == _values(model.objects.get(pk=made.pk))
     assert loaded._state.adding is False
     assert loaded._state.db == "default"
+
+
+def test_insert_stores_what_save_stores(buyer):
+    delivery = DeliveryEventFactory(buyer=buyer)
+    now = timezone.now()
+
+    def make() -> Feedback:
+        return Feedback(
+            delivery=delivery,
+            lead=delivery.lead,
+            buyer=buyer,
+            source=delivery.source,
+            flow=delivery.flow,
+            kind=Kind.RETURN,
+            outcome_code=seeded_outcome_codes()["bad_info"],
+            reason="Bad phone",
+            revenue=Decimal("12.50"),
+            quality_score=3,
+            occurred_at=now - timedelta(hours=2, microseconds=7),
+            received_at=now,
+            custom={"crm": {"tags": ["a", 1, None]}},
+            note="Called twice",
+            channel=API,
+            outcome=Feedback.Outcome.FAILURE,
+            outcome_reason="type: refused",
+        )
+
+    saved, inserted = make(), make()
+    saved.save(force_insert=True)
+    Insert(Feedback)(inserted)
+
+    assert inserted.pk is not None
+    assert inserted.pk != saved.pk
+    assert inserted._state.adding is False
+    stored = {
+        f.pk: {k: v for k, v in _values(f).items() if k not in ("id", "public_id")}
+        for f in Feedback.objects.all()
+    }
+    assert stored[inserted.pk] == stored[saved.pk]
+    assert Feedback.objects.get(pk=inserted.pk).public_id == inserted.public_id
 
 
 def test_a_row_a_left_join_missed_loads_as_none(buyer):
