@@ -174,3 +174,21 @@ def test_postgresql_prepares_statements_unless_switched_off(tmp_path, switch, ex
     result = run_python("-c", script, env=env, check=True)
 
     assert result.stdout.strip() == expected
+
+
+def test_the_wsgi_app_loads_its_views_and_keeps_them_out_of_full_collections(
+    tmp_path,
+):
+    script = (
+        "import gc, sys; import config.wsgi; "
+        "print('feedback.api.views' in sys.modules, gc.get_freeze_count() > 10_000, "
+        "len(gc.get_objects()) < 1_000)"
+    )
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "LEADBACK_VAR_DIR": str(tmp_path),
+    }
+
+    result = run_python("-c", script, env=env, check=True)
+
+    assert result.stdout.split() == ["True", "True", "True"]
