@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, Generic, TypeVar, cast
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
 M = TypeVar("M", bound=Model)
@@ -50,26 +51,29 @@ class Columns(Generic[M]):
         values = list(row[start : start + len(self.fields)])
         if values[self._pk_index] is None:
             return None
-        for index, expression, converters in self._converters_for_connection():
+        db = _default_connection()
+        for index, expression, converters in self._converters_for(db):
             value = values[index]
             for converter in converters:
-                value = converter(value, expression, connection)
+                value = converter(value, expression, db)
             values[index] = value
-        return self.model.from_db(connection.alias, self._names, values)
+        return self.model.from_db(db.alias, self._names, values)
 
-    def _converters_for_connection(self) -> list[tuple[int, Any, list[Converter]]]:
+    def _converters_for(
+        self, db: BaseDatabaseWrapper
+    ) -> list[tuple[int, Any, list[Converter]]]:
         # The same converters the ORM's compiler applies to these columns.
-        found = self._converters.get(connection.vendor)
+        found = self._converters.get(db.vendor)
         if found is None:
             found = []
             for index, field in enumerate(self.fields):
                 column = field.get_col(self.alias)
-                converters = connection.ops.get_db_converters(
+                converters = db.ops.get_db_converters(
                     column
-                ) + column.get_db_converters(connection)
+                ) + column.get_db_converters(db)
                 if converters:
                     found.append((index, column, converters))
-            self._converters[connection.vendor] = found
+            self._converters[db.vendor] = found
         return found
 
 
@@ -96,12 +100,19 @@ class Insert(Generic[M]):
         )
 
     def __call__(self, instance: M) -> None:
+        db = _default_connection()
         values = [
-            field.get_db_prep_save(field.pre_save(instance, True), connection)
+            field.get_db_prep_save(field.pre_save(instance, True), db)
             for field in self.fields
         ]
-        with connection.cursor() as cursor:
+        with db.cursor() as cursor:
             cursor.execute(self.sql, values)
             (instance.pk,) = cursor.fetchone()
         instance._state.adding = False
-        instance._state.db = connection.alias
+        instance._state.db = db.alias
+
+
+def _default_connection() -> BaseDatabaseWrapper:
+    # The connection itself: every attribute read through the `connection`
+    # proxy looks the connection up again, a dozen times per row.
+    return connections[DEFAULT_DB_ALIAS]
