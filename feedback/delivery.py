@@ -64,17 +64,8 @@ class Claim:
 
 # Creating -----------------------------------------------------------------------
 
-# A source's enabled configs by (source id, kind), in id order.
+# Sources' enabled configs by (source id, kind), in id order.
 Configs = dict[tuple[int, str], list[FeedbackConfig]]
-
-
-def configs_enabled(*, source_ids: Iterable[int]) -> Configs:
-    configs: Configs = {}
-    for config in FeedbackConfig.objects.filter(
-        enabled=True, source_id__in=set(source_ids)
-    ).order_by("pk"):
-        configs.setdefault((config.source_id, config.kind), []).append(config)
-    return configs
 
 
 def notifications_create(
@@ -123,8 +114,12 @@ def notifications_build(
     accepted = [f for f in feedbacks if f.outcome == Feedback.Outcome.SUCCESS]
     if not accepted:
         return []
-    if configs is None:
-        configs = configs_enabled(source_ids={f.source_id for f in accepted})
+    if configs is None:  # not read with the deliveries: read them now
+        configs = {}
+        for config in FeedbackConfig.objects.filter(
+            enabled=True, source_id__in={f.source_id for f in accepted}
+        ).order_by("pk"):
+            configs.setdefault((config.source_id, config.kind), []).append(config)
     now = timezone.now()
     rows = []
     for feedback in accepted:
