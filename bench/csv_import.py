@@ -292,7 +292,7 @@ def reset_tables() -> None:
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE feedback_notification, feedback_deliveryattempt, "
+            "TRUNCATE feedback_notification, feedback_notificationattempt, "
             "feedback_feedback, feedback_feedbackimportchunk, "
             f"feedback_feedbackimport, {COPY_TABLE}"
         )
@@ -331,7 +331,7 @@ def start_worker(workers: int) -> subprocess.Popen[bytes]:
 
 
 def wait_until_finished(import_id: int, timeout_s: float = 900.0) -> None:
-    from feedback.models import FeedbackImport
+    from feedback.imports.models import FeedbackImport
 
     finished = (FeedbackImport.Status.DONE, FeedbackImport.Status.FAILED)
     deadline = time.monotonic() + timeout_s
@@ -344,8 +344,13 @@ def wait_until_finished(import_id: int, timeout_s: float = 900.0) -> None:
 def run_round(number: int, content: bytes, *, in_process: bool) -> Round:
     from django.db import connection
 
-    from feedback.imports import feedback_import_create, feedback_import_process
-    from feedback.models import Buyer, Feedback, FeedbackImport, Notification
+    from feedback.forwarding.models import Notification
+    from feedback.imports.models import FeedbackImport
+    from feedback.imports.processing import (
+        feedback_import_create,
+        feedback_import_process,
+    )
+    from feedback.models import Buyer, Feedback
 
     reset_tables()
     buyer = Buyer.objects.get(slug=BUYER)

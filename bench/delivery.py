@@ -454,7 +454,7 @@ class Events:
 
 
 def last_notification_pk() -> int:
-    from feedback.models import Notification
+    from feedback.forwarding.models import Notification
 
     return (
         Notification.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
@@ -486,7 +486,7 @@ def receive(seeded: Seeded, events: Events, count: int) -> tuple[int, int]:
 
 def wait_final(first: int, last: int, timeout_s: float) -> dict[str, int]:
     """Wait until notifications first..last are all final; their statuses."""
-    from feedback.models import Notification
+    from feedback.forwarding.models import Notification
 
     rows = Notification.objects.filter(pk__gte=first, pk__lte=last)
     deadline = time.monotonic() + timeout_s
@@ -632,7 +632,7 @@ def run_app_round(
     """Queue `count` notifications with the consumers off, then time the workers."""
     from django.db.models import Max
 
-    from feedback.models import Notification
+    from feedback.forwarding.models import Notification
 
     consumers(layout, on=False)
     first, last = receive(seeded, events, count)
@@ -714,7 +714,7 @@ def run_latency(
     duration: float,
 ) -> Latency:
     """Post feedback to the intake at `rate` per second, open loop, for `duration`."""
-    from feedback.models import DeliveryAttempt, Notification
+    from feedback.forwarding.models import Notification, NotificationAttempt
 
     count = max(1, int(rate * duration))
     url = f"http://127.0.0.1:{port}/api/v1/feedback"
@@ -752,7 +752,7 @@ def run_latency(
     answered_at = {fid: at for _, status, at, fid in answers if status == 201}
     last = last_notification_pk()
     wait_final(first, last, timeout_s=60)
-    attempts = DeliveryAttempt.objects.filter(
+    attempts = NotificationAttempt.objects.filter(
         notification_id__gte=first, notification_id__lte=last, number=1
     ).values_list(
         "started_at",
@@ -839,8 +839,8 @@ def profile_deliver(seeded: Seeded, events: Events, count: int) -> dict[str, Any
     cProfile."""
     from django.db import connection
 
-    from feedback.delivery import notification_deliver, notifications_claim_due
-    from feedback.models import Notification
+    from feedback.forwarding.engine import notification_deliver, notifications_claim_due
+    from feedback.forwarding.models import Notification
 
     def claims(n: int) -> list[Any]:
         first, last = receive(seeded, events, n)

@@ -100,7 +100,7 @@ def recreate_database(database_url: str) -> None:
 
 
 SEEDED_TABLES = (
-    "feedback_deliveryattempt",
+    "feedback_notificationattempt",
     "feedback_notification",
     "feedback_feedback",
     "feedback_deliveryevent",
@@ -245,7 +245,7 @@ def seed(feedback_rows: int) -> dict[str, int]:
         WHERE f.outcome = 'success' AND f.id %% 5 = 0
         """,
         """
-        INSERT INTO feedback_deliveryattempt (notification_id, number, started_at,
+        INSERT INTO feedback_notificationattempt (notification_id, number, started_at,
             duration_ms, request_method, request_url, request_headers, request_body,
             response_status, response_headers, response_body, outcome, reason,
             error_class)
@@ -382,7 +382,7 @@ RAW_SQL: dict[str, list[str]] = {
         """SELECT n.config_id, COUNT(*), COUNT(*) FILTER (WHERE a.outcome = 'error'),
             percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms),
             percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms)
-        FROM feedback_deliveryattempt a
+        FROM feedback_notificationattempt a
         JOIN feedback_notification n ON n.id = a.notification_id
         WHERE n.lead_delivered_at >= %(since)s AND n.lead_delivered_at < %(until)s
         GROUP BY n.config_id""",
@@ -396,7 +396,7 @@ RAW_SQL: dict[str, list[str]] = {
         FROM feedback_feedback
         WHERE received_at >= %(since)s AND received_at < %(until)s GROUP BY 1""",
         """SELECT date_trunc('month', n.created_at AT TIME ZONE 'UTC'), COUNT(*),
-            COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM feedback_deliveryattempt a
+            COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM feedback_notificationattempt a
                 WHERE a.notification_id = n.id AND a.response_status >= 500))
         FROM feedback_notification n
         WHERE n.attempt_count > 0

@@ -186,7 +186,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
-        "FeedbackImportStatusEnum": "feedback.models.FeedbackImport.Status",
+        "FeedbackImportStatusEnum": "feedback.imports.models.FeedbackImport.Status",
     },
 }
 

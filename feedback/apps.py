@@ -1,6 +1,17 @@
+from importlib import import_module
+
 from django.apps import AppConfig
+
+# The app's models live with their concern; Django registers a model when its
+# module is imported, and it imports only `feedback.models` by itself.
+CONCERN_MODELS = ("feedback.forwarding.models", "feedback.imports.models")
 
 
 class FeedbackConfig(AppConfig):
     name = "feedback"
     verbose_name = "Feedback"
+
+    def import_models(self) -> None:
+        super().import_models()
+        for module in CONCERN_MODELS:
+            import_module(module)

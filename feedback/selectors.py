@@ -7,7 +7,8 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
 
-from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback, Flow, Notification
+from feedback.forwarding.models import Notification
+from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback, Flow
 from feedback.rows import Columns
 from feedback.services import hash_api_key
 from sources.models import Kind

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from feedback.bulk import instances_copy
-from feedback.delivery import (
+from feedback.forwarding.engine import (
     Configs,
     notification_deliver,
     notifications_claim_due,
@@ -30,6 +30,7 @@ from feedback.delivery import (
     notifications_forget,
     notifications_remember,
 )
+from feedback.forwarding.models import Notification
 from feedback.models import (
     EVENT_ID_PATTERN,
     ApiKey,
@@ -40,7 +41,6 @@ from feedback.models import (
     Flow,
     IdempotencyKey,
     Lead,
-    Notification,
     OutcomeCode,
 )
 from feedback.rows import Columns, Insert

@@ -37,14 +37,8 @@ from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from feedback.models import (
-    Buyer,
-    DeliveryAttempt,
-    DeliveryEvent,
-    Feedback,
-    Flow,
-    Notification,
-)
+from feedback.forwarding.models import Notification, NotificationAttempt
+from feedback.models import Buyer, DeliveryEvent, Feedback, Flow
 from reporting.charts import Series, bar_chart, line_chart
 from reporting.filters import ReportFilters
 from reporting.measures import (
@@ -851,7 +845,7 @@ class DeliveryHealthReport(Report):
             rows[values.pop("config_id")].update(values)
 
         # One join: the notification's own columns filter and group its attempts.
-        attempts = DeliveryAttempt.objects.filter(
+        attempts = NotificationAttempt.objects.filter(
             self._notifications_q("notification__")
         )
         measures: dict[str, Aggregate] = {
@@ -929,7 +923,7 @@ class DeliveryHealthReport(Report):
 
     @staticmethod
     def _response_times(
-        attempts: QuerySet[DeliveryAttempt],
+        attempts: QuerySet[NotificationAttempt],
     ) -> list[tuple[Any, float | None, float | None]]:
         """Median and p95 computed here, for SQLite."""
         key = "notification__config_id"
@@ -1019,7 +1013,7 @@ class BillingReport(Report):
             sent_dims &= Q(feedback__buyer_id=f.buyer_id)
         if f.kind:
             sent_dims &= Q(kind=f.kind)
-        server_error = DeliveryAttempt.objects.filter(
+        server_error = NotificationAttempt.objects.filter(
             notification=OuterRef("pk"), response_status__gte=500
         )
         for values in _dicts(

@@ -33,7 +33,8 @@ from rest_framework.views import APIView
 from feedback.api.auth import KeyPrincipal
 from feedback.api.errors import problem_response
 from feedback.api.permissions import IsBuyerKey
-from feedback.imports import (
+from feedback.imports.models import FeedbackImport
+from feedback.imports.processing import (
     FAILURE,
     SUCCESS,
     feedback_import_refused_csv,
@@ -41,7 +42,7 @@ from feedback.imports import (
     feedback_import_upload,
     get_feedback_import_for_buyer,
 )
-from feedback.models import Buyer, Feedback, FeedbackImport
+from feedback.models import Buyer, Feedback
 
 MAX_RESULTS_PAGE = 1000
 

@@ -14,13 +14,8 @@ from urllib.parse import urlsplit
 from django.utils import timezone
 from rest_framework import serializers
 
-from feedback.models import (
-    EVENT_ID_PATTERN,
-    DeliveryEvent,
-    Feedback,
-    Lead,
-    Notification,
-)
+from feedback.forwarding.models import Notification
+from feedback.models import EVENT_ID_PATTERN, DeliveryEvent, Feedback, Lead
 from feedback.services import DeliveryInput, as_utc
 from sources.models import Kind
 

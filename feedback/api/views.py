@@ -48,7 +48,8 @@ from feedback.api.serializers import (
     lead_summary,
 )
 from feedback.filters import FeedbackFilter
-from feedback.models import Buyer, DeliveryEvent, Feedback, Notification
+from feedback.forwarding.models import Notification
+from feedback.models import Buyer, DeliveryEvent, Feedback
 from feedback.selectors import (
     delivery_event_list,
     feedback_list_for_key,

@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import feedback.models
+import feedback.forwarding.models
 from django.db import migrations, models
 
 
@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
             name='Notification',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=feedback.models.new_notification_id, editable=False, max_length=40, unique=True, verbose_name='notification id')),
+                ('public_id', models.CharField(default=feedback.forwarding.models.new_notification_id, editable=False, max_length=40, unique=True, verbose_name='notification id')),
                 ('kind', models.CharField(choices=[('conversion', 'Conversion'), ('return', 'Return'), ('status', 'Status update')], max_length=20)),
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('sending', 'Sending'), ('retrying', 'Retrying'), ('succeeded', 'Succeeded'), ('failed', 'Failed (refused by the source)'), ('dead', 'Dead (retries exhausted)'), ('skipped', 'Skipped (criteria)'), ('batched', 'Batched')], default='pending', max_length=20)),
                 ('reason', models.CharField(blank=True, max_length=1000)),

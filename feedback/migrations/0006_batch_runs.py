@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import feedback.models
+import feedback.forwarding.models
 from django.db import migrations, models
 
 
@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
             name='BatchRun',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=feedback.models.new_batch_run_id, editable=False, max_length=40, unique=True, verbose_name='run id')),
+                ('public_id', models.CharField(default=feedback.forwarding.models.new_batch_run_id, editable=False, max_length=40, unique=True, verbose_name='run id')),
                 ('period_start', models.DateTimeField()),
                 ('period_end', models.DateTimeField()),
                 ('status', models.CharField(choices=[('pending', 'Pending'), ('sending', 'Sending'), ('retrying', 'Retrying'), ('sent', 'Sent'), ('empty', 'Empty (nothing to send)'), ('failed', 'Failed (refused)'), ('dead', 'Dead (retries exhausted)')], default='pending', max_length=20)),

@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import feedback.models
+import feedback.imports.models
 from django.conf import settings
 from django.db import migrations, models
 
@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
             name='FeedbackImport',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=feedback.models.new_import_id, editable=False, max_length=40, unique=True, verbose_name='import id')),
+                ('public_id', models.CharField(default=feedback.imports.models.new_import_id, editable=False, max_length=40, unique=True, verbose_name='import id')),
                 ('channel', models.CharField(choices=[('api', 'JSON API'), ('lc-compat', 'LeadConduit-compatible URL'), ('portal', 'Portal'), ('csv', 'CSV import'), ('admin', 'Admin')], default='csv', max_length=20)),
                 ('status', models.CharField(choices=[('queued', 'Queued'), ('processing', 'Processing'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=20)),
                 ('filename', models.CharField(max_length=255)),

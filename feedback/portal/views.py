@@ -19,7 +19,7 @@ from feedback.api.serializers import (
     notification_reason_for_buyer,
 )
 from feedback.filters import DeliveryFilter
-from feedback.imports import (
+from feedback.imports.processing import (
     feedback_import_list,
     feedback_import_refused_csv,
     feedback_import_results,

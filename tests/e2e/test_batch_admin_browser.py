@@ -10,8 +10,9 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from feedback.batches import batch_runs_run_due
-from feedback.models import BatchRun, Feedback, Notification
+from feedback.forwarding.batches import batch_runs_run_due
+from feedback.forwarding.models import BatchRun, Notification
+from feedback.models import Feedback
 from feedback.services import feedback_receive
 from sources.models import FeedbackConfig
 from tests.e2e.test_config_admin_browser import (

@@ -16,7 +16,8 @@ import pytest
 import redis
 from django.utils import timezone
 
-from feedback.models import BatchRun, Feedback, Notification
+from feedback.forwarding.models import BatchRun, Notification
+from feedback.models import Feedback
 from feedback.services import ReceiveStatus, feedback_receive_many
 from sources.models import FeedbackConfig, FieldMapping
 from tests.e2e.processes import (

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import redis
 
-from feedback.models import DeliveryEvent, Feedback, Lead, Notification
+from feedback.forwarding.models import Notification
+from feedback.models import DeliveryEvent, Feedback, Lead
 from feedback.services import ReceiveStatus, feedback_receive_many
 from sources.models import FeedbackConfig, FieldMapping, Source
 from tests.e2e.processes import (

@@ -21,8 +21,9 @@ import pytest
 import redis
 from django.utils import timezone
 
-from feedback.imports import feedback_import_create, feedback_import_results
-from feedback.models import DeliveryEvent, Feedback, FeedbackImport, Lead
+from feedback.imports.models import FeedbackImport
+from feedback.imports.processing import feedback_import_create, feedback_import_results
+from feedback.models import DeliveryEvent, Feedback, Lead
 from sources.models import Kind
 from tests.e2e.processes import (
     WORKER_POOL_OPTIONS,

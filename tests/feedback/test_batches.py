@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from feedback.batches import (
+from feedback.forwarding.batches import (
     batch_file_build,
     batch_period_end,
     batch_run_create,
@@ -21,8 +21,9 @@ from feedback.batches import (
     batch_runs_run_due,
     batch_runs_schedule,
 )
-from feedback.delivery import notifications_claim_due
-from feedback.models import BatchRun, Feedback, Notification
+from feedback.forwarding.engine import notifications_claim_due
+from feedback.forwarding.models import BatchRun, Notification
+from feedback.models import Feedback
 from feedback.services import feedback_receive
 from sources.csvcells import FORMULA_TRIGGERS, safe_cell
 from sources.models import FeedbackConfig, FieldMapping
@@ -549,7 +550,7 @@ def test_an_unexpected_error_is_recorded_and_retried(buyer, ftp, monkeypatch):
     def broken(**kwargs):
         raise KeyError("boom")
 
-    monkeypatch.setattr("feedback.batches.batch_file_send", broken)
+    monkeypatch.setattr("feedback.forwarding.batches.batch_file_send", broken)
     with time_machine.travel(AFTER_SIX):
         batch_runs_run_due()
 

@@ -6,7 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from feedback.models import BatchAttempt, BatchRun
+from feedback.forwarding.models import BatchAttempt, BatchRun
 from sources.models import FeedbackConfig
 from tests.factories import FeedbackFactory, SourceFactory
 from tests.sources.test_config_admin import config_form

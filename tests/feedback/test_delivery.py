@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from feedback.delivery import (
+from feedback.forwarding.engine import (
     Claim,
     notification_deliver,
     notifications_claim_due,
@@ -24,7 +24,8 @@ from feedback.delivery import (
     retry_after_seconds,
     retry_delay,
 )
-from feedback.models import DeliveryAttempt, Feedback, Notification
+from feedback.forwarding.models import Notification, NotificationAttempt
+from feedback.models import Feedback
 from feedback.services import feedback_receive
 from sources.models import FeedbackConfig, FieldMapping
 from sources.outbound.types import OutboundResponse
@@ -153,7 +154,7 @@ def test_a_notification_is_delivered_and_its_attempt_logged(buyer, receiver):
     }
     assert arrived.header("webhook-id") == notification.public_id
     assert arrived.header("Authorization") == "Bearer tok-secret-1"
-    attempt = DeliveryAttempt.objects.get()
+    attempt = NotificationAttempt.objects.get()
     assert (attempt.number, attempt.outcome, attempt.response_status) == (
         1,
         "success",
@@ -259,7 +260,7 @@ def test_redirects_are_not_followed(buyer):
         notifications_deliver_due()
         assert len(server.requests) == 1
 
-    attempt = DeliveryAttempt.objects.get()
+    attempt = NotificationAttempt.objects.get()
     assert attempt.response_status == 302
 
 
@@ -468,7 +469,7 @@ def test_a_stale_message_does_not_send_a_retry_early(buyer):
 def test_the_sweeper_waits_while_the_queue_has_a_backlog(
     buyer, receiver, engine_settings, monkeypatch
 ):
-    from feedback import delivery
+    from feedback.forwarding import engine as delivery
 
     engine_settings.LEADBACK_SWEEP_MAX_BACKLOG = 50
     make_config(source := SourceFactory(), receiver.url())
@@ -518,7 +519,7 @@ def test_mappings_are_read_once_and_again_after_the_config_is_saved(buyer, recei
 def test_an_attempt_whose_lease_was_taken_over_is_recorded_without_its_status(
     buyer, receiver, monkeypatch
 ):
-    from feedback import delivery
+    from feedback.forwarding import engine as delivery
 
     make_config(source := SourceFactory(), receiver.url())
     returned(buyer, source=source)
@@ -540,7 +541,7 @@ def test_an_attempt_whose_lease_was_taken_over_is_recorded_without_its_status(
     stored = Notification.objects.get()
     assert stored.status == Status.SENDING  # the new owner decides
     assert stored.attempt_count == 1
-    assert DeliveryAttempt.objects.get().number == 1
+    assert NotificationAttempt.objects.get().number == 1
 
 
 # Several rows per message -----------------------------------------------------
@@ -566,7 +567,7 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(buyer, receiver, co
 
     assert len(rows) == count
     assert {r.status for r in Notification.objects.all()} == {Status.SUCCEEDED}
-    assert DeliveryAttempt.objects.count() == count
+    assert NotificationAttempt.objects.count() == count
     assert len(receiver.requests) == count
     # Lease, two loads (the mappings once), then lock, update, insert.
     assert _statements(captured) == [
@@ -610,7 +611,7 @@ def test_after_an_error_the_rest_of_the_batch_is_handed_back_untried(buyer):
 def test_a_batch_cut_short_by_its_deadline_hands_the_rest_back_due_now(
     buyer, receiver, monkeypatch
 ):
-    from feedback import delivery
+    from feedback.forwarding import engine as delivery
 
     make_config(source := SourceFactory(), receiver.url())
     for _ in range(3):
@@ -637,7 +638,7 @@ def test_a_batch_cut_short_by_its_deadline_hands_the_rest_back_due_now(
 def test_messages_carry_one_config_each_and_at_most_the_batch_size(
     buyer, receiver, engine_settings, monkeypatch
 ):
-    from feedback import tasks
+    from feedback.forwarding import tasks
 
     engine_settings.LEADBACK_DELIVERY_BATCH = 2
     source = SourceFactory()
@@ -665,7 +666,7 @@ def test_a_slow_config_stretches_the_lease(buyer, receiver, monkeypatch):
     returned(buyer, source=source)
     [claim] = notifications_claim_due()
     seen = []
-    from feedback import delivery
+    from feedback.forwarding import engine as delivery
 
     real_send = delivery.feedback_config_send
 

@@ -20,8 +20,6 @@ from django.test import Client
 from django.utils import timezone
 from lxml import etree
 
-from feedback import tasks
-from feedback.delivery import notifications_deliver_due
 from feedback.demo import DEMO_CONFIGS, PRINTED_BUYER, ConfigSpec
 from feedback.demo_receiver import (
     NAMESPACE,
@@ -30,7 +28,10 @@ from feedback.demo_receiver import (
     Verdict,
     json_verdict,
 )
-from feedback.models import DeliveryEvent, Feedback, Notification
+from feedback.forwarding import tasks
+from feedback.forwarding.engine import notifications_deliver_due
+from feedback.forwarding.models import Notification
+from feedback.models import DeliveryEvent, Feedback
 from sources.models import FeedbackConfig, FieldMapping, Kind, Source
 from sources.outbound.responses import parse_soap_envelope
 from sources.outbound.soap import clear_wsdl_cache

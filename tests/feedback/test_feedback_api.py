@@ -7,7 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from feedback.models import BuyerPolicy, Feedback, Notification
+from feedback.forwarding.models import Notification
+from feedback.models import BuyerPolicy, Feedback
 from sources.models import FeedbackConfig, Kind
 from tests.factories import DeliveryEventFactory, FeedbackFactory
 

@@ -11,7 +11,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.http import Http404
 from django.utils import timezone
 
-from feedback.imports import (
+from feedback.forwarding.models import Notification
+from feedback.imports.models import FeedbackImport, FeedbackImportChunk
+from feedback.imports.processing import (
     feedback_import_create,
     feedback_import_process,
     feedback_import_refused_csv,
@@ -20,13 +22,7 @@ from feedback.imports import (
     feedback_imports_sweep,
     get_feedback_import_for_buyer,
 )
-from feedback.models import (
-    BuyerPolicy,
-    Feedback,
-    FeedbackImport,
-    FeedbackImportChunk,
-    Notification,
-)
+from feedback.models import BuyerPolicy, Feedback
 from feedback.services import feedback_receive
 from sources.models import FeedbackConfig, Kind
 from tests.factories import DeliveryEventFactory, FeedbackFactory, SourceFactory
@@ -148,7 +144,7 @@ def test_upload_queues_processing_after_commit(
 ):
     queued = []
     monkeypatch.setattr(
-        "feedback.tasks.process_feedback_import_task.delay", queued.append
+        "feedback.imports.tasks.process_feedback_import_task.delay", queued.append
     )
     content = csv_bytes(["event_id", "type"], [[deliveries[0].event_id, "return"]])
 
@@ -273,7 +269,7 @@ def test_returns_of_one_delivery_in_one_chunk_and_across_chunks(
 def test_a_return_accepted_elsewhere_mid_chunk_loses_only_that_row(
     buyer, deliveries, monkeypatch
 ):
-    import feedback.imports as imports
+    import feedback.imports.processing as imports
 
     original = imports._store_chunk
     raced = deliveries[1]
@@ -673,7 +669,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing(buyer, deliveries, settings
 def test_the_sweep_queues_stale_and_abandoned_imports(buyer, deliveries, monkeypatch):
     queued = []
     monkeypatch.setattr(
-        "feedback.tasks.process_feedback_import_task.delay", queued.append
+        "feedback.imports.tasks.process_feedback_import_task.delay", queued.append
     )
     make = lambda i: upload(  # noqa: E731
         buyer, csv_bytes(["event_id", "type"], [[deliveries[i].event_id, "return"]])
@@ -706,7 +702,7 @@ def test_an_unexpected_error_fails_the_import_and_a_reupload_resumes_it(
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("feedback.imports.feedback_receive_chunk", broken)
+    monkeypatch.setattr("feedback.imports.processing.feedback_receive_chunk", broken)
     feedback_import_process(import_id=feedback_import.pk)
     feedback_import.refresh_from_db()
     assert feedback_import.status == FeedbackImport.Status.FAILED

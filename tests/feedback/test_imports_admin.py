@@ -3,8 +3,8 @@
 import pytest
 from django.urls import reverse
 
-from feedback.imports import feedback_import_create, feedback_import_process
-from feedback.models import FeedbackImport
+from feedback.imports.models import FeedbackImport
+from feedback.imports.processing import feedback_import_create, feedback_import_process
 from tests.factories import DeliveryEventFactory
 
 pytestmark = pytest.mark.django_db
@@ -57,7 +57,7 @@ def test_requeue_action_reopens_a_failed_import(
 ):
     queued = []
     monkeypatch.setattr(
-        "feedback.tasks.process_feedback_import_task.delay", queued.append
+        "feedback.imports.tasks.process_feedback_import_task.delay", queued.append
     )
     FeedbackImport.objects.filter(pk=finished_import.pk).update(
         status="failed", error="Processing stopped: RuntimeError."

@@ -8,8 +8,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from feedback.imports import feedback_import_process
-from feedback.models import Feedback, FeedbackImport
+from feedback.imports.models import FeedbackImport
+from feedback.imports.processing import feedback_import_process
+from feedback.models import Feedback
 from tests.factories import DeliveryEventFactory
 
 pytestmark = pytest.mark.django_db

@@ -11,14 +11,15 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from feedback import imports
-from feedback.imports import (
+from feedback.imports import processing as imports
+from feedback.imports.models import FeedbackImport, FeedbackImportChunk
+from feedback.imports.processing import (
     feedback_import_create,
     feedback_import_help,
     feedback_import_process,
     feedback_import_results,
 )
-from feedback.models import Feedback, FeedbackImport, FeedbackImportChunk
+from feedback.models import Feedback
 from tests.factories import DeliveryEventFactory
 from tests.feedback.test_imports import csv_bytes
 
@@ -178,7 +179,7 @@ def test_helpers_are_asked_for_on_postgresql_only(
     buyer, chunked, monkeypatch, settings
 ):
     settings.LEADBACK_IMPORT_WORKERS = 3
-    from feedback import tasks
+    from feedback.imports import tasks
 
     queued = []
     monkeypatch.setattr(

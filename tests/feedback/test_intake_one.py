@@ -10,7 +10,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from feedback.models import ApiKey, BuyerPolicy, DeliveryEvent, Feedback, Notification
+from feedback.forwarding.models import Notification
+from feedback.models import ApiKey, BuyerPolicy, DeliveryEvent, Feedback
 from feedback.rows import Columns, Insert
 from feedback.selectors import api_key_get_active
 from feedback.services import ReceiveStatus, feedback_receive, feedback_receive_many

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from feedback.models import Notification
+from feedback.forwarding.models import Notification
 from sources.models import FeedbackConfig, Kind
 from tests.factories import DeliveryEventFactory, FeedbackFactory
 

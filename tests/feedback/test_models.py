@@ -2,13 +2,8 @@ import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 
-from feedback.models import (
-    DeliveryEvent,
-    Feedback,
-    Lead,
-    Notification,
-    OutcomeCode,
-)
+from feedback.forwarding.models import Notification
+from feedback.models import DeliveryEvent, Feedback, Lead, OutcomeCode
 from sources.models import Kind
 from tests.factories import DeliveryEventFactory, FeedbackFactory
 

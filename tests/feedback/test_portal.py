@@ -12,7 +12,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from feedback.models import ApiKey, Feedback, Notification
+from feedback.forwarding.models import Notification
+from feedback.models import ApiKey, Feedback
 from feedback.portal import views as portal_views
 from sources.models import Kind
 from tests.factories import (

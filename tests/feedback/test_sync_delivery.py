@@ -5,7 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from feedback.models import Feedback, Notification
+from feedback.forwarding.models import Notification
+from feedback.models import Feedback
 from sources.models import FeedbackConfig, FieldMapping
 from tests.factories import DeliveryEventFactory, SourceFactory
 from tests.sources.servers import RecordingServer, Reply

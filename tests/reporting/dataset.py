@@ -9,12 +9,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from feedback.models import (
-    DeliveryAttempt,
-    DeliveryEvent,
-    Feedback,
-    Notification,
-)
+from feedback.forwarding.models import Notification, NotificationAttempt
+from feedback.models import DeliveryEvent, Feedback
 from sources.models import FeedbackConfig, Kind
 from tests.factories import (
     BuyerFactory,
@@ -334,7 +330,7 @@ def add_notifications(data: DataSet) -> dict[str, Any]:
             created_at=created_at,
         )
         for number, (outcome, code, duration) in enumerate(attempts, 1):
-            DeliveryAttempt.objects.create(
+            NotificationAttempt.objects.create(
                 notification=notification,
                 number=number,
                 started_at=created_at + datetime.timedelta(minutes=number),

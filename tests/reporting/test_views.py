@@ -10,7 +10,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from feedback.models import DeliveryAttempt, Feedback, Notification
+from feedback.forwarding.models import Notification, NotificationAttempt
+from feedback.models import Feedback
 from reporting.models import RollupState
 from reporting.reports import REPORTS, SourceBreakdownReport
 from reporting.rollups import rollups_refresh
@@ -210,7 +211,7 @@ def _add_forwarding(sources) -> None:
                 attempt_count=1,
                 created_at=datetime.datetime(2025, 3, 5, tzinfo=UTC),
             )
-            DeliveryAttempt.objects.create(
+            NotificationAttempt.objects.create(
                 notification=notification,
                 number=1,
                 started_at=notification.created_at,

@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from feedback.delivery import notifications_deliver_due, notifications_sweep
+from feedback.forwarding.engine import notifications_deliver_due, notifications_sweep
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from feedback.batches import batch_runs_dispatch, batch_runs_run_due
+from feedback.forwarding.batches import batch_runs_dispatch, batch_runs_run_due
 
 
 class Command(BaseCommand):

@@ -48,18 +48,17 @@ from django.http import Http404
 from django.utils import timezone
 
 from feedback.bulk import objects_copy, rows_copy
-from feedback.delivery import notifications_build
+from feedback.forwarding.engine import notifications_build
+from feedback.forwarding.models import Notification
+from feedback.imports.models import FeedbackImport, FeedbackImportChunk
 from feedback.models import (
     ApiKey,
     Buyer,
     BuyerPolicy,
     DeliveryEvent,
     Feedback,
-    FeedbackImport,
-    FeedbackImportChunk,
     Flow,
     Lead,
-    Notification,
     OutcomeCode,
 )
 from feedback.services import (
@@ -392,7 +391,7 @@ def _enqueue_on_commit(import_id: int) -> None:
 
 def feedback_import_enqueue(*, import_id: int) -> bool:
     """Queue processing; a broker that is down leaves it to the sweeper."""
-    from feedback.tasks import process_feedback_import_task
+    from feedback.imports.tasks import process_feedback_import_task
 
     try:
         process_feedback_import_task.delay(import_id)
@@ -459,7 +458,7 @@ def _call_helpers(import_id: int, token: uuid.UUID, chunks: int) -> None:
     if helpers < 1 or connection.vendor != "postgresql":
         # SQLite writes one transaction at a time: helpers would only wait.
         return
-    from feedback.tasks import help_feedback_import_task
+    from feedback.imports.tasks import help_feedback_import_task
 
     for _ in range(helpers):
         try:

@@ -8,12 +8,12 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
-from feedback.imports import (
+from feedback.imports.models import FeedbackImport
+from feedback.imports.processing import (
     feedback_import_list,
     feedback_import_refused_csv,
     feedback_import_requeue,
 )
-from feedback.models import FeedbackImport
 
 
 @admin.register(FeedbackImport)

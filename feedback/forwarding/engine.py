@@ -24,7 +24,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from feedback.models import DeliveryAttempt, Feedback, Notification
+from feedback.forwarding.models import Notification, NotificationAttempt
+from feedback.models import Feedback
 from feedback.variables import feedback_variables
 from sources.models import FeedbackConfig
 from sources.outbound.types import (
@@ -208,7 +209,7 @@ def notifications_enqueue(claims: Sequence[Claim]) -> int:
 
     One config per message: a message's rows are sent one after another, so a
     slow source only ever delays its own notifications."""
-    from feedback.tasks import deliver_notifications_task
+    from feedback.forwarding.tasks import deliver_notifications_task
 
     queued = 0
     failed: list[int] = []
@@ -238,7 +239,7 @@ def _messages(claims: Sequence[Claim]) -> Iterator[list[Claim]]:
 
 def task_queue_backlog() -> int:
     """Messages waiting in the delivery task queue (0 when it cannot be read)."""
-    from feedback.tasks import deliver_notification_task
+    from feedback.forwarding.tasks import deliver_notification_task
 
     app = deliver_notification_task.app
     try:
@@ -563,7 +564,7 @@ def _record(sent: Sequence[_Sent]) -> list[Notification]:
     if not sent:
         return []
     now = timezone.now()
-    attempts: list[DeliveryAttempt] = []
+    attempts: list[NotificationAttempt] = []
     rows: list[Notification] = []
     still_ours: list[Notification] = []
     disable: list[tuple[FeedbackConfig, str]] = []
@@ -598,7 +599,7 @@ def _record(sent: Sequence[_Sent]) -> list[Notification]:
             attempts.append(_attempt(row, item))
             rows.append(row)
         Notification.objects.bulk_update(still_ours, RECORDED_FIELDS)
-        DeliveryAttempt.objects.bulk_create(attempts)
+        NotificationAttempt.objects.bulk_create(attempts)
         for config, reason in disable:
             _config_disable(config, reason=reason)
     for row, attempt in zip(rows, attempts, strict=True):
@@ -636,9 +637,9 @@ def _move_on(row: Notification, item: _Sent, *, now: datetime) -> None:
             row.status, row.next_attempt_at = Status.RETRYING, now + delay
 
 
-def _attempt(row: Notification, item: _Sent) -> DeliveryAttempt:
+def _attempt(row: Notification, item: _Sent) -> NotificationAttempt:
     request, response = item.request, item.response
-    return DeliveryAttempt(
+    return NotificationAttempt(
         notification=row,
         number=row.attempt_count,
         started_at=item.started,
@@ -648,14 +649,14 @@ def _attempt(row: Notification, item: _Sent) -> DeliveryAttempt:
         request_headers=dict(request.headers) if request else {},
         request_body=(
             request.body.decode("utf-8", errors="replace")[
-                : DeliveryAttempt.MAX_BODY_CHARS
+                : NotificationAttempt.MAX_BODY_CHARS
             ]
             if request
             else ""
         ),
         response_status=response.status,
         response_headers=dict(response.headers),
-        response_body=response.text[: DeliveryAttempt.MAX_BODY_CHARS],
+        response_body=response.text[: NotificationAttempt.MAX_BODY_CHARS],
         outcome=item.interpretation.outcome,
         reason=item.interpretation.reason[:1000],
         error_class=item.error_class,

@@ -29,8 +29,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from feedback.delivery import retry_delay
-from feedback.models import BatchAttempt, BatchRun, Notification
+from feedback.forwarding.engine import retry_delay
+from feedback.forwarding.models import BatchAttempt, BatchRun, Notification
 from feedback.variables import feedback_variables
 from sources import templating
 from sources.csvcells import write_csv
@@ -267,7 +267,7 @@ def batch_runs_claim_due(*, limit: int = 100) -> list[tuple[int, uuid.UUID]]:
 
 def batch_runs_dispatch() -> int:
     """The beat task's work: create ended periods' runs, queue the due ones."""
-    from feedback.tasks import send_batch_run_task
+    from feedback.forwarding.tasks import send_batch_run_task
 
     batch_runs_schedule()
     queued = 0

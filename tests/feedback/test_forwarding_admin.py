@@ -12,9 +12,14 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-import feedback.admin as feedback_admin
-from feedback.delivery import notifications_deliver_due
-from feedback.models import DeadNotification, DeliveryAttempt, Feedback, Notification
+import feedback.forwarding.admin as feedback_admin
+from feedback.forwarding.engine import notifications_deliver_due
+from feedback.forwarding.models import (
+    DeadNotification,
+    Notification,
+    NotificationAttempt,
+)
+from feedback.models import Feedback
 from feedback.services import feedback_receive
 from sources.models import FeedbackConfig, FieldMapping
 from tests.factories import (
@@ -115,7 +120,7 @@ def make_notification(
         finished_at=None if status in Notification.OPEN_STATUSES else now,
     )
     for number in range(1, attempts + 1):
-        DeliveryAttempt.objects.create(
+        NotificationAttempt.objects.create(
             notification=notification,
             number=number,
             started_at=now - timedelta(minutes=attempts - number),
