@@ -465,8 +465,8 @@ def receive(seeded: Seeded, events: Events, count: int) -> tuple[int, int]:
     """Receive `count` feedback through the service, in batches; the intake's
     on-commit fast path queues their notifications. Returns the notifications'
     pk range (first, last)."""
+    from feedback.intake.pipeline import feedback_receive_many
     from feedback.models import Buyer, Feedback
-    from feedback.services import feedback_receive_many
 
     buyer = Buyer.objects.get(pk=seeded.buyer_id)
     first = last_notification_pk() + 1

@@ -29,6 +29,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
+from feedback.intake.judge import ALREADY_RETURNED_REASON, FORBIDDEN_REASON
 from feedback.models import (
     ApiKey,
     Buyer,
@@ -41,8 +42,6 @@ from feedback.models import (
     OutcomeCode,
 )
 from feedback.services import (
-    ALREADY_RETURNED_REASON,
-    FORBIDDEN_REASON,
     DeliveryInput,
     api_key_create,
     api_key_revoke,

@@ -49,22 +49,15 @@ from feedback.api.serializers import (
 )
 from feedback.filters import FeedbackFilter
 from feedback.forwarding.models import Notification
+from feedback.intake.parse import KNOWN_FIELDS, FieldError, ReceiveResult, ReceiveStatus
+from feedback.intake.pipeline import feedback_receive, feedback_receive_many
 from feedback.models import Buyer, DeliveryEvent, Feedback
 from feedback.selectors import (
     delivery_event_list,
     feedback_list_for_key,
     get_delivery_for_key,
 )
-from feedback.services import (
-    KNOWN_FIELDS,
-    ConflictError,
-    FieldError,
-    ReceiveResult,
-    ReceiveStatus,
-    delivery_event_record,
-    feedback_receive,
-    feedback_receive_many,
-)
+from feedback.services import ConflictError, delivery_event_record
 from sources.models import Kind
 
 MAX_ITEMS = settings.LEADBACK_BATCH_MAX_ITEMS

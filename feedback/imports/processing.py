@@ -20,17 +20,14 @@ upload cannot write the feedback twice.
 import csv
 import hashlib
 import io
-import json
 import logging
 import re
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from dataclasses import field as dataclass_field
-from datetime import datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from pathlib import PurePath
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -43,38 +40,18 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F, Field, Model, Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from feedback.bulk import objects_copy, rows_copy
-from feedback.forwarding.engine import notifications_build
-from feedback.forwarding.models import Notification
 from feedback.imports.models import FeedbackImport, FeedbackImportChunk
+from feedback.intake.parse import ReceiveStatus
+from feedback.intake.pipeline import FILE, feedback_receive_many
 from feedback.models import (
     ApiKey,
     Buyer,
-    BuyerPolicy,
-    DeliveryEvent,
-    Feedback,
-    Flow,
-    Lead,
-    OutcomeCode,
-)
-from feedback.services import (
-    FieldError,
-    ReceiveResult,
-    ReceiveStatus,
-    _judge,
-    _lookup_key,
-    _not_found,
-    _parse_item,
-    _Parsed,
-    _policies_for,
-    _store_one,
 )
 from sources.csvcells import write_csv
-from sources.models import FeedbackConfig, Kind, Source
 
 logger = logging.getLogger(__name__)
 
@@ -619,9 +596,13 @@ def _process_chunk(
             return False
         prepared = [_item(layout, row.cells) for row in chunk]
         received = iter(
-            feedback_receive_chunk(
-                feedback_import=feedback_import,
+            feedback_receive_many(
+                buyer=feedback_import.buyer,
                 items=[item for item, problem in prepared if not problem],
+                channel=feedback_import.channel,
+                api_key=feedback_import.api_key,
+                user=feedback_import.user,
+                strategy=FILE,
             )
         )
         results: list[list[Any]] = []
@@ -673,356 +654,6 @@ def _process_chunk(
             updated_at=timezone.now(),
         )
     return True
-
-
-# The bulk path ----------------------------------------------------------------------
-
-
-@dataclass(eq=False, slots=True)
-class _Lead:
-    """The lead fields `feedback_variables` reads."""
-
-    pk: int
-    public_id: str
-    data: dict[str, Any]
-
-
-@dataclass(eq=False, slots=True)
-class _Delivery:
-    """A delivery as `_judge` and `feedback_variables` read it, without a model
-    instance: at thousands of rows per second a model's __init__ costs more
-    than every check of the row together."""
-
-    pk: int
-    event_id: str
-    reference: str
-    lead_id: int
-    source: Source
-    flow: Flow
-    price: Decimal
-    delivered_at: datetime
-    lead: _Lead | None
-    source_id: int
-    flow_id: int
-
-
-@dataclass(eq=False, slots=True)
-class _Row:
-    """A feedback before it is written, with the attributes `_judge`,
-    `feedback_variables` and COPY read (the model's attnames)."""
-
-    delivery: _Delivery
-    buyer: Buyer
-    kind: str
-    outcome_code: OutcomeCode | None
-    reason: str
-    revenue: Decimal | None
-    quality_score: int | None
-    occurred_at: datetime
-    received_at: datetime
-    custom: dict[str, Any]
-    note: str
-    channel: str
-    api_key: ApiKey | None
-    submitted_by: User | None
-    outcome: str = Feedback.Outcome.SUCCESS
-    outcome_reason: str = ""
-    public_id: uuid.UUID = dataclass_field(default_factory=uuid.uuid4)
-    id: int | None = None
-
-    @property
-    def lead(self) -> _Lead | None:
-        return self.delivery.lead
-
-    @property
-    def source(self) -> Source:
-        return self.delivery.source
-
-    @property
-    def flow(self) -> Flow:
-        return self.delivery.flow
-
-    @property
-    def delivery_id(self) -> int:
-        return self.delivery.pk
-
-    @property
-    def lead_id(self) -> int:
-        return self.delivery.lead_id
-
-    @property
-    def buyer_id(self) -> int:
-        return int(self.buyer.pk)
-
-    @property
-    def source_id(self) -> int:
-        return self.delivery.source_id
-
-    @property
-    def flow_id(self) -> int:
-        return self.delivery.flow_id
-
-    @property
-    def outcome_code_id(self) -> int | None:
-        return self.outcome_code.pk if self.outcome_code else None
-
-    @property
-    def api_key_id(self) -> int | None:
-        return self.api_key.pk if self.api_key else None
-
-    @property
-    def submitted_by_id(self) -> int | None:
-        return self.submitted_by.pk if self.submitted_by else None
-
-    def as_feedback(self) -> Feedback:
-        """The model instance, for the one-by-one fallback of `_store_chunk`."""
-        return Feedback(
-            **{f.attname: getattr(self, f.attname) for f in Feedback._meta.fields}
-        )
-
-
-def feedback_receive_chunk(
-    *, feedback_import: FeedbackImport, items: Sequence[dict[str, str]]
-) -> list[ReceiveResult]:
-    """`feedback_receive_many` for a chunk of a file, within the caller's transaction.
-
-    Every item goes through the same checks in the same order (`_parse_item`,
-    then `_judge` against the same policies and earlier returns), so the verdicts
-    are the API's. What differs is built for thousands of rows at a time:
-    deliveries are read as plain rows (leads only when a rule set or a forwarding
-    config will read them) and judged without model instances; feedback is
-    written with COPY on PostgreSQL; and notifications are left to the periodic
-    sweep instead of one broker message each, so a large file is forwarded at the
-    sweep's pace, behind the real-time feedback, not ahead of it.
-    """
-    buyer = feedback_import.buyer
-    now = timezone.now()
-    codes: dict[str, OutcomeCode] = {}
-    if any(item.get("outcome_code") for item in items):
-        codes = {c.code: c for c in OutcomeCode.objects.filter(is_active=True)}
-    parsed = [_parse_item(item, codes=codes, now=now) for item in items]
-    policies = _policies_for(buyer=buyer)
-    deliveries = _deliveries_for_chunk(buyer=buyer, parsed=parsed, policies=policies)
-    for kind in Kind.values:
-        # `_policy` falls back to a new default policy for every row of a kind
-        # the buyer has no policy for; one shared default reads the same.
-        policies.setdefault((None, kind), BuyerPolicy(kind=kind, enabled=True))
-    return_keys = {_lookup_key(p) for p in parsed if p.kind == Kind.RETURN}
-    returned_ids = [d.pk for k, d in deliveries.items() if k in return_keys]
-    returned: set[int] = set()
-    if returned_ids:
-        returned = set(
-            Feedback.objects.filter(
-                delivery_id__in=returned_ids,
-                kind=Kind.RETURN,
-                outcome=Feedback.Outcome.SUCCESS,
-            ).values_list("delivery_id", flat=True)
-        )
-
-    results: list[ReceiveResult] = []
-    pending: list[tuple[ReceiveResult, _Row]] = []
-    for item in parsed:
-        if item.fatal:
-            results.append(ReceiveResult(ReceiveStatus.INVALID, errors=item.fatal))
-            continue
-        delivery = deliveries.get(_lookup_key(item))
-        if delivery is None:
-            results.append(_not_found(item))
-            continue
-        row = _Row(
-            delivery=delivery,
-            buyer=buyer,
-            kind=item.kind,
-            outcome_code=item.outcome_code,
-            reason=item.reason,
-            revenue=item.revenue,
-            quality_score=item.quality_score,
-            occurred_at=item.occurred_at or now,
-            received_at=now,
-            custom=item.custom,
-            note=item.note,
-            channel=feedback_import.channel,
-            api_key=feedback_import.api_key,
-            submitted_by=feedback_import.user,
-        )
-        result = _judge(
-            item, cast(Feedback, row), policies=policies, returned=returned, now=now
-        )
-        results.append(result)
-        pending.append((result, row))
-    if pending:
-        _store_chunk(pending)
-    return results
-
-
-def _deliveries_for_chunk(
-    *,
-    buyer: Buyer,
-    parsed: list[_Parsed],
-    policies: dict[tuple[int | None, str], Any],
-) -> dict[tuple[str, str], _Delivery]:
-    """The buyer's deliveries the items name, found as `_deliveries_for` finds
-    them (an ambiguous reference is an error on the item), read as plain rows."""
-    event_ids = {p.event_id for p in parsed if p.event_id and not p.fatal}
-    references = {p.reference for p in parsed if not p.event_id and not p.fatal}
-    columns = (
-        "id",
-        "event_id",
-        "reference",
-        "lead_id",
-        "source_id",
-        "flow_id",
-        "price",
-        "delivered_at",
-    )
-    scope = {"buyer_id": buyer.pk}
-    rows: list[tuple[Any, ...]] = []
-    if event_ids:
-        rows += _select_any(DeliveryEvent, columns, scope, "event_id", event_ids)
-    by_reference: dict[str, list[tuple[Any, ...]]] = {}
-    if references:
-        for row in _select_any(DeliveryEvent, columns, scope, "reference", references):
-            by_reference.setdefault(row[2], []).append(row)
-        for item in parsed:
-            matches = by_reference.get(item.reference, [])
-            if not item.event_id and len(matches) > 1:
-                item.fatal.append(
-                    FieldError(
-                        "reference",
-                        f"{len(matches)} deliveries have this reference; "
-                        "send event_id instead.",
-                    )
-                )
-    unique_references = [m[0] for m in by_reference.values() if len(m) == 1]
-    all_rows = rows + unique_references
-    sources = Source.objects.in_bulk({row[4] for row in all_rows})
-    flows = Flow.objects.in_bulk({row[5] for row in all_rows})
-    # Rule sets and forwarding criteria read the lead's fields; otherwise the
-    # lead id is all a feedback row needs.
-    needs_leads = any(policy.rules for policy in policies.values()) or (
-        FeedbackConfig.objects.filter(
-            enabled=True, source_id__in=list(sources)
-        ).exists()
-    )
-    leads: dict[int, _Lead] = {}
-    if needs_leads:
-        lead_rows = _select_any(
-            Lead, ("id", "public_id", "data"), {}, "id", {row[3] for row in all_rows}
-        )
-        leads = {
-            pk: _Lead(
-                pk, public_id, json.loads(data) if isinstance(data, str) else data
-            )
-            for pk, public_id, data in lead_rows
-        }
-
-    def build(row: tuple[Any, ...]) -> _Delivery:
-        pk, event_id, reference, lead_id, source_id, flow_id, price, delivered = row
-        return _Delivery(
-            pk=pk,
-            event_id=event_id,
-            reference=reference,
-            lead_id=lead_id,
-            source=sources[source_id],
-            flow=flows[flow_id],
-            price=price,
-            delivered_at=delivered,
-            lead=leads.get(lead_id),
-            source_id=source_id,
-            flow_id=flow_id,
-        )
-
-    found = {("event_id", row[1]): build(row) for row in rows}
-    for row in unique_references:
-        found[("reference", row[2])] = build(row)
-    return found
-
-
-def _select_any(
-    model: type[Model],
-    columns: Sequence[str],
-    where: dict[str, Any],
-    field: str,
-    values: Collection[Any],
-) -> list[tuple[Any, ...]]:
-    """Rows (`columns`) of `model` whose `field` is one of `values`, with the
-    equalities of `where`. On PostgreSQL one array parameter (= ANY) replaces an
-    IN list of thousands of placeholders, which took longer to build and send
-    than the query takes to run. JSON columns come back as text there."""
-    if connection.vendor != "postgresql":
-        queryset = model._default_manager.filter(**where, **{f"{field}__in": values})
-        return list(queryset.values_list(*columns))
-    meta = model._meta
-    quote = connection.ops.quote_name
-
-    def column(name: str) -> str:
-        return quote(str(cast(Field[Any, Any], meta.get_field(name)).column))
-
-    conditions = [f"{column(name)} = %s" for name in where]
-    conditions.append(f"{column(field)} = ANY(%s)")
-    sql = (
-        f"SELECT {', '.join(column(c) for c in columns)} "  # noqa: S608 - names from _meta
-        f"FROM {quote(meta.db_table)} WHERE {' AND '.join(conditions)}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*where.values(), list(values)])
-        return list(cursor.fetchall())
-
-
-def _store_chunk(pending: list[tuple[ReceiveResult, _Row]]) -> None:
-    """Insert the chunk's feedback and notifications, as `_store` does."""
-    rows = [row for _, row in pending]
-    try:
-        with transaction.atomic():
-            _insert_feedback(rows)
-    except IntegrityError:
-        # A return of one of these deliveries was accepted elsewhere since we
-        # looked: one by one, so only that row becomes "already returned".
-        with transaction.atomic():
-            for result, row in pending:
-                row.id = None
-                feedback = row.as_feedback()
-                _store_one(result, feedback)
-                row.id, row.outcome = feedback.pk, feedback.outcome
-                row.outcome_reason = feedback.outcome_reason
-    _insert_notifications(rows)
-
-
-def _insert_feedback(rows: list[_Row]) -> None:
-    if connection.vendor != "postgresql":
-        created = Feedback.objects.bulk_create([row.as_feedback() for row in rows])
-        for row, feedback in zip(rows, created, strict=True):
-            row.id = feedback.pk
-        return
-    objects_copy(Feedback, rows)
-
-
-def _insert_notifications(rows: list[_Row]) -> None:
-    """The notification rows `notifications_create` writes for these feedback
-    (the same `notifications_build`), queued by the sweep, not here."""
-    values = notifications_build(feedbacks=cast(list[Feedback], rows))
-    if not values:
-        return
-    if connection.vendor != "postgresql":
-        Notification.objects.bulk_create(Notification(**v) for v in values)
-        return
-    for v in values:
-        v["config_id"] = v.pop("config").pk
-    # Fields not set above take their model default: the same value for every
-    # row, except a default that is a function (public_id), called per row.
-    fields = [f for f in Notification._meta.concrete_fields if not f.primary_key]
-    fixed = {
-        f.attname: f.get_default()
-        for f in fields
-        if not (f.has_default() and callable(f.default))
-    }
-    copied = []
-    for v in values:
-        row = {**fixed, **v}
-        copied.append(
-            [row[f.attname] if f.attname in row else f.get_default() for f in fields]
-        )
-    rows_copy(Notification, copied, with_pk=False)
 
 
 def _fail(import_id: int, token: uuid.UUID, message: str) -> None:

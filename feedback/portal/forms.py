@@ -5,8 +5,8 @@ from typing import Any, cast
 
 from django import forms
 
+from feedback.intake.parse import MAX_NOTE_CHARS, MAX_REASON_CHARS
 from feedback.models import OutcomeCode
-from feedback.services import MAX_NOTE_CHARS, MAX_REASON_CHARS
 from sources.models import Kind
 
 REVENUE_HELP = "What the lead was worth to you, e.g. 1250.00."

@@ -26,6 +26,8 @@ from feedback.imports.processing import (
     feedback_import_upload,
     get_feedback_import_for_buyer,
 )
+from feedback.intake.parse import ReceiveStatus
+from feedback.intake.pipeline import feedback_receive, feedback_receive_many
 from feedback.models import ApiKey, DeliveryEvent, Feedback, OutcomeCode
 from feedback.portal.context import PortalRequest, buyer_required, buyer_select
 from feedback.portal.forms import (
@@ -44,13 +46,7 @@ from feedback.selectors import (
     get_api_key_for_buyer,
     get_delivery_for_buyer,
 )
-from feedback.services import (
-    ReceiveStatus,
-    api_key_create,
-    api_key_revoke,
-    feedback_receive,
-    feedback_receive_many,
-)
+from feedback.services import api_key_create, api_key_revoke
 from sources.models import Kind
 
 PAGE_SIZE = 50

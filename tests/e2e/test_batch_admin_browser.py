@@ -12,8 +12,8 @@ from playwright.sync_api import Page, expect
 
 from feedback.forwarding.batches import batch_runs_run_due
 from feedback.forwarding.models import BatchRun, Notification
+from feedback.intake.pipeline import feedback_receive
 from feedback.models import Feedback
-from feedback.services import feedback_receive
 from sources.models import FeedbackConfig
 from tests.e2e.test_config_admin_browser import (
     add_mapping,

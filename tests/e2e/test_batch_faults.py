@@ -17,8 +17,9 @@ import redis
 from django.utils import timezone
 
 from feedback.forwarding.models import BatchRun, Notification
+from feedback.intake.parse import ReceiveStatus
+from feedback.intake.pipeline import feedback_receive_many
 from feedback.models import Feedback
-from feedback.services import ReceiveStatus, feedback_receive_many
 from sources.models import FeedbackConfig, FieldMapping
 from tests.e2e.processes import (
     WORKER_POOL_OPTIONS,

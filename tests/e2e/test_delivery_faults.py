@@ -24,8 +24,9 @@ import pytest
 import redis
 
 from feedback.forwarding.models import Notification
+from feedback.intake.parse import ReceiveStatus
+from feedback.intake.pipeline import feedback_receive_many
 from feedback.models import DeliveryEvent, Feedback, Lead
-from feedback.services import ReceiveStatus, feedback_receive_many
 from sources.models import FeedbackConfig, FieldMapping, Source
 from tests.e2e.processes import (
     WORKER_POOL_OPTIONS,

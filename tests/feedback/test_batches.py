@@ -23,8 +23,8 @@ from feedback.forwarding.batches import (
 )
 from feedback.forwarding.engine import notifications_claim_due
 from feedback.forwarding.models import BatchRun, Notification
+from feedback.intake.pipeline import feedback_receive
 from feedback.models import Feedback
-from feedback.services import feedback_receive
 from sources.csvcells import FORMULA_TRIGGERS, safe_cell
 from sources.models import FeedbackConfig, FieldMapping
 from tests.factories import DeliveryEventFactory, FeedbackFactory, SourceFactory

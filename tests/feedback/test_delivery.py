@@ -25,8 +25,8 @@ from feedback.forwarding.engine import (
     retry_delay,
 )
 from feedback.forwarding.models import Notification, NotificationAttempt
+from feedback.intake.pipeline import feedback_receive
 from feedback.models import Feedback
-from feedback.services import feedback_receive
 from sources.models import FeedbackConfig, FieldMapping
 from sources.outbound.types import OutboundResponse
 from tests.factories import DeliveryEventFactory, FeedbackFactory, SourceFactory

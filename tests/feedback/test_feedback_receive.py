@@ -9,13 +9,10 @@ from django.db import connection
 from django.utils import timezone
 
 from feedback.bulk import instances_copy
+from feedback.intake.lookup import BULK_MIN_ITEMS
+from feedback.intake.parse import ReceiveStatus
+from feedback.intake.pipeline import feedback_receive, feedback_receive_many
 from feedback.models import BuyerPolicy, Feedback
-from feedback.services import (
-    BULK_MIN_ITEMS,
-    ReceiveStatus,
-    feedback_receive,
-    feedback_receive_many,
-)
 from sources.models import Kind
 from tests.factories import DeliveryEventFactory, FlowFactory, SourceFactory
 
@@ -395,7 +392,9 @@ def test_return_racing_past_the_check_is_caught_by_the_constraint(
     """If another request returns the delivery between our read and our insert,
     the database constraint decides and the loser is stored as already returned."""
     receive(buyer, delivery, type="return")
-    monkeypatch.setattr("feedback.services._returned_delivery_ids", lambda _: set())
+    monkeypatch.setattr(
+        "feedback.intake.lookup._returned_delivery_ids", lambda _: set()
+    )
 
     results = feedback_receive_many(
         buyer=buyer,
@@ -418,11 +417,11 @@ def test_return_racing_past_the_check_is_caught_by_the_constraint(
 def test_a_large_batch_is_stored_whole_or_item_by_item_on_a_race(buyer, monkeypatch):
     """From BULK_MIN_ITEMS items PostgreSQL takes COPY; a return that raced past
     the check still loses to the constraint, alone, and the rest is stored."""
-    from feedback import services
+    from feedback.intake import lookup, store
 
     copies = []
     monkeypatch.setattr(
-        services,
+        store,
         "instances_copy",
         lambda rows: copies.append(len(rows)) or instances_copy(rows),
     )
@@ -431,7 +430,7 @@ def test_a_large_batch_is_stored_whole_or_item_by_item_on_a_race(buyer, monkeypa
 
     first = feedback_receive_many(buyer=buyer, items=items, channel=API)
     receive(buyer, deliveries[3], type="return")
-    monkeypatch.setattr(services, "_returned_delivery_ids", lambda _: set())
+    monkeypatch.setattr(lookup, "_returned_delivery_ids", lambda _: set())
     second = feedback_receive_many(
         buyer=buyer,
         items=[*items, {"event_id": deliveries[3].event_id, "type": "return"}],

@@ -19,8 +19,8 @@ from feedback.forwarding.models import (
     Notification,
     NotificationAttempt,
 )
+from feedback.intake.pipeline import feedback_receive
 from feedback.models import Feedback
-from feedback.services import feedback_receive
 from sources.models import FeedbackConfig, FieldMapping
 from tests.factories import (
     DeliveryEventFactory,

@@ -22,8 +22,8 @@ from feedback.imports.processing import (
     feedback_imports_sweep,
     get_feedback_import_for_buyer,
 )
+from feedback.intake.pipeline import feedback_receive
 from feedback.models import BuyerPolicy, Feedback
-from feedback.services import feedback_receive
 from sources.models import FeedbackConfig, Kind
 from tests.factories import DeliveryEventFactory, FeedbackFactory, SourceFactory
 
@@ -269,9 +269,9 @@ def test_returns_of_one_delivery_in_one_chunk_and_across_chunks(
 def test_a_return_accepted_elsewhere_mid_chunk_loses_only_that_row(
     buyer, deliveries, monkeypatch
 ):
-    import feedback.imports.processing as imports
+    import feedback.intake.pipeline as pipeline
 
-    original = imports._store_chunk
+    original = pipeline.store_copy
     raced = deliveries[1]
 
     def api_returns_it_first(pending):
@@ -280,7 +280,7 @@ def test_a_return_accepted_elsewhere_mid_chunk_loses_only_that_row(
         FeedbackFactory(delivery=raced, kind=Kind.RETURN)
         return original(pending)
 
-    monkeypatch.setattr(imports, "_store_chunk", api_returns_it_first)
+    monkeypatch.setattr(pipeline, "store_copy", api_returns_it_first)
     content = csv_bytes(
         ["event_id", "type"], [[d.event_id, "return"] for d in deliveries[:3]]
     )
@@ -702,7 +702,7 @@ def test_an_unexpected_error_fails_the_import_and_a_reupload_resumes_it(
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("feedback.imports.processing.feedback_receive_chunk", broken)
+    monkeypatch.setattr("feedback.imports.processing.feedback_receive_many", broken)
     feedback_import_process(import_id=feedback_import.pk)
     feedback_import.refresh_from_db()
     assert feedback_import.status == FeedbackImport.Status.FAILED

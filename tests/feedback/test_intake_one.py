@@ -11,10 +11,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from feedback.forwarding.models import Notification
+from feedback.intake.parse import ReceiveStatus
+from feedback.intake.pipeline import feedback_receive, feedback_receive_many
 from feedback.models import ApiKey, BuyerPolicy, DeliveryEvent, Feedback
 from feedback.rows import Columns, Insert
 from feedback.selectors import api_key_get_active
-from feedback.services import ReceiveStatus, feedback_receive, feedback_receive_many
 from sources.models import FeedbackConfig, Kind
 from tests.factories import (
     BuyerPolicyFactory,

@@ -21,6 +21,8 @@ from feedback.demo import (
     PRINTED_BUYER,
     demo_feedback_target,
 )
+from feedback.intake.judge import ALREADY_RETURNED_REASON
+from feedback.intake.pipeline import feedback_receive
 from feedback.models import (
     ApiKey,
     Buyer,
@@ -32,7 +34,6 @@ from feedback.models import (
     Lead,
 )
 from feedback.selectors import api_key_get_active
-from feedback.services import ALREADY_RETURNED_REASON, feedback_receive
 from sources.models import FeedbackConfig, FieldMapping, Kind, Source
 from sources.services import feedback_config_problems
 from tests.factories import SourceFactory
