@@ -26,11 +26,18 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from feedback.forwarding.engine import retry_delay
 from feedback.forwarding.models import BatchAttempt, BatchRun, Notification
+from feedback.leases import (
+    due,
+    leases_claim,
+    leases_release,
+    leases_take,
+    messages_send,
+)
 from feedback.variables import feedback_variables
 from sources import templating
 from sources.csvcells import write_csv
@@ -238,31 +245,15 @@ def batch_run_build(*, run: BatchRun) -> BatchRun:
 # Claiming and sending -------------------------------------------------------------
 
 
-def _due(now: datetime) -> Q:
-    unleased = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-    waiting = Q(status__in=[Status.PENDING, Status.RETRYING], next_attempt_at__lte=now)
-    abandoned = Q(status=Status.SENDING, lease_expires_at__lt=now)
-    return (waiting & unleased) | abandoned
-
-
 def batch_runs_claim_due(*, limit: int = 100) -> list[tuple[int, uuid.UUID]]:
     """Lease due runs for queueing, as (run id, token) pairs."""
-    now = timezone.now()
-    token = uuid.uuid4()
-    with transaction.atomic():
-        pks = list(
-            BatchRun.objects.filter(_due(now))
-            .order_by("next_attempt_at")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:limit]
-        )
-        if pks:
-            BatchRun.objects.filter(pk__in=pks).update(
-                lease_token=token,
-                lease_expires_at=now
-                + timedelta(seconds=settings.LEADBACK_QUEUE_LEASE_S),
-            )
-    return [(pk, token) for pk in pks]
+    token, rows = leases_claim(
+        BatchRun.objects.filter(due(timezone.now())),
+        seconds=settings.LEADBACK_QUEUE_LEASE_S,
+        limit=limit,
+        order_by=["next_attempt_at"],
+    )
+    return [(pk, token) for (pk,) in rows]
 
 
 def batch_runs_dispatch() -> int:
@@ -270,15 +261,14 @@ def batch_runs_dispatch() -> int:
     from feedback.forwarding.tasks import send_batch_run_task
 
     batch_runs_schedule()
-    queued = 0
-    for run_id, token in batch_runs_claim_due():
-        try:
-            send_batch_run_task.delay(run_id, str(token))
-            queued += 1
-        except Exception as exc:  # the broker's errors vary by transport
-            BatchRun.objects.filter(pk=run_id).update(lease_expires_at=None)
-            logger.warning("could not queue batch run %s: %r", run_id, exc)
-    return queued
+    queued, failed = messages_send(
+        batch_runs_claim_due(),
+        lambda claim: send_batch_run_task.delay(claim[0], str(claim[1])),
+        what="a batch run",
+    )
+    if failed:
+        leases_release(BatchRun.objects.filter(pk__in=[pk for pk, _ in failed]))
+    return len(queued)
 
 
 def batch_runs_run_due() -> int:
@@ -295,10 +285,11 @@ def batch_run_send(*, run_id: int, token: uuid.UUID) -> BatchRun | None:
     """Send one claimed run's file and record the attempt; None if the claim is
     stale (another worker holds the run, or it is final)."""
     started = timezone.now()
-    lease = started + timedelta(seconds=settings.LEADBACK_BATCH_LEASE_S)
-    mine = Q(lease_token=token, status__in=BatchRun.OPEN_STATUSES)
-    if not BatchRun.objects.filter(mine | _due(started), pk=run_id).update(
-        status=Status.SENDING, lease_token=token, lease_expires_at=lease
+    if not leases_take(
+        BatchRun.objects.filter(pk=run_id),
+        token=token,
+        seconds=settings.LEADBACK_BATCH_LEASE_S,
+        status=Status.SENDING,
     ):
         return None
     run = BatchRun.objects.select_related("config", "source").get(pk=run_id)

@@ -21,10 +21,17 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from feedback.forwarding.models import Notification, NotificationAttempt
+from feedback.leases import (
+    due,
+    leases_claim,
+    leases_extend,
+    leases_release,
+    leases_take,
+    messages_send,
+)
 from feedback.models import Feedback
 from feedback.variables import feedback_variables
 from sources.models import FeedbackConfig
@@ -167,38 +174,20 @@ def _initial_status(config: FeedbackConfig, skipped: str | None) -> str:
 # Claiming -----------------------------------------------------------------------
 
 
-def _due(now: datetime) -> Q:
-    unleased = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
-    waiting = Q(status__in=[Status.PENDING, Status.RETRYING], next_attempt_at__lte=now)
-    # A worker died (or was cut off) while sending: its lease ran out.
-    abandoned = Q(status=Status.SENDING, lease_expires_at__lt=now)
-    return (waiting & unleased) | abandoned
-
-
 def notifications_claim_due(
     *, ids: Iterable[int] | None = None, limit: int | None = None
 ) -> list[Claim]:
-    """Lease due rows for queueing. On PostgreSQL concurrent claimers skip each
-    other's rows (FOR UPDATE SKIP LOCKED); on SQLite the immediate transaction
-    serialises them, which claims just as safely."""
-    now = timezone.now()
-    token = uuid.uuid4()
-    limit = limit or settings.LEADBACK_SWEEP_BATCH
-    with transaction.atomic():
-        due = Notification.objects.filter(_due(now))
-        if ids is not None:
-            due = due.filter(pk__in=list(ids))
-        rows = list(
-            due.order_by("next_attempt_at")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", "config_id")[:limit]
-        )
-        if rows:
-            Notification.objects.filter(pk__in=[pk for pk, _ in rows]).update(
-                lease_token=token,
-                lease_expires_at=now
-                + timedelta(seconds=settings.LEADBACK_QUEUE_LEASE_S),
-            )
+    """Lease due rows for queueing (feedback.leases)."""
+    due_rows = Notification.objects.filter(due(timezone.now()))
+    if ids is not None:
+        due_rows = due_rows.filter(pk__in=list(ids))
+    token, rows = leases_claim(
+        due_rows,
+        seconds=settings.LEADBACK_QUEUE_LEASE_S,
+        limit=limit or settings.LEADBACK_SWEEP_BATCH,
+        order_by=["next_attempt_at"],
+        fields=["pk", "config_id"],
+    )
     return [Claim(pk, token, config_id) for pk, config_id in rows]
 
 
@@ -211,20 +200,20 @@ def notifications_enqueue(claims: Sequence[Claim]) -> int:
     slow source only ever delays its own notifications."""
     from feedback.forwarding.tasks import deliver_notifications_task
 
-    queued = 0
-    failed: list[int] = []
-    for chunk in _messages(claims):
-        try:
-            deliver_notifications_task.delay(
-                [[c.notification_id, str(c.token)] for c in chunk]
-            )
-            queued += len(chunk)
-        except Exception as exc:  # the broker's errors vary by transport
-            failed.extend(c.notification_id for c in chunk)
-            logger.warning("could not queue %d notifications: %r", len(chunk), exc)
+    queued, failed = messages_send(
+        _messages(claims),
+        lambda chunk: deliver_notifications_task.delay(
+            [[c.notification_id, str(c.token)] for c in chunk]
+        ),
+        what="notifications",
+    )
     if failed:
-        Notification.objects.filter(pk__in=failed).update(lease_expires_at=None)
-    return queued
+        leases_release(
+            Notification.objects.filter(
+                pk__in=[c.notification_id for chunk in failed for c in chunk]
+            )
+        )
+    return sum(len(chunk) for chunk in queued)
 
 
 def _messages(claims: Sequence[Claim]) -> Iterator[list[Claim]]:
@@ -327,11 +316,11 @@ def notifications_deliver(
     # config's timeout needs more.
     by_token = _ids_by_token(claims)
     for token, ids in by_token.items():
-        mine = Q(lease_token=token, status__in=Notification.OPEN_STATUSES)
-        Notification.objects.filter(mine | _due(started), pk__in=ids).update(
+        leases_take(
+            Notification.objects.filter(pk__in=ids),
+            token=token,
+            seconds=_lease_s(TYPICAL_TIMEOUT_S),
             status=Status.SENDING,
-            lease_token=token,
-            lease_expires_at=started + timedelta(seconds=_lease_s(TYPICAL_TIMEOUT_S)),
         )
     held = [
         n
@@ -344,9 +333,11 @@ def notifications_deliver(
     lease_s = _lease_s(max(slowest, TYPICAL_TIMEOUT_S))
     if slowest > TYPICAL_TIMEOUT_S:
         for token in by_token:
-            Notification.objects.filter(
-                pk__in=[n.pk for n in held], lease_token=token
-            ).update(lease_expires_at=started + timedelta(seconds=lease_s))
+            leases_extend(
+                Notification.objects.filter(pk__in=[n.pk for n in held]),
+                token=token,
+                seconds=lease_s - (timezone.now() - started).total_seconds(),
+            )
     sent: list[_Sent] = []
     finished: list[Notification] = []
     untried: list[Notification] = []

@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from feedback.leases import Scheduled
 from feedback.models import Feedback
 from sources.models import FeedbackConfig, Kind, Source
 
@@ -19,7 +20,7 @@ def new_notification_id() -> str:
     return f"msg_{secrets.token_hex(12)}"
 
 
-class Notification(models.Model):
+class Notification(Scheduled):
     """One feedback forwarded under one source config: a "feedback sent" event.
 
     The row is the source of truth for delivery (DESIGN §5.4): its status and
@@ -75,15 +76,6 @@ class Notification(models.Model):
     reference = models.CharField(
         max_length=255, blank=True, help_text="The source's id for what it received."
     )
-    attempt_count = models.PositiveSmallIntegerField(default=0)
-    # Tries since the schedule last started (a resend starts it again).
-    schedule_tries = models.PositiveSmallIntegerField(default=0, editable=False)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    # Who may work on the row until when: set when a message is queued for it
-    # and again when a worker starts sending. An expired lease makes the row
-    # due again, which is how lost messages and killed workers are recovered.
-    lease_token = models.UUIDField(null=True, blank=True, editable=False)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -174,7 +166,7 @@ def new_batch_run_id() -> str:
     return f"run_{secrets.token_hex(12)}"
 
 
-class BatchRun(models.Model):
+class BatchRun(Scheduled):
     """One file of a batch config's notifications for one period (DESIGN §5.6).
 
     The notifications are tied to the run when it is created and the file is
@@ -219,11 +211,6 @@ class BatchRun(models.Model):
     # The file as built: what every try sends. Null until built.
     content = models.BinaryField(null=True, blank=True, editable=False)
     sha256 = models.CharField(max_length=64, blank=True)
-    attempt_count = models.PositiveSmallIntegerField(default=0)
-    schedule_tries = models.PositiveSmallIntegerField(default=0, editable=False)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    lease_token = models.UUIDField(null=True, blank=True, editable=False)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from feedback.leases import Leased
 from feedback.models import ApiKey, Buyer, Feedback
 
 
@@ -17,7 +18,7 @@ def new_import_id() -> str:
     return f"imp_{secrets.token_hex(12)}"
 
 
-class FeedbackImport(models.Model):
+class FeedbackImport(Leased):
     """A CSV file of feedback uploaded by a buyer, processed in chunks by a worker.
 
     The file is kept in the row itself (`content`): every worker reaches the
@@ -78,10 +79,6 @@ class FeedbackImport(models.Model):
     succeeded_rows = models.PositiveIntegerField(default=0)
     refused_rows = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
-    # Who may process the import until when. A worker killed mid-import leaves a
-    # lease that runs out; the sweeper then queues the import again.
-    lease_token = models.UUIDField(null=True, blank=True, editable=False)
-    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -47,6 +47,7 @@ from django.utils import timezone
 from feedback.imports.models import FeedbackImport, FeedbackImportChunk
 from feedback.intake.parse import ReceiveStatus
 from feedback.intake.pipeline import FILE, feedback_receive_many
+from feedback.leases import lease_until, leases_claim, messages_send
 from feedback.models import (
     ApiKey,
     Buyer,
@@ -370,12 +371,10 @@ def feedback_import_enqueue(*, import_id: int) -> bool:
     """Queue processing; a broker that is down leaves it to the sweeper."""
     from feedback.imports.tasks import process_feedback_import_task
 
-    try:
-        process_feedback_import_task.delay(import_id)
-    except Exception:  # the broker's errors vary by transport
-        logger.warning("could not queue feedback import %s; the sweep will", import_id)
-        return False
-    return True
+    queued, _ = messages_send(
+        [import_id], process_feedback_import_task.delay, what="a feedback import"
+    )
+    return bool(queued)
 
 
 # Processing -----------------------------------------------------------------------
@@ -383,10 +382,6 @@ def feedback_import_enqueue(*, import_id: int) -> bool:
 
 class _LeaseLostError(Exception):
     """Another worker took the import over (ours ran out); stop quietly."""
-
-
-def _lease_until() -> Any:
-    return timezone.now() + timedelta(seconds=settings.LEADBACK_IMPORT_LEASE_S)
 
 
 def feedback_import_process(*, import_id: int) -> FeedbackImport | None:
@@ -446,27 +441,20 @@ def _call_helpers(import_id: int, token: uuid.UUID, chunks: int) -> None:
 
 
 def _claim(import_id: int) -> uuid.UUID | None:
+    """Lease the import unless it is finished or another worker's lease on it
+    still runs. Waits for a chunk in flight (its transaction holds the row)."""
     now = timezone.now()
-    with transaction.atomic():
-        feedback_import = (
-            FeedbackImport.objects.select_for_update()
-            .defer("content")
-            .filter(pk=import_id)
-            .first()
-        )
-        if feedback_import is None or feedback_import.is_finished:
-            return None
-        lease = feedback_import.lease_expires_at
-        if feedback_import.status == Status.PROCESSING and lease and lease > now:
-            return None
-        token = uuid.uuid4()
-        feedback_import.status = Status.PROCESSING
-        feedback_import.lease_token = token
-        feedback_import.lease_expires_at = _lease_until()
-        feedback_import.save(
-            update_fields=["status", "lease_token", "lease_expires_at", "updated_at"]
-        )
-    return token
+    held = Q(status=Status.PROCESSING, lease_expires_at__gt=now)
+    token, rows = leases_claim(
+        FeedbackImport.objects.filter(
+            pk=import_id, status__in=FeedbackImport.OPEN_STATUSES
+        ).exclude(held),
+        seconds=settings.LEADBACK_IMPORT_LEASE_S,
+        skip_locked=False,
+        status=Status.PROCESSING,
+        updated_at=now,
+    )
+    return token if rows else None
 
 
 def _chunks(rows: Iterator[DataRow], size: int) -> Iterator[list[DataRow]]:
@@ -650,7 +638,7 @@ def _process_chunk(
             processed_rows=F("processed_rows") + len(chunk),
             succeeded_rows=F("succeeded_rows") + succeeded,
             refused_rows=F("refused_rows") + len(chunk) - succeeded,
-            lease_expires_at=_lease_until(),
+            lease_expires_at=lease_until(settings.LEADBACK_IMPORT_LEASE_S),
             updated_at=timezone.now(),
         )
     return True
