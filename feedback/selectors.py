@@ -5,9 +5,8 @@ from collections import Counter
 
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 
-from feedback.forwarding.models import Notification
 from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback, Flow
 from feedback.rows import Columns
 from feedback.services import hash_api_key
@@ -121,22 +120,6 @@ def flow_list_for_buyer(*, buyer: Buyer) -> QuerySet[Flow]:
     """Flows the buyer has received leads through (for the portal's filter)."""
     delivered = DeliveryEvent.objects.filter(buyer=buyer, flow=OuterRef("pk"))
     return Flow.objects.filter(Exists(delivered)).order_by("name")
-
-
-def feedback_history_for_delivery(*, delivery: DeliveryEvent) -> QuerySet[Feedback]:
-    """A delivery's feedback, newest first, with each one's notifications."""
-    notifications = Prefetch(
-        "notifications",
-        queryset=Notification.objects.select_related("source", "config").order_by(
-            "created_at", "pk"
-        ),
-    )
-    return (
-        Feedback.objects.filter(delivery=delivery)
-        .select_related("outcome_code", "submitted_by", "api_key")
-        .prefetch_related(notifications)
-        .order_by("-received_at", "-pk")
-    )
 
 
 # How many of the buyer's latest returns are read to suggest usual reasons.

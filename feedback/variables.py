@@ -3,6 +3,7 @@
 from typing import Any
 
 from feedback.models import Feedback
+from feedback.selectors import feedback_list
 
 
 def _iso(value: Any) -> str:
@@ -52,9 +53,6 @@ def feedback_variables(*, feedback: Feedback) -> dict[str, Any]:
 def feedback_variables_for_event(*, event_id: str, kind: str) -> dict[str, Any] | None:
     """The variables of the latest feedback of `kind` (else of any kind) on one
     delivery, for previews; None when the delivery has no feedback."""
-    # Imported here: selectors import services, which import this module.
-    from feedback.selectors import feedback_list
-
     latest = (
         feedback_list().filter(delivery__event_id=event_id).order_by("-received_at")
     )

@@ -19,6 +19,7 @@ from feedback.api.serializers import (
     notification_reason_for_buyer,
 )
 from feedback.filters import DeliveryFilter
+from feedback.forwarding.selectors import feedback_history_for_delivery
 from feedback.imports.processing import (
     feedback_import_list,
     feedback_import_refused_csv,
@@ -41,7 +42,6 @@ from feedback.portal.pagination import keyset_page
 from feedback.selectors import (
     api_key_list_for_buyer,
     delivery_list_for_buyer,
-    feedback_history_for_delivery,
     feedback_usual_reasons,
     get_api_key_for_buyer,
     get_delivery_for_buyer,

@@ -1,0 +1,1 @@
+"""The intake: every channel's feedback through one pipeline (see pipeline.py)."""
