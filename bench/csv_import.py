@@ -346,7 +346,7 @@ def run_round(number: int, content: bytes, *, in_process: bool) -> Round:
 
     from feedback.forwarding.models import Notification
     from feedback.imports.models import FeedbackImport
-    from feedback.imports.processing import (
+    from feedback.imports.services import (
         feedback_import_create,
         feedback_import_process,
     )

@@ -33,15 +33,14 @@ from rest_framework.views import APIView
 from feedback.api.auth import KeyPrincipal
 from feedback.api.errors import problem_response
 from feedback.api.permissions import IsBuyerKey
+from feedback.imports.csvfile import FAILURE, SUCCESS
 from feedback.imports.models import FeedbackImport
-from feedback.imports.processing import (
-    FAILURE,
-    SUCCESS,
+from feedback.imports.selectors import (
     feedback_import_refused_csv,
     feedback_import_results,
-    feedback_import_upload,
     get_feedback_import_for_buyer,
 )
+from feedback.imports.services import feedback_import_upload
 from feedback.models import Buyer, Feedback
 
 MAX_RESULTS_PAGE = 1000

@@ -9,11 +9,8 @@ from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
 from feedback.imports.models import FeedbackImport
-from feedback.imports.processing import (
-    feedback_import_list,
-    feedback_import_refused_csv,
-    feedback_import_requeue,
-)
+from feedback.imports.selectors import feedback_import_list, feedback_import_refused_csv
+from feedback.imports.services import feedback_import_requeue
 
 
 @admin.register(FeedbackImport)

@@ -8,7 +8,7 @@ import uuid
 
 from celery import shared_task
 
-from feedback.imports.processing import (
+from feedback.imports.services import (
     feedback_import_help,
     feedback_import_process,
     feedback_imports_sweep,

@@ -20,13 +20,13 @@ from feedback.api.serializers import (
 )
 from feedback.filters import DeliveryFilter
 from feedback.forwarding.selectors import feedback_history_for_delivery
-from feedback.imports.processing import (
+from feedback.imports.selectors import (
     feedback_import_list,
     feedback_import_refused_csv,
     feedback_import_results,
-    feedback_import_upload,
     get_feedback_import_for_buyer,
 )
+from feedback.imports.services import feedback_import_upload
 from feedback.intake.parse import ReceiveStatus
 from feedback.intake.pipeline import feedback_receive, feedback_receive_many
 from feedback.models import ApiKey, DeliveryEvent, Feedback, OutcomeCode

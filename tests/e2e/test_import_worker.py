@@ -22,7 +22,8 @@ import redis
 from django.utils import timezone
 
 from feedback.imports.models import FeedbackImport
-from feedback.imports.processing import feedback_import_create, feedback_import_results
+from feedback.imports.selectors import feedback_import_results
+from feedback.imports.services import feedback_import_create
 from feedback.models import DeliveryEvent, Feedback, Lead
 from sources.models import Kind
 from tests.e2e.processes import (

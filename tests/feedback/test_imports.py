@@ -13,14 +13,16 @@ from django.utils import timezone
 
 from feedback.forwarding.models import Notification
 from feedback.imports.models import FeedbackImport, FeedbackImportChunk
-from feedback.imports.processing import (
-    feedback_import_create,
-    feedback_import_process,
+from feedback.imports.selectors import (
     feedback_import_refused_csv,
     feedback_import_results,
+    get_feedback_import_for_buyer,
+)
+from feedback.imports.services import (
+    feedback_import_create,
+    feedback_import_process,
     feedback_import_upload,
     feedback_imports_sweep,
-    get_feedback_import_for_buyer,
 )
 from feedback.intake.pipeline import feedback_receive
 from feedback.models import BuyerPolicy, Feedback
@@ -702,7 +704,7 @@ def test_an_unexpected_error_fails_the_import_and_a_reupload_resumes_it(
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("feedback.imports.processing.feedback_receive_many", broken)
+    monkeypatch.setattr("feedback.imports.services.feedback_receive_many", broken)
     feedback_import_process(import_id=feedback_import.pk)
     feedback_import.refresh_from_db()
     assert feedback_import.status == FeedbackImport.Status.FAILED

@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from feedback.imports.models import FeedbackImport
-from feedback.imports.processing import feedback_import_create, feedback_import_process
+from feedback.imports.services import feedback_import_create, feedback_import_process
 from tests.factories import DeliveryEventFactory
 
 pytestmark = pytest.mark.django_db

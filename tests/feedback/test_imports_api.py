@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from feedback.imports.models import FeedbackImport
-from feedback.imports.processing import feedback_import_process
+from feedback.imports.services import feedback_import_process
 from feedback.models import Feedback
 from tests.factories import DeliveryEventFactory
 

@@ -11,13 +11,13 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from feedback.imports import processing as imports
+from feedback.imports import services as imports
 from feedback.imports.models import FeedbackImport, FeedbackImportChunk
-from feedback.imports.processing import (
+from feedback.imports.selectors import feedback_import_results
+from feedback.imports.services import (
     feedback_import_create,
     feedback_import_help,
     feedback_import_process,
-    feedback_import_results,
 )
 from feedback.models import Feedback
 from tests.factories import DeliveryEventFactory

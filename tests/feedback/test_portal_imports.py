@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from feedback.imports.models import FeedbackImport
-from feedback.imports.processing import feedback_import_process
+from feedback.imports.services import feedback_import_process
 from feedback.models import Feedback
 from tests.factories import DeliveryEventFactory
 
@@ -153,7 +153,7 @@ def test_no_file_is_a_form_error(portal):
 def test_the_upload_page_lists_only_the_buyers_imports(
     portal, buyer, other_buyer, deliveries
 ):
-    from feedback.imports.processing import feedback_import_create
+    from feedback.imports.services import feedback_import_create
 
     feedback_import_create(
         buyer=other_buyer,

@@ -4,7 +4,7 @@ of another buyer (404, and nothing changes)."""
 
 import pytest
 
-from feedback.imports.processing import feedback_import_create
+from feedback.imports.services import feedback_import_create
 from feedback.models import ApiKey, Feedback
 from feedback.portal import urls as portal_urls
 from sources.models import Kind

@@ -1,32 +1,19 @@
-"""CSV feedback imports (DESIGN §4.2, §6): upload, chunked processing, results.
+"""CSV feedback imports (DESIGN §4.2, §6): upload, then chunked processing.
 
-A file is checked when it is uploaded (encoding, size, header) and stored in its
-import row; a worker then processes it in chunks. A chunk goes through the checks
-of `feedback_receive_many` (the JSON API's batches), the same functions in the
-same order, so every row gets the verdict the API would give the same values; only
-the reads and writes around them are built for thousands of rows (see
-`feedback_receive_chunk`). Each chunk's feedback, notifications and per-row
-results commit in one transaction, which is what makes a killed worker safe to
-resume: a chunk is either recorded whole or not at all, and a resumed import skips
-the chunks it finds. The import row carries a lease like notifications do
-(feedback/delivery.py): the queued message is a fast path, the periodic sweep
-recovers imports whose worker died.
-
-A buyer's file is imported once: the same bytes uploaded again answer with the
-first import (its SHA-256 is unique per buyer), so a double click or a retried
-upload cannot write the feedback twice.
+A file is checked on upload (csvfile.py) and stored in its import row; a worker
+then sends it through the intake pipeline a chunk at a time with the FILE
+strategy, so every row gets the verdict the API would give. A chunk's feedback,
+notifications and per-row results commit in one transaction: a killed worker's
+import resumes after the last chunk it recorded. The import row carries a lease
+(feedback/leases.py); the periodic sweep recovers imports whose worker died. The
+same bytes uploaded again answer with the first import, never a second copy.
 """
 
-import csv
 import hashlib
-import io
 import logging
-import re
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import PurePath
 from typing import IO, Any
 
 from django.conf import settings
@@ -40,11 +27,22 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F, Q, QuerySet
-from django.http import Http404
+from django.db.models import F, Q
 from django.utils import timezone
 
+from feedback.imports.csvfile import (
+    FAILURE,
+    SUCCESS,
+    DataRow,
+    Layout,
+    clean_filename,
+    decode,
+    read_layout,
+    read_upload,
+    row_item,
+)
 from feedback.imports.models import FeedbackImport, FeedbackImportChunk
+from feedback.imports.selectors import feedback_import_list
 from feedback.intake.parse import ReceiveStatus
 from feedback.intake.pipeline import FILE, feedback_receive_many
 from feedback.leases import lease_until, leases_claim, messages_send
@@ -52,200 +50,10 @@ from feedback.models import (
     ApiKey,
     Buyer,
 )
-from sources.csvcells import write_csv
 
 logger = logging.getLogger(__name__)
 
 Status = FeedbackImport.Status
-
-# Header name (case-insensitive) -> the feedback field it fills.
-COLUMN_FIELDS = {
-    "event_id": "event_id",
-    "reference": "reference",
-    "type": "type",
-    "outcome_code": "outcome_code",
-    "reason": "reason",
-    "revenue": "revenue",
-    "quality_score": "quality_score",
-    "occurred_at": "occurred_at",
-    "notes": "note",
-    "note": "note",
-}
-# The refused-rows report adds these two columns; they are ignored on upload so a
-# corrected report can be uploaded again as it is.
-REPORT_ROW_COLUMN = "row"
-REPORT_REASON_COLUMN = "refusal_reason"
-REPORT_COLUMNS = frozenset({REPORT_ROW_COLUMN, REPORT_REASON_COLUMN})
-DELIMITERS = (",", ";", "\t")
-IMPORT_ID_PATTERN = re.compile(r"imp_[0-9a-f]{24}")
-
-SUCCESS = "success"
-FAILURE = "failure"
-
-
-# Reading the file --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How to read a checked file: its delimiter and what each column holds."""
-
-    delimiter: str
-    header: list[str]
-    # Per column: the feedback field, or None for an ignored column.
-    fields: list[str | None]
-
-
-@dataclass(frozen=True)
-class DataRow:
-    """One non-blank record after the header. `number` is the spreadsheet row:
-    the header is row 1 (blank lines count, as a spreadsheet shows them)."""
-
-    number: int
-    cells: list[str]
-
-
-def _decode(content: bytes) -> str:
-    try:
-        # utf-8-sig drops the byte-order mark Excel puts before "CSV UTF-8" files.
-        return content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValidationError(
-            f"The file is not UTF-8 text (invalid byte at position {exc.start}). "
-            "Save it as “CSV UTF-8” and upload it again.",
-            code="encoding",
-        ) from None
-
-
-def _sniff_delimiter(text: str) -> str:
-    # Spreadsheets in many locales save "CSV" with semicolons; a header line tells
-    # which separator the file uses.
-    first_line = text.split("\n", 1)[0]
-    counts = {d: first_line.count(d) for d in DELIMITERS}
-    best = max(DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
-def _normalise(name: str) -> str:
-    return "_".join(name.strip().lower().replace("-", " ").split())
-
-
-def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    # strict: an unbalanced quote is an error, not the rest of the file in one cell.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    number = 0
-    try:
-        for record in reader:
-            number += 1
-            yield number, record
-    except csv.Error as exc:
-        raise ValidationError(
-            f"Row {number + 1} cannot be read as CSV: {exc}.", code="csv"
-        ) from None
-
-
-def _layout(text: str) -> tuple[Layout, Iterator[DataRow]]:
-    """Check the header; returns the layout and the data rows that follow it."""
-    delimiter = _sniff_delimiter(text)
-    records = _records(text, delimiter)
-    header: list[str] | None = None
-    for _, record in records:
-        if any(cell.strip() for cell in record):
-            header = record
-            break
-    if header is None:
-        raise ValidationError("The file is empty.", code="empty")
-    names = [_normalise(cell) for cell in header]
-    duplicates = sorted({n for n in names if n and names.count(n) > 1})
-    if duplicates:
-        raise ValidationError(
-            f"The header repeats the column(s) {', '.join(duplicates)}.",
-            code="header",
-        )
-    unknown = [
-        cell.strip()
-        for cell, name in zip(header, names, strict=True)
-        if name and name not in COLUMN_FIELDS and name not in REPORT_COLUMNS
-    ]
-    if unknown:
-        raise ValidationError(
-            f"Unknown column(s): {', '.join(unknown)}. Accepted columns: "
-            f"{', '.join(k for k in COLUMN_FIELDS if k != 'note')}.",
-            code="header",
-        )
-    fields = [COLUMN_FIELDS.get(name) for name in names]
-    if fields.count("note") > 1:
-        raise ValidationError(
-            "Send notes in one column (notes or note), not both.", code="header"
-        )
-    if "event_id" not in fields and "reference" not in fields:
-        raise ValidationError(
-            "The header needs an event_id or a reference column to identify "
-            f"each delivery; found: {', '.join(c.strip() for c in header)}.",
-            code="header",
-        )
-    if "type" not in fields and "outcome_code" not in fields:
-        raise ValidationError(
-            "The header needs a type or an outcome_code column; found: "
-            f"{', '.join(c.strip() for c in header)}.",
-            code="header",
-        )
-    layout = Layout(delimiter=delimiter, header=header, fields=fields)
-    rows = (
-        DataRow(number, record)
-        for number, record in records
-        if any(cell.strip() for cell in record)
-    )
-    return layout, rows
-
-
-def _item(layout: Layout, cells: list[str]) -> tuple[dict[str, str], str]:
-    """A row as the variables feedback_receive takes, or the reason it has none."""
-    width = len(layout.fields)
-    extra = cells[width:]
-    item = {
-        name: cell for name, cell in zip(layout.fields, cells, strict=False) if name
-    }
-    if any(cell.strip() for cell in extra):
-        return item, f"The row has {len(cells)} values but the header {width} columns."
-    unnamed = [
-        index + 1
-        for index, (name, cell) in enumerate(zip(layout.header, cells, strict=False))
-        if not name.strip() and cell.strip()
-    ]
-    if unnamed:
-        return item, f"Column {unnamed[0]} has a value but no name in the header."
-    return item, ""
-
-
-def _read_upload(file: UploadedFile | bytes | IO[bytes]) -> bytes:
-    limit = settings.LEADBACK_IMPORT_MAX_BYTES
-    too_large = ValidationError(
-        f"The file is larger than {limit // (1024 * 1024)} MB "
-        f"({limit:,} bytes); split it into smaller files.",
-        code="too_large",
-    )
-    if isinstance(file, bytes):
-        content = file
-    else:
-        size = getattr(file, "size", None)
-        if size is not None and size > limit:
-            raise too_large
-        if hasattr(file, "seek"):
-            file.seek(0)
-        content = file.read(limit + 1)
-    if len(content) > limit:
-        raise too_large
-    if not content:
-        raise ValidationError("The file is empty.", code="empty")
-    return content
-
-
-def _clean_filename(filename: str) -> str:
-    # Browsers on Windows may send a full path; keep the name only.
-    name = PurePath(filename.replace("\\", "/")).name.strip()
-    return (name or "feedback.csv")[:255]
-
 
 # Uploading ------------------------------------------------------------------------
 
@@ -265,9 +73,9 @@ def feedback_import_upload(
     uploaded again by the same buyer returns the earlier import (created False);
     a failed one is queued again and resumes where it stopped.
     """
-    content = _read_upload(file)
-    text = _decode(content)
-    _, rows = _layout(text)
+    content = read_upload(file)
+    text = decode(content)
+    _, rows = read_layout(text)
     total = sum(1 for _ in rows)
     if total == 0:
         raise ValidationError("The file has a header but no rows.", code="empty")
@@ -283,7 +91,7 @@ def feedback_import_upload(
                 user=user,
                 api_key=api_key,
                 channel=channel,
-                filename=_clean_filename(filename),
+                filename=clean_filename(filename),
                 file_sha256=digest,
                 file_size=len(content),
                 content=content,
@@ -477,7 +285,7 @@ def _process(import_id: int, token: uuid.UUID, *, lead: bool) -> int:
     ).get(pk=import_id)
     if feedback_import.lease_token != token:
         raise _LeaseLostError
-    layout, rows = _layout(_decode(bytes(feedback_import.content)))
+    layout, rows = read_layout(decode(bytes(feedback_import.content)))
     feedback_import.content = b""
     done = set(
         FeedbackImportChunk.objects.filter(feedback_import_id=import_id).values_list(
@@ -582,7 +390,7 @@ def _process_chunk(
             feedback_import_id=feedback_import.pk, index=index
         ).exists():
             return False
-        prepared = [_item(layout, row.cells) for row in chunk]
+        prepared = [row_item(layout, row.cells) for row in chunk]
         received = iter(
             feedback_receive_many(
                 buyer=feedback_import.buyer,
@@ -671,126 +479,3 @@ def feedback_imports_sweep(*, limit: int = 100) -> int:
         .values_list("pk", flat=True)[:limit]
     )
     return sum(feedback_import_enqueue(import_id=pk) for pk in ids)
-
-
-# Reading --------------------------------------------------------------------------
-
-
-def feedback_import_list(*, buyer: Buyer | None = None) -> QuerySet[FeedbackImport]:
-    """Imports, newest first, without their files; a buyer's only if given."""
-    queryset = (
-        FeedbackImport.objects.select_related("buyer", "user")
-        .defer("content")
-        .order_by("-created_at", "-pk")
-    )
-    if buyer is not None:
-        queryset = queryset.filter(buyer=buyer)
-    return queryset
-
-
-def get_feedback_import_for_buyer(*, buyer: Buyer, public_id: str) -> FeedbackImport:
-    """The buyer's own import; another buyer's raises Http404 like an unknown id."""
-    # Anything else (a NUL byte, say) never reaches the database.
-    if not IMPORT_ID_PATTERN.fullmatch(public_id):
-        raise Http404("Unknown import id.")
-    feedback_import = (
-        feedback_import_list(buyer=buyer).filter(public_id=public_id).first()
-    )
-    if feedback_import is None:
-        raise Http404("Unknown import id.")
-    return feedback_import
-
-
-@dataclass(frozen=True)
-class ImportRowResult:
-    """What became of one row of an import."""
-
-    row_number: int
-    outcome: str  # success or failure
-    status: str  # a ReceiveStatus value: accepted, refused, not_found...
-    reason: str
-    feedback_id: str | None  # stored feedback, accepted or refused
-    event_id: str
-    reference: str
-
-
-def feedback_import_results(
-    *,
-    feedback_import: FeedbackImport,
-    outcome: str | None = None,
-    offset: int = 0,
-    limit: int | None = None,
-) -> list[ImportRowResult]:
-    """Per-row results in file order, optionally only one outcome, paged.
-
-    Reads only the chunks the page needs: skipped chunks are counted, not loaded.
-    """
-    chunks = FeedbackImportChunk.objects.filter(
-        feedback_import=feedback_import
-    ).order_by("index")
-    rows: list[ImportRowResult] = []
-    skip = offset
-    for chunk_id, row_count, succeeded in chunks.values_list(
-        "pk", "row_count", "succeeded"
-    ):
-        if limit is not None and len(rows) >= limit:
-            break
-        matching = {
-            None: row_count,
-            SUCCESS: succeeded,
-            FAILURE: row_count - succeeded,
-        }.get(outcome, row_count)
-        if skip >= matching:
-            skip -= matching
-            continue
-        results = FeedbackImportChunk.objects.values_list("results", flat=True).get(
-            pk=chunk_id
-        )
-        for entry in results:
-            if outcome is not None and entry[1] != outcome:
-                continue
-            if skip:
-                skip -= 1
-                continue
-            rows.append(ImportRowResult(*entry))
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
-
-
-def feedback_import_refused_csv(*, feedback_import: FeedbackImport) -> str:
-    """The refused rows as CSV: the original columns, then `row` (the row in the
-    uploaded file) and `refusal_reason`. Named so because `reason` is an input
-    column; the report can be corrected and uploaded again as it is."""
-    refused = {
-        r.row_number: r.reason
-        for r in feedback_import_results(
-            feedback_import=feedback_import, outcome=FAILURE
-        )
-    }
-    content = (
-        FeedbackImport.objects.filter(pk=feedback_import.pk)
-        .values_list("content", flat=True)
-        .get()
-    )
-    layout, rows = _layout(_decode(bytes(content)))
-    # An uploaded report brings the two report columns: write them afresh.
-    keep = [
-        index
-        for index, name in enumerate(layout.header)
-        if _normalise(name) not in REPORT_COLUMNS
-    ]
-    header = [layout.header[i].strip() for i in keep]
-
-    def lines() -> Iterator[Sequence[Any]]:
-        for row in rows:
-            if row.number not in refused:
-                continue
-            cells = row.cells + [""] * (len(layout.header) - len(row.cells))
-            yield [*(cells[i] for i in keep), row.number, refused[row.number]]
-
-    stream = io.StringIO()
-    write_csv(
-        stream, lines(), header=[*header, REPORT_ROW_COLUMN, REPORT_REASON_COLUMN]
-    )
-    return stream.getvalue()
