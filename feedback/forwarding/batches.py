@@ -29,8 +29,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from feedback.forwarding.engine import retry_delay
 from feedback.forwarding.models import BatchAttempt, BatchRun, Notification
+from feedback.forwarding.schedule import retry_delay
 from feedback.leases import (
     due,
     leases_claim,

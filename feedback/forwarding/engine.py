@@ -9,14 +9,11 @@ a flushed broker or a killed worker delays a notification but never loses it.
 Network I/O only happens between the short transactions that claim and record.
 """
 
-import email.utils
 import logging
-import random
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -24,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from feedback.forwarding.models import Notification, NotificationAttempt
+from feedback.forwarding.schedule import retry_after_seconds, retry_delay
 from feedback.leases import (
     due,
     leases_claim,
@@ -44,7 +42,6 @@ from sources.outbound.types import (
 from sources.services import (
     RequestError,
     feedback_config_build_request,
-    feedback_config_criteria_check,
     feedback_config_mappings,
     feedback_config_send,
     request_redact,
@@ -53,8 +50,6 @@ from sources.services import (
 logger = logging.getLogger(__name__)
 
 Status = Notification.Status
-# Where a row's lease has run out it is fair game again.
-MAX_RETRY_AFTER_S = 24 * 3600
 SEND_LEASE_MARGIN_S = 60
 # A config's default timeout: the lease first taken covers it, longer ones
 # stretch the lease once their configs are loaded.
@@ -68,107 +63,6 @@ class Claim:
     notification_id: int
     token: uuid.UUID
     config_id: int | None = None
-
-
-# Creating -----------------------------------------------------------------------
-
-# Sources' enabled configs by (source id, kind), in id order.
-Configs = dict[tuple[int, str], list[FeedbackConfig]]
-
-
-def notifications_create(
-    *, feedbacks: Sequence[Feedback], configs: Configs | None = None
-) -> list[Notification]:
-    """Notification rows for accepted feedback, one per enabled config of its
-    source and kind. Runs in the intake's transaction, so a feedback and its
-    notifications are stored together or not at all.
-
-    Each feedback's `notifications` are set to the rows just created, in the
-    order a prefetch would give, so the intake's answer lists them without
-    reading them back."""
-    rows = notifications_build(feedbacks=feedbacks, configs=configs)
-    created = Notification.objects.bulk_create(Notification(**row) for row in rows)
-    notifications_remember(feedbacks, created)
-    return created
-
-
-def notifications_remember(
-    feedbacks: Sequence[Feedback], created: Sequence[Notification]
-) -> None:
-    """Set each feedback's `notifications` to the rows just created for them."""
-    by_id: dict[int, list[Notification]] = {f.pk: [] for f in feedbacks}
-    sources = {f.pk: f.source for f in feedbacks}
-    for notification in created:
-        notification.source = sources[notification.feedback_id]
-        by_id[notification.feedback_id].append(notification)
-    for feedback in feedbacks:
-        cache = feedback.__dict__.setdefault("_prefetched_objects_cache", {})
-        cache["notifications"] = by_id[feedback.pk]
-
-
-def notifications_forget(feedback: Feedback) -> None:
-    """Drop the rows `notifications_create` set on `feedback` (after they
-    changed in the database), so the next read fetches them."""
-    getattr(feedback, "_prefetched_objects_cache", {}).pop("notifications", None)
-
-
-def notifications_build(
-    *, feedbacks: Sequence[Feedback], configs: Configs | None = None
-) -> list[dict[str, Any]]:
-    """The field values of the rows `notifications_create` stores, for callers
-    that write them their own way (CSV imports COPY them, without the cost of a
-    model instance per row). The feedback must be saved. Criteria are read now:
-    feedback that fails them is recorded as skipped with the reason."""
-    accepted = [f for f in feedbacks if f.outcome == Feedback.Outcome.SUCCESS]
-    if not accepted:
-        return []
-    if configs is None:  # not read with the deliveries: read them now
-        configs = {}
-        for config in FeedbackConfig.objects.filter(
-            enabled=True, source_id__in={f.source_id for f in accepted}
-        ).order_by("pk"):
-            configs.setdefault((config.source_id, config.kind), []).append(config)
-    now = timezone.now()
-    rows = []
-    for feedback in accepted:
-        matching = configs.get((feedback.source_id, feedback.kind), [])
-        if not matching:
-            continue
-        variables = None  # built for the first config with criteria, if any
-        for config in matching:
-            skipped = None
-            if config.criteria:
-                if variables is None:
-                    variables = feedback_variables(feedback=feedback)
-                skipped = feedback_config_criteria_check(
-                    config=config, variables=variables
-                )
-            # Batch configs' rows wait for the file of their period (feedback/batches).
-            waits = skipped or config.method == FeedbackConfig.Method.BATCH
-            rows.append(
-                {
-                    "feedback_id": feedback.id,
-                    "config": config,
-                    "source_id": feedback.source_id,
-                    "kind": feedback.kind,
-                    "lead_delivered_at": feedback.delivery.delivered_at,
-                    "status": _initial_status(config, skipped),
-                    "reason": (skipped or "")[:1000],
-                    "next_attempt_at": None if waits else now,
-                    "finished_at": now if skipped else None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-    return rows
-
-
-def _initial_status(config: FeedbackConfig, skipped: str | None) -> str:
-    if skipped:
-        return Status.SKIPPED
-    if config.method == FeedbackConfig.Method.BATCH:
-        return Status.BATCHED
-    return Status.PENDING
 
 
 # Claiming -----------------------------------------------------------------------
@@ -496,44 +390,6 @@ def _finish_without_sending(notification: Notification, claim: Claim) -> Notific
     if updated:
         notification.refresh_from_db()
     return notification
-
-
-def retry_delay(
-    attempt_count: int,
-    *,
-    retry_after_s: float | None = None,
-    rng: Callable[[], float] = random.random,
-) -> timedelta | None:
-    """How long to wait after the `attempt_count`-th try ended in error, or None
-    when the schedule is spent (the notification is dead). ±20% jitter spreads
-    retries of a source that was down for everyone; a longer Retry-After wins."""
-    schedule = settings.LEADBACK_RETRY_SCHEDULE_S
-    if attempt_count >= len(schedule):
-        return None
-    base = float(schedule[attempt_count])
-    jitter = settings.LEADBACK_RETRY_JITTER
-    seconds = base * (1 + jitter * (2 * rng() - 1))
-    if retry_after_s is not None:
-        seconds = max(seconds, min(retry_after_s, MAX_RETRY_AFTER_S))
-    return timedelta(seconds=seconds)
-
-
-def retry_after_seconds(response: OutboundResponse, *, now: datetime) -> float | None:
-    """The response's Retry-After (delta-seconds or an HTTP date), if any."""
-    value = next(
-        (v for k, v in response.headers.items() if k.lower() == "retry-after"), ""
-    ).strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - now).total_seconds())
 
 
 RECORDED_FIELDS = [

@@ -18,7 +18,7 @@ from typing import Any, cast
 from django.db import connection
 from django.db.models import Field, Model
 
-from feedback.forwarding.engine import Configs
+from feedback.forwarding.notifications import Configs
 from feedback.intake.parse import FieldError, Parsed, lookup_key
 from feedback.models import Buyer, BuyerPolicy, DeliveryEvent, Feedback, Flow, Lead
 from feedback.rows import Columns

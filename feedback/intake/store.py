@@ -21,17 +21,19 @@ from django.db import IntegrityError, connection, transaction
 
 from feedback.bulk import instances_copy, objects_copy, rows_copy
 from feedback.forwarding.engine import (
-    Configs,
     notification_deliver,
-    notifications_build,
     notifications_claim_due,
-    notifications_create,
     notifications_enqueue,
     notifications_enqueue_on_commit,
+)
+from feedback.forwarding.models import Notification
+from feedback.forwarding.notifications import (
+    Configs,
+    notifications_build,
+    notifications_create,
     notifications_forget,
     notifications_remember,
 )
-from feedback.forwarding.models import Notification
 from feedback.intake.judge import ALREADY_RETURNED_REASON
 from feedback.intake.lookup import BULK_MIN_ITEMS, DeliveryRow, LeadRow
 from feedback.intake.parse import FieldError, ReceiveResult, ReceiveStatus, join_errors

@@ -16,15 +16,14 @@ from feedback.forwarding.engine import (
     Claim,
     notification_deliver,
     notifications_claim_due,
-    notifications_create,
     notifications_deliver,
     notifications_deliver_due,
     notifications_enqueue,
     notifications_resend,
-    retry_after_seconds,
-    retry_delay,
 )
 from feedback.forwarding.models import Notification, NotificationAttempt
+from feedback.forwarding.notifications import notifications_create
+from feedback.forwarding.schedule import retry_after_seconds, retry_delay
 from feedback.intake.pipeline import feedback_receive
 from feedback.models import Feedback
 from sources.models import FeedbackConfig, FieldMapping

@@ -1,0 +1,115 @@
+"""Creating notifications: one per enabled config of the feedback's source and
+kind, criteria read at once (DESIGN §5.4). Runs inside the intake's transaction,
+so a feedback and its notifications are stored together or not at all."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.utils import timezone
+
+from feedback.forwarding.models import Notification
+from feedback.models import Feedback
+from feedback.variables import feedback_variables
+from sources.models import FeedbackConfig
+from sources.services import feedback_config_criteria_check
+
+Status = Notification.Status
+
+
+# Sources' enabled configs by (source id, kind), in id order.
+Configs = dict[tuple[int, str], list[FeedbackConfig]]
+
+
+def notifications_create(
+    *, feedbacks: Sequence[Feedback], configs: Configs | None = None
+) -> list[Notification]:
+    """Notification rows for accepted feedback, one per enabled config of its
+    source and kind. Runs in the intake's transaction, so a feedback and its
+    notifications are stored together or not at all.
+
+    Each feedback's `notifications` are set to the rows just created, in the
+    order a prefetch would give, so the intake's answer lists them without
+    reading them back."""
+    rows = notifications_build(feedbacks=feedbacks, configs=configs)
+    created = Notification.objects.bulk_create(Notification(**row) for row in rows)
+    notifications_remember(feedbacks, created)
+    return created
+
+
+def notifications_remember(
+    feedbacks: Sequence[Feedback], created: Sequence[Notification]
+) -> None:
+    """Set each feedback's `notifications` to the rows just created for them."""
+    by_id: dict[int, list[Notification]] = {f.pk: [] for f in feedbacks}
+    sources = {f.pk: f.source for f in feedbacks}
+    for notification in created:
+        notification.source = sources[notification.feedback_id]
+        by_id[notification.feedback_id].append(notification)
+    for feedback in feedbacks:
+        cache = feedback.__dict__.setdefault("_prefetched_objects_cache", {})
+        cache["notifications"] = by_id[feedback.pk]
+
+
+def notifications_forget(feedback: Feedback) -> None:
+    """Drop the rows `notifications_create` set on `feedback` (after they
+    changed in the database), so the next read fetches them."""
+    getattr(feedback, "_prefetched_objects_cache", {}).pop("notifications", None)
+
+
+def notifications_build(
+    *, feedbacks: Sequence[Feedback], configs: Configs | None = None
+) -> list[dict[str, Any]]:
+    """The field values of the rows `notifications_create` stores, for callers
+    that write them their own way (CSV imports COPY them, without the cost of a
+    model instance per row). The feedback must be saved. Criteria are read now:
+    feedback that fails them is recorded as skipped with the reason."""
+    accepted = [f for f in feedbacks if f.outcome == Feedback.Outcome.SUCCESS]
+    if not accepted:
+        return []
+    if configs is None:  # not read with the deliveries: read them now
+        configs = {}
+        for config in FeedbackConfig.objects.filter(
+            enabled=True, source_id__in={f.source_id for f in accepted}
+        ).order_by("pk"):
+            configs.setdefault((config.source_id, config.kind), []).append(config)
+    now = timezone.now()
+    rows = []
+    for feedback in accepted:
+        matching = configs.get((feedback.source_id, feedback.kind), [])
+        if not matching:
+            continue
+        variables = None  # built for the first config with criteria, if any
+        for config in matching:
+            skipped = None
+            if config.criteria:
+                if variables is None:
+                    variables = feedback_variables(feedback=feedback)
+                skipped = feedback_config_criteria_check(
+                    config=config, variables=variables
+                )
+            # Batch configs' rows wait for the file of their period (feedback/batches).
+            waits = skipped or config.method == FeedbackConfig.Method.BATCH
+            rows.append(
+                {
+                    "feedback_id": feedback.id,
+                    "config": config,
+                    "source_id": feedback.source_id,
+                    "kind": feedback.kind,
+                    "lead_delivered_at": feedback.delivery.delivered_at,
+                    "status": _initial_status(config, skipped),
+                    "reason": (skipped or "")[:1000],
+                    "next_attempt_at": None if waits else now,
+                    "finished_at": now if skipped else None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    return rows
+
+
+def _initial_status(config: FeedbackConfig, skipped: str | None) -> str:
+    if skipped:
+        return Status.SKIPPED
+    if config.method == FeedbackConfig.Method.BATCH:
+        return Status.BATCHED
+    return Status.PENDING
