@@ -15,9 +15,9 @@ from sources.outbound.building import (
     BuildError,
     RequestSpec,
     build_request,
-    nest_fields,
     validate_headers,
 )
+from sources.outbound.payloads import nest_fields
 from sources.outbound.signing import generate_secret, sign
 from sources.outbound.types import OutboundRequest
 
