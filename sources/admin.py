@@ -25,7 +25,7 @@ from sources.services import (
     feedback_config_send_test,
     request_redact,
 )
-from sources.variables import sample_variables
+from sources.variables import event_variables, sample_variables
 from sources.widgets import RuleSetWidget
 
 REASONS_HELP = 'A JSON list, e.g. ["Wrong number", "Disconnected phone"]. '
@@ -508,13 +508,9 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
         event_id = str(request.POST.get("_preview_event_id") or "").strip().lower()
         variables = None
         if event_id:
-            # The admin is the one place that joins the two apps: a preview reads
-            # a real delivery's feedback through the feedback app's variables.
-            from feedback.variables import feedback_variables_for_event
-
-            variables = feedback_variables_for_event(
-                event_id=event_id, kind=config.kind
-            )
+            # A real delivery's feedback, through the lookup the feedback app
+            # provides (sources does not import feedback).
+            variables = event_variables(event_id=event_id, kind=config.kind)
             if variables is None:
                 return {"errors": [f"No feedback found for event {event_id}."]}
         context: dict[str, Any] = {
