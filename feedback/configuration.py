@@ -34,6 +34,7 @@ from sources.outbound.responses import ResponseSpec, validate_response_spec
 from sources.outbound.signing import SigningSecretError
 from sources.outbound.signing import secret_key as signing_secret_key
 from sources.transports.batch import SAMPLE_FILE_VARIABLES
+from sources.transports.s3 import S3Transport
 from sources.transports.sftp import host_key_parse, private_key_parse
 
 Document = dict[str, Any]
@@ -51,6 +52,7 @@ SECRET_PATHS: tuple[tuple[str, ...], ...] = (
     ("sources", "*", "feedback", "*", "signing", "secret"),
     ("sources", "*", "feedback", "*", "batch", "transport", "password"),
     ("sources", "*", "feedback", "*", "batch", "transport", "private_key"),
+    ("sources", "*", "feedback", "*", "batch", "transport", "secret_access_key"),
 )
 
 # The order kinds appear in the document (as in DESIGN §9), so exports diff well.
@@ -513,6 +515,28 @@ def feedback_config_schema() -> Document:
                                     "host_key": {"type": "string", "minLength": 1},
                                 },
                                 "required": ["host", "username", "host_key"],
+                            },
+                            "s3": {
+                                "properties": {
+                                    "bucket": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": 63,
+                                    },
+                                    "prefix": text,
+                                    "region": {"type": "string", "maxLength": 64},
+                                    "endpoint_url": {
+                                        "type": "string",
+                                        "maxLength": 2000,
+                                    },
+                                    "access_key_id": username,
+                                    "secret_access_key": secret,
+                                },
+                                "required": [
+                                    "bucket",
+                                    "access_key_id",
+                                    "secret_access_key",
+                                ],
                             },
                             "email": {
                                 "properties": {
@@ -999,6 +1023,8 @@ def _transport_problems(transport: dict[str, Any], path: JsonPath) -> list[Probl
             ssl.create_default_context(cadata=certificate)
         except (ssl.SSLError, ValueError):
             problems.append(Problem((*path, "certificate"), "is not a PEM certificate"))
+    if transport.get("type") == "s3":
+        problems += _s3_problems(transport, path)
     if (
         transport.get("type") == "sftp"
         and "password" not in transport
@@ -1008,6 +1034,33 @@ def _transport_problems(transport: dict[str, Any], path: JsonPath) -> list[Probl
             Problem((*path, "password"), "SFTP needs a password or a private_key")
         )
     return problems
+
+
+# The S3 keys of a transport block, by the FeedbackConfig field each is stored in.
+S3_FIELDS = {
+    "batch_s3_bucket": "bucket",
+    "batch_directory": "prefix",
+    "batch_s3_region": "region",
+    "batch_s3_endpoint_url": "endpoint_url",
+    "batch_username": "access_key_id",
+    "batch_password": "secret_access_key",
+}
+
+
+def _s3_problems(transport: dict[str, Any], path: JsonPath) -> list[Problem]:
+    """The S3 transport's own checks, run on the config the block would store."""
+    config = FeedbackConfig(
+        **{
+            name: value
+            for name, key in S3_FIELDS.items()
+            if isinstance(value := transport.get(key, ""), str)
+        }
+    )
+    return [
+        Problem((*path, S3_FIELDS.get(name, "type")), message)
+        for name, message in S3Transport.config_problems(config)
+        if S3_FIELDS.get(name) in transport  # a missing key: the schema says so
+    ]
 
 
 # Export -----------------------------------------------------------------------
@@ -1164,6 +1217,16 @@ def _batch_config_document(config: FeedbackConfig) -> Document:
             "to": list(config.batch_email_to or []),
             "subject": config.batch_email_subject,
         }
+    elif transport_type == FeedbackConfig.Transport.S3:
+        transport |= {
+            "bucket": config.batch_s3_bucket,
+            "prefix": config.batch_directory,
+            "region": config.batch_s3_region,
+            "endpoint_url": config.batch_s3_endpoint_url,
+            "access_key_id": config.batch_username,
+        }
+        if config.batch_password:
+            transport["secret_access_key"] = config.batch_password
     elif transport_type:
         transport |= {
             "host": config.batch_host,
@@ -1393,6 +1456,16 @@ def _batch_config_from_input(item: Document) -> Document:
     transport: Document = {"type": given["type"]}
     if given["type"] == "email":
         transport |= {"to": list(given["to"]), "subject": given.get("subject", "")}
+    elif given["type"] == "s3":
+        transport |= {
+            "bucket": given["bucket"],
+            "prefix": given.get("prefix", ""),
+            "region": given.get("region", ""),
+            "endpoint_url": given.get("endpoint_url", ""),
+            "access_key_id": given["access_key_id"],
+        }
+        if given.get("secret_access_key"):
+            transport["secret_access_key"] = given["secret_access_key"]
     else:
         transport |= {
             "host": given["host"],
@@ -1684,12 +1757,20 @@ def _batch_settings_apply(config: FeedbackConfig, batch: Document | None) -> Non
     config.batch_transport = transport["type"]
     config.batch_host = transport.get("host", "")
     config.batch_port = transport.get("port")
-    config.batch_username = transport.get("username", "")
-    config.batch_password = transport.get("password", "")
+    # S3's keys share the username and password fields (see FeedbackConfig).
+    config.batch_username = transport.get(
+        "username", transport.get("access_key_id", "")
+    )
+    config.batch_password = transport.get(
+        "password", transport.get("secret_access_key", "")
+    )
     config.batch_private_key = transport.get("private_key", "")
     config.batch_host_key = transport.get("host_key", "")
     config.batch_tls_certificate = transport.get("certificate", "")
-    config.batch_directory = transport.get("directory", "")
+    config.batch_directory = transport.get("directory", transport.get("prefix", ""))
+    config.batch_s3_bucket = transport.get("bucket", "")
+    config.batch_s3_region = transport.get("region", "")
+    config.batch_s3_endpoint_url = transport.get("endpoint_url", "")
     config.batch_email_to = list(transport.get("to", []))
     config.batch_email_subject = transport.get("subject", "")
     config.batch_file_name = batch["file_name"]

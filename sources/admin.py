@@ -140,6 +140,9 @@ BATCH_FIELDS = (
     "batch_host_key",
     "batch_tls_certificate",
     "batch_directory",
+    "batch_s3_bucket",
+    "batch_s3_region",
+    "batch_s3_endpoint_url",
     "batch_email_to",
     "batch_email_subject",
     "batch_file_name",
@@ -165,6 +168,14 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
         assume_scheme="https",
         widget=forms.URLInput(attrs={"size": 80}),
         help_text=FeedbackConfig._meta.get_field("url").help_text,
+    )
+    batch_s3_endpoint_url = forms.URLField(
+        label="S3 endpoint URL",
+        max_length=2000,
+        required=False,
+        assume_scheme="https",
+        widget=forms.URLInput(attrs={"size": 70}),
+        help_text=FeedbackConfig._meta.get_field("batch_s3_endpoint_url").help_text,
     )
 
     class Meta:
@@ -374,6 +385,8 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
         if obj.method == FeedbackConfig.Method.BATCH:
             if obj.batch_transport == FeedbackConfig.Transport.EMAIL:
                 return ", ".join(obj.batch_email_to or [])
+            if obj.batch_transport == FeedbackConfig.Transport.S3:
+                return obj.batch_s3_bucket
             return obj.batch_host
         return urlsplit(obj.url).hostname or ""
 

@@ -11,6 +11,7 @@ from sources.transports.form import FormTransport
 from sources.transports.ftp import FtpsTransport, FtpTransport
 from sources.transports.json import JsonTransport
 from sources.transports.query import QueryTransport
+from sources.transports.s3 import S3Transport
 from sources.transports.sftp import SftpTransport
 from sources.transports.soap import SoapTransport
 from sources.transports.xml import XmlTransport
@@ -30,6 +31,7 @@ TRANSPORTS: dict[str, type[BatchTransport]] = {
     "ftps": FtpsTransport,
     "sftp": SftpTransport,
     "email": EmailTransport,
+    "s3": S3Transport,
 }
 
 
