@@ -15,3 +15,11 @@ class FeedbackConfig(AppConfig):
         super().import_models()
         for module in CONCERN_MODELS:
             import_module(module)
+
+    def ready(self) -> None:
+        # The sources admin previews a config with a real delivery's feedback;
+        # sources cannot import feedback, so feedback hands it the lookup.
+        from feedback.variables import feedback_variables_for_event
+        from sources.variables import event_variables_provide
+
+        event_variables_provide(feedback_variables_for_event)

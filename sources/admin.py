@@ -25,7 +25,7 @@ from sources.services import (
     feedback_config_send_test,
     request_redact,
 )
-from sources.variables import sample_variables
+from sources.variables import event_variables, sample_variables
 from sources.widgets import RuleSetWidget
 
 REASONS_HELP = 'A JSON list, e.g. ["Wrong number", "Disconnected phone"]. '
@@ -140,6 +140,9 @@ BATCH_FIELDS = (
     "batch_host_key",
     "batch_tls_certificate",
     "batch_directory",
+    "batch_s3_bucket",
+    "batch_s3_region",
+    "batch_s3_endpoint_url",
     "batch_email_to",
     "batch_email_subject",
     "batch_file_name",
@@ -165,6 +168,14 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
         assume_scheme="https",
         widget=forms.URLInput(attrs={"size": 80}),
         help_text=FeedbackConfig._meta.get_field("url").help_text,
+    )
+    batch_s3_endpoint_url = forms.URLField(
+        label="S3 endpoint URL",
+        max_length=2000,
+        required=False,
+        assume_scheme="https",
+        widget=forms.URLInput(attrs={"size": 70}),
+        help_text=FeedbackConfig._meta.get_field("batch_s3_endpoint_url").help_text,
     )
 
     class Meta:
@@ -374,6 +385,8 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
         if obj.method == FeedbackConfig.Method.BATCH:
             if obj.batch_transport == FeedbackConfig.Transport.EMAIL:
                 return ", ".join(obj.batch_email_to or [])
+            if obj.batch_transport == FeedbackConfig.Transport.S3:
+                return obj.batch_s3_bucket
             return obj.batch_host
         return urlsplit(obj.url).hostname or ""
 
@@ -508,13 +521,9 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
         event_id = str(request.POST.get("_preview_event_id") or "").strip().lower()
         variables = None
         if event_id:
-            # The admin is the one place that joins the two apps: a preview reads
-            # a real delivery's feedback through the feedback app's variables.
-            from feedback.variables import feedback_variables_for_event
-
-            variables = feedback_variables_for_event(
-                event_id=event_id, kind=config.kind
-            )
+            # A real delivery's feedback, through the lookup the feedback app
+            # provides (sources does not import feedback).
+            variables = event_variables(event_id=event_id, kind=config.kind)
             if variables is None:
                 return {"errors": [f"No feedback found for event {event_id}."]}
         context: dict[str, Any] = {

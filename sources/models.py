@@ -137,6 +137,7 @@ class FeedbackConfig(models.Model):
         FTPS = "ftps", "FTPS (FTP over TLS)"
         SFTP = "sftp", "SFTP"
         EMAIL = "email", "Email (file attached)"
+        S3 = "s3", "S3-compatible object storage"
 
     source = models.ForeignKey(
         Source, on_delete=models.CASCADE, related_name="feedback_configs"
@@ -261,12 +262,17 @@ class FeedbackConfig(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(65535)],
         help_text="Default: 21 for FTP and FTPS, 22 for SFTP.",
     )
-    batch_username = models.CharField("username", max_length=200, blank=True)
+    # S3 keeps its access key id and secret access key here too, so the secret
+    # is write-only, redacted and kept on import like every other password.
+    batch_username = models.CharField(
+        "username", max_length=200, blank=True, help_text="For S3: the access key id."
+    )
     batch_password = models.CharField(
         "password",
         max_length=2000,
         blank=True,
-        help_text="Write-only: leave blank to keep the stored one.",
+        help_text="For S3: the secret access key. Write-only: leave blank to keep "
+        "the stored one.",
     )
     batch_private_key = models.TextField(
         "SFTP private key",
@@ -290,7 +296,21 @@ class FeedbackConfig(models.Model):
         "self-signed one); empty trusts the system's certificate authorities.",
     )
     batch_directory = models.CharField(
-        "directory", max_length=500, blank=True, help_text="Where to put the file."
+        "directory",
+        max_length=500,
+        blank=True,
+        help_text="Where to put the file; for S3, the key prefix (e.g. incoming/).",
+    )
+    batch_s3_bucket = models.CharField("S3 bucket", max_length=63, blank=True)
+    batch_s3_region = models.CharField(
+        "S3 region", max_length=64, blank=True, help_text="Default: us-east-1."
+    )
+    batch_s3_endpoint_url = models.URLField(
+        "S3 endpoint URL",
+        max_length=2000,
+        blank=True,
+        help_text="For S3-compatible storage (MinIO, Ceph...), e.g. "
+        "https://minio.source.example:9000; empty for AWS.",
     )
     batch_email_to = models.JSONField(
         "email to",

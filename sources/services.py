@@ -9,7 +9,6 @@ inside a database transaction.
 import io
 import logging
 import re
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,28 +17,26 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.utils import timezone
 
 from sources import rules, templating
 from sources.csvcells import write_csv
 from sources.models import FeedbackConfig, FieldMapping
 from sources.outbound import soap
-from sources.outbound.building import (
-    Auth,
-    BuildError,
-    RequestSpec,
-    build_request,
-    validate_headers,
-)
+from sources.outbound.payloads import BuildError
 from sources.outbound.responses import ResponseSpec, interpret, validate_response_spec
 from sources.outbound.sending import send
 from sources.outbound.types import (
+    Auth,
     Interpretation,
     OutboundRequest,
     OutboundResponse,
     Outcome,
+    RequestSpec,
 )
+from sources.transports.batch import SAMPLE_FILE_VARIABLES
+from sources.transports.building import build_request, validate_headers
+from sources.transports.registry import METHODS, TRANSPORTS
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +70,8 @@ def feedback_config_request_spec(config: FeedbackConfig) -> RequestSpec:
         password_digest=config.wsse_password_digest,
     )
     # Query configs always GET and SOAP always POSTs, whatever the stored field.
-    http_method = {"query": "GET", "soap": "POST"}.get(
-        config.method, config.http_method
-    )
+    transport = METHODS.get(config.method)
+    http_method = (transport and transport.http_method) or config.http_method
     return RequestSpec(
         method=config.method,
         url=config.url,
@@ -259,9 +255,12 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
         return problems
     if urlsplit(config.url).scheme not in ("http", "https"):
         add("url", "Use an http:// or https:// URL.")
-    if method == FeedbackConfig.Method.SOAP and not config.soap_operation:
-        add("soap_operation", "A SOAP config needs the operation to call.")
-    if config.auth_type == FeedbackConfig.AuthType.WSSE and method != "soap":
+    transport = METHODS.get(method)
+    for field, message in transport.config_problems(config) if transport else []:
+        add(field, message)
+    if config.auth_type == FeedbackConfig.AuthType.WSSE and not (
+        transport and transport.wsse
+    ):
         add("auth_type", "WS-Security is only for SOAP configs.")
     if config.auth_type in ("basic", "wsse") and not config.auth_username:
         add("auth_username", "This authentication needs a username.")
@@ -304,14 +303,9 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
 
 
 def batch_config_problems(config: FeedbackConfig) -> list[tuple[str, str]]:
-    """(field, message) for what is wrong with a batch config's settings."""
-    # Imported here: the transports import this module's neighbours.
-    from sources.transports.batch import SAMPLE_FILE_VARIABLES
-    from sources.transports.sftp import host_key_parse, private_key_parse
-
+    """(field, message) for what is wrong with a batch config's settings; the
+    transport's own checks come from its class."""
     problems: list[tuple[str, str]] = []
-    transport = config.batch_transport
-    Transport = FeedbackConfig.Transport
     if config.sync:
         problems.append(
             (
@@ -343,62 +337,11 @@ def batch_config_problems(config: FeedbackConfig) -> list[tuple[str, str]]:
         and config.batch_day is None
     ):
         problems.append(("batch_day", "A weekly file needs the day to send it."))
-    if not transport:
+    transport = TRANSPORTS.get(config.batch_transport)
+    if transport is None:
         problems.append(("batch_transport", "Choose how the file is sent."))
-    elif transport == Transport.EMAIL:
-        recipients = config.batch_email_to
-        if not isinstance(recipients, list) or not recipients:
-            problems.append(
-                (
-                    "batch_email_to",
-                    'Enter a list of recipients, e.g. ["returns@source.example"].',
-                )
-            )
-        else:
-            for address in recipients:
-                try:
-                    validate_email(address)
-                except ValidationError:
-                    problems.append(
-                        ("batch_email_to", f"{address!r} is not an email address.")
-                    )
     else:
-        if not config.batch_host.strip():
-            problems.append(("batch_host", "Enter the server's host name."))
-        elif "/" in config.batch_host or ":" in config.batch_host.strip("[]"):
-            problems.append(
-                (
-                    "batch_host",
-                    "Enter a host name only; the port and "
-                    "directory have their own fields.",
-                )
-            )
-    if transport == Transport.SFTP:
-        if not config.batch_username:
-            problems.append(("batch_username", "SFTP needs a username."))
-        if not (config.batch_password or config.batch_private_key):
-            problems.append(
-                ("batch_password", "SFTP needs a password or a private key.")
-            )
-        try:
-            host_key_parse(config.batch_host_key)
-        except ValueError as exc:
-            problems.append(("batch_host_key", str(exc)))
-        if config.batch_private_key.strip():
-            try:
-                private_key_parse(config.batch_private_key)
-            except ValueError as exc:
-                problems.append(("batch_private_key", str(exc)))
-    if transport == Transport.FTPS and config.batch_tls_certificate.strip():
-        try:
-            ssl.create_default_context(cadata=config.batch_tls_certificate)
-        except (ssl.SSLError, ValueError):
-            problems.append(
-                (
-                    "batch_tls_certificate",
-                    "This is not a PEM certificate (-----BEGIN CERTIFICATE----- ...).",
-                )
-            )
+        problems += transport.config_problems(config)
     if not config.batch_file_name.strip():
         problems.append(("batch_file_name", "Enter the file name (a template)."))
     else:
@@ -422,8 +365,6 @@ def feedback_config_batch_preview(
 ) -> tuple[str, str]:
     """The file name (for a sample period) and the CSV a batch config would write
     for one feedback with these variables; RequestError if a template fails."""
-    from sources.transports.batch import SAMPLE_FILE_VARIABLES
-
     rows = list(config.mappings.all()) if mappings is None else list(mappings)
     fields = feedback_config_render(config=config, variables=variables, mappings=rows)
     stream = io.StringIO(newline="")

@@ -4,6 +4,7 @@ The feedback app builds the real ones from a feedback row; this module only
 knows their shape, so the admin can preview a config before any feedback exists.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 # What an admin can use in a template or a rule, for the help text.
@@ -78,3 +79,23 @@ def sample_variables(*, kind: str = "return") -> dict[str, Any]:
             "custom": {},
         },
     }
+
+
+# Sources cannot import feedback (feedback builds on sources), yet the admin's
+# preview reads a real delivery's feedback: the feedback app hands its lookup
+# over here when it starts (FeedbackConfig.ready).
+EventVariables = Callable[..., dict[str, Any] | None]
+_event_variables: list[EventVariables] = []
+
+
+def event_variables_provide(provider: EventVariables) -> None:
+    """Set the lookup behind `event_variables` (called once, at app start)."""
+    _event_variables[:] = [provider]
+
+
+def event_variables(*, event_id: str, kind: str) -> dict[str, Any] | None:
+    """The variables of the latest feedback of `kind` (else of any kind) on the
+    delivery `event_id`; None when it has none or no app provides them."""
+    if not _event_variables:
+        return None
+    return _event_variables[0](event_id=event_id, kind=kind)

@@ -10,7 +10,7 @@ Exactly once, by construction:
   resend or a worker that takes over from a killed one sends the same bytes.
 - Transports upload to `<name>.part` and rename; a name already there with the
   same content means an earlier try finished, and counts as sent.
-Sending is leased like notifications (feedback/delivery.py): a run whose worker
+Sending is leased like notifications (feedback/leases.py): a run whose worker
 died becomes due again when its lease runs out.
 """
 

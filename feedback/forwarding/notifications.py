@@ -87,7 +87,7 @@ def notifications_build(
                 skipped = feedback_config_criteria_check(
                     config=config, variables=variables
                 )
-            # Batch configs' rows wait for the file of their period (feedback/batches).
+            # Batch configs' rows wait for their period's file (batches.py).
             waits = skipped or config.method == FeedbackConfig.Method.BATCH
             rows.append(
                 {

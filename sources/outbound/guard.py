@@ -9,7 +9,8 @@ addresses that lead to one (IPv4-mapped, 6to4, NAT64), unless they fall in a
 on its allowed ones.
 
 HTTP goes through `guarded_session()`; FTP, SFTP and SMTP use `resolve_and_check()`
-or `create_connection()` and connect to the addresses they return.
+or `create_connection()` and connect to the addresses they return; S3 (botocore,
+on urllib3) opens its connections with `guarded_new_conn()`.
 """
 
 import functools
@@ -181,7 +182,7 @@ def create_connection(
     raise last_error or OSError(f"Could not connect to {host}:{port}.")
 
 
-def _guarded_new_conn(conn: HTTPConnection) -> socket.socket:
+def guarded_new_conn(conn: HTTPConnection) -> socket.socket:
     """urllib3's HTTPConnection._new_conn, connecting through the guard.
 
     The errors are urllib3's own, so requests reports them as usual; TLS, SNI
@@ -209,12 +210,12 @@ def _guarded_new_conn(conn: HTTPConnection) -> socket.socket:
 
 class GuardedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
-        return _guarded_new_conn(self)
+        return guarded_new_conn(self)
 
 
 class GuardedHTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
-        return _guarded_new_conn(self)
+        return guarded_new_conn(self)
 
 
 class GuardedHTTPConnectionPool(HTTPConnectionPool):

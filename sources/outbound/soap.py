@@ -25,8 +25,8 @@ from zeep.wsdl import Document
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 from zeep.wsse.username import UsernameToken
 
-from sources.outbound.building import XML_DECLARATION, BuildError, nest_fields
 from sources.outbound.guard import DestinationRefused
+from sources.outbound.payloads import XML_DECLARATION, BuildError, nest_fields
 from sources.outbound.safexml import UnsafeXmlError, parse_xml
 from sources.outbound.sending import network_reason, read_body, shared_session
 from sources.outbound.types import MAX_RESPONSE_BYTES, OutboundRequest

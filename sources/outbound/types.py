@@ -5,6 +5,7 @@ from enum import StrEnum
 
 # Bodies are cut here before anything parses them.
 MAX_RESPONSE_BYTES = 1_000_000
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH")
 
 
 class Outcome(StrEnum):
@@ -13,6 +14,35 @@ class Outcome(StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"  # the source refused it: final
     ERROR = "error"  # 5xx, timeout, no answer: retried
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How the request authenticates; only the fields its `type` needs are read."""
+
+    type: str = "none"  # none | basic | bearer | header | wsse
+    username: str = ""  # basic, wsse
+    password: str = ""  # basic, wsse
+    token: str = ""  # bearer
+    name: str = ""  # header: the header's name
+    value: str = ""  # header: its value
+    password_digest: bool = False  # wsse: PasswordDigest instead of PasswordText
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """Everything about a config that shapes the request, minus the field values."""
+
+    method: str  # query | form | json | xml | soap
+    url: str  # for SOAP, the WSDL's URL; the request goes to its service address
+    http_method: str = ""  # empty: GET for query, POST otherwise; SOAP always POSTs
+    headers: dict[str, str] = field(default_factory=dict)
+    auth: Auth = field(default_factory=Auth)
+    signing_secret: str = ""  # a whsec_ secret; empty: not signed
+    soap_operation: str = ""
+    soap_version: str = "1.1"  # "1.1" | "1.2"
+    xml_root: str = "feedback"
+    timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,35 @@
-"""Batch file transports (DESIGN §5.6): FTP, FTPS, SFTP and email.
+"""Transports: how a notification leaves Leadback, one class per way.
 
-Each transport puts one finished file at its destination and raises
-TransportError on failure, `permanent` when trying again cannot help (a refused
-login, an unknown host key, a name taken by another file). Every connection is
-opened through `guarded_connection`, which resolves the host, checks each address
-against the SSRF guard and connects to the checked address only.
+Outbound methods (query, form, json, xml, soap) turn a config's mapped fields
+into an HTTP request; batch transports (ftp, ftps, sftp, email, s3) put a
+finished file at a destination. Each class owns its config checks, its
+building and its errors; `registry.py` maps names to classes, and callers look
+transports up there instead of branching on names.
+
+Batch transports raise TransportError, `permanent` when trying again cannot
+help (a refused login, an unknown host key, a name taken by another file).
+Every socket they open goes through the SSRF guard, which resolves the host,
+checks each address and connects to the checked address only.
 """
 
 import hashlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar
 
 from sources.outbound.guard import DestinationRefused, create_connection
+from sources.outbound.payloads import BuildError, check_url
+from sources.outbound.types import HTTP_METHODS, OutboundRequest, RequestSpec
+
+if TYPE_CHECKING:
+    from zeep import Client
+
+    from sources.models import FeedbackConfig
+
+# (field name, message) for what is wrong with a config.
+ConfigProblems = list[tuple[str, str]]
 
 
 class TransportError(Exception):
@@ -22,6 +39,61 @@ class TransportError(Exception):
         super().__init__(message)
         self.message = message
         self.permanent = permanent
+
+
+# -- Outbound methods --------------------------------------------------------------
+
+
+class HttpTransport:
+    """An outbound method: the HTTP request a config's mapped fields make.
+
+    `build` gives the request before the shared parts (configured headers,
+    authentication, webhook-id, signature), which transports/building.py adds.
+    """
+
+    name: ClassVar[str]
+    # The HTTP method it always uses, whatever the config says; None: the config's.
+    http_method: ClassVar[str | None] = None
+    content_type: ClassVar[str | None] = None
+    # Whether it carries WS-Security authentication (in a SOAP header).
+    wsse: ClassVar[bool] = False
+
+    def __init__(self, spec: RequestSpec) -> None:
+        self.spec = spec
+
+    @classmethod
+    def config_problems(cls, config: "FeedbackConfig") -> ConfigProblems:
+        """What this method needs of a config beyond the checks all share."""
+        return []
+
+    def build(
+        self,
+        fields: Sequence[tuple[str, str]],
+        *,
+        now: datetime,
+        soap_client: "Client | None" = None,
+    ) -> OutboundRequest:
+        method = self.request_method()
+        url = self.target_url(check_url(self.spec.url), fields)
+        headers = {"Content-Type": self.content_type} if self.content_type else {}
+        return OutboundRequest(
+            method=method, url=url, headers=headers, body=self.body(fields)
+        )
+
+    def request_method(self) -> str:
+        method = (self.spec.http_method or self.http_method or "POST").upper()
+        if method not in HTTP_METHODS:
+            raise BuildError(f"HTTP method {self.spec.http_method!r} is not supported.")
+        return method
+
+    def target_url(self, url: str, fields: Sequence[tuple[str, str]]) -> str:
+        return url
+
+    def body(self, fields: Sequence[tuple[str, str]]) -> bytes:
+        return b""
+
+
+# -- Batch transports --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -41,6 +113,45 @@ class BatchFile:
 # Called just before a file is renamed into place: False when another worker has
 # taken the run over meanwhile (our lease ran out), and this one must stand back.
 StillMine = Callable[[], bool]
+
+
+class BatchTransport:
+    """A way a batch file reaches a source (DESIGN §5.6), set up from a config."""
+
+    name: ClassVar[str]
+    default_port: ClassVar[int | None] = None
+
+    def __init__(self, config: "FeedbackConfig", *, timeout_s: float) -> None:
+        self.config = config
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def config_problems(cls, config: "FeedbackConfig") -> ConfigProblems:
+        """What this transport needs of a config's batch_* fields."""
+        return []
+
+    def describe(self) -> str:
+        """Where files go, without secrets, for the attempt log."""
+        raise NotImplementedError
+
+    def put(self, file: BatchFile, *, still_mine: StillMine | None = None) -> str:
+        """Deliver `file`; returns what happened, in a sentence for the attempt
+        log, or raises TransportError. Network I/O: never inside a transaction."""
+        raise NotImplementedError
+
+
+def server_host_problems(config: "FeedbackConfig") -> ConfigProblems:
+    """The checks on `batch_host` of a transport that connects to a server."""
+    if not config.batch_host.strip():
+        return [("batch_host", "Enter the server's host name.")]
+    if "/" in config.batch_host or ":" in config.batch_host.strip("[]"):
+        return [
+            (
+                "batch_host",
+                "Enter a host name only; the port and directory have their own fields.",
+            )
+        ]
+    return []
 
 
 def guarded_connection(host: str, port: int, timeout: float) -> socket.socket:

@@ -12,10 +12,21 @@ import hashlib
 import io
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sources.transports import BatchFile, StillMine, TransportError, guarded_connection
-from sources.transports import lease_check as _lease_check
+from sources.transports import (
+    BatchFile,
+    BatchTransport,
+    ConfigProblems,
+    StillMine,
+    TransportError,
+    guarded_connection,
+    lease_check,
+    server_host_problems,
+)
+
+if TYPE_CHECKING:
+    from sources.models import FeedbackConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,58 @@ class FtpDestination:
     def describe(self) -> str:
         scheme = "ftps" if self.tls else "ftp"
         return f"{scheme}://{self.host}:{self.port}/{self.directory.strip('/')}"
+
+
+class FtpTransport(BatchTransport):
+    """Plain FTP (ftps: the same with explicit TLS)."""
+
+    name = "ftp"
+    default_port = 21
+    tls = False
+
+    def __init__(self, config: "FeedbackConfig", *, timeout_s: float) -> None:
+        super().__init__(config, timeout_s=timeout_s)
+        self.destination = FtpDestination(
+            host=config.batch_host,
+            port=config.batch_port or self.default_port or 21,
+            username=config.batch_username,
+            password=config.batch_password,
+            directory=config.batch_directory,
+            tls=self.tls,
+            certificate=config.batch_tls_certificate,
+            timeout_s=timeout_s,
+        )
+
+    @classmethod
+    def config_problems(cls, config: "FeedbackConfig") -> ConfigProblems:
+        return server_host_problems(config)
+
+    def describe(self) -> str:
+        return self.destination.describe()
+
+    def put(self, file: BatchFile, *, still_mine: StillMine | None = None) -> str:
+        return ftp_put(self.destination, file, still_mine=still_mine)
+
+
+class FtpsTransport(FtpTransport):
+    name = "ftps"
+    tls = True
+
+    @classmethod
+    def config_problems(cls, config: "FeedbackConfig") -> ConfigProblems:
+        problems = super().config_problems(config)
+        if config.batch_tls_certificate.strip():
+            try:
+                ssl.create_default_context(cadata=config.batch_tls_certificate)
+            except (ssl.SSLError, ValueError):
+                problems.append(
+                    (
+                        "batch_tls_certificate",
+                        "This is not a PEM certificate "
+                        "(-----BEGIN CERTIFICATE----- ...).",
+                    )
+                )
+        return problems
 
 
 class _GuardedConnect:
@@ -171,7 +234,7 @@ def _put(
     part = f"{file.name}.part"
     ftp.storbinary(f"STOR {part}", io.BytesIO(file.content))
     _part_check(_remote_size(ftp, part), file, where)
-    _lease_check(still_mine)
+    lease_check(still_mine)
     ftp.rename(part, file.name)
     return f"Uploaded {file.name} ({len(file.content)} bytes) to {where}."
 

@@ -12,12 +12,23 @@ import socket
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncssh
 
-from sources.transports import BatchFile, StillMine, TransportError, guarded_connection
-from sources.transports import lease_check as _lease_check
+from sources.transports import (
+    BatchFile,
+    BatchTransport,
+    ConfigProblems,
+    StillMine,
+    TransportError,
+    guarded_connection,
+    lease_check,
+    server_host_problems,
+)
+
+if TYPE_CHECKING:
+    from sources.models import FeedbackConfig
 
 KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
 T = TypeVar("T")
@@ -36,6 +47,50 @@ class SftpDestination:
 
     def describe(self) -> str:
         return f"sftp://{self.host}:{self.port}/{self.directory.strip('/')}"
+
+
+class SftpTransport(BatchTransport):
+    name = "sftp"
+    default_port = 22
+
+    def __init__(self, config: "FeedbackConfig", *, timeout_s: float) -> None:
+        super().__init__(config, timeout_s=timeout_s)
+        self.destination = SftpDestination(
+            host=config.batch_host,
+            port=config.batch_port or self.default_port or 22,
+            host_key=config.batch_host_key,
+            username=config.batch_username,
+            password=config.batch_password,
+            private_key=config.batch_private_key,
+            directory=config.batch_directory,
+            timeout_s=timeout_s,
+        )
+
+    @classmethod
+    def config_problems(cls, config: "FeedbackConfig") -> ConfigProblems:
+        problems = server_host_problems(config)
+        if not config.batch_username:
+            problems.append(("batch_username", "SFTP needs a username."))
+        if not (config.batch_password or config.batch_private_key):
+            problems.append(
+                ("batch_password", "SFTP needs a password or a private key.")
+            )
+        try:
+            host_key_parse(config.batch_host_key)
+        except ValueError as exc:
+            problems.append(("batch_host_key", str(exc)))
+        if config.batch_private_key.strip():
+            try:
+                private_key_parse(config.batch_private_key)
+            except ValueError as exc:
+                problems.append(("batch_private_key", str(exc)))
+        return problems
+
+    def describe(self) -> str:
+        return self.destination.describe()
+
+    def put(self, file: BatchFile, *, still_mine: StillMine | None = None) -> str:
+        return sftp_put(self.destination, file, still_mine=still_mine)
 
 
 def host_key_parse(text: str) -> asyncssh.SSHKey:
@@ -178,7 +233,7 @@ def _put(
                 f"{file.name}.part at {where} has {size} bytes, not "
                 f"{len(file.content)}; not renaming it."
             )
-        _lease_check(still_mine)
+        lease_check(still_mine)
         runner.run(sftp.rename(part, target))
     finally:
         runner.run(_close(conn))

@@ -259,3 +259,77 @@ def test_bad_batch_configs_are_refused_with_the_path(db, config, problem):
 
     assert problem in str(caught.value)
     assert not FeedbackConfig.objects.exists()
+
+
+S3 = {
+    "batch": {
+        "schedule": {"every": "day", "at": "05:00"},
+        "transport": {
+            "type": "s3",
+            "bucket": "bluesky-returns",
+            "prefix": "incoming/",
+            "endpoint_url": "https://minio.bluesky.example:9000",
+            "access_key_id": "AKIABLUESKY",
+            "secret_access_key": "s3-secret",
+        },
+        "file_name": "returns.csv",
+    }
+}
+
+
+def test_an_s3_config_imports_exports_and_keeps_its_secret(db):
+    config_import(document=document(S3), dry_run=False)
+
+    s3 = FeedbackConfig.objects.get(batch_transport="s3")
+    assert (s3.batch_s3_bucket, s3.batch_directory, s3.batch_s3_region) == (
+        "bluesky-returns",
+        "incoming/",
+        "",
+    )
+    assert s3.batch_s3_endpoint_url == "https://minio.bluesky.example:9000"
+    assert (s3.batch_username, s3.batch_password) == ("AKIABLUESKY", "s3-secret")
+    exported = config_export()
+    assert exported["sources"][0]["feedback"][0]["batch"]["transport"] == {
+        "type": "s3",
+        "bucket": "bluesky-returns",
+        "prefix": "incoming/",
+        "region": "",
+        "endpoint_url": "https://minio.bluesky.example:9000",
+        "access_key_id": "AKIABLUESKY",
+        "secret_access_key": REDACTED,
+    }
+
+    report = config_import(document=exported, dry_run=False)
+
+    assert [str(c) for c in report.changes] == ["source bluesky-leads: unchanged"]
+    assert FeedbackConfig.objects.get(batch_transport="s3").batch_password == (
+        "s3-secret"
+    )
+
+
+@pytest.mark.parametrize(
+    ("transport", "problem"),
+    [
+        (
+            {"bucket": "Bluesky_Returns"},
+            "$.sources[0].feedback[0].batch.transport.bucket: A bucket name is 3 to 63",
+        ),
+        (
+            {"endpoint_url": "minio.bluesky.example"},
+            "$.sources[0].feedback[0].batch.transport.endpoint_url: Use an http://",
+        ),
+        (
+            {"host": "s3.example"},
+            "$.sources[0].feedback[0].batch.transport.host: unknown key",
+        ),
+    ],
+)
+def test_bad_s3_configs_are_refused_with_the_path(db, transport, problem):
+    config = copy.deepcopy(S3)
+    config["batch"]["transport"] |= transport
+
+    with pytest.raises(ConfigurationError) as caught:
+        config_import(document=document(config), dry_run=False)
+
+    assert problem in str(caught.value)
+    assert not FeedbackConfig.objects.exists()

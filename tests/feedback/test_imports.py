@@ -146,7 +146,8 @@ def test_upload_queues_processing_after_commit(
 ):
     queued = []
     monkeypatch.setattr(
-        "feedback.imports.tasks.process_feedback_import_task.delay", queued.append
+        "feedback.imports.tasks.process_feedback_import_task.delay",
+        queued.append,
     )
     content = csv_bytes(["event_id", "type"], [[deliveries[0].event_id, "return"]])
 
@@ -671,7 +672,8 @@ def test_a_worker_that_lost_its_lease_writes_nothing(buyer, deliveries, settings
 def test_the_sweep_queues_stale_and_abandoned_imports(buyer, deliveries, monkeypatch):
     queued = []
     monkeypatch.setattr(
-        "feedback.imports.tasks.process_feedback_import_task.delay", queued.append
+        "feedback.imports.tasks.process_feedback_import_task.delay",
+        queued.append,
     )
     make = lambda i: upload(  # noqa: E731
         buyer, csv_bytes(["event_id", "type"], [[deliveries[i].event_id, "return"]])

@@ -57,7 +57,8 @@ def test_requeue_action_reopens_a_failed_import(
 ):
     queued = []
     monkeypatch.setattr(
-        "feedback.imports.tasks.process_feedback_import_task.delay", queued.append
+        "feedback.imports.tasks.process_feedback_import_task.delay",
+        queued.append,
     )
     FeedbackImport.objects.filter(pk=finished_import.pk).update(
         status="failed", error="Processing stopped: RuntimeError."

@@ -1,9 +1,10 @@
-"""Real local FTP/FTPS, SFTP and SMTP servers for the batch file transports.
+"""Real local FTP/FTPS, SFTP, SMTP and S3 servers for the batch file transports.
 
 Each listens on 127.0.0.1 on a free port, runs in a daemon thread and stops on
 exit from its `with` block. The FTP server can throttle uploads (to catch a
 client in the middle of one); the SFTP server has its own generated host key; the
-SMTP server keeps every message it accepted.
+SMTP server keeps every message it accepted; the S3 server is moto's, speaking
+the S3 API over HTTP.
 """
 
 import asyncio
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Any, Self
 
 import asyncssh
+import boto3
 from aiosmtpd.controller import Controller
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from moto.server import ThreadedMotoServer
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler, ThrottledDTPHandler, TLS_FTPHandler
 from pyftpdlib.servers import FTPServer
@@ -246,3 +249,43 @@ class SmtpServer:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
+
+
+class S3Server:
+    """moto's S3 (in server mode) on 127.0.0.1; any access key is accepted."""
+
+    ACCESS_KEY_ID = "AKIALEADBACKTEST"
+    SECRET_ACCESS_KEY = "leadback-s3-secret"
+    REGION = "us-east-1"
+
+    def __init__(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+    @property
+    def endpoint_url(self) -> str:
+        host, port = self.server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def client(self) -> Any:
+        """A plain boto3 client on this server, for setting up and looking."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.REGION,
+            aws_access_key_id=self.ACCESS_KEY_ID,
+            aws_secret_access_key=self.SECRET_ACCESS_KEY,
+        )
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return bytes(self.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def keys(self, bucket: str) -> list[str]:
+        listing = self.client().list_objects_v2(Bucket=bucket)
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+    def __enter__(self) -> Self:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()

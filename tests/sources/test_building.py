@@ -10,16 +10,16 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from sources.outbound.building import (
+from sources.outbound.payloads import nest_fields
+from sources.outbound.signing import generate_secret, sign
+from sources.outbound.types import OutboundRequest
+from sources.transports.building import (
     Auth,
     BuildError,
     RequestSpec,
     build_request,
-    nest_fields,
     validate_headers,
 )
-from sources.outbound.signing import generate_secret, sign
-from sources.outbound.types import OutboundRequest
 
 NOW = datetime(2026, 3, 1, 12, 30, 45, tzinfo=UTC)
 MESSAGE_ID = "ntf_01JNQ8ZJ3K"

@@ -18,7 +18,6 @@ from django.core.exceptions import ImproperlyConfigured
 from lxml import etree
 from standardwebhooks import Webhook
 
-from sources.outbound.building import Auth, RequestSpec, build_request
 from sources.outbound.guard import (
     USER_AGENT,
     DestinationRefused,
@@ -29,6 +28,7 @@ from sources.outbound.guard import (
 from sources.outbound.sending import send, shared_session
 from sources.outbound.signing import generate_secret
 from sources.outbound.types import MAX_RESPONSE_BYTES, OutboundRequest
+from sources.transports.building import Auth, RequestSpec, build_request
 from tests.sources.servers import RecordingServer, Reply, free_port
 
 MESSAGE_ID = "ntf_01JNQ8ZJ3K"

@@ -17,7 +17,6 @@ from lxml import etree
 from standardwebhooks import Webhook
 
 from sources.outbound import soap
-from sources.outbound.building import Auth, BuildError, RequestSpec, build_request
 from sources.outbound.guard import guarded_session
 from sources.outbound.sending import send
 from sources.outbound.signing import generate_secret
@@ -29,6 +28,7 @@ from sources.outbound.soap import (
     parse_soap_response,
     soap_client,
 )
+from sources.transports.building import Auth, BuildError, RequestSpec, build_request
 from tests.sources.servers import (
     RecordingServer,
     Reply,

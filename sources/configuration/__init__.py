@@ -1,0 +1,1 @@
+"""The sources half of configuration as code (DESIGN §9)."""
