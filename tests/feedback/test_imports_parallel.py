@@ -98,13 +98,13 @@ def test_two_workers_share_an_import_and_write_each_row_once(
 ):
     feedback_import = upload_conversions(buyer)
     log = ChunkLog(monkeypatch)
-    original = imports.feedback_receive_chunk
+    original = imports.feedback_receive_many
 
     def slow(**kwargs):
         time.sleep(0.05)  # long enough for the helper to take its share
         return original(**kwargs)
 
-    monkeypatch.setattr(imports, "feedback_receive_chunk", slow)
+    monkeypatch.setattr(imports, "feedback_receive_many", slow)
     helpers = []
 
     def call_helper(import_id, token, chunks):
