@@ -323,7 +323,7 @@ def test_empty_range_gives_empty_tables(data):
 
 
 def test_cost_per_conversion_rounds_to_cents():
-    from reporting.reports import _finish_row
+    from reporting.reports import finish_row
 
-    row = _finish_row({"delivered": 3, "cost": Decimal("10.00"), "conversions": 3})
+    row = finish_row({"delivered": 3, "cost": Decimal("10.00"), "conversions": 3})
     assert row["cost_per_conversion"] == Decimal("3.33")

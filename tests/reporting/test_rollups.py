@@ -80,7 +80,7 @@ def test_rollups_narrowed_to_a_kind_match_the_live_count(data, report_class, dim
         table, sql = rollup_queries(report_class(filters))
         assert reads_rollups(sql)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr("reporting.reports.rollup_state", lambda: None)
+            patch.setattr("reporting.reports.breakdowns.rollup_state", lambda: None)
             live = report_class(filters).generate()
         assert len(table.rows) == len(live.rows)
         live_rows = {row["key"]: row for row in live.rows}
@@ -103,7 +103,7 @@ def test_scorecard_from_rollups_matches_the_live_scorecard(data):
     table, sql = rollup_queries(ScorecardReport(filters))
     assert reads_rollups(sql)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("reporting.reports.rollup_state", lambda: None)
+        patch.setattr("reporting.reports.breakdowns.rollup_state", lambda: None)
         live = ScorecardReport(filters).generate()
     assert [r["key"] for r in table.rows] == [r["key"] for r in live.rows]
     for mine, theirs in zip(table.rows, live.rows, strict=True):

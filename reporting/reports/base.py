@@ -1,0 +1,161 @@
+"""What every report shares: columns, tables, rates, labels, the Report class."""
+
+import datetime
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    FloatField,
+    Func,
+)
+from django.utils.safestring import SafeString
+
+from feedback.models import Feedback
+from reporting.filters import ReportFilters
+from sources.models import Kind
+
+SUCCESS = Feedback.Outcome.SUCCESS
+
+
+FAILURE = Feedback.Outcome.FAILURE
+
+
+CHART_BARS = 15
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: `kind` says how to show it (count, money, rate, score, seconds,
+    number, text, date, month)."""
+
+    key: str
+    label: str
+    kind: str = "count"
+
+
+@dataclass
+class ReportTable:
+    columns: list[Column]
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any] | None = None
+
+    def csv_rows(self) -> Iterable[list[Any]]:
+        """Rows as CSV cells: rates as percentages, durations in seconds."""
+        rows = list(self.rows)
+        if self.totals is not None:
+            rows.append(self.totals)
+        for row in rows:
+            yield [csv_value(column, row.get(column.key)) for column in self.columns]
+
+    def csv_header(self) -> list[str]:
+        return [csv_label(column) for column in self.columns]
+
+
+def csv_label(column: Column) -> str:
+    suffix = {"rate": " (%)", "seconds": " (seconds)"}.get(column.kind, "")
+    return column.label + suffix
+
+
+def csv_value(column: Column, value: Any) -> Any:
+    if value is None:
+        return None
+    if column.kind == "rate":
+        return round(value * 100, 2)
+    if column.kind in ("seconds", "number", "score"):
+        return round(value, 2)
+    if column.kind == "month":
+        return value.strftime("%Y-%m")
+    return value
+
+
+def rate(numerator: int | float, denominator: int | float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """PostgreSQL's percentile_cont: linear interpolation between closest ranks."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    lower = math.floor(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+def is_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+class PercentileCont(Aggregate):
+    """percentile_cont(fraction) WITHIN GROUP (ORDER BY expression): PostgreSQL."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: Any, *, fraction: float, **extra: Any) -> None:
+        # A float literal, never user input: formatted into the SQL as a number.
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+class EpochSeconds(Func):
+    """Seconds in an interval (PostgreSQL)."""
+
+    template = "EXTRACT(EPOCH FROM %(expressions)s)"
+    output_field = FloatField()
+
+
+def labels_for(model: type[Any], keys: Iterable[Any]) -> dict[Any, str]:
+    ids = [key for key in keys if key is not None]
+    if not ids:
+        return {}
+    return dict(model.objects.filter(pk__in=ids).values_list("pk", "name"))
+
+
+KIND_LABELS = dict(Kind.choices)
+
+
+class Report:
+    """A report: a code for URLs, a title, and a table from the filters."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    description: ClassVar[str]
+    # Whether the date basis applies; billing and queue depth ignore it.
+    uses_basis: ClassVar[bool] = True
+    # Templates list report classes: read their attributes, do not instantiate.
+    do_not_call_in_templates: ClassVar[bool] = True
+
+    def __init__(self, filters: ReportFilters) -> None:
+        self.filters = filters
+        # Set by generate() when the figures come from the daily rollups.
+        self.rollups_as_of: datetime.datetime | None = None
+        # Set by generate() when percentiles are read from histograms (within 1%).
+        self.estimated = False
+
+    def generate(self) -> ReportTable:
+        raise NotImplementedError
+
+    def charts(self, table: ReportTable) -> list[SafeString]:
+        """Charts drawn from the table, shown above it."""
+        return []
+
+    def filename(self) -> str:
+        return (
+            f"leadback-{self.code}-{self.filters.start.isoformat()}-"
+            f"{self.filters.end.isoformat()}.csv"
+        )
+
+
+def as_dicts(queryset: Iterable[Any]) -> list[dict[str, Any]]:
+    """Rows of a values() queryset as plain dicts (typed, and safe to pop)."""
+    return [dict(row) for row in queryset]
+
+
+def month_of(value: datetime.date | datetime.datetime) -> datetime.date:
+    return datetime.date(value.year, value.month, 1)
