@@ -1,0 +1,12 @@
+"""The seller's admin: configuration (buyers, policies, keys, outcome codes) and a
+read-only view of what happened (leads, deliveries, feedback, notifications).
+
+Django's autodiscovery imports this package; each module registers its models,
+the forwarding and CSV import admins included.
+"""
+
+from feedback.admin import buyers, records
+from feedback.forwarding import admin as forwarding
+from feedback.imports import admin as imports
+
+__all__ = ["buyers", "forwarding", "imports", "records"]
