@@ -600,10 +600,10 @@ def test_charset_from_content_type_is_honoured():
 
 
 def test_search_term_patterns_are_compiled_once():
-    responses._compile.cache_clear()
+    responses.spec.compile_pattern.cache_clear()
     for _ in range(3):
         interpret(ResponseSpec("cached-term"), answer("cached-term"))
-    info = responses._compile.cache_info()
+    info = responses.spec.compile_pattern.cache_info()
     assert (info.misses, info.hits) == (1, 2)
 
 
