@@ -261,7 +261,7 @@ CELERY_TIMEZONE = "UTC"
 # CIDRs that outbound deliveries may reach even though they are private or
 # loopback addresses (the SSRF guard refuses them otherwise).
 LEADBACK_OUTBOUND_ALLOWLIST = env_list("LEADBACK_OUTBOUND_ALLOWLIST", [])
-# The pretend source the demo's configs forward to (feedback/demo_receiver.py),
+# The pretend source the demo's configs forward to (feedback/demo/receiver.py),
 # served under /demo/receiver/. `make demo` turns it on; never needed in production.
 LEADBACK_DEMO_RECEIVER = env_bool("LEADBACK_DEMO_RECEIVER", False)
 LEADBACK_BATCH_MAX_ITEMS = 1000

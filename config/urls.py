@@ -21,4 +21,4 @@ urlpatterns = [
 
 if settings.LEADBACK_DEMO_RECEIVER:
     # The pretend source `make demo` forwards feedback to.
-    urlpatterns.append(path("demo/receiver/", include("feedback.demo_receiver")))
+    urlpatterns.append(path("demo/receiver/", include("feedback.demo.receiver")))

@@ -7,5 +7,5 @@ from config.urls import urlpatterns as project_urlpatterns
 
 urlpatterns = [
     *project_urlpatterns,
-    path("demo/receiver/", include("feedback.demo_receiver")),
+    path("demo/receiver/", include("feedback.demo.receiver")),
 ]

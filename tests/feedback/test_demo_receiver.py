@@ -20,8 +20,8 @@ from django.test import Client
 from django.utils import timezone
 from lxml import etree
 
-from feedback.demo import DEMO_CONFIGS, PRINTED_BUYER, ConfigSpec
-from feedback.demo_receiver import (
+from feedback.demo.data import DEMO_CONFIGS, PRINTED_BUYER, ConfigSpec
+from feedback.demo.receiver import (
     NAMESPACE,
     REJECT_MESSAGE,
     SOAP_ENV,

@@ -13,14 +13,8 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count, F
 from django.utils import timezone
 
-from feedback.demo import (
-    DEMO_CONFIGS,
-    DEMO_PASSWORD,
-    HISTORY_DAYS,
-    LEAD_ID_PREFIX,
-    PRINTED_BUYER,
-    demo_feedback_target,
-)
+from feedback.demo.data import DEMO_CONFIGS, HISTORY_DAYS, LEAD_ID_PREFIX, PRINTED_BUYER
+from feedback.demo.seed import DEMO_PASSWORD, demo_feedback_target
 from feedback.intake.judge import ALREADY_RETURNED_REASON
 from feedback.intake.pipeline import feedback_receive
 from feedback.models import (

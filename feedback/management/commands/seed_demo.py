@@ -5,8 +5,8 @@ from urllib.parse import urlsplit
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import Resolver404, resolve
 
-from feedback.demo import (
-    DEFAULT_BASE_URL,
+from feedback.demo.data import DEFAULT_BASE_URL
+from feedback.demo.seed import (
     DEFAULT_LEADS,
     DEFAULT_SEED,
     DemoLogin,

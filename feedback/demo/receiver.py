@@ -1,6 +1,6 @@
 """The built-in demo receiver: a pretend lead source for `make demo` to forward to.
 
-The demo's feedback configs (feedback/demo.py) point here, so a running demo shows
+The demo's feedback configs (feedback/demo/data.py) point here, so a running demo shows
 real deliveries, with their attempts, in the admin. Three endpoints under
 `/demo/receiver/` answer the way real sources do:
 
