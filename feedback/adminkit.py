@@ -24,6 +24,7 @@ from feedback.services import (
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Model)
+P = TypeVar("P", bound=Model)
 
 # Helpers ----------------------------------------------------------------------
 
@@ -99,4 +100,18 @@ class ReadOnlyAdmin(admin.ModelAdmin[M]):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline[M, P]):
+    """Rows shown under their parent as they were recorded: nothing to add,
+    change or delete there."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: P | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: P | None = None) -> bool:
         return False

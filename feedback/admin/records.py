@@ -13,6 +13,7 @@ from django.utils.safestring import SafeString
 from feedback.adminkit import (
     ContactSearchAdmin,
     ReadOnlyAdmin,
+    ReadOnlyInline,
     count_of,
     pretty_json,
 )
@@ -104,7 +105,7 @@ class LeadAdmin(ContactSearchAdmin[Lead], ReadOnlyAdmin[Lead]):
         return pretty_json(obj.data)
 
 
-class FeedbackInline(admin.TabularInline[Feedback, DeliveryEvent]):
+class FeedbackInline(ReadOnlyInline[Feedback, DeliveryEvent]):
     model = Feedback
     fields = (
         "received_at",
@@ -117,16 +118,9 @@ class FeedbackInline(admin.TabularInline[Feedback, DeliveryEvent]):
     )
     readonly_fields = fields
     show_change_link = True
-    extra = 0
-    can_delete = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Feedback]:
         return super().get_queryset(request).select_related("outcome_code")
-
-    def has_add_permission(
-        self, request: HttpRequest, obj: DeliveryEvent | None = None
-    ) -> bool:
-        return False
 
     def has_change_permission(
         self, request: HttpRequest, obj: DeliveryEvent | None = None
@@ -190,7 +184,7 @@ class DeliveryEventAdmin(
         return int(getattr(obj, "feedback_count", 0))
 
 
-class NotificationInline(admin.TabularInline[Notification, Feedback]):
+class NotificationInline(ReadOnlyInline[Notification, Feedback]):
     """Where a feedback was forwarded, and how that went."""
 
     model = Notification
@@ -206,23 +200,11 @@ class NotificationInline(admin.TabularInline[Notification, Feedback]):
     readonly_fields = fields
     ordering = ("created_at", "pk")
     show_change_link = True
-    extra = 0
-    can_delete = False
     verbose_name = "notification to the source"
     verbose_name_plural = "notifications to the source"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
         return super().get_queryset(request).select_related("config__source")
-
-    def has_add_permission(
-        self, request: HttpRequest, obj: Feedback | None = None
-    ) -> bool:
-        return False
-
-    def has_change_permission(
-        self, request: HttpRequest, obj: Feedback | None = None
-    ) -> bool:
-        return False
 
     @admin.display(description="status")
     def status_column(self, obj: Notification) -> SafeString:

@@ -26,7 +26,7 @@ from django.utils.http import content_disposition_header
 from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
-from feedback.adminkit import ReadOnlyAdmin, short_text
+from feedback.adminkit import ReadOnlyAdmin, ReadOnlyInline, short_text
 from feedback.forwarding.batches import batch_runs_resend
 from feedback.forwarding.engine import (
     notifications_claim_due,
@@ -130,7 +130,7 @@ class ConfigListFilter(admin.RelatedFieldListFilter):
         return [(str(config.pk), str(config)) for config in configs]
 
 
-class NotificationAttemptInline(admin.TabularInline[NotificationAttempt, Notification]):
+class NotificationAttemptInline(ReadOnlyInline[NotificationAttempt, Notification]):
     model = NotificationAttempt
     fields = (
         "number",
@@ -145,19 +145,7 @@ class NotificationAttemptInline(admin.TabularInline[NotificationAttempt, Notific
     )
     readonly_fields = fields
     ordering = ("number",)
-    extra = 0
-    can_delete = False
-    verbose_name = "delivery attempt"
-
-    def has_add_permission(
-        self, request: HttpRequest, obj: Notification | None = None
-    ) -> bool:
-        return False
-
-    def has_change_permission(
-        self, request: HttpRequest, obj: Notification | None = None
-    ) -> bool:
-        return False
+    verbose_name = "attempt"
 
     def has_view_permission(
         self, request: HttpRequest, obj: Notification | None = None
@@ -454,7 +442,7 @@ class DeadNotificationAdmin(NotificationAdmin):
         return obj.finished_at
 
 
-class BatchAttemptInline(admin.TabularInline[BatchAttempt, BatchRun]):
+class BatchAttemptInline(ReadOnlyInline[BatchAttempt, BatchRun]):
     model = BatchAttempt
     fields = (
         "number",
@@ -466,8 +454,6 @@ class BatchAttemptInline(admin.TabularInline[BatchAttempt, BatchRun]):
         "error_class",
     )
     readonly_fields = fields
-    extra = 0
-    can_delete = False
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
