@@ -8,7 +8,7 @@ in docs/configuration.md.
 
 import copy
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from enum import StrEnum
@@ -313,7 +313,15 @@ def config_validate(*, document: object) -> list[Problem]:
     too_deep = _too_deep(document)
     if too_deep is not None:
         return [Problem(too_deep, f"nested more than {MAX_DEPTH} levels deep")]
-    problems = _schema_problems(document) + _semantic_problems(document)
+    schema_problems = _schema_problems(document)
+    refused = {problem.path for problem in schema_problems}
+    # Where the schema has refused a value (or something inside it), its
+    # message says what to fix; a rule on the same value would only repeat it.
+    problems = schema_problems + [
+        problem
+        for problem in _semantic_problems(document, refused)
+        if not any(where[: len(problem.path)] == problem.path for where in refused)
+    ]
     unique = dict.fromkeys(problems)  # keeps order, drops repeats
     return sorted(unique, key=path_order)
 
@@ -407,7 +415,9 @@ def _unknown_key(key: str, known: list[str]) -> str:
     return f"unknown key ({hint}allowed: {allowed})"
 
 
-def _semantic_problems(document: object) -> list[Problem]:
+def _semantic_problems(
+    document: object, refused: Collection[JsonPath] = ()
+) -> list[Problem]:
     """What JSON Schema cannot say. Written defensively: the schema may have failed."""
     if not isinstance(document, dict):
         return []
@@ -417,7 +427,7 @@ def _semantic_problems(document: object) -> list[Problem]:
     for index, buyer in dict_items(document.get("buyers")):
         problems += _buyer_problems(buyer, ("buyers", index))
     for index, source in dict_items(document.get("sources")):
-        problems += source_problems(source, ("sources", index))
+        problems += source_problems(source, ("sources", index), refused=refused)
     return problems
 
 

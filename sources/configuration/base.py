@@ -137,17 +137,24 @@ def rule_set_problems(rule_set: object, path: JsonPath) -> list[Problem]:
     """The rules engine's own checks (patterns, ranges, templates, rhv) with paths."""
     if not isinstance(rule_set, dict):
         return []
-    problems: list[Problem] = []
-    for message in rules.validate_rule_set(rule_set):
-        where, _, text = message.partition(": ")
-        if text.startswith("unknown operator"):
-            continue  # the schema names the allowed operators instead
-        parts: JsonPath = tuple(
-            int(index) if index else name
-            for index, name in _RULE_PATH_PART.findall(where)
-        )
-        problems.append(Problem((*path, *parts), text))
-    return problems
+    return [
+        problem
+        for message in rules.validate_rule_set(rule_set)
+        if (problem := rule_problem(message, path)) is not None
+    ]
+
+
+def rule_problem(message: str, path: JsonPath) -> Problem | None:
+    """A rules engine message ("rules[0].rhv: invalid pattern ...") at its place
+    under the rule set at `path`; None for an unknown operator, since the schema
+    names the allowed operators instead."""
+    where, _, text = message.partition(": ")
+    if text.startswith("unknown operator"):
+        return None
+    parts: JsonPath = tuple(
+        int(index) if index else name for index, name in _RULE_PATH_PART.findall(where)
+    )
+    return Problem((*path, *parts), text)
 
 
 def sorted_json(value: Any) -> Any:

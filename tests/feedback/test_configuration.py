@@ -622,7 +622,7 @@ def test_semantic_and_value_checks_name_the_path(write, change, expected):
         (
             0,
             lambda c: c["auth"].update(type="wsse"),
-            "$.sources[0].feedback[0].auth.type: 'wsse' is only used with method",
+            "$.sources[0].feedback[0].auth.type: WS-Security is only for SOAP configs.",
         ),
         (
             0,
@@ -632,17 +632,18 @@ def test_semantic_and_value_checks_name_the_path(write, change, expected):
         (
             0,
             lambda c: c.update(url="file:///etc/passwd"),
-            "$.sources[0].feedback[0].url: must be an http:// or https:// URL",
+            "$.sources[0].feedback[0].url: Use an http:// or https:// URL.",
         ),
         (
             0,
             lambda c: c["headers"].update({"X-Injected": "a\r\nHost: evil"}),
-            '$.sources[0].feedback[0].headers["X-Injected"]: must not contain line',
+            "$.sources[0].feedback[0].headers: Header X-Injected: line breaks and "
+            "control characters.",
         ),
         (
             2,
             lambda c: c["batch"]["schedule"].update(every="week"),
-            "$.sources[0].feedback[2].batch.schedule.day: is required when every",
+            "$.sources[0].feedback[2].batch.schedule.day: A weekly file needs the day",
         ),
         (
             2,
@@ -654,7 +655,8 @@ def test_semantic_and_value_checks_name_the_path(write, change, expected):
             lambda c: c["batch"].update(
                 transport={"type": "email", "to": ["ops@"], "subject": "Returns"}
             ),
-            "$.sources[0].feedback[2].batch.transport.to[0]: is not a valid email",
+            "$.sources[0].feedback[2].batch.transport.to: 'ops@' is not an email "
+            "address.",
         ),
     ],
 )
@@ -1096,8 +1098,9 @@ def test_import_checks_configs_as_the_admin_does(write):
 
     message = import_error(write(document))
 
-    assert "$.sources[0].feedback[0].mappings[0].value: is not a working template" in (
-        message
+    assert (
+        "$.sources[0].feedback[0].mappings[0].value: This template does not work: "
+        in message
     )
     assert "$.sources[0].feedback[0].headers: " in message
     assert "$.sources[0].feedback[0].signing.secret: " in message
