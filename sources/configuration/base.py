@@ -2,7 +2,7 @@
 schema helpers and the rule-set checks (DESIGN §9).
 
 The sources half lives in this package; the buyers half and the whole document
-(validate, export, import) in feedback/configuration.py, which builds on this.
+(validate, export, import) in feedback/configuration/, which builds on this.
 """
 
 import json
@@ -10,6 +10,9 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 
 from sources import rules
 from sources.models import Kind
@@ -155,6 +158,19 @@ def rule_problem(message: str, path: JsonPath) -> Problem | None:
         int(index) if index else name for index, name in _RULE_PATH_PART.findall(where)
     )
     return Problem((*path, *parts), text)
+
+
+def slug_problem(value: object, path: JsonPath) -> list[Problem]:
+    """A slug (a buyer's, a source's, a flow's) the admin would refuse."""
+    if not isinstance(value, str) or not value:
+        return []
+    try:
+        validate_slug(value)
+    except ValidationError:
+        return [
+            Problem(path, "must contain only letters, digits, hyphens and underscores")
+        ]
+    return []
 
 
 def sorted_json(value: Any) -> Any:

@@ -15,6 +15,7 @@ from feedback.configuration import (
     config_schema,
     redact_secrets,
     restore_secrets,
+    secrets,
 )
 from feedback.models import Buyer, BuyerPolicy, Flow
 from sources.models import FeedbackConfig, FieldMapping, Source
@@ -920,7 +921,7 @@ def test_a_redacted_secret_with_nothing_stored_is_a_problem():
 def buyer_names_are_secret(monkeypatch):
     """Pretend buyer names are secrets: none of the stored fields is one yet, and
     this drives the export and import mechanism end to end."""
-    monkeypatch.setattr(configuration, "SECRET_PATHS", (("buyers", "*", "name"),))
+    monkeypatch.setattr(secrets, "SECRET_PATHS", (("buyers", "*", "name"),))
 
 
 def test_export_redacts_secrets_unless_asked(populated, buyer_names_are_secret):
