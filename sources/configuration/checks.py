@@ -7,11 +7,14 @@ run through sources.services, and each problem's model field is mapped back to
 its key in the file. One set of config rules, two callers. What stays here has
 no counterpart on the model: which keys go with which method (a model has
 every field; a file has only the keys its method uses) and what only a file
-can get wrong.
+can get wrong. A source's allowed reasons go through the Source model's own
+validator, as in the admin.
 """
 
 from collections.abc import Collection
 from typing import Any
+
+from django.core.exceptions import ValidationError
 
 from sources.configuration.base import (
     KINDS,
@@ -20,13 +23,13 @@ from sources.configuration.base import (
     JsonPath,
     Problem,
     dict_items,
-    json_path,
     rule_problem,
 )
 from sources.configuration.documents import (
     feedback_config_build,
     feedback_config_field_path,
 )
+from sources.models import validate_reason_list
 from sources.services import feedback_config_problems, field_mapping_problem
 
 # The keys of an HTTP config that a batch config has no use for.
@@ -56,29 +59,16 @@ def source_problems(
 
 
 def reason_problems(reasons: object, path: JsonPath) -> list[Problem]:
-    # Mirrors sources.models.validate_reason_list: intake matches reasons
-    # case-insensitively, so two spellings of one reason would be ambiguous.
-    if not isinstance(reasons, list):
-        return []
-    problems: list[Problem] = []
-    first_seen: dict[str, int] = {}
-    for index, reason in enumerate(reasons):
-        if not isinstance(reason, str) or not reason:
-            continue
-        folded = reason.strip().casefold()
-        if not folded:
-            problems.append(Problem((*path, index), "must not be blank"))
-        elif folded in first_seen:
-            earlier = json_path((*path, first_seen[folded]))
-            problems.append(
-                Problem(
-                    (*path, index),
-                    f"{reason!r} is listed twice, ignoring case (first at {earlier})",
-                )
-            )
-        else:
-            first_seen[folded] = index
-    return problems
+    """The Source model's own check on a list of allowed reasons."""
+    if not isinstance(reasons, list) or not all(
+        isinstance(reason, str) for reason in reasons
+    ):
+        return []  # the schema says what is wrong
+    try:
+        validate_reason_list(reasons)
+    except ValidationError as exc:
+        return [Problem(path, message) for message in exc.messages]
+    return []
 
 
 def feedback_config_problems_at(

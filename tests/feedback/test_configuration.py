@@ -543,15 +543,15 @@ def test_duplicate_slugs_are_refused_with_path(write, section):
                 "allowed_reasons",
                 ["Wrong number", "wrong NUMBER "],
             ),
-            "$.sources[0].accepts.return.allowed_reasons[1]: 'wrong NUMBER ' is "
-            "listed twice, ignoring case (first at "
-            "$.sources[0].accepts.return.allowed_reasons[0])",
+            "$.sources[0].accepts.return.allowed_reasons: The reason 'wrong NUMBER ' "
+            "is listed twice.",
         ),
         (
             lambda d: _set(
                 d, ("sources", 0, "accepts", "return"), "allowed_reasons", ["  "]
             ),
-            "$.sources[0].accepts.return.allowed_reasons[0]: must not be blank",
+            "$.sources[0].accepts.return.allowed_reasons: Each reason must be "
+            "non-blank text, not '  '.",
         ),
         (
             lambda d: _set(
