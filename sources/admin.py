@@ -12,7 +12,6 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from sources import templating
 from sources.models import FeedbackConfig, FieldMapping, Kind, Source
 from sources.outbound.signing import generate_secret
 from sources.services import (
@@ -23,6 +22,7 @@ from sources.services import (
     feedback_config_enable,
     feedback_config_problems,
     feedback_config_send_test,
+    field_mapping_problem,
     request_redact,
 )
 from sources.variables import event_variables, sample_variables
@@ -281,9 +281,9 @@ class FieldMappingForm(forms.ModelForm[FieldMapping]):
 
     def clean_value(self) -> str:
         value = str(self.cleaned_data.get("value") or "")
-        problem = templating.validate(value)
+        problem = field_mapping_problem(FieldMapping(value=value))
         if problem:
-            raise forms.ValidationError(f"This template does not work: {problem}")
+            raise forms.ValidationError(problem)
         return value
 
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 from sources import rules, templating
 from sources.csvcells import write_csv
 from sources.models import FeedbackConfig, FieldMapping
-from sources.outbound import soap
+from sources.outbound import signing, soap
 from sources.outbound.payloads import BuildError
 from sources.outbound.responses import ResponseSpec, interpret, validate_response_spec
 from sources.outbound.sending import send
@@ -253,7 +253,8 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
         for field, message in batch_config_problems(config):
             add(field, message)
         return problems
-    if urlsplit(config.url).scheme not in ("http", "https"):
+    url = urlsplit(config.url)
+    if url.scheme not in ("http", "https") or not url.hostname:
         add("url", "Use an http:// or https:// URL.")
     transport = METHODS.get(method)
     for field, message in transport.config_problems(config) if transport else []:
@@ -270,6 +271,13 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
         add("auth_header_name", "Name the header that carries the key.")
     if config.auth_type != FeedbackConfig.AuthType.NONE and not config.auth_secret:
         add("auth_secret", "This authentication needs a password, token or key.")
+    if config.signing_secret:
+        # The admin generates a good one when signing is switched on; a typed or
+        # imported one must be a whsec_ secret or every signed send would fail.
+        try:
+            signing.secret_key(config.signing_secret)
+        except signing.SigningSecretError as exc:
+            add("signing_secret", str(exc))
     if not isinstance(config.headers, dict) or not all(
         isinstance(value, str) for value in config.headers.values()
     ):
@@ -385,8 +393,9 @@ def feedback_config_validate(config: FeedbackConfig) -> None:
 
 
 def field_mapping_problem(mapping: FieldMapping) -> str | None:
-    """Why a mapping's template cannot render, or None."""
-    return templating.validate(mapping.value)
+    """Why a mapping's value template cannot render, as a sentence, or None."""
+    problem = templating.validate(mapping.value)
+    return f"This template does not work: {problem}" if problem else None
 
 
 def feedback_config_enable(*, config: FeedbackConfig) -> FeedbackConfig:

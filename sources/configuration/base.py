@@ -2,7 +2,7 @@
 schema helpers and the rule-set checks (DESIGN §9).
 
 The sources half lives in this package; the buyers half and the whole document
-(validate, export, import) in feedback/configuration.py, which builds on this.
+(validate, export, import) in feedback/configuration/, which builds on this.
 """
 
 import json
@@ -10,6 +10,9 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 
 from sources import rules
 from sources.models import Kind
@@ -137,17 +140,37 @@ def rule_set_problems(rule_set: object, path: JsonPath) -> list[Problem]:
     """The rules engine's own checks (patterns, ranges, templates, rhv) with paths."""
     if not isinstance(rule_set, dict):
         return []
-    problems: list[Problem] = []
-    for message in rules.validate_rule_set(rule_set):
-        where, _, text = message.partition(": ")
-        if text.startswith("unknown operator"):
-            continue  # the schema names the allowed operators instead
-        parts: JsonPath = tuple(
-            int(index) if index else name
-            for index, name in _RULE_PATH_PART.findall(where)
-        )
-        problems.append(Problem((*path, *parts), text))
-    return problems
+    return [
+        problem
+        for message in rules.validate_rule_set(rule_set)
+        if (problem := rule_problem(message, path)) is not None
+    ]
+
+
+def rule_problem(message: str, path: JsonPath) -> Problem | None:
+    """A rules engine message ("rules[0].rhv: invalid pattern ...") at its place
+    under the rule set at `path`; None for an unknown operator, since the schema
+    names the allowed operators instead."""
+    where, _, text = message.partition(": ")
+    if text.startswith("unknown operator"):
+        return None
+    parts: JsonPath = tuple(
+        int(index) if index else name for index, name in _RULE_PATH_PART.findall(where)
+    )
+    return Problem((*path, *parts), text)
+
+
+def slug_problem(value: object, path: JsonPath) -> list[Problem]:
+    """A slug (a buyer's, a source's, a flow's) the admin would refuse."""
+    if not isinstance(value, str) or not value:
+        return []
+    try:
+        validate_slug(value)
+    except ValidationError:
+        return [
+            Problem(path, "must contain only letters, digits, hyphens and underscores")
+        ]
+    return []
 
 
 def sorted_json(value: Any) -> Any:

@@ -1,16 +1,21 @@
-"""Checks on a source's part of a configuration document that its schema cannot
-express, each reported at its JSON path."""
+"""Checks on a source's part of a configuration document beyond its schema,
+each reported at its JSON path.
 
-import re
-import ssl
+A feedback config is checked by the admin's own rules: the entry is built into
+the unsaved FeedbackConfig and mappings import would save (documents.py) and
+run through sources.services, and each problem's model field is mapped back to
+its key in the file. One set of config rules, two callers. What stays here has
+no counterpart on the model: which keys go with which method (a model has
+every field; a file has only the keys its method uses) and what only a file
+can get wrong. A source's allowed reasons go through the Source model's own
+validator, as in the admin.
+"""
+
+from collections.abc import Collection
 from typing import Any
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 
-from sources import templating
 from sources.configuration.base import (
     KINDS,
     METHODS,
@@ -18,21 +23,24 @@ from sources.configuration.base import (
     JsonPath,
     Problem,
     dict_items,
-    json_path,
-    rule_set_problems,
+    rule_problem,
 )
-from sources.models import FeedbackConfig
-from sources.outbound.payloads import BuildError
-from sources.outbound.responses import ResponseSpec, validate_response_spec
-from sources.outbound.signing import SigningSecretError
-from sources.outbound.signing import secret_key as signing_secret_key
-from sources.transports.batch import SAMPLE_FILE_VARIABLES
-from sources.transports.building import validate_headers
-from sources.transports.s3 import S3Transport
-from sources.transports.sftp import host_key_parse, private_key_parse
+from sources.configuration.documents import (
+    feedback_config_build,
+    feedback_config_field_path,
+)
+from sources.models import validate_reason_list
+from sources.services import feedback_config_problems, field_mapping_problem
+
+# The keys of an HTTP config that a batch config has no use for.
+HTTP_KEYS = ("url", "http_method", "sync", "timeout_s", "headers", "auth", "signing")
 
 
-def source_problems(source: dict[str, Any], path: JsonPath) -> list[Problem]:
+def source_problems(
+    source: dict[str, Any], path: JsonPath, *, refused: Collection[JsonPath] = ()
+) -> list[Problem]:
+    """`refused`: the paths the schema has already refused; a config with one
+    of them may be impossible to build, and is then left to the schema."""
     problems: list[Problem] = []
     accepts = source.get("accepts")
     if isinstance(accepts, dict):
@@ -44,41 +52,43 @@ def source_problems(source: dict[str, Any], path: JsonPath) -> list[Problem]:
                     (*path, "accepts", kind, "allowed_reasons"),
                 )
     for index, config in dict_items(source.get("feedback")):
-        problems += feedback_config_problems(config, (*path, "feedback", index))
+        problems += feedback_config_problems_at(
+            config, (*path, "feedback", index), refused=refused
+        )
     return problems
 
 
 def reason_problems(reasons: object, path: JsonPath) -> list[Problem]:
-    # Mirrors sources.models.validate_reason_list: intake matches reasons
-    # case-insensitively, so two spellings of one reason would be ambiguous.
-    if not isinstance(reasons, list):
-        return []
-    problems: list[Problem] = []
-    first_seen: dict[str, int] = {}
-    for index, reason in enumerate(reasons):
-        if not isinstance(reason, str) or not reason:
-            continue
-        folded = reason.strip().casefold()
-        if not folded:
-            problems.append(Problem((*path, index), "must not be blank"))
-        elif folded in first_seen:
-            earlier = json_path((*path, first_seen[folded]))
-            problems.append(
-                Problem(
-                    (*path, index),
-                    f"{reason!r} is listed twice, ignoring case (first at {earlier})",
-                )
-            )
-        else:
-            first_seen[folded] = index
-    return problems
+    """The Source model's own check on a list of allowed reasons."""
+    if not isinstance(reasons, list) or not all(
+        isinstance(reason, str) for reason in reasons
+    ):
+        return []  # the schema says what is wrong
+    try:
+        validate_reason_list(reasons)
+    except ValidationError as exc:
+        return [Problem(path, message) for message in exc.messages]
+    return []
 
 
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+def feedback_config_problems_at(
+    config: dict[str, Any], path: JsonPath, *, refused: Collection[JsonPath] = ()
+) -> list[Problem]:
+    """Everything wrong with one feedback config entry beyond its schema."""
+    problems = method_key_problems(config, path)
+    if problems or any(where[: len(path)] == path for where in refused):
+        try:
+            return problems + model_problems(config, path)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            # An entry the schema or the checks above refused need not build;
+            # those problems say what to fix first.
+            return problems
+    return model_problems(config, path)
 
 
-def feedback_config_problems(config: dict[str, Any], path: JsonPath) -> list[Problem]:
-    """Checks on one feedback config that its schema cannot express."""
+def method_key_problems(config: dict[str, Any], path: JsonPath) -> list[Problem]:
+    """Which keys go with which method: a file-only rule, since a model has every
+    field. A config that passes these (and its schema) can be built."""
     problems: list[Problem] = []
     method = config.get("method")
 
@@ -92,208 +102,60 @@ def feedback_config_problems(config: dict[str, Any], path: JsonPath) -> list[Pro
         elif method in METHODS and method != block and block in config:
             refuse(block, f"is only used with method {block!r}")
     if method == "batch":
-        for key in (
-            "url",
-            "http_method",
-            "sync",
-            "timeout_s",
-            "headers",
-            "auth",
-            "signing",
-        ):
+        for key in (*HTTP_KEYS, "response"):
             if key in config:
                 refuse(key, "is not used with method 'batch'")
-        if "response" in config:
-            refuse("response", "is not used with method 'batch'")
+        batch = config.get("batch")
+        schedule = batch.get("schedule") if isinstance(batch, dict) else None
+        if isinstance(schedule, dict):
+            every = schedule.get("every")
+            if every in ("hour", "day") and "day" in schedule:
+                refuse(
+                    ("batch", "schedule", "day"), "is only used when every is 'week'"
+                )
+            if every == "hour" and "at" in schedule:
+                refuse(("batch", "schedule", "at"), "is not used when every is 'hour'")
     elif method in METHODS:
-        url = config.get("url")
         if "url" not in config:
             refuse("url", f"is required with method {method!r}")
-        elif isinstance(url, str) and url:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                refuse("url", "must be an http:// or https:// URL with a host")
         if method in ("query", "soap") and "http_method" in config:
             refuse("http_method", f"is not used with method {method!r}")
-
-    auth = config.get("auth")
-    if isinstance(auth, dict) and auth.get("type") == "wsse" and method != "soap":
-        refuse(("auth", "type"), "'wsse' is only used with method 'soap'")
     signing = config.get("signing")
     if isinstance(signing, dict) and signing.get("enabled") and "secret" not in signing:
+        # The admin generates a secret when signing is switched on without one;
+        # a file has to give it, or export could not give it back.
         refuse(("signing", "secret"), "is required when signing is enabled")
-
-    headers = config.get("headers")
-    for name, value in headers.items() if isinstance(headers, dict) else []:
-        if not _HEADER_NAME.fullmatch(name):
-            refuse(("headers", name), "is not a valid header name")
-        elif isinstance(value, str) and ("\r" in value or "\n" in value):
-            refuse(("headers", name), "must not contain line breaks")
-
-    response = config.get("response")
-    term = response.get("outcome_search_term") if isinstance(response, dict) else None
-    if isinstance(term, str) and term:
-        pattern = term[1:-1] if len(term) > 1 and term[0] == term[-1] == "/" else term
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            refuse(
-                ("response", "outcome_search_term"),
-                f"is not a valid regular expression: {exc}",
-            )
-
-    problems += rule_set_problems(config.get("criteria"), (*path, "criteria"))
-    for index, mapping in dict_items(config.get("mappings")):
-        value = mapping.get("value")
-        problem = templating.validate(value) if isinstance(value, str) else None
-        if problem:
-            refuse(
-                ("mappings", index, "value"), f"is not a working template: {problem}"
-            )
-    if isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values()):
-        try:
-            validate_headers(headers)
-        except BuildError as exc:
-            refuse("headers", str(exc))
-    if isinstance(signing, dict) and isinstance(signing.get("secret"), str):
-        secret = signing["secret"]
-        if secret != REDACTED:
-            try:
-                signing_secret_key(secret)
-            except SigningSecretError as exc:
-                refuse(("signing", "secret"), str(exc))
-    if isinstance(response, dict) and all(
-        isinstance(v, str) for v in response.values()
-    ):
-        spec = ResponseSpec(
-            **{k: v for k, v in response.items() if k != "outcome_on_match"}
-        )
-        for message in validate_response_spec(spec):
-            name = message.split(" ", 1)[0]
-            key = name if name in response else "outcome_search_term"
-            refuse(("response", key), message.removeprefix(f"{name} "))
-    batch = config.get("batch")
-    if isinstance(batch, dict):
-        problems += batch_problems(batch, (*path, "batch"))
     return problems
 
 
-def batch_problems(batch: dict[str, Any], path: JsonPath) -> list[Problem]:
+def model_problems(config: dict[str, Any], path: JsonPath) -> list[Problem]:
+    """The admin's checks on the config and mappings this entry would store,
+    each at the key in the file that holds the field."""
+    model, mappings = feedback_config_build(config)
     problems: list[Problem] = []
-    schedule = batch.get("schedule")
-    if isinstance(schedule, dict):
-        every = schedule.get("every")
-        if every == "week" and "day" not in schedule:
-            problems.append(
-                Problem((*path, "schedule", "day"), "is required when every is 'week'")
-            )
-        if every in ("hour", "day") and "day" in schedule:
-            problems.append(
-                Problem((*path, "schedule", "day"), "is only used when every is 'week'")
-            )
-        if every == "hour" and "at" in schedule:
-            problems.append(
-                Problem((*path, "schedule", "at"), "is not used when every is 'hour'")
-            )
-        zone = schedule.get("timezone")
-        if isinstance(zone, str) and zone:
-            try:
-                ZoneInfo(zone)
-            except (ZoneInfoNotFoundError, ValueError):
-                problems.append(
-                    Problem(
-                        (*path, "schedule", "timezone"),
-                        f"{zone!r} is not a known time zone, e.g. 'America/Chicago'",
-                    )
-                )
-    transport = batch.get("transport")
-    if isinstance(transport, dict):
-        problems += transport_problems(transport, (*path, "transport"))
-    file_name = batch.get("file_name")
-    if isinstance(file_name, str) and file_name:
-        problem = templating.validate(file_name, variables=SAMPLE_FILE_VARIABLES)
-        if problem:
-            problems.append(
-                Problem((*path, "file_name"), f"is not a working template: {problem}")
-            )
-    recipients = transport.get("to") if isinstance(transport, dict) else None
-    for index, address in enumerate(recipients if isinstance(recipients, list) else []):
-        if not isinstance(address, str):
-            continue
-        try:
-            validate_email(address)
-        except ValidationError:
-            problems.append(
-                Problem(
-                    (*path, "transport", "to", index), "is not a valid email address"
-                )
-            )
+    for field, messages in feedback_config_problems(model).items():
+        where = (*path, *feedback_config_field_path(model, field))
+        for message in messages:
+            if field == "criteria":
+                # The rules engine names the place inside the rule set itself.
+                problem = rule_problem(message, where)
+                if problem is not None:
+                    problems.append(problem)
+            elif lookup(config, where[len(path) :]) != REDACTED:
+                # A "<redacted>" secret stands for the stored one, which import
+                # keeps as it is; the placeholder itself is no secret to check.
+                problems.append(Problem(where, message))
+    for index, mapping in enumerate(mappings):
+        mapping_problem = field_mapping_problem(mapping)
+        if mapping_problem:
+            where = (*path, "mappings", index, "value")
+            problems.append(Problem(where, mapping_problem))
     return problems
 
 
-def transport_problems(transport: dict[str, Any], path: JsonPath) -> list[Problem]:
-    problems: list[Problem] = []
-    host = transport.get("host")
-    if isinstance(host, str) and ("/" in host or ":" in host.strip("[]")):
-        problems.append(
-            Problem(
-                (*path, "host"),
-                "must be a host name only (port and directory have their own keys)",
-            )
-        )
-    host_key = transport.get("host_key")
-    if isinstance(host_key, str) and host_key:
-        try:
-            host_key_parse(host_key)
-        except ValueError as exc:
-            problems.append(Problem((*path, "host_key"), str(exc)))
-    private_key = transport.get("private_key")
-    if isinstance(private_key, str) and private_key and private_key != REDACTED:
-        try:
-            private_key_parse(private_key)
-        except ValueError as exc:
-            problems.append(Problem((*path, "private_key"), str(exc)))
-    certificate = transport.get("certificate")
-    if isinstance(certificate, str) and certificate.strip():
-        try:
-            ssl.create_default_context(cadata=certificate)
-        except (ssl.SSLError, ValueError):
-            problems.append(Problem((*path, "certificate"), "is not a PEM certificate"))
-    if transport.get("type") == "s3":
-        problems += s3_problems(transport, path)
-    if (
-        transport.get("type") == "sftp"
-        and "password" not in transport
-        and "private_key" not in transport
-    ):
-        problems.append(
-            Problem((*path, "password"), "SFTP needs a password or a private_key")
-        )
-    return problems
-
-
-# The S3 keys of a transport block, by the FeedbackConfig field each is stored in.
-S3_FIELDS = {
-    "batch_s3_bucket": "bucket",
-    "batch_directory": "prefix",
-    "batch_s3_region": "region",
-    "batch_s3_endpoint_url": "endpoint_url",
-    "batch_username": "access_key_id",
-    "batch_password": "secret_access_key",
-}
-
-
-def s3_problems(transport: dict[str, Any], path: JsonPath) -> list[Problem]:
-    """The S3 transport's own checks, run on the config the block would store."""
-    config = FeedbackConfig(
-        **{
-            name: value
-            for name, key in S3_FIELDS.items()
-            if isinstance(value := transport.get(key, ""), str)
-        }
-    )
-    return [
-        Problem((*path, S3_FIELDS.get(name, "type")), message)
-        for name, message in S3Transport.config_problems(config)
-        if S3_FIELDS.get(name) in transport  # a missing key: the schema says so
-    ]
+def lookup(document: object, keys: JsonPath) -> object:
+    for key in keys:
+        if not isinstance(document, dict) or not isinstance(key, str):
+            return None
+        document = document.get(key)
+    return document

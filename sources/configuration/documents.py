@@ -15,6 +15,7 @@ from sources.configuration.base import (
     KINDS,
     WEEKDAYS,
     Document,
+    JsonPath,
     sorted_json,
 )
 from sources.models import FeedbackConfig, FieldMapping, Source
@@ -249,7 +250,8 @@ def batch_config_from_input(item: Document) -> Document:
     schedule: Document = {"every": given["every"]}
     if given["every"] != "hour":
         schedule["at"] = given.get("at", "00:00")
-    if given["every"] == "week":
+    if given["every"] == "week" and "day" in given:
+        # Without one the model's check asks for the day (a weekly file needs it).
         schedule["day"] = given["day"]
     schedule["timezone"] = given.get("timezone", "UTC")
     given = batch["transport"]
@@ -330,13 +332,30 @@ def feedback_configs_save(source: Source, desired: list[Document]) -> None:
         feedback_config_apply(config, entry)
         config.save()
         config.mappings.all().delete()
-        FieldMapping.objects.bulk_create(
-            FieldMapping(config=config, position=position, **mapping)
-            for position, mapping in enumerate(entry["mappings"])
-        )
+        FieldMapping.objects.bulk_create(field_mappings(config, entry))
     leftovers = [config.pk for configs in stored.values() for config in configs]
     if leftovers:
         FeedbackConfig.objects.filter(pk__in=leftovers).delete()
+
+
+def field_mappings(config: FeedbackConfig, entry: Document) -> list[FieldMapping]:
+    """The entry's mappings as rows of `config`, unsaved, in the file's order."""
+    return [
+        FieldMapping(config=config, position=position, **mapping)
+        for position, mapping in enumerate(entry["mappings"])
+    ]
+
+
+def feedback_config_build(item: Document) -> tuple[FeedbackConfig, list[FieldMapping]]:
+    """The unsaved config and mappings an entry of the file would store.
+
+    The same path import writes through, so checking what this returns checks
+    what would be saved.
+    """
+    entry = feedback_config_from_input(item)
+    config = FeedbackConfig()
+    feedback_config_apply(config, entry)
+    return config, field_mappings(config, entry)
 
 
 def feedback_config_apply(config: FeedbackConfig, entry: Document) -> None:
@@ -442,6 +461,81 @@ def batch_settings_apply(config: FeedbackConfig, batch: Document | None) -> None
     config.batch_file_name = batch["file_name"]
     config.batch_header = batch["header"]
     config.batch_send_empty = batch["send_empty"]
+
+
+# Where each FeedbackConfig field is written in an entry of the file: the
+# inverse of feedback_config_apply and batch_settings_apply.
+FIELD_KEYS: dict[str, JsonPath] = {
+    "kind": ("kind",),
+    "enabled": ("enabled",),
+    "method": ("method",),
+    "url": ("url",),
+    "http_method": ("http_method",),
+    "sync": ("sync",),
+    "timeout_s": ("timeout_s",),
+    "headers": ("headers",),
+    "auth_type": ("auth", "type"),
+    "auth_username": ("auth", "username"),
+    "auth_header_name": ("auth", "name"),
+    "wsse_password_digest": ("auth", "password_type"),
+    "signing_enabled": ("signing", "enabled"),
+    "signing_secret": ("signing", "secret"),
+    "criteria": ("criteria",),
+    "soap_operation": ("soap", "operation"),
+    "soap_version": ("soap", "version"),
+    **{
+        name: ("response", name)
+        for name in (
+            "outcome_search_term",
+            "outcome_search_path",
+            "outcome_on_match",
+            "reason_path",
+            "default_reason",
+            "reference_path",
+        )
+    },
+    "batch_every": ("batch", "schedule", "every"),
+    "batch_at": ("batch", "schedule", "at"),
+    "batch_day": ("batch", "schedule", "day"),
+    "batch_timezone": ("batch", "schedule", "timezone"),
+    "batch_transport": ("batch", "transport", "type"),
+    "batch_host": ("batch", "transport", "host"),
+    "batch_port": ("batch", "transport", "port"),
+    "batch_username": ("batch", "transport", "username"),
+    "batch_password": ("batch", "transport", "password"),
+    "batch_private_key": ("batch", "transport", "private_key"),
+    "batch_host_key": ("batch", "transport", "host_key"),
+    "batch_tls_certificate": ("batch", "transport", "certificate"),
+    "batch_directory": ("batch", "transport", "directory"),
+    "batch_s3_bucket": ("batch", "transport", "bucket"),
+    "batch_s3_region": ("batch", "transport", "region"),
+    "batch_s3_endpoint_url": ("batch", "transport", "endpoint_url"),
+    "batch_email_to": ("batch", "transport", "to"),
+    "batch_email_subject": ("batch", "transport", "subject"),
+    "batch_file_name": ("batch", "file_name"),
+    "batch_header": ("batch", "header"),
+    "batch_send_empty": ("batch", "send_empty"),
+}
+
+# S3 keeps its keys in the fields other transports use for a login and a directory.
+S3_FIELD_KEYS: dict[str, JsonPath] = {
+    "batch_username": ("batch", "transport", "access_key_id"),
+    "batch_password": ("batch", "transport", "secret_access_key"),
+    "batch_directory": ("batch", "transport", "prefix"),
+}
+
+# auth_secret holds whichever secret the authentication type has.
+AUTH_SECRET_KEYS = {"basic": "password", "wsse": "password", "bearer": "token"}
+
+
+def feedback_config_field_path(config: FeedbackConfig, field: str) -> JsonPath:
+    """Where the entry a config was built from holds `field`, relative to the
+    entry; () for a field the file has no key of its own for."""
+    if config.batch_transport == FeedbackConfig.Transport.S3 and field in S3_FIELD_KEYS:
+        return S3_FIELD_KEYS[field]
+    if field == "auth_secret":
+        return ("auth", AUTH_SECRET_KEYS.get(config.auth_type, "value"))
+    return FIELD_KEYS.get(field, ())
 
 
 def sources_with_configs() -> QuerySet[Source]:

@@ -227,11 +227,11 @@ def broken(path: tuple, value: object) -> dict:
         ),
         (
             broken(("transport", "host"), "sftp.example/incoming"),
-            "$.sources[0].feedback[0].batch.transport.host: must be a host name only",
+            "$.sources[0].feedback[0].batch.transport.host: Enter a host name only",
         ),
         (
             broken(("file_name",), "{{ period.start|frobnicate }}"),
-            "$.sources[0].feedback[0].batch.file_name: is not a working template",
+            "$.sources[0].feedback[0].batch.file_name: This template does not work",
         ),
         (
             broken(("transport", "type"), "gopher"),
@@ -245,7 +245,7 @@ def broken(path: tuple, value: object) -> dict:
                     | {"certificate": "not a certificate"}
                 }
             },
-            "$.sources[0].feedback[0].batch.transport.certificate: is not a PEM",
+            "$.sources[0].feedback[0].batch.transport.certificate: This is not a PEM",
         ),
         (
             SFTP | {"url": "https://x.example"},

@@ -15,6 +15,7 @@ from feedback.configuration import (
     config_schema,
     redact_secrets,
     restore_secrets,
+    secrets,
 )
 from feedback.models import Buyer, BuyerPolicy, Flow
 from sources.models import FeedbackConfig, FieldMapping, Source
@@ -542,15 +543,15 @@ def test_duplicate_slugs_are_refused_with_path(write, section):
                 "allowed_reasons",
                 ["Wrong number", "wrong NUMBER "],
             ),
-            "$.sources[0].accepts.return.allowed_reasons[1]: 'wrong NUMBER ' is "
-            "listed twice, ignoring case (first at "
-            "$.sources[0].accepts.return.allowed_reasons[0])",
+            "$.sources[0].accepts.return.allowed_reasons: The reason 'wrong NUMBER ' "
+            "is listed twice.",
         ),
         (
             lambda d: _set(
                 d, ("sources", 0, "accepts", "return"), "allowed_reasons", ["  "]
             ),
-            "$.sources[0].accepts.return.allowed_reasons[0]: must not be blank",
+            "$.sources[0].accepts.return.allowed_reasons: Each reason must be "
+            "non-blank text, not '  '.",
         ),
         (
             lambda d: _set(
@@ -622,7 +623,7 @@ def test_semantic_and_value_checks_name_the_path(write, change, expected):
         (
             0,
             lambda c: c["auth"].update(type="wsse"),
-            "$.sources[0].feedback[0].auth.type: 'wsse' is only used with method",
+            "$.sources[0].feedback[0].auth.type: WS-Security is only for SOAP configs.",
         ),
         (
             0,
@@ -632,17 +633,18 @@ def test_semantic_and_value_checks_name_the_path(write, change, expected):
         (
             0,
             lambda c: c.update(url="file:///etc/passwd"),
-            "$.sources[0].feedback[0].url: must be an http:// or https:// URL",
+            "$.sources[0].feedback[0].url: Use an http:// or https:// URL.",
         ),
         (
             0,
             lambda c: c["headers"].update({"X-Injected": "a\r\nHost: evil"}),
-            '$.sources[0].feedback[0].headers["X-Injected"]: must not contain line',
+            "$.sources[0].feedback[0].headers: Header X-Injected: line breaks and "
+            "control characters.",
         ),
         (
             2,
             lambda c: c["batch"]["schedule"].update(every="week"),
-            "$.sources[0].feedback[2].batch.schedule.day: is required when every",
+            "$.sources[0].feedback[2].batch.schedule.day: A weekly file needs the day",
         ),
         (
             2,
@@ -654,7 +656,8 @@ def test_semantic_and_value_checks_name_the_path(write, change, expected):
             lambda c: c["batch"].update(
                 transport={"type": "email", "to": ["ops@"], "subject": "Returns"}
             ),
-            "$.sources[0].feedback[2].batch.transport.to[0]: is not a valid email",
+            "$.sources[0].feedback[2].batch.transport.to: 'ops@' is not an email "
+            "address.",
         ),
     ],
 )
@@ -918,7 +921,7 @@ def test_a_redacted_secret_with_nothing_stored_is_a_problem():
 def buyer_names_are_secret(monkeypatch):
     """Pretend buyer names are secrets: none of the stored fields is one yet, and
     this drives the export and import mechanism end to end."""
-    monkeypatch.setattr(configuration, "SECRET_PATHS", (("buyers", "*", "name"),))
+    monkeypatch.setattr(secrets, "SECRET_PATHS", (("buyers", "*", "name"),))
 
 
 def test_export_redacts_secrets_unless_asked(populated, buyer_names_are_secret):
@@ -1096,8 +1099,9 @@ def test_import_checks_configs_as_the_admin_does(write):
 
     message = import_error(write(document))
 
-    assert "$.sources[0].feedback[0].mappings[0].value: is not a working template" in (
-        message
+    assert (
+        "$.sources[0].feedback[0].mappings[0].value: This template does not work: "
+        in message
     )
     assert "$.sources[0].feedback[0].headers: " in message
     assert "$.sources[0].feedback[0].signing.secret: " in message

@@ -1,34 +1,36 @@
-"""Configuration as code (DESIGN §9): buyers and sources as one JSON document.
+"""The whole configuration document: reading it, its schema, validating it,
+exporting and importing it (DESIGN §9).
 
-`config_export` writes the document; `config_import` validates the whole of it
-(JSON Schema, then the checks a schema cannot express) and only then creates or
-updates buyers and sources by slug, in one transaction. The format is described
-in docs/configuration.md.
+`config_import` validates the whole document (JSON Schema, then the checks a
+schema cannot express) and only then creates or updates buyers and sources by
+slug, in one transaction. Buyers come from buyers.py, sources from
+sources/configuration/.
 """
 
 import copy
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from enum import StrEnum
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_slug
 from django.db import transaction
-from django.db.models import Prefetch, QuerySet
 from jsonschema import Draft202012Validator
 
-from feedback.models import Buyer, BuyerPolicy, Flow
+from feedback.configuration.buyers import (
+    buyer_document,
+    buyer_from_input,
+    buyer_problems,
+    buyer_save,
+    buyer_schema,
+    buyers_with_policies,
+)
+from feedback.configuration.secrets import redact_secrets, restore_secrets
+from feedback.models import Flow
 from feedback.services import flow_get_or_create
 from sources.configuration.base import (
-    KINDS,
-    NAME_SCHEMA,
-    REDACTED,
     RULE_OPERATORS,
-    RULES_SCHEMA,
-    SLUG_SCHEMA,
     Document,
     JsonPath,
     Problem,
@@ -36,33 +38,16 @@ from sources.configuration.base import (
     json_path,
     object_schema,
     path_order,
-    rule_set_problems,
-    sorted_json,
+    slug_problem,
 )
 from sources.configuration.checks import source_problems
 from sources.configuration.documents import (
-    SOURCE_SECRET_PATHS,
     source_document,
     source_from_input,
     source_save,
     sources_with_configs,
 )
 from sources.configuration.schema import source_schema
-from sources.models import Kind
-
-# Every secret in the document, as a path where "*" stands for each item of a
-# list. Export writes REDACTED there unless asked for secrets; import reads
-# REDACTED back as "keep the stored value". Buyers have none.
-SECRET_PATHS: tuple[tuple[str, ...], ...] = SOURCE_SECRET_PATHS
-
-__all__ = [
-    "REDACTED",
-    "ConfigurationError",
-    "Problem",
-    "config_export",
-    "config_import",
-]
-
 
 # Problems ---------------------------------------------------------------------
 
@@ -114,112 +99,6 @@ def config_loads(text: str) -> object:
         raise ConfigurationError([Problem((), "nested too deeply")]) from None
 
 
-# Secrets ----------------------------------------------------------------------
-
-
-def redact_secrets(
-    document: Document, *, paths: Sequence[Sequence[str]] | None = None
-) -> Document:
-    """A copy of the document with every non-empty secret replaced by REDACTED."""
-    redacted = copy.deepcopy(document)
-    for pattern in SECRET_PATHS if paths is None else paths:
-        for parent, key in _secret_slots(redacted, tuple(pattern)):
-            value = parent[key]
-            if isinstance(value, str) and value:
-                parent[key] = REDACTED
-    return redacted
-
-
-def restore_secrets(
-    document: Document,
-    *,
-    stored: Document,
-    paths: Sequence[Sequence[str]] | None = None,
-) -> list[Problem]:
-    """Replace REDACTED secrets in `document`, in place, with the stored values.
-
-    List items are matched by slug when they have one, else by position. A
-    REDACTED secret with nothing stored behind it is a problem.
-    """
-    problems: list[Problem] = []
-    for pattern in SECRET_PATHS if paths is None else paths:
-        _restore(document, stored, tuple(pattern), (), problems)
-    return problems
-
-
-def _secret_slots(node: Any, pattern: tuple[str, ...]) -> Iterator[tuple[Any, str]]:
-    head, rest = pattern[0], pattern[1:]
-    if head == "*":
-        for item in node if isinstance(node, list) else []:
-            yield from _secret_slots(item, rest)
-    elif isinstance(node, dict) and head in node:
-        if rest:
-            yield from _secret_slots(node[head], rest)
-        else:
-            yield node, head
-
-
-def _restore(
-    node: Any,
-    stored: Any,
-    pattern: tuple[str, ...],
-    path: JsonPath,
-    problems: list[Problem],
-) -> None:
-    head, rest = pattern[0], pattern[1:]
-    if head == "*":
-        items = node if isinstance(node, list) else []
-        for index, item in enumerate(items):
-            counterpart = _stored_counterpart(item, index, stored, items)
-            _restore(item, counterpart, rest, (*path, index), problems)
-        return
-    if not isinstance(node, dict) or head not in node:
-        return
-    stored_value = stored.get(head) if isinstance(stored, dict) else None
-    if rest:
-        _restore(node[head], stored_value, rest, (*path, head), problems)
-    elif node[head] == REDACTED:
-        if isinstance(stored_value, str) and stored_value != REDACTED:
-            node[head] = stored_value
-        else:
-            problems.append(
-                Problem(
-                    (*path, head),
-                    f"is {REDACTED!r} but there is no stored secret to keep; "
-                    "give the value",
-                )
-            )
-
-
-def _stored_counterpart(
-    item: Any, index: int, stored: Any, siblings: Sequence[Any] = ()
-) -> Any:
-    if not isinstance(stored, list):
-        return None
-    if isinstance(item, dict) and "kind" in item and "slug" not in item:
-        # A source's feedback configs: the n-th config of a kind in the file is
-        # the n-th stored config of that kind, whatever the order of kinds.
-        nth = sum(
-            1
-            for other in siblings[:index]
-            if isinstance(other, dict) and other.get("kind") == item["kind"]
-        )
-        same_kind = [
-            s for s in stored if isinstance(s, dict) and s.get("kind") == item["kind"]
-        ]
-        return same_kind[nth] if nth < len(same_kind) else None
-    if isinstance(item, dict) and "slug" in item:
-        return next(
-            (
-                s
-                for s in stored
-                if isinstance(s, dict) and s.get("slug") == item["slug"]
-            ),
-            None,
-        )
-    return stored[index] if index < len(stored) else None
-
-
 # The schema -------------------------------------------------------------------
 
 
@@ -245,48 +124,11 @@ def _rule_set_definitions() -> Document:
     }
 
 
-def _policy_schema(kind: str) -> Document:
-    properties: Document = {"enabled": {"type": "boolean"}, "rules": RULES_SCHEMA}
-    if kind == Kind.RETURN:
-        properties["max_age_days"] = {"type": "integer", "minimum": 1, "maximum": 3650}
-    return object_schema(properties, required=["enabled"])
-
-
-def _buyer_schema() -> Document:
-    return object_schema(
-        {
-            "slug": SLUG_SCHEMA,
-            "name": NAME_SCHEMA,
-            "is_active": {"type": "boolean"},
-            "policy": object_schema({kind: _policy_schema(kind) for kind in KINDS}),
-            "flow_policies": {
-                "type": "array",
-                "items": object_schema(
-                    {
-                        "flow": SLUG_SCHEMA,
-                        "kind": {"enum": list(KINDS)},
-                        "enabled": {"type": "boolean"},
-                        # Returns only; checked in _buyer_problems.
-                        "max_age_days": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": 3650,
-                        },
-                        "rules": RULES_SCHEMA,
-                    },
-                    required=["flow", "kind", "enabled"],
-                ),
-            },
-        },
-        required=["slug", "name"],
-    )
-
-
 def config_schema() -> Document:
     """The JSON Schema (Draft 2020-12) of the whole configuration document."""
     schema = object_schema(
         {
-            "buyers": {"type": "array", "items": _buyer_schema()},
+            "buyers": {"type": "array", "items": buyer_schema()},
             "sources": {"type": "array", "items": source_schema()},
         }
     )
@@ -313,7 +155,15 @@ def config_validate(*, document: object) -> list[Problem]:
     too_deep = _too_deep(document)
     if too_deep is not None:
         return [Problem(too_deep, f"nested more than {MAX_DEPTH} levels deep")]
-    problems = _schema_problems(document) + _semantic_problems(document)
+    schema_problems = _schema_problems(document)
+    refused = {problem.path for problem in schema_problems}
+    # Where the schema has refused a value (or something inside it), its
+    # message says what to fix; a rule on the same value would only repeat it.
+    problems = schema_problems + [
+        problem
+        for problem in _semantic_problems(document, refused)
+        if not any(where[: len(problem.path)] == problem.path for where in refused)
+    ]
     unique = dict.fromkeys(problems)  # keeps order, drops repeats
     return sorted(unique, key=path_order)
 
@@ -407,7 +257,9 @@ def _unknown_key(key: str, known: list[str]) -> str:
     return f"unknown key ({hint}allowed: {allowed})"
 
 
-def _semantic_problems(document: object) -> list[Problem]:
+def _semantic_problems(
+    document: object, refused: Collection[JsonPath] = ()
+) -> list[Problem]:
     """What JSON Schema cannot say. Written defensively: the schema may have failed."""
     if not isinstance(document, dict):
         return []
@@ -415,22 +267,10 @@ def _semantic_problems(document: object) -> list[Problem]:
     for section in ("buyers", "sources"):
         problems += _slug_problems(document.get(section), section)
     for index, buyer in dict_items(document.get("buyers")):
-        problems += _buyer_problems(buyer, ("buyers", index))
+        problems += buyer_problems(buyer, ("buyers", index))
     for index, source in dict_items(document.get("sources")):
-        problems += source_problems(source, ("sources", index))
+        problems += source_problems(source, ("sources", index), refused=refused)
     return problems
-
-
-def _slug_problem(value: object, path: JsonPath) -> list[Problem]:
-    if not isinstance(value, str) or not value:
-        return []
-    try:
-        validate_slug(value)
-    except ValidationError:
-        return [
-            Problem(path, "must contain only letters, digits, hyphens and underscores")
-        ]
-    return []
 
 
 def _slug_problems(items: object, section: str) -> list[Problem]:
@@ -439,7 +279,7 @@ def _slug_problems(items: object, section: str) -> list[Problem]:
     for index, item in dict_items(items):
         slug = item.get("slug")
         path: JsonPath = (section, index, "slug")
-        problems += _slug_problem(slug, path)
+        problems += slug_problem(slug, path)
         if not isinstance(slug, str):
             continue
         if slug in first_seen:
@@ -452,109 +292,14 @@ def _slug_problems(items: object, section: str) -> list[Problem]:
     return problems
 
 
-def _buyer_problems(buyer: dict[str, Any], path: JsonPath) -> list[Problem]:
-    problems: list[Problem] = []
-    policy = buyer.get("policy")
-    if isinstance(policy, dict):
-        for kind in KINDS:
-            entry = policy.get(kind)
-            if isinstance(entry, dict):
-                problems += rule_set_problems(
-                    entry.get("rules"), (*path, "policy", kind, "rules")
-                )
-    first_seen: dict[tuple[str, str], int] = {}
-    for index, entry in dict_items(buyer.get("flow_policies")):
-        entry_path: JsonPath = (*path, "flow_policies", index)
-        flow, flow_kind = entry.get("flow"), entry.get("kind")
-        problems += _slug_problem(flow, (*entry_path, "flow"))
-        if "max_age_days" in entry and flow_kind in KINDS and flow_kind != Kind.RETURN:
-            problems.append(
-                Problem((*entry_path, "max_age_days"), "only applies to returns")
-            )
-        if isinstance(flow, str) and isinstance(flow_kind, str):
-            pair = (flow, flow_kind)
-            if pair in first_seen:
-                earlier = json_path((*path, "flow_policies", first_seen[pair]))
-                problems.append(
-                    Problem(
-                        entry_path,
-                        f"a second {flow_kind} policy for flow {flow!r} "
-                        f"(first at {earlier})",
-                    )
-                )
-            else:
-                first_seen[pair] = index
-        problems += rule_set_problems(entry.get("rules"), (*entry_path, "rules"))
-    return problems
-
-
 # Export -----------------------------------------------------------------------
-
-
-def _policy_entry(
-    kind: str, *, enabled: bool, max_age_days: int, rules: Any
-) -> Document:
-    entry: Document = {"enabled": enabled}
-    if kind == Kind.RETURN:
-        entry["max_age_days"] = max_age_days
-    entry["rules"] = sorted_json(rules)
-    return entry
-
-
-def _flow_policy_entry(
-    *, flow: str, kind: str, enabled: bool, max_age_days: int, rules: Any
-) -> Document:
-    entry = _policy_entry(kind, enabled=enabled, max_age_days=max_age_days, rules=rules)
-    return {"flow": flow, "kind": kind, **entry}
-
-
-def _flow_policy_order(entry: Document) -> tuple[str, int]:
-    return entry["flow"], KINDS.index(entry["kind"])
-
-
-def _buyers_with_policies() -> QuerySet[Buyer]:
-    return Buyer.objects.prefetch_related(
-        Prefetch("policies", queryset=BuyerPolicy.objects.select_related("flow"))
-    )
-
-
-def _buyer_document(buyer: Buyer) -> Document:
-    policies = list(buyer.policies.all())
-    policy = {
-        row.kind: _policy_entry(
-            row.kind,
-            enabled=row.enabled,
-            max_age_days=row.max_age_days,
-            rules=row.rules,
-        )
-        for row in policies
-        if row.flow is None
-    }
-    flow_policies = [
-        _flow_policy_entry(
-            flow=row.flow.slug,
-            kind=row.kind,
-            enabled=row.enabled,
-            max_age_days=row.max_age_days,
-            rules=row.rules,
-        )
-        for row in policies
-        if row.flow is not None
-    ]
-    return {
-        "slug": buyer.slug,
-        "name": buyer.name,
-        "is_active": buyer.is_active,
-        "policy": {kind: policy[kind] for kind in KINDS if kind in policy},
-        "flow_policies": sorted(flow_policies, key=_flow_policy_order),
-    }
 
 
 def config_export(*, include_secrets: bool = False) -> Document:
     """Buyers and sources as a configuration document, each list ordered by slug."""
     document: Document = {
         "buyers": [
-            _buyer_document(buyer) for buyer in _buyers_with_policies().order_by("slug")
+            buyer_document(buyer) for buyer in buyers_with_policies().order_by("slug")
         ],
         "sources": [
             source_document(source)
@@ -612,40 +357,6 @@ class ImportReport:
         return " ".join(parts)
 
 
-def _buyer_from_input(item: Document) -> Document:
-    policy = item.get("policy") or {}
-    flow_policies = [
-        _flow_policy_entry(
-            flow=entry["flow"],
-            kind=entry["kind"],
-            enabled=entry["enabled"],
-            max_age_days=int(
-                entry.get("max_age_days", BuyerPolicy.DEFAULT_MAX_AGE_DAYS)
-            ),
-            rules=entry.get("rules"),
-        )
-        for entry in item.get("flow_policies") or []
-    ]
-    return {
-        "slug": item["slug"],
-        "name": item["name"],
-        "is_active": item.get("is_active", True),
-        "policy": {
-            kind: _policy_entry(
-                kind,
-                enabled=policy[kind]["enabled"],
-                max_age_days=int(
-                    policy[kind].get("max_age_days", BuyerPolicy.DEFAULT_MAX_AGE_DAYS)
-                ),
-                rules=policy[kind].get("rules"),
-            )
-            for kind in KINDS
-            if kind in policy
-        },
-        "flow_policies": sorted(flow_policies, key=_flow_policy_order),
-    }
-
-
 def _compare(entity: str, desired: Document, current: Document | None) -> Change:
     if current is None:
         return Change(entity, desired["slug"], Action.CREATED)
@@ -670,7 +381,7 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
     buyer_items: list[Document] = document.get("buyers", [])
     source_items: list[Document] = document.get("sources", [])
     with transaction.atomic():
-        buyers = _buyers_with_policies().filter(
+        buyers = buyers_with_policies().filter(
             slug__in=[item["slug"] for item in buyer_items]
         )
         sources = sources_with_configs().filter(
@@ -682,7 +393,7 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
             sources = sources.select_for_update()
         buyer_rows = {buyer.slug: buyer for buyer in buyers}
         source_rows = {source.slug: source for source in sources}
-        current_buyers = {s: _buyer_document(b) for s, b in buyer_rows.items()}
+        current_buyers = {s: buyer_document(b) for s, b in buyer_rows.items()}
         current_sources = {s: source_document(r) for s, r in source_rows.items()}
 
         problems = restore_secrets(
@@ -697,7 +408,7 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
 
         buyer_plan = []
         for item in buyer_items:
-            desired = _buyer_from_input(item)
+            desired = buyer_from_input(item)
             change = _compare("buyer", desired, current_buyers.get(desired["slug"]))
             report.changes.append(change)
             buyer_plan.append((desired, change))
@@ -725,56 +436,8 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
             flows[slug] = flow_get_or_create(slug=slug)
         for desired, change in buyer_plan:
             if change.action != Action.UNCHANGED:
-                _buyer_save(desired, buyer_rows.get(desired["slug"]), flows=flows)
+                buyer_save(desired, buyer_rows.get(desired["slug"]), flows=flows)
         for desired, change in source_plan:
             if change.action != Action.UNCHANGED:
                 source_save(desired, source_rows.get(desired["slug"]))
     return report
-
-
-def _buyer_save(
-    desired: Document, buyer: Buyer | None, *, flows: dict[str, Flow]
-) -> None:
-    existing: dict[tuple[str | None, str], BuyerPolicy] = {}
-    if buyer is None:
-        buyer = Buyer.objects.create(
-            slug=desired["slug"], name=desired["name"], is_active=desired["is_active"]
-        )
-    else:
-        if (buyer.name, buyer.is_active) != (desired["name"], desired["is_active"]):
-            buyer.name = desired["name"]
-            buyer.is_active = desired["is_active"]
-            buyer.save(update_fields=["name", "is_active", "updated_at"])
-        existing = {
-            (row.flow.slug if row.flow else None, row.kind): row
-            for row in buyer.policies.all()
-        }
-
-    # The document is the whole truth about a buyer's policy rows: rows it does
-    # not mention are removed, the rest updated in place or created.
-    wanted: dict[tuple[str | None, str], Document] = {}
-    for kind, entry in desired["policy"].items():
-        wanted[None, kind] = entry
-    for entry in desired["flow_policies"]:
-        wanted[entry["flow"], entry["kind"]] = entry
-    stale = [row.pk for key, row in existing.items() if key not in wanted]
-    if stale:
-        BuyerPolicy.objects.filter(pk__in=stale).delete()
-    for (flow_slug, kind), entry in wanted.items():
-        values = {
-            "enabled": entry["enabled"],
-            "max_age_days": entry.get("max_age_days", BuyerPolicy.DEFAULT_MAX_AGE_DAYS),
-            "rules": entry["rules"],
-        }
-        row = existing.get((flow_slug, kind))
-        if row is None:
-            BuyerPolicy.objects.create(
-                buyer=buyer,
-                flow=flows[flow_slug] if flow_slug else None,
-                kind=kind,
-                **values,
-            )
-        elif any(getattr(row, name) != value for name, value in values.items()):
-            for name, value in values.items():
-                setattr(row, name, value)
-            row.save(update_fields=list(values))
