@@ -230,7 +230,7 @@ class NotificationAdmin(ReadOnlyAdmin[Notification]):
             },
         ),
         (
-            "Delivery",
+            "Forwarding",
             {
                 "fields": (
                     "source",
@@ -255,22 +255,9 @@ class NotificationAdmin(ReadOnlyAdmin[Notification]):
             },
         ),
     )
-    readonly_fields = (
-        "public_id",
-        "feedback_link",
-        "status_column",
-        "reason",
-        "reference",
-        "source",
-        "config_link",
-        "kind",
-        "attempt_count",
-        "next_attempt_at",
-        "finished_at",
-        "created_at",
-        "updated_at",
-        "schedule_tries",
-        "lease_expires_at",
+    # Every field shown is read-only: the page is a record; resending is a button.
+    readonly_fields = tuple(
+        str(name) for _, options in fieldsets for name in options["fields"]
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:

@@ -180,16 +180,7 @@ def _deliveries_for(
         for reference, matches in by_reference.items():
             if len(matches) == 1:
                 found[("reference", reference)] = matches[0]
-        for item in parsed:
-            matches = by_reference.get(item.reference, [])
-            if not item.event_id and len(matches) > 1:
-                item.fatal.append(
-                    FieldError(
-                        "reference",
-                        f"{len(matches)} deliveries have this reference; "
-                        "send event_id instead.",
-                    )
-                )
+        _refuse_ambiguous(parsed, by_reference)
     return found
 
 
@@ -256,16 +247,7 @@ def _deliveries_as_rows(
     if references:
         for row in _select_any(DeliveryEvent, columns, scope, "reference", references):
             by_reference.setdefault(row[2], []).append(row)
-        for item in parsed:
-            matches = by_reference.get(item.reference, [])
-            if not item.event_id and len(matches) > 1:
-                item.fatal.append(
-                    FieldError(
-                        "reference",
-                        f"{len(matches)} deliveries have this reference; "
-                        "send event_id instead.",
-                    )
-                )
+        _refuse_ambiguous(parsed, by_reference)
     unique_references = [m[0] for m in by_reference.values() if len(m) == 1]
     all_rows = rows + unique_references
     sources = Source.objects.in_bulk({row[4] for row in all_rows})
@@ -364,3 +346,18 @@ def known_rows(buyer: Buyer, parsed: list[Parsed]) -> Known:
             ).values_list("delivery_id", flat=True)
         )
     return Known(cast(dict[tuple[str, str], Any], deliveries), policies, returned)
+
+
+def _refuse_ambiguous(parsed: list[Parsed], by_reference: dict[str, list[Any]]) -> None:
+    """An item naming a reference that several deliveries share cannot be
+    stored: it must name its event id."""
+    for item in parsed:
+        matches = by_reference.get(item.reference, [])
+        if not item.event_id and len(matches) > 1:
+            item.fatal.append(
+                FieldError(
+                    "reference",
+                    f"{len(matches)} deliveries have this reference; "
+                    "send event_id instead.",
+                )
+            )

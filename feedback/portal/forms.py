@@ -12,6 +12,19 @@ from sources.models import Kind
 REVENUE_HELP = "What the lead was worth to you, e.g. 1250.00."
 
 
+def revenue_field(label: str) -> forms.DecimalField:
+    """Revenue as the intake takes it: at least 0, two decimals."""
+    return forms.DecimalField(
+        label=label,
+        required=False,
+        min_value=0,
+        max_digits=12,
+        decimal_places=2,
+        help_text=REVENUE_HELP,
+        widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal"}),
+    )
+
+
 class FeedbackForm(forms.Form):
     """Mark one or many deliveries converted, returned or with a status update.
 
@@ -23,15 +36,7 @@ class FeedbackForm(forms.Form):
     kind = forms.ChoiceField(
         label="Feedback", choices=Kind.choices, widget=forms.HiddenInput
     )
-    revenue = forms.DecimalField(
-        label="Revenue",
-        required=False,
-        min_value=0,
-        max_digits=12,
-        decimal_places=2,
-        help_text=REVENUE_HELP,
-        widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal"}),
-    )
+    revenue = revenue_field("Revenue")
     outcome_code = forms.ModelChoiceField(
         label="Status",
         queryset=OutcomeCode.objects.none(),
@@ -124,15 +129,7 @@ class BulkFeedbackForm(forms.Form):
         widget=forms.RadioSelect,
         initial=Kind.CONVERSION,
     )
-    revenue = forms.DecimalField(
-        label="Revenue (conversions)",
-        required=False,
-        min_value=0,
-        max_digits=12,
-        decimal_places=2,
-        help_text=REVENUE_HELP,
-        widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal"}),
-    )
+    revenue = revenue_field("Revenue (conversions)")
     reason = forms.CharField(
         label="Reason",
         required=False,
