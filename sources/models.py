@@ -342,6 +342,33 @@ class FeedbackConfig(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Groups of fields, named once for the admin form, config-as-code and checks.
+    RESPONSE_FIELDS = (
+        "outcome_search_term",
+        "outcome_search_path",
+        "outcome_on_match",
+        "reason_path",
+        "default_reason",
+        "reference_path",
+    )
+    # What only real-time (HTTP and SOAP) configs use.
+    HTTP_FIELDS = (
+        "http_method",
+        "sync",
+        "timeout_s",
+        "headers",
+        "auth_type",
+        "auth_username",
+        "auth_header_name",
+        "auth_secret",
+        "wsse_password_digest",
+        "signing_enabled",
+        "signing_secret",
+        "soap_operation",
+        "soap_version",
+        *RESPONSE_FIELDS,
+    )
+
     class Meta:
         ordering = ["source", "kind", "pk"]
         indexes = [

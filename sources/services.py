@@ -293,17 +293,13 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
             add("headers", str(exc))
     for message in rules.validate_rule_set(config.criteria) if config.criteria else []:
         add("criteria", message)
-    response_fields = {
-        "outcome_search_term",
-        "outcome_search_path",
-        "outcome_on_match",
-        "reason_path",
-        "default_reason",
-        "reference_path",
-    }
     for message in validate_response_spec(feedback_config_response_spec(config)):
         field = next(
-            (name for name in response_fields if message.startswith(name)),
+            (
+                name
+                for name in FeedbackConfig.RESPONSE_FIELDS
+                if message.startswith(name)
+            ),
             "outcome_search_term",
         )
         add(field, message)

@@ -400,29 +400,7 @@ def feedback_config_apply(config: FeedbackConfig, entry: Document) -> None:
         setattr(config, name, value)
 
 
-HTTP_SETTINGS = frozenset(
-    {
-        "http_method",
-        "sync",
-        "timeout_s",
-        "headers",
-        "auth_type",
-        "auth_username",
-        "auth_header_name",
-        "auth_secret",
-        "wsse_password_digest",
-        "signing_enabled",
-        "signing_secret",
-        "soap_operation",
-        "soap_version",
-        "outcome_search_term",
-        "outcome_search_path",
-        "outcome_on_match",
-        "reason_path",
-        "default_reason",
-        "reference_path",
-    }
-)
+HTTP_SETTINGS = frozenset(FeedbackConfig.HTTP_FIELDS)
 
 
 def batch_settings_apply(config: FeedbackConfig, batch: Document | None) -> None:
