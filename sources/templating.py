@@ -1,50 +1,12 @@
-"""Templates for field mappings, URLs, file names and rules (DESIGN.md §5.2).
+"""Templates for field mappings, URLs, file names and rules (DESIGN §5.2).
 
-Templates are Jinja2 (`{{ lead.email|lower }}`) compiled in an immutable sandbox
-and rendered over a nested dict of variables (`lead.*`, `event.*`, `event_id`,
-`buyer.name`, `source.name`, `flow.name`, `feedback.*`). Only those variables are
-reachable: Jinja's globals (`range`, `dict`, `lipsum`, `cycler`, `joiner`,
-`namespace`) and `self` are refused when the template is compiled, attributes
-starting with `_` raise, `include`/`import`/`extends` are refused, and the only
-calls allowed are macros, `loop.cycle()`/`loop.changed()`, a recursive `loop()`
-and a short list of methods that cannot grow a value (`split`, `strip`,
-`startswith`, `get`, `items`, ...). Autoescaping is off: output goes into JSON,
-XML, query strings and CSV, each of which escapes on its own. A missing variable
-(even a chain such as `lead.a.b.c`) and `None` render as "".
-
-Filters (`FILTERS`): `lower`, `upper`, `trim`, `default`, `date(fmt)`, `md5`,
-`sha256`, `digits`, `urlencode`, `tojson`. `date` formats a datetime, a date or
-an ISO 8601 string with `strftime` (ISO 8601 without a format) and passes text
-it cannot parse through unchanged; `md5`/`sha256` give the hex digest of the
-UTF-8 text; `digits` keeps ASCII digits (phones). Blank in gives blank out for
-`date`, `md5`, `sha256`, `digits` and `urlencode`.
-
-Bounds. A template is admin-authored but runs in the delivery worker, so a
-mistake must not be able to hang it or eat its memory:
-
-- the source is at most `MAX_TEMPLATE_CHARS` and is compiled once per distinct
-  source (`lru_cache`);
-- time: every loop iteration goes through a guard that the compiler inserts
-  around each `{% for %}` iterable (the parsed tree is rewritten before
-  compiling), and every call, operator, filter and output goes through a sandbox
-  hook. Each of those checks a per-render budget kept in a context variable:
-  at most `MAX_STEPS` loop iterations and calls, and `MAX_RENDER_SECONDS` of
-  the rendering thread's CPU time (not wall time, which a loaded host stretches).
-  Between two checks a template can only do a bounded amount of work,
-  so `{% for i in s %}{% for j in s %}{% endfor %}{% endfor %}` stops in
-  milliseconds;
-- memory: `*` and `+` on strings and lists (intercepted binary operators) and `~`
-  (rewritten into a guarded join) refuse a result longer than `MAX_VALUE_CHARS`
-  before building it; `**` and `*` on integers refuse results beyond
-  `MAX_INT_BITS`; `%` on a string is refused (`"%999999999d" % 1`); filters
-  refuse inputs and outputs beyond `MAX_VALUE_CHARS`; every value written out
-  (including inside macros and `{% set %}` blocks) is counted against
-  `MAX_EMITTED_CHARS`; buffered blocks are joined only below `MAX_OUTPUT_CHARS`;
-- output: rendering goes through `generate()` and stops as soon as the text
-  produced passes `MAX_OUTPUT_CHARS`.
-
-Anything that goes wrong is raised as `TemplateError`, with the template line
-when one is known.
+Jinja2 (`{{ lead.email|lower }}`) compiled in an immutable sandbox and rendered
+over a nested dict of variables; only those variables are reachable, a missing
+one renders as "", and autoescaping is off (JSON, XML, query strings and CSV
+escape on their own). Anything that goes wrong is raised as `TemplateError`,
+with the template line when one is known. The filters and limits are documented
+for users in docs/configuration.md, "Templates"; how the limits are enforced is
+described above the render budget below.
 """
 
 import contextvars
@@ -151,6 +113,29 @@ class TemplateError(ValueError):
 
 
 # The render budget ------------------------------------------------------------
+# Bounds. A template is admin-authored but runs in the delivery worker, so a
+# mistake must not be able to hang it or eat its memory:
+#
+# - the source is at most `MAX_TEMPLATE_CHARS` and is compiled once per distinct
+#   source (`lru_cache`);
+# - time: every loop iteration goes through a guard that the compiler inserts
+#   around each `{% for %}` iterable (the parsed tree is rewritten before
+#   compiling), and every call, operator, filter and output goes through a sandbox
+#   hook. Each of those checks a per-render budget kept in a context variable:
+#   at most `MAX_STEPS` loop iterations and calls, and `MAX_RENDER_SECONDS` of
+#   the rendering thread's CPU time (not wall time, which a loaded host stretches).
+#   Between two checks a template can only do a bounded amount of work,
+#   so `{% for i in s %}{% for j in s %}{% endfor %}{% endfor %}` stops in
+#   milliseconds;
+# - memory: `*` and `+` on strings and lists (intercepted binary operators) and `~`
+#   (rewritten into a guarded join) refuse a result longer than `MAX_VALUE_CHARS`
+#   before building it; `**` and `*` on integers refuse results beyond
+#   `MAX_INT_BITS`; `%` on a string is refused (`"%999999999d" % 1`); filters
+#   refuse inputs and outputs beyond `MAX_VALUE_CHARS`; every value written out
+#   (including inside macros and `{% set %}` blocks) is counted against
+#   `MAX_EMITTED_CHARS`; buffered blocks are joined only below `MAX_OUTPUT_CHARS`;
+# - output: rendering goes through `generate()` and stops as soon as the text
+#   produced passes `MAX_OUTPUT_CHARS`.
 
 
 class _Budget:
