@@ -274,6 +274,11 @@ LEADBACK_RETRY_SCHEDULE_S = env_float_list(
 LEADBACK_RETRY_JITTER = env_float("LEADBACK_RETRY_JITTER", 0.2)
 # How long a queued message owns its row before the sweeper queues it again.
 LEADBACK_QUEUE_LEASE_S = env_float("LEADBACK_QUEUE_LEASE_S", 60.0)
+# Queue new notifications for the workers as soon as the intake commits (the
+# fast path). Off for installs without a Celery worker, where cron runs
+# `deliver_notifications --once`: a message no worker reads would hold each new
+# row for a whole queue lease and pile up in the broker.
+LEADBACK_QUEUE_ON_COMMIT = env_bool("LEADBACK_QUEUE_ON_COMMIT", True)
 LEADBACK_SWEEP_BATCH = env_int("LEADBACK_SWEEP_BATCH", 500)
 # Rows of one config a single delivery message carries (sent one after another).
 LEADBACK_DELIVERY_BATCH = env_int("LEADBACK_DELIVERY_BATCH", 20)

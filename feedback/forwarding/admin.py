@@ -6,6 +6,7 @@ import logging
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_permission_codename
@@ -89,6 +90,8 @@ def notifications_resend_now(*, ids: list[int]) -> int:
 
 
 def _queue_now(ids: list[int]) -> None:
+    if not settings.LEADBACK_QUEUE_ON_COMMIT:
+        return  # no worker reads the queue: the next sweep or cron run sends them
     try:
         notifications_enqueue(notifications_claim_due(ids=ids))
     except Exception:  # the database or broker is unwell: the sweeper covers

@@ -156,7 +156,11 @@ def notifications_deliver_due(*, limit: int | None = None) -> int:
 
 
 def notifications_enqueue_on_commit(notifications: Sequence[Notification]) -> None:
-    """The fast path: once the intake commits, queue its new pending rows."""
+    """The fast path: once the intake commits, queue its new pending rows.
+    Off with LEADBACK_QUEUE_ON_COMMIT: the rows wait, unclaimed, for the next
+    sweep or `deliver_notifications --once`."""
+    if not settings.LEADBACK_QUEUE_ON_COMMIT:
+        return
     ids = [n.pk for n in notifications if n.status == Status.PENDING]
     if ids:
         transaction.on_commit(

@@ -4,6 +4,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 
 import pytest
 import time_machine
@@ -677,3 +678,57 @@ def test_a_slow_config_stretches_the_lease(buyer, receiver, monkeypatch):
     notification_deliver(claim=claim)
 
     assert seen[0] > timedelta(seconds=300)  # three times 100 s, plus the margin
+
+
+# Without a worker ---------------------------------------------------------------
+
+
+def test_without_the_fast_path_a_cron_run_sends_a_new_notification_at_once(
+    buyer, receiver, engine_settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """LEADBACK_QUEUE_ON_COMMIT off (no Celery worker, cron runs
+    `deliver_notifications --once`): nothing is queued or leased at intake, so
+    the next run sends the notification instead of waiting out a queue lease."""
+    from feedback.forwarding import tasks
+
+    engine_settings.LEADBACK_QUEUE_ON_COMMIT = False
+    queued: list[object] = []
+    monkeypatch.setattr(tasks.deliver_notifications_task, "delay", queued.append)
+    make_config(SourceFactory(), receiver.url())
+    source = FeedbackConfig.objects.get().source
+
+    with django_capture_on_commit_callbacks(execute=True):
+        feedback = returned(buyer, source=source)
+
+    notification = Notification.objects.get(feedback=feedback)
+    assert queued == []
+    assert (notification.status, notification.lease_token) == (Status.PENDING, None)
+    out = StringIO()
+    call_command("deliver_notifications", "--once", stdout=out)
+    assert out.getvalue().strip() == "Delivered 1 notification(s)."
+    notification.refresh_from_db()
+    assert notification.status == Status.SUCCEEDED
+    assert len(receiver.requests) == 1
+
+
+def test_with_the_fast_path_a_new_notification_is_held_for_the_workers(
+    buyer, receiver, engine_settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The default: the intake queues the row and leases it to the message, so a
+    cron run in the meantime leaves it to the worker (the lease protects it)."""
+    from feedback.forwarding import tasks
+
+    assert engine_settings.LEADBACK_QUEUE_ON_COMMIT is True
+    queued: list[object] = []
+    monkeypatch.setattr(tasks.deliver_notifications_task, "delay", queued.append)
+    make_config(SourceFactory(), receiver.url())
+    source = FeedbackConfig.objects.get().source
+
+    with django_capture_on_commit_callbacks(execute=True):
+        feedback = returned(buyer, source=source)
+
+    notification = Notification.objects.get(feedback=feedback)
+    assert len(queued) == 1
+    assert notification.lease_token is not None
+    assert notifications_deliver_due() == 0
+    assert receiver.requests == []
