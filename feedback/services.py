@@ -4,7 +4,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +15,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from feedback.bulk import instances_copy
 from feedback.models import (
     ApiKey,
     Buyer,
@@ -258,6 +259,160 @@ def _lead_get_or_create(
         phone_normalized=normalize_phone(lead_data.get("phone_1")),
         received_at=received_at,
     )
+
+
+# From this many events a batch writes leads and deliveries with COPY on
+# PostgreSQL; below, one INSERT each makes fewer round trips.
+EVENTS_COPY_MIN = 20
+
+
+def delivery_events_record_many(
+    *, items: Sequence[DeliveryInput]
+) -> list[DeliveryEvent | ConflictError]:
+    """Record many deliveries in one transaction, each as `delivery_event_record`
+    would: a repeat of a recorded event id with the same payload answers with
+    the stored event, with another payload with a ConflictError (in the list,
+    not raised).
+
+    A fixed number of statements whatever the batch size: the buyers, sources,
+    flows, earlier events and leads the items name are read once, what is
+    missing is written in bulk. The caller's transaction (or this one) holds
+    the whole batch: a process killed halfway leaves nothing. A concurrent
+    request that records one of the same event or lead ids first makes the
+    bulk write fail; the batch is then recorded item by item, each loser
+    answering as a repeat would.
+    """
+    try:
+        with transaction.atomic():
+            return _events_record_bulk(items)
+    except IntegrityError:
+        results: list[DeliveryEvent | ConflictError] = []
+        with transaction.atomic():
+            for data in items:
+                try:
+                    with transaction.atomic():
+                        results.append(delivery_event_record(data=data)[0])
+                except ConflictError as exc:
+                    results.append(exc)
+        return results
+
+
+def _events_record_bulk(
+    items: Sequence[DeliveryInput],
+) -> list[DeliveryEvent | ConflictError]:
+    fingerprints = [data.fingerprint() for data in items]
+    known: dict[str, tuple[DeliveryEvent, str]] = {
+        event.event_id: (event, event.payload_hash)
+        for event in DeliveryEvent.objects.filter(
+            event_id__in={d.event_id for d in items if d.event_id}
+        ).select_related("lead", "buyer", "source", "flow")
+    }
+    now = timezone.now()
+    results: list[DeliveryEvent | ConflictError | None] = []
+    new: list[tuple[int, DeliveryInput, str, str]] = []
+    for index, (data, fingerprint) in enumerate(zip(items, fingerprints, strict=True)):
+        event_id = data.event_id or generate_event_id()
+        if event_id in known:
+            event, recorded = known[event_id]
+            results.append(
+                event
+                if recorded == fingerprint
+                else ConflictError(
+                    "This event_id is already recorded with a different payload.",
+                    field="event_id",
+                )
+            )
+            continue
+        # Later items naming this event id meet it as recorded (filled in below).
+        known[event_id] = (DeliveryEvent(event_id=event_id), fingerprint)
+        results.append(None)
+        new.append((index, data, fingerprint, event_id))
+    if new:
+        created = _events_create(new, now=now)
+        for (index, *_), event in zip(new, created, strict=True):
+            results[index] = event
+        by_id = {event.event_id: event for event in created}
+        for index, result in enumerate(results):
+            if isinstance(result, DeliveryEvent) and result.pk is None:
+                results[index] = by_id[result.event_id]
+    return [r for r in results if r is not None]
+
+
+def _events_create(
+    new: list[tuple[int, DeliveryInput, str, str]], *, now: datetime
+) -> list[DeliveryEvent]:
+    buyers = _by_slug(Buyer, {d.buyer for _, d, _, _ in new})
+    sources = _by_slug(Source, {d.source for _, d, _, _ in new})
+    flows = _by_slug(Flow, {d.flow for _, d, _, _ in new})
+    lead_ids = {d.lead_id for _, d, _, _ in new if d.lead_id}
+    leads = {
+        lead.public_id: lead for lead in Lead.objects.filter(public_id__in=lead_ids)
+    }
+    new_leads: list[Lead] = []
+    events: list[DeliveryEvent] = []
+    for _, data, fingerprint, event_id in new:
+        source, flow = sources[data.source], flows[data.flow]
+        delivered_at = data.delivered_at or now
+        lead = leads.get(data.lead_id) if data.lead_id else None
+        if lead is None:
+            lead_data = dict(data.lead_data or {})
+            lead = Lead(
+                public_id=data.lead_id or generate_event_id(),
+                source=source,
+                flow=flow,
+                data=lead_data,
+                email_normalized=normalize_email(lead_data.get("email")),
+                phone_normalized=normalize_phone(lead_data.get("phone_1")),
+                received_at=delivered_at,
+                created_at=now,
+            )
+            new_leads.append(lead)
+            if data.lead_id:
+                leads[data.lead_id] = lead
+        events.append(
+            DeliveryEvent(
+                event_id=event_id,
+                lead=lead,
+                buyer=buyers[data.buyer],
+                source=source,
+                flow=flow,
+                step=data.step,
+                reference=data.reference,
+                # As the database gives it back, so a first answer and a repeat
+                # read the same.
+                price=data.price.quantize(Decimal("0.01")),
+                delivered_at=delivered_at,
+                payload_hash=fingerprint,
+                created_at=now,
+            )
+        )
+    _insert_all(new_leads)
+    for event in events:
+        event.lead_id = event.lead.pk
+    _insert_all(events)
+    return events
+
+
+def _insert_all(instances: Sequence[Any]) -> None:
+    if connection.vendor == "postgresql" and len(instances) >= EVENTS_COPY_MIN:
+        instances_copy(instances)
+    elif instances:
+        type(instances[0]).objects.bulk_create(instances)
+
+
+def _by_slug(model: type[Any], slugs: set[str]) -> dict[str, Any]:
+    """Rows of `model` by slug, created (named after the slug) when unknown."""
+    found = {row.slug: row for row in model.objects.filter(slug__in=slugs)}
+    missing = slugs - set(found)
+    if missing:
+        # A concurrent request may create the same slug: whoever loses keeps the
+        # winner's row (ignore_conflicts), which the read below finds.
+        model.objects.bulk_create(
+            [model(slug=slug, name=_title_from_slug(slug)) for slug in sorted(missing)],
+            ignore_conflicts=True,
+        )
+        found.update((row.slug, row) for row in model.objects.filter(slug__in=missing))
+    return found
 
 
 # Idempotency keys -------------------------------------------------------------

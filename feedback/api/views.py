@@ -57,7 +57,12 @@ from feedback.selectors import (
     feedback_list_for_key,
     get_delivery_for_key,
 )
-from feedback.services import ConflictError, delivery_event_record
+from feedback.services import (
+    ConflictError,
+    DeliveryInput,
+    delivery_event_record,
+    delivery_events_record_many,
+)
 from sources.models import Kind
 
 MAX_ITEMS = settings.LEADBACK_BATCH_MAX_ITEMS
@@ -129,40 +134,40 @@ class EventRecordApi(APIView):
     def _post_items(self, data: dict[str, Any]) -> Response:
         envelope = ItemsInputSerializer(data=data)
         envelope.is_valid(raise_exception=True)
-        results = [
-            _record_item(index, item)
-            for index, item in enumerate(envelope.validated_data["items"])
-        ]
+        results: list[dict[str, Any]] = []
+        valid: list[tuple[int, DeliveryInput]] = []
+        for index, item in enumerate(envelope.validated_data["items"]):
+            serializer = EventInputSerializer(data=item)
+            if serializer.is_valid():
+                valid.append((index, serializer.to_delivery_input()))
+                results.append({})
+            else:
+                results.append(
+                    {
+                        "index": index,
+                        "status": 422,
+                        "errors": flatten_errors(serializer.errors, f"items.{index}"),
+                    }
+                )
+        # One transaction for the batch: it is recorded whole, or not at all.
+        with transaction.atomic():
+            recorded = delivery_events_record_many(items=[d for _, d in valid])
+        for (index, _), outcome in zip(valid, recorded, strict=True):
+            if isinstance(outcome, ConflictError):
+                field = f"items.{index}.event_id"
+                results[index] = {
+                    "index": index,
+                    "status": 409,
+                    "errors": [{"field": field, "message": outcome.message}],
+                }
+            else:
+                event = EventOutputSerializer(outcome).data
+                results[index] = {"index": index, "status": 201, "event": event}
         summary = {
             "recorded": sum(1 for r in results if r["status"] == 201),
             "failed": sum(1 for r in results if r["status"] != 201),
         }
         return Response({**summary, "results": results}, status=status.HTTP_200_OK)
-
-
-def _record_item(index: int, item: Any) -> dict[str, Any]:
-    serializer = EventInputSerializer(data=item)
-    if not serializer.is_valid():
-        return {
-            "index": index,
-            "status": 422,
-            "errors": flatten_errors(serializer.errors, f"items.{index}"),
-        }
-    try:
-        # One savepoint per item: a failing item must not sink the others.
-        with transaction.atomic():
-            event, _ = delivery_event_record(data=serializer.to_delivery_input())
-    except ConflictError as exc:
-        return {
-            "index": index,
-            "status": 409,
-            "errors": [{"field": f"items.{index}.event_id", "message": exc.message}],
-        }
-    return {
-        "index": index,
-        "status": 201,
-        "event": EventOutputSerializer(_reload(event)).data,
-    }
 
 
 def _reload(event: DeliveryEvent) -> DeliveryEvent:
