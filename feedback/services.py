@@ -388,7 +388,8 @@ def _events_create(
         )
     _insert_all(new_leads)
     for event in events:
-        event.lead_id = event.lead.pk
+        # By name, not lead_id: that keeps the lead cached for the answer.
+        event.lead = event.lead
     _insert_all(events)
     return events
 

@@ -73,7 +73,11 @@ class EventInputSerializer(serializers.Serializer):
         return value
 
     def to_delivery_input(self) -> DeliveryInput:
-        data = self.validated_data
+        return self.delivery_input(self.validated_data)
+
+    @staticmethod
+    def delivery_input(data: Any) -> DeliveryInput:
+        """A validated event (this serializer's output) as the services take it."""
         lead = dict(data.get("lead") or {})
         lead_id = lead.pop("id", None)
         return DeliveryInput(
