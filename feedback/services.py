@@ -301,40 +301,44 @@ def _events_record_bulk(
     items: Sequence[DeliveryInput],
 ) -> list[DeliveryEvent | ConflictError]:
     fingerprints = [data.fingerprint() for data in items]
-    known: dict[str, tuple[DeliveryEvent, str]] = {
+    # Event id -> (the event, or None while it is still to be written; its hash).
+    known: dict[str, tuple[DeliveryEvent | None, str]] = {
         event.event_id: (event, event.payload_hash)
         for event in DeliveryEvent.objects.filter(
             event_id__in={d.event_id for d in items if d.event_id}
         ).select_related("lead", "buyer", "source", "flow")
     }
     now = timezone.now()
+    # A repeat of an event id written by this batch: (index, event id).
+    repeats: list[tuple[int, str]] = []
     results: list[DeliveryEvent | ConflictError | None] = []
     new: list[tuple[int, DeliveryInput, str, str]] = []
     for index, (data, fingerprint) in enumerate(zip(items, fingerprints, strict=True)):
         event_id = data.event_id or generate_event_id()
-        if event_id in known:
-            event, recorded = known[event_id]
+        if event_id not in known:
+            known[event_id] = (None, fingerprint)
+            results.append(None)
+            new.append((index, data, fingerprint, event_id))
+            continue
+        event, recorded = known[event_id]
+        if recorded != fingerprint:
             results.append(
-                event
-                if recorded == fingerprint
-                else ConflictError(
+                ConflictError(
                     "This event_id is already recorded with a different payload.",
                     field="event_id",
                 )
             )
-            continue
-        # Later items naming this event id meet it as recorded (filled in below).
-        known[event_id] = (DeliveryEvent(event_id=event_id), fingerprint)
-        results.append(None)
-        new.append((index, data, fingerprint, event_id))
+        else:
+            results.append(event)
+            if event is None:
+                repeats.append((index, event_id))
     if new:
         created = _events_create(new, now=now)
         for (index, *_), event in zip(new, created, strict=True):
             results[index] = event
         by_id = {event.event_id: event for event in created}
-        for index, result in enumerate(results):
-            if isinstance(result, DeliveryEvent) and result.pk is None:
-                results[index] = by_id[result.event_id]
+        for index, event_id in repeats:
+            results[index] = by_id[event_id]
     return [r for r in results if r is not None]
 
 

@@ -2,6 +2,9 @@
 item as `delivery_event_record` would record it, in a fixed number of
 statements, in one transaction."""
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
 import pytest
 from django.db import IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
@@ -133,3 +136,26 @@ def test_a_batch_answer_is_the_answer_a_repeat_gets(integration_client):
     single = integration_client.post(URL, items[0], format="json").json()
     assert single == first["results"][0]["event"]
     assert first["results"][3]["event"]["price"] == "0.00"
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/Chicago"])
+def test_the_written_out_answer_is_the_serializers(settings, zone):
+    from django.utils import timezone
+
+    from feedback.api.serializers import EventOutputSerializer
+    from feedback.api.views import event_answer
+
+    settings.TIME_ZONE = zone
+    events = delivery_events_record_many(
+        items=[
+            delivery(1, price=Decimal("45")),
+            delivery(2, lead_id=None, lead_data={}),
+            delivery(3, delivered_at=datetime(2026, 11, 20, 10, 30, 0, 123456, UTC)),
+        ]
+    )
+    stored = DeliveryEvent.objects.select_related("lead", "buyer", "source", "flow")
+    with timezone.override(zone):
+        for event in events:
+            expected = EventOutputSerializer(stored.get(pk=event.pk)).data
+            current = timezone.get_current_timezone()
+            assert event_answer(event, zone=current) == expected
