@@ -8,11 +8,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    IntegrityError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 from django.utils import timezone
 
 from feedback.bulk import instances_copy
@@ -24,6 +32,7 @@ from feedback.models import (
     IdempotencyKey,
     Lead,
 )
+from feedback.rows import Columns, Insert
 from sources.models import Source
 
 API_KEY_PREFIX = "lb_"
@@ -196,6 +205,10 @@ def delivery_event_record(*, data: DeliveryInput) -> tuple[DeliveryEvent, bool]:
     returns the stored event; with another payload it raises ConflictError.
     """
     fingerprint = data.fingerprint()
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        recorded = _event_record_one(data, fingerprint)
+        if recorded is not None:
+            return recorded, True
     if data.event_id:
         existing = DeliveryEvent.objects.filter(event_id=data.event_id).first()
         if existing is not None:
@@ -211,6 +224,119 @@ def delivery_event_record(*, data: DeliveryInput) -> tuple[DeliveryEvent, bool]:
             if existing is not None:
                 return _same_or_conflict(existing, fingerprint), False
         raise
+
+
+# The common case of the busiest call, in two statements and no transaction: one
+# read finds the buyer, source and flow by slug, the lead by its id, and whether
+# the event id is taken; one INSERT (with the lead's, as a CTE, when it is new)
+# writes the delivery. Anything else (an unknown slug, a repeated event id, a
+# race on a key) takes the general path below, which handles it.
+_ONE_LEAD = Columns(Lead, "l")
+
+
+@cache
+def _event_read_sql() -> str:
+    quote = connection.ops.quote_name
+    table = {m: quote(m._meta.db_table) for m in (Buyer, Source, Flow, DeliveryEvent)}
+    return (
+        f"SELECT b.id, s.id, f.id, e.id, {_ONE_LEAD.sql} "  # noqa: S608 - _meta names
+        f"FROM (SELECT 1) AS one "
+        f"LEFT JOIN {table[Buyer]} b ON b.slug = %s "
+        f"LEFT JOIN {table[Source]} s ON s.slug = %s "
+        f"LEFT JOIN {table[Flow]} f ON f.slug = %s "
+        f"LEFT JOIN {table[DeliveryEvent]} e ON e.event_id = %s "
+        f"LEFT JOIN {_ONE_LEAD.table} ON l.public_id = %s"
+    )
+
+
+_insert_event = Insert(DeliveryEvent)
+_insert_lead = Insert(Lead)
+
+
+@cache
+def _event_with_lead_sql() -> str:
+    """One INSERT of a lead and its first delivery: atomic without BEGIN/COMMIT."""
+    quote = connection.ops.quote_name
+    lead_columns = ", ".join(quote(str(f.column)) for f in _insert_lead.fields)
+    event_columns = [str(f.column) for f in _insert_event.fields]
+    values = ", ".join("l.id" if c == "lead_id" else "%s" for c in event_columns)
+    return (
+        f"WITH l AS (INSERT INTO {quote(Lead._meta.db_table)} ({lead_columns}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(_insert_lead.fields))}) RETURNING id) "
+        f"INSERT INTO {quote(DeliveryEvent._meta.db_table)} "
+        f"({', '.join(quote(c) for c in event_columns)}) "
+        f"SELECT {values} FROM l RETURNING id, lead_id"
+    )
+
+
+def _event_record_one(data: DeliveryInput, fingerprint: str) -> DeliveryEvent | None:
+    """Record a new delivery whose buyer, source and flow exist; None when the
+    general path must decide (see above)."""
+    event_id = data.event_id or generate_event_id()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _event_read_sql(),
+            [data.buyer, data.source, data.flow, event_id, data.lead_id or ""],
+        )
+        row = cursor.fetchone()
+    buyer_id, source_id, flow_id, taken = row[:4]
+    if taken is not None or None in (buyer_id, source_id, flow_id):
+        return None
+    # Only the slugs are loaded: the answer names them; anything else is read
+    # on first use.
+    buyer = Buyer.from_db(None, ["id", "slug"], [buyer_id, data.buyer])
+    source = Source.from_db(None, ["id", "slug"], [source_id, data.source])
+    flow = Flow.from_db(None, ["id", "slug"], [flow_id, data.flow])
+    lead = _ONE_LEAD.load(row, 4) if data.lead_id else None
+    now = timezone.now()
+    delivered_at = data.delivered_at or now
+    event = DeliveryEvent(
+        event_id=event_id,
+        buyer=buyer,
+        source=source,
+        flow=flow,
+        step=data.step,
+        reference=data.reference,
+        price=data.price.quantize(Decimal("0.01")),
+        delivered_at=delivered_at,
+        payload_hash=fingerprint,
+        created_at=now,
+    )
+    try:
+        if lead is not None:
+            event.lead = lead
+            _insert_event(event)
+            return event
+        lead_data = dict(data.lead_data or {})
+        lead = Lead(
+            public_id=data.lead_id or generate_event_id(),
+            source=source,
+            flow=flow,
+            data=lead_data,
+            email_normalized=normalize_email(lead_data.get("email")),
+            phone_normalized=normalize_phone(lead_data.get("phone_1")),
+            received_at=delivered_at,
+            created_at=now,
+        )
+        db = connections[DEFAULT_DB_ALIAS]
+        values = [
+            f.get_db_prep_save(f.pre_save(lead, True), db) for f in _insert_lead.fields
+        ]
+        values += [
+            f.get_db_prep_save(f.pre_save(event, True), db)
+            for f in _insert_event.fields
+            if f.column != "lead_id"
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(_event_with_lead_sql(), values)
+            event.pk, lead.pk = cursor.fetchone()
+    except IntegrityError:
+        return None  # a concurrent request took the event or lead id first
+    for instance in (lead, event):
+        instance._state.adding = False
+        instance._state.db = DEFAULT_DB_ALIAS
+    event.lead = lead
+    return event
 
 
 def _same_or_conflict(existing: DeliveryEvent, fingerprint: str) -> DeliveryEvent:

@@ -130,10 +130,14 @@ class EventRecordApi(APIView):
             return self._post_items(request.data)
         serializer = EventInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        event, _ = delivery_event_record(data=serializer.to_delivery_input())
-        return Response(
-            EventOutputSerializer(_reload(event)).data, status=status.HTTP_201_CREATED
+        event, created = delivery_event_record(data=serializer.to_delivery_input())
+        # A new event carries what the answer names; a repeat is read whole.
+        answer = (
+            event_answer(event, zone=timezone.get_current_timezone())
+            if created
+            else EventOutputSerializer(_reload(event)).data
         )
+        return Response(answer, status=status.HTTP_201_CREATED)
 
     def _post_items(self, data: dict[str, Any]) -> Response:
         envelope = ItemsInputSerializer(data=data)
