@@ -1,5 +1,6 @@
-"""A batch of delivery events is recorded whole or not at all, even when the web
-process is killed halfway: PostgreSQL and a real gunicorn, SIGKILLed mid-request."""
+"""A batch (delivery events, or feedback) is recorded whole or not at all, even
+when the web process is killed halfway: PostgreSQL and a real gunicorn, SIGKILLed
+mid-request."""
 
 import os
 import secrets
@@ -9,16 +10,24 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 from django.db import connection, transaction
 
-from feedback.models import ApiKey, DeliveryEvent, Lead
+from feedback.models import ApiKey, DeliveryEvent, Feedback, Lead
 from feedback.services import api_key_create
+from sources.models import Kind
 from tests.e2e.processes import session_database_url
-from tests.factories import DeliveryEventFactory
+from tests.factories import (
+    BuyerFactory,
+    DeliveryEventFactory,
+    FeedbackFactory,
+    LeadFactory,
+)
 
 pytestmark = [pytest.mark.service, pytest.mark.django_db(transaction=True)]
 
@@ -71,10 +80,12 @@ def backend_waiting_on_a_lock() -> bool:
         return cursor.fetchone()[0] > 0
 
 
-def test_a_worker_killed_mid_batch_leaves_no_event_and_no_lead(tmp_path):
-    if connection.vendor != "postgresql":
-        pytest.skip("the crash is PostgreSQL's to survive")
-    _, key = api_key_create(scope=ApiKey.Scope.INTEGRATION, name="distribution")
+@contextmanager
+def serving(
+    tmp_path: Path, key: str
+) -> Iterator[tuple[Callable[[str, object], object], int]]:
+    """gunicorn with one worker on this session's database; yields a function
+    posting JSON to a path (the answer, or the exception) and the master's pid."""
     port = free_port()
     env = os.environ | {
         "DATABASE_URL": session_database_url(),
@@ -98,32 +109,53 @@ def test_a_worker_killed_mid_batch_leaves_no_event_and_no_lead(tmp_path):
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}/api/v1/events"
-    headers = {"X-API-Key": key}
+
+    def post(path: str, body: object) -> object:
+        try:
+            return requests.post(
+                f"http://127.0.0.1:{port}{path}",
+                json=body,
+                headers={"X-API-Key": key},
+                timeout=60,
+            )
+        except requests.RequestException as exc:
+            return exc
+
+    def up() -> bool:
+        assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
+        return not isinstance(post("/api/v1/events", {}), requests.RequestException)
+
     try:
+        wait_for(up, timeout=60, what="gunicorn to serve")
+        yield post, server.pid
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
 
-        def serving() -> bool:
-            assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            try:
-                requests.post(url, json={}, headers=headers, timeout=2)
-            except requests.ConnectionError:
-                return False
-            return True
 
-        wait_for(serving, timeout=60, what="gunicorn to serve")
-        worker = gunicorn_worker_pid(server.pid)
-        answers: list[object] = []
+def kill_mid_request(
+    post: Callable[[str, object], object], master: int, path: str, body: object
+) -> object:
+    """Post `body`, wait until its transaction waits on a lock the caller holds,
+    SIGKILL the worker; returns what the client got."""
+    answers: list[object] = []
+    request = threading.Thread(target=lambda: answers.append(post(path, body)))
+    request.start()
+    wait_for(backend_waiting_on_a_lock, timeout=30, what="the batch to block")
+    os.kill(gunicorn_worker_pid(master), signal.SIGKILL)
+    request.join(30)
+    return answers[0]
 
-        def post(items: list[dict[str, object]]) -> None:
-            try:
-                answers.append(
-                    requests.post(
-                        url, json={"items": items}, headers=headers, timeout=60
-                    )
-                )
-            except requests.RequestException as exc:
-                answers.append(exc)
 
+def test_a_worker_killed_mid_batch_leaves_no_event_and_no_lead(tmp_path):
+    if connection.vendor != "postgresql":
+        pytest.skip("the crash is PostgreSQL's to survive")
+    _, key = api_key_create(scope=ApiKey.Scope.INTEGRATION, name="distribution")
+    with serving(tmp_path, key) as (post, master):
         # Insert the batch's last event id in a transaction left open: the
         # batch's INSERT waits on that key in the unique index, after the
         # batch has written every other row, and stays open while the worker
@@ -132,38 +164,56 @@ def test_a_worker_killed_mid_batch_leaves_no_event_and_no_lead(tmp_path):
         items = batch("a" * 8)
         with transaction.atomic():
             DeliveryEventFactory(event_id=items[-1]["event_id"])
-            request = threading.Thread(target=post, args=(items,))
-            request.start()
-            wait_for(backend_waiting_on_a_lock, timeout=30, what="the batch to block")
-            os.kill(worker, signal.SIGKILL)
-            request.join(30)
+            answer = kill_mid_request(post, master, "/api/v1/events", {"items": items})
             transaction.set_rollback(True)
-        assert isinstance(answers[0], requests.RequestException), answers
-
-        # The killed worker's session rolls back once its statement ends.
-        def rolled_back() -> bool:
-            return not backend_waiting_on_a_lock()
-
-        wait_for(rolled_back, timeout=30, what="the killed batch's session to end")
+        assert isinstance(answer, requests.RequestException), answer
         time.sleep(0.5)
         assert DeliveryEvent.objects.filter(event_id__startswith="a" * 8).count() == 0
         assert Lead.objects.filter(public_id__startswith="lead-aaaaaaaa").count() == 0
 
         # The same kind of batch, not interrupted, is recorded whole by the
         # worker gunicorn starts in place of the killed one.
-        wait_for(serving, timeout=60, what="gunicorn's new worker")
-        post(batch("b" * 8))
-        response = answers[-1]
+        wait_for(
+            lambda: not isinstance(post("/api/v1/events", {}), Exception),
+            timeout=60,
+            what="gunicorn's new worker",
+        )
+        response = post("/api/v1/events", {"items": batch("b" * 8)})
         assert isinstance(response, requests.Response), response
         assert response.status_code == 200, response.text
         assert response.json()["recorded"] == ITEMS
-        assert (
-            DeliveryEvent.objects.filter(event_id__startswith="b" * 8).count() == ITEMS
+        recorded = DeliveryEvent.objects.filter(event_id__startswith="b" * 8)
+        assert recorded.count() == ITEMS
+
+
+def test_a_worker_killed_mid_feedback_batch_leaves_no_feedback(tmp_path):
+    if connection.vendor != "postgresql":
+        pytest.skip("the crash is PostgreSQL's to survive")
+    buyer = BuyerFactory()
+    lead = LeadFactory()
+    deliveries = DeliveryEventFactory.create_batch(200, buyer=buyer, lead=lead)
+    _, key = api_key_create(scope=ApiKey.Scope.BUYER, name="crm", buyer=buyer)
+    items = [{"event_id": d.event_id, "type": "conversion"} for d in deliveries[:-1]]
+    items.append({"event_id": deliveries[-1].event_id, "type": "return"})
+    with serving(tmp_path, key) as (post, master):
+        # A successful return of the last delivery, left uncommitted: the
+        # batch's write waits on the one-return-per-delivery index.
+        with transaction.atomic():
+            FeedbackFactory(delivery=deliveries[-1], kind=Kind.RETURN)
+            answer = kill_mid_request(
+                post, master, "/api/v1/feedback", {"items": items}
+            )
+            transaction.set_rollback(True)
+        assert isinstance(answer, requests.RequestException), answer
+        time.sleep(0.5)
+        assert Feedback.objects.filter(buyer=buyer).count() == 0
+
+        wait_for(
+            lambda: not isinstance(post("/api/v1/events", {}), Exception),
+            timeout=60,
+            what="gunicorn's new worker",
         )
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        response = post("/api/v1/feedback", {"items": items})
+        assert isinstance(response, requests.Response), response
+        assert response.status_code == 200, response.text
+        assert Feedback.objects.filter(buyer=buyer, outcome="success").count() == 200
