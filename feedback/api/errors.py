@@ -1,8 +1,10 @@
 """One exception handler at the edge: every API error is RFC 9457 problem+json."""
 
+import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -11,6 +13,10 @@ from rest_framework.views import exception_handler
 from feedback.services import ConflictError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# How long a client is asked to wait when the database is out of reach.
+UNAVAILABLE_RETRY_AFTER_S = 5
+
+logger = logging.getLogger(__name__)
 
 _TITLES = {
     400: "Bad request",
@@ -24,6 +30,7 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Validation failed",
     429: "Too many requests",
+    503: "Service unavailable",
 }
 
 
@@ -96,6 +103,15 @@ def problem_exception_handler(
         return problem_response(status.HTTP_409_CONFLICT, exc.message, errors=errors)
     if isinstance(exc, Http404):
         return problem_response(status.HTTP_404_NOT_FOUND, "Not found.")
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is restarting or out of reach: the client's answer is to
+        # retry (with its Idempotency-Key, if it sent one), not a server bug.
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return problem_response(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "The database is unavailable. Retry shortly.",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+        )
     response = exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response

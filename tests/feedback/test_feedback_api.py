@@ -494,3 +494,25 @@ def test_batch_answers_are_what_the_serializer_gives(buyer):
     assert answered == expected
     assert [list(a) for a in answered] == [list(e) for e in expected]
     assert len(answered[1]["notifications"]) == 2
+
+
+def test_a_database_outage_is_a_503_to_retry_not_a_server_error(
+    buyer_client, delivery, monkeypatch
+):
+    from django.db import OperationalError
+
+    def unavailable(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("feedback.api.views.feedback_receive", unavailable)
+
+    response = buyer_client.post(
+        "/api/v1/feedback",
+        {"event_id": delivery.event_id, "type": "conversion"},
+        format="json",
+    )
+
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/problem+json"
+    assert response["Retry-After"] == "5"
+    assert response.json()["detail"] == "The database is unavailable. Retry shortly."
