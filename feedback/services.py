@@ -307,17 +307,7 @@ def _event_record_one(data: DeliveryInput, fingerprint: str) -> DeliveryEvent | 
             event.lead = lead
             _insert_event(event)
             return event
-        lead_data = dict(data.lead_data or {})
-        lead = Lead(
-            public_id=data.lead_id or generate_event_id(),
-            source=source,
-            flow=flow,
-            data=lead_data,
-            email_normalized=normalize_email(lead_data.get("email")),
-            phone_normalized=normalize_phone(lead_data.get("phone_1")),
-            received_at=delivered_at,
-            created_at=now,
-        )
+        lead = lead_build(data, source=source, flow=flow, received_at=delivered_at)
         db = connections[DEFAULT_DB_ALIAS]
         values = [
             f.get_db_prep_save(f.pre_save(lead, True), db) for f in _insert_lead.fields
@@ -368,15 +358,12 @@ def _delivery_event_create(data: DeliveryInput, fingerprint: str) -> DeliveryEve
     )
 
 
-def _lead_get_or_create(
+def lead_build(
     data: DeliveryInput, *, source: Source, flow: Flow, received_at: datetime
 ) -> Lead:
+    """The unsaved lead a first delivery of `data` records."""
     lead_data = dict(data.lead_data or {})
-    if data.lead_id:
-        lead = Lead.objects.filter(public_id=data.lead_id).first()
-        if lead is not None:
-            return lead
-    return Lead.objects.create(
+    return Lead(
         public_id=data.lead_id or generate_event_id(),
         source=source,
         flow=flow,
@@ -385,6 +372,18 @@ def _lead_get_or_create(
         phone_normalized=normalize_phone(lead_data.get("phone_1")),
         received_at=received_at,
     )
+
+
+def _lead_get_or_create(
+    data: DeliveryInput, *, source: Source, flow: Flow, received_at: datetime
+) -> Lead:
+    if data.lead_id:
+        lead = Lead.objects.filter(public_id=data.lead_id).first()
+        if lead is not None:
+            return lead
+    lead = lead_build(data, source=source, flow=flow, received_at=received_at)
+    lead.save(force_insert=True)
+    return lead
 
 
 # From this many events a batch writes leads and deliveries with COPY on
@@ -485,17 +484,8 @@ def _events_create(
         delivered_at = data.delivered_at or now
         lead = leads.get(data.lead_id) if data.lead_id else None
         if lead is None:
-            lead_data = dict(data.lead_data or {})
-            lead = Lead(
-                public_id=data.lead_id or generate_event_id(),
-                source=source,
-                flow=flow,
-                data=lead_data,
-                email_normalized=normalize_email(lead_data.get("email")),
-                phone_normalized=normalize_phone(lead_data.get("phone_1")),
-                received_at=delivered_at,
-                created_at=now,
-            )
+            lead = lead_build(data, source=source, flow=flow, received_at=delivered_at)
+            lead.created_at = now  # COPY writes it as it is; bulk_create sets it
             new_leads.append(lead)
             if data.lead_id:
                 leads[data.lead_id] = lead

@@ -4,33 +4,18 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.e2e.processes import free_port, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 # No PostgreSQL, no Redis: the demo runs on what needs no server, whatever the
 # environment of the suite says.
 SERVICE_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "LEADBACK_REQUIRE_SERVICES")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_make_demo_seeds_serves_and_stops_on_ctrl_c(tmp_path):

@@ -5,7 +5,6 @@ mid-request."""
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from django.db import connection, transaction
 from feedback.models import ApiKey, DeliveryEvent, Feedback, Lead
 from feedback.services import api_key_create
 from sources.models import Kind
-from tests.e2e.processes import session_database_url
+from tests.e2e.processes import free_port, session_database_url, wait_for
 from tests.factories import (
     BuyerFactory,
     DeliveryEventFactory,
@@ -33,21 +32,6 @@ pytestmark = [pytest.mark.service, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def batch(tag: str) -> list[dict[str, object]]:

@@ -37,7 +37,9 @@ from tests.e2e.processes import (
     WORKER_POOL_OPTIONS,
     CeleryProcess,
     CeleryWorker,
+    free_port,
     this_process_publishes_to,
+    wait_for,
 )
 from tests.sources.servers import RecordingServer, Reply
 
@@ -46,23 +48,6 @@ pytestmark = pytest.mark.service
 DELIVERIES = 200
 LOAD_SECONDS = 45
 RATE = 10  # feedback per second
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class PrivatePostgres:
