@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 
 from feedback.api.auth import KeyPrincipal, LeadConduitKeyAuthentication
 from feedback.api.errors import PROBLEM_CONTENT_TYPE, flatten_errors, problem_response
-from feedback.api.idempotency import idempotent
+from feedback.api.idempotency import NotExecutedResponse, idempotent
 from feedback.api.negotiation import (
     ResultXMLRenderer,
     TextXMLParser,
@@ -137,7 +137,9 @@ class EventRecordApi(APIView):
             "recorded": sum(1 for r in results if r["status"] == 201),
             "failed": sum(1 for r in results if r["status"] != 201),
         }
-        return Response({**summary, "results": results}, status=status.HTTP_200_OK)
+        # No item recorded: nothing an Idempotency-Key retry must not repeat.
+        answer = Response if summary["recorded"] else NotExecutedResponse
+        return answer({**summary, "results": results}, status=status.HTTP_200_OK)
 
 
 def _record_item(index: int, item: Any) -> dict[str, Any]:
@@ -303,7 +305,9 @@ class FeedbackApi(GenericAPIView[Feedback]):
                 feedback_outputs([result.feedback])[0],
                 status=status.HTTP_201_CREATED,
             )
-        return Response(
+        # Unknown event or invalid input: nothing stored, so nothing to replay.
+        answer = Response if result.feedback is not None else NotExecutedResponse
+        return answer(
             _problem_body(result),
             status=RESULT_STATUS[result.status],
             content_type=PROBLEM_CONTENT_TYPE,
@@ -345,7 +349,9 @@ class FeedbackApi(GenericAPIView[Feedback]):
                 entry = {"index": index, **_problem_body(result, f"items.{index}")}
             results.append(entry)
         accepted = sum(1 for r in results if r["status"] == status.HTTP_201_CREATED)
-        return Response(
+        stored_any = any(r.feedback is not None for r in outcomes)
+        answer = Response if stored_any else NotExecutedResponse
+        return answer(
             {
                 "accepted": accepted,
                 "refused": len(results) - accepted,
@@ -450,7 +456,8 @@ class LeadConduitFeedbackApi(APIView):
             }
             if feedback.outcome == Feedback.Outcome.SUCCESS:
                 body_out["feedback_id"] = str(feedback.public_id)
-        return Response(body_out, status=LC_STATUS[result.status])
+        answer = Response if feedback is not None else NotExecutedResponse
+        return answer(body_out, status=LC_STATUS[result.status])
 
     def handle_exception(self, exc: Exception) -> Response:
         """Errors answer in LeadConduit's shape and the negotiated format."""
