@@ -49,7 +49,13 @@ from feedback.api.serializers import (
 )
 from feedback.filters import FeedbackFilter
 from feedback.forwarding.models import Notification
-from feedback.intake.parse import KNOWN_FIELDS, FieldError, ReceiveResult, ReceiveStatus
+from feedback.intake.parse import (
+    KNOWN_FIELDS,
+    FieldError,
+    ReceiveResult,
+    ReceiveStatus,
+    keep_extra_variables,
+)
 from feedback.intake.pipeline import feedback_receive, feedback_receive_many
 from feedback.models import Buyer, DeliveryEvent, Feedback
 from feedback.selectors import (
@@ -390,6 +396,11 @@ LC_STATUS = {
 }
 
 
+# Variables the URL reads itself (DRF's format override) or that would carry a
+# key, which is never accepted in a query string: not kept in custom.
+LC_NOT_KEPT = frozenset({"format", "api_key", "apikey", "key"})
+
+
 class LeadConduitFeedbackApi(APIView):
     """`GET|POST /feedback?event_id=…`, answering as LeadConduit does (DESIGN §4.1).
 
@@ -441,7 +452,7 @@ class LeadConduitFeedbackApi(APIView):
             raise TypeError("IsBuyerKey lets only buyer keys send feedback")
         result = feedback_receive(
             buyer=buyer,
-            data={name: variables.get(name) for name in KNOWN_FIELDS},
+            data=keep_extra_variables(variables, ignore=LC_NOT_KEPT),
             channel=Feedback.Channel.LC_COMPAT,
             api_key=principal.api_key,
         )
