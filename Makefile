@@ -30,7 +30,8 @@ export LEADBACK_DEMO_PORT
 
 demo: install
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py seed_demo --leads $(LEADBACK_DEMO_LEADS) \
+	LEADBACK_OUTBOUND_ALLOWLIST=127.0.0.1/32 \
+		$(BIN)/python manage.py seed_demo --leads $(LEADBACK_DEMO_LEADS) \
 		--base-url http://127.0.0.1:$(LEADBACK_DEMO_PORT)
 	DEBUG=true LEADBACK_OUTBOUND_ALLOWLIST=127.0.0.1/32 LEADBACK_DEMO_RECEIVER=true \
 		$(BIN)/honcho -f Procfile.demo start

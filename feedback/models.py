@@ -416,7 +416,11 @@ class IdempotencyKey(models.Model):
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     status_code = models.PositiveSmallIntegerField()
-    response_body = models.JSONField()
+    # The body exactly as first sent, so a replay is byte for byte the same.
+    response_content = models.BinaryField(null=True)
+    # Rows stored before response_content hold the data the body was rendered
+    # from instead; they are replayed by rendering it again.
+    response_body = models.JSONField(null=True, blank=True)
     content_type = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 

@@ -551,10 +551,17 @@ class IdempotencyKeyInFlightError(Exception):
 
 @dataclass(frozen=True)
 class StoredResponse:
+    """An answer as it went out: status, body bytes and content type."""
+
     status_code: int
-    body: Any
+    content: bytes | None
     content_type: str = ""
     replayed: bool = False
+    # False for an answer given before the request changed anything (unknown
+    # event, invalid input): it is not kept, so a retry with the key runs again.
+    keep: bool = True
+    # A row stored before the bytes were kept: the data to render the body from.
+    data: Any = None
 
 
 def idempotency_ttl() -> timedelta:
@@ -572,6 +579,8 @@ def idempotent_call(
 
     The handler's writes and the stored response commit together. Concurrent
     requests with one key queue on a lock, then replay the first one's answer.
+    An answer the handler marks not to keep (nothing was done) is not stored, as
+    Stripe and the IETF Idempotency-Key draft have it: a retry runs afresh.
     """
     with transaction.atomic():
         _lock_idempotency_key(owner, key)
@@ -587,21 +596,24 @@ def idempotent_call(
                 raise IdempotencyKeyReusedError(
                     "This Idempotency-Key was used with a different request."
                 )
+            content = record.response_content
             return StoredResponse(
                 record.status_code,
-                record.response_body,
+                bytes(content) if content is not None else None,
                 record.content_type,
                 replayed=True,
+                data=record.response_body,
             )
         response = handler()
-        IdempotencyKey.objects.create(
-            owner=owner,
-            key=key,
-            request_hash=request_hash,
-            status_code=response.status_code,
-            response_body=response.body,
-            content_type=response.content_type,
-        )
+        if response.keep:
+            IdempotencyKey.objects.create(
+                owner=owner,
+                key=key,
+                request_hash=request_hash,
+                status_code=response.status_code,
+                response_content=response.content,
+                content_type=response.content_type,
+            )
         return response
 
 

@@ -34,6 +34,7 @@ from sources.outbound.types import (
     Outcome,
     RequestSpec,
 )
+from sources.transports import destination_problems
 from sources.transports.batch import SAMPLE_FILE_VARIABLES
 from sources.transports.building import build_request, validate_headers
 from sources.transports.registry import METHODS, TRANSPORTS
@@ -256,6 +257,9 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
     url = urlsplit(config.url)
     if url.scheme not in ("http", "https") or not url.hostname:
         add("url", "Use an http:// or https:// URL.")
+    else:
+        for field, message in destination_problems("url", url.hostname):
+            add(field, message)
     transport = METHODS.get(method)
     for field, message in transport.config_problems(config) if transport else []:
         add(field, message)

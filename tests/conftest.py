@@ -174,3 +174,24 @@ def _fresh_mapping_cache():
     from sources import services
 
     services._MAPPINGS_CACHE.clear()
+
+
+@pytest.fixture(autouse=True)
+def config_dns(monkeypatch):
+    """What destination names resolve to when a config is checked on save: this
+    dict, never the network. `localhost` only, unless a test adds names; any
+    other name does not resolve, and so passes the check (connections are still
+    guarded when something is sent)."""
+    import socket
+
+    from sources.outbound import guard
+
+    answers = {"localhost": ["127.0.0.1", "::1"]}
+
+    def addresses(host):
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return list(answers[host])
+
+    monkeypatch.setattr(guard, "_addresses_for_check", addresses)
+    return answers

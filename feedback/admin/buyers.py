@@ -360,4 +360,7 @@ class IdempotencyKeyAdmin(admin.ModelAdmin[IdempotencyKey]):
 
     @admin.display(description="response body")
     def response(self, obj: IdempotencyKey) -> SafeString:
-        return pretty_json(obj.response_body)
+        if obj.response_content is None:  # stored before the bytes were kept
+            return pretty_json(obj.response_body)
+        text = bytes(obj.response_content).decode("utf-8", errors="replace")
+        return format_html("<pre>{}</pre>", text)

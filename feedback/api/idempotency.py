@@ -1,11 +1,19 @@
 """`Idempotency-Key` for every POST: a retry with the same key and body gets the
-stored response (with `Idempotency-Replayed: true`) instead of a second write."""
+stored response (with `Idempotency-Replayed: true`) instead of a second write.
+
+The answer is stored as the bytes sent, so a replay is identical to the first
+answer whatever the retry's `Accept`. An answer given before anything was done
+(`NotExecutedResponse`: an unknown event, invalid input) is not stored, nor is
+one that never reached the view (401, 406, a parse error): a retry after the
+cause is fixed runs afresh.
+"""
 
 import hashlib
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+from django.http import HttpResponse, HttpResponseBase
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,7 +32,11 @@ HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 
 View = TypeVar("View", bound=APIView)
-Handler = Callable[..., Response]
+Handler = Callable[..., HttpResponseBase]
+
+
+class NotExecutedResponse(Response):
+    """An answer given before the request changed anything: not kept for replay."""
 
 
 def owner_of(request: Request) -> str:
@@ -56,7 +68,9 @@ def idempotent(method: Handler) -> Handler:
     """Decorate an APIView's `post` to honour the Idempotency-Key header."""
 
     @wraps(method)
-    def wrapper(view: APIView, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def wrapper(
+        view: APIView, request: Request, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
         key = request.headers.get(HEADER)
         if key is None:
             return method(view, request, *args, **kwargs)
@@ -71,8 +85,12 @@ def idempotent(method: Handler) -> Handler:
 
         def handler() -> StoredResponse:
             response = method(view, request, *args, **kwargs)
+            content, content_type = rendered(view, request, response)
             return StoredResponse(
-                response.status_code, response.data, response.content_type or ""
+                response.status_code,
+                content,
+                content_type,
+                keep=not isinstance(response, NotExecutedResponse),
             )
 
         try:
@@ -90,13 +108,38 @@ def idempotent(method: Handler) -> Handler:
             )
         except IdempotencyKeyInFlightError as exc:
             return problem_response(status.HTTP_409_CONFLICT, str(exc))
-        response = Response(
-            stored.body,
-            status=stored.status_code,
-            content_type=stored.content_type or None,
+        content, content_type = stored.content, stored.content_type
+        if content is None:
+            content, content_type = rendered(
+                view,
+                request,
+                Response(
+                    stored.data,
+                    status=stored.status_code,
+                    content_type=content_type or None,
+                ),
+            )
+        response = HttpResponse(
+            content, status=stored.status_code, content_type=content_type or None
         )
         if stored.replayed:
             response["Idempotency-Replayed"] = "true"
         return response
 
     return wrapper
+
+
+def rendered(
+    view: APIView, request: Request, response: HttpResponseBase
+) -> tuple[bytes, str]:
+    """The body and content type of `response` as they go on the wire: rendered
+    now, the way APIView.finalize_response and Django would render it later."""
+    if isinstance(response, Response):
+        response.accepted_renderer = request.accepted_renderer
+        response.accepted_media_type = request.accepted_media_type
+        # DRF sets renderer_context on its responses; the stubs do not declare it.
+        response.renderer_context = view.get_renderer_context()  # type: ignore[attr-defined]
+        response.render()
+    if not isinstance(response, HttpResponse):
+        raise TypeError("an idempotent view answers with a body, not a stream")
+    return response.content, response.get("Content-Type", "")

@@ -30,7 +30,7 @@ from rest_framework.views import APIView
 
 from feedback.api.auth import KeyPrincipal, LeadConduitKeyAuthentication
 from feedback.api.errors import PROBLEM_CONTENT_TYPE, flatten_errors, problem_response
-from feedback.api.idempotency import idempotent
+from feedback.api.idempotency import NotExecutedResponse, idempotent
 from feedback.api.negotiation import (
     ResultXMLRenderer,
     TextXMLParser,
@@ -52,7 +52,13 @@ from feedback.api.serializers import (
 )
 from feedback.filters import FeedbackFilter
 from feedback.forwarding.models import Notification
-from feedback.intake.parse import KNOWN_FIELDS, FieldError, ReceiveResult, ReceiveStatus
+from feedback.intake.parse import (
+    KNOWN_FIELDS,
+    FieldError,
+    ReceiveResult,
+    ReceiveStatus,
+    keep_extra_variables,
+)
 from feedback.intake.pipeline import feedback_receive, feedback_receive_many
 from feedback.models import Buyer, DeliveryEvent, Feedback
 from feedback.selectors import (
@@ -180,7 +186,9 @@ class EventRecordApi(APIView):
             "recorded": sum(1 for r in results if r["status"] == 201),
             "failed": sum(1 for r in results if r["status"] != 201),
         }
-        return Response({**summary, "results": results}, status=status.HTTP_200_OK)
+        # No item recorded: nothing an Idempotency-Key retry must not repeat.
+        answer = Response if summary["recorded"] else NotExecutedResponse
+        return answer({**summary, "results": results}, status=status.HTTP_200_OK)
 
 
 def event_answer(event: DeliveryEvent, *, zone: tzinfo) -> dict[str, Any]:
@@ -344,7 +352,9 @@ class FeedbackApi(GenericAPIView[Feedback]):
                 feedback_outputs([result.feedback])[0],
                 status=status.HTTP_201_CREATED,
             )
-        return Response(
+        # Unknown event or invalid input: nothing stored, so nothing to replay.
+        answer = Response if result.feedback is not None else NotExecutedResponse
+        return answer(
             _problem_body(result),
             status=RESULT_STATUS[result.status],
             content_type=PROBLEM_CONTENT_TYPE,
@@ -386,7 +396,9 @@ class FeedbackApi(GenericAPIView[Feedback]):
                 entry = {"index": index, **_problem_body(result, f"items.{index}")}
             results.append(entry)
         accepted = sum(1 for r in results if r["status"] == status.HTTP_201_CREATED)
-        return Response(
+        stored_any = any(r.feedback is not None for r in outcomes)
+        answer = Response if stored_any else NotExecutedResponse
+        return answer(
             {
                 "accepted": accepted,
                 "refused": len(results) - accepted,
@@ -423,6 +435,11 @@ LC_STATUS = {
     ReceiveStatus.NOT_FOUND: status.HTTP_404_NOT_FOUND,
     ReceiveStatus.INVALID: status.HTTP_422_UNPROCESSABLE_ENTITY,
 }
+
+
+# Variables the URL reads itself (DRF's format override) or that would carry a
+# key, which is never accepted in a query string: not kept in custom.
+LC_NOT_KEPT = frozenset({"format", "api_key", "apikey", "key"})
 
 
 class LeadConduitFeedbackApi(APIView):
@@ -476,7 +493,7 @@ class LeadConduitFeedbackApi(APIView):
             raise TypeError("IsBuyerKey lets only buyer keys send feedback")
         result = feedback_receive(
             buyer=buyer,
-            data={name: variables.get(name) for name in KNOWN_FIELDS},
+            data=keep_extra_variables(variables, ignore=LC_NOT_KEPT),
             channel=Feedback.Channel.LC_COMPAT,
             api_key=principal.api_key,
         )
@@ -491,7 +508,8 @@ class LeadConduitFeedbackApi(APIView):
             }
             if feedback.outcome == Feedback.Outcome.SUCCESS:
                 body_out["feedback_id"] = str(feedback.public_id)
-        return Response(body_out, status=LC_STATUS[result.status])
+        answer = Response if feedback is not None else NotExecutedResponse
+        return answer(body_out, status=LC_STATUS[result.status])
 
     def handle_exception(self, exc: Exception) -> Response:
         """Errors answer in LeadConduit's shape and the negotiated format."""

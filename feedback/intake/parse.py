@@ -7,7 +7,7 @@ it comes from.
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -50,6 +50,33 @@ KNOWN_FIELDS = frozenset(
         "note",
     }
 )
+
+
+def keep_extra_variables(
+    variables: Mapping[str, Any], *, ignore: Collection[str] = ()
+) -> dict[str, Any]:
+    """One item of the feedback fields in `variables`, every other variable but
+    those in `ignore` kept in `custom` (an explicit `custom` object wins, name by
+    name).
+
+    For the LeadConduit URL, where a CRM posts whatever variables it has; the
+    JSON API refuses unknown fields instead. What is kept counts toward
+    `custom`'s size limit. A `custom` that is not an object keeps nothing: it is
+    refused as it stands."""
+    item = {name: variables.get(name) for name in KNOWN_FIELDS}
+    extra = {
+        name: value
+        for name, value in variables.items()
+        if name not in KNOWN_FIELDS and name not in ignore
+    }
+    if not extra:
+        return item
+    custom = item["custom"]
+    if _is_blank(custom):
+        item["custom"] = extra
+    elif isinstance(custom, dict):
+        item["custom"] = {**extra, **custom}
+    return item
 
 
 class ReceiveStatus(StrEnum):
@@ -269,7 +296,10 @@ def _custom(value: object, errors: list[FieldError]) -> dict[str, Any]:
     size = len(json.dumps(value, default=str).encode())
     if size > MAX_CUSTOM_BYTES:
         errors.append(
-            FieldError("custom", f"Must be at most {MAX_CUSTOM_BYTES} bytes as JSON.")
+            FieldError(
+                "custom",
+                f"Must be at most {MAX_CUSTOM_BYTES} bytes as JSON, not {size}.",
+            )
         )
         return {}
     return value

@@ -127,6 +127,9 @@ def finish_row(row: dict[str, Any]) -> dict[str, Any]:
         row.setdefault(key, 0)
     row.setdefault("status_updates", 0)
     row.setdefault("covered", 0)
+    # A group with deliveries but no (coded) feedback counted none, not blank.
+    row.setdefault("contacted", 0)
+    row.setdefault("not_contacted", 0)
     row["conversion_rate"] = rate(row["conversions"], delivered)
     row["return_rate"] = rate(row["returns"], delivered)
     row["coverage"] = rate(row["covered"], delivered)
@@ -140,7 +143,7 @@ def finish_row(row: dict[str, Any]) -> dict[str, Any]:
         (row.get("quality_sum") or 0) / quality_count if quality_count else None
     )
     row["contact_rate"] = rate(
-        row.get("contacted", 0), row.get("contacted", 0) + row.get("not_contacted", 0)
+        row["contacted"], row["contacted"] + row["not_contacted"]
     )
     return row
 
@@ -188,13 +191,20 @@ def rollup_usable(filters: ReportFilters, dimension: str) -> RollupState | None:
 def _rollup_breakdown(
     filters: ReportFilters, dimension: Dimension
 ) -> dict[Any, dict[str, Any]]:
-    """The same figures as the live count, summed from the daily rollups."""
+    """The same figures as the live count, summed from the daily rollups.
+
+    Each group has a row per kind and an all-kinds row (kind ""). Narrowed to a
+    kind, a reason's (or a kind's) deliveries and cost are those of its row of
+    that kind, so the all-kinds row is not read at all: which of the two the
+    database returned last must not decide the figure."""
     kinds = [filters.kind] if filters.kind else [k.value for k in Kind]
+    own_rows_only = filters.kind and not dimension.on_delivery
+    wanted = kinds if own_rows_only else ["", *kinds]
     rollups = DailyRollup.objects.filter(
         dimension=dimension.code,
         day__gte=filters.start,
         day__lte=filters.end,
-        kind__in=["", *kinds],
+        kind__in=wanted,
     )
     own = getattr(filters, f"{dimension.code}_id", None)
     if own is not None:
@@ -228,9 +238,6 @@ def _rollup_breakdown(
             if not dimension.on_delivery:
                 row["delivered"] = values["covered"]
                 row["cost"] = values["cost"]
-    if filters.kind and not dimension.on_delivery:
-        # Groups with no feedback of the kind have no deliveries to show.
-        by_key = defaultdict(dict, {k: v for k, v in by_key.items() if "received" in v})
     return by_key
 
 

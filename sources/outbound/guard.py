@@ -10,12 +10,14 @@ on its allowed ones.
 
 HTTP goes through `guarded_session()`; FTP, SFTP and SMTP use `resolve_and_check()`
 or `create_connection()` and connect to the addresses they return; S3 (botocore,
-on urllib3) opens its connections with `guarded_new_conn()`.
+on urllib3) opens its connections with `guarded_new_conn()`. Configs are checked
+when saved with `destination_problem()`, by the same rules.
 """
 
 import functools
 import ipaddress
 import socket
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -79,6 +81,9 @@ def _is_internal(address: IPAddress) -> bool:
         or address.is_multicast
         or address.is_reserved
         or address.is_unspecified
+        # fec0::/10: deprecated, but still routed inside some networks, and
+        # Python counts it as global.
+        or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local)
         # Catches the rest, e.g. 100.64.0.0/10 (carrier-grade NAT, also where
         # some clouds put their metadata service).
         or not address.is_global
@@ -153,6 +158,70 @@ def resolve_and_check(host: str, port: int) -> list[AddrInfo]:
             raise socket.gaierror(f"{host} has no address")
         raise DestinationRefused(f"{host}: {refusal}")
     return allowed
+
+
+# How long a config check waits for DNS before leaving a name to the check made
+# on every connection.
+CHECK_RESOLVE_TIMEOUT_S = 2.0
+
+
+def destination_problem(host: str) -> str | None:
+    """Why a config may not send to `host`, as a sentence, or None.
+
+    For the admin and config imports, so an internal destination is refused when
+    it is configured, not only when something is sent. The rules are the
+    sender's: an IP address is checked as it is; a name is resolved and refused
+    when none of its addresses may be reached (the sender connects only to
+    allowed ones, so one is enough). A name that does not resolve within
+    CHECK_RESOLVE_TIMEOUT_S passes: it may resolve later, and is checked then.
+    """
+    bare = host.strip().strip("[]")
+    if not bare:
+        return None
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        return _name_problem(bare)
+    try:
+        check_address(bare)
+    except DestinationRefused as exc:
+        return str(exc)
+    return None
+
+
+def _addresses_for_check(host: str) -> list[str]:
+    """The addresses `host` resolves to (tests replace this: no DNS in tests)."""
+    return [
+        str(info[4][0])
+        for info in socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
+    ]
+
+
+def _name_problem(host: str) -> str | None:
+    found: list[list[str] | Exception] = []
+
+    def lookup() -> None:
+        try:
+            found.append(_addresses_for_check(host))
+        except (OSError, UnicodeError, ValueError) as exc:
+            found.append(exc)
+
+    # getaddrinfo() takes no timeout: a slow resolver must not hang a form.
+    thread = threading.Thread(target=lookup, name="destination-check", daemon=True)
+    thread.start()
+    thread.join(CHECK_RESOLVE_TIMEOUT_S)
+    addresses = found[0] if found else None
+    if not isinstance(addresses, list) or not addresses:
+        return None  # no answer in time, or none at all
+    refusals = []
+    for ip in addresses:
+        try:
+            check_address(ip)
+        except DestinationRefused as exc:
+            refusals.append(exc)
+        else:
+            return None
+    return f"{host}: {refusals[0]}"
 
 
 def create_connection(

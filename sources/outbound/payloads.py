@@ -10,9 +10,11 @@ none of them needs another's module. How targets are read, per method
 - json: a dotted path; names make objects, numeric segments make arrays, ordered
   by index (gaps close up). `a` and `a.b` together, or a target given twice, is a
   BuildError naming both targets.
-- xml: a dotted path of elements under `xml_root`, `lead@id` sets an attribute,
-  a numeric segment repeats the element before it (`phone.0`, `phone.1` make two
-  `<phone>`). With an empty `xml_root` the first segment is the document element.
+- xml: a dotted path of elements, `lead@id` sets an attribute, a numeric segment
+  repeats the element before it (`phone.0`, `phone.1` make two `<phone>`). As in
+  LeadConduit, targets sharing one first segment name the document element
+  (`lead.fname`, `lead.lname` give `<lead>…</lead>`); otherwise they go inside
+  `<feedback>`. An explicit `xml_root` always wraps them.
 - soap: a dotted path into the operation's arguments (see outbound/soap.py).
 
 Values are strings and stay strings (a JSON number needs the source to accept a
@@ -28,6 +30,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from lxml import etree
 
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+# The document element when the targets do not name a single one.
+DEFAULT_XML_ROOT = "feedback"
 
 
 class BuildError(ValueError):
@@ -166,24 +170,27 @@ def json_body(fields: Sequence[tuple[str, str]]) -> bytes:
     ).encode("utf-8")
 
 
-def xml_body(fields: Sequence[tuple[str, str]], *, root: str) -> bytes:
-    """A UTF-8 XML document of the fields under `root` (see the module docstring)."""
+def xml_body(fields: Sequence[tuple[str, str]], *, root: str = "") -> bytes:
+    """A UTF-8 XML document of the fields: under `root` if given, else under the
+    one element the targets start with, else under `<feedback>` (see the module
+    docstring)."""
     tree = _tree(fields, attributes=True)
-    if root:
-        document = _Node(target="", children={root: tree})
-    else:
-        document = tree
-        if document.attributes:
-            raise BuildError("An attribute needs an element: set the XML root.")
-    if len(document.children) != 1 or document.is_array:
-        names = ", ".join(document.children) or "none"
-        raise BuildError(
-            f"An XML document has one root element; the targets give {names}."
-        )
+    if not root and not _single_element(tree):
+        root = DEFAULT_XML_ROOT
+    document = _Node(target="", children={root: tree}) if root else tree
     ((name, element),) = document.children.items()
     holder = etree.Element("holder")
     _xml_element(holder, name, element)
     return XML_DECLARATION + etree.tostring(holder[0], encoding="UTF-8")
+
+
+def _single_element(tree: _Node) -> bool:
+    """Whether the targets describe one element to be the document element: one
+    first segment, not repeated (`lead.0`), and no attribute of its own (`@v`)."""
+    if tree.attributes or len(tree.children) != 1 or tree.is_array:
+        return False
+    (element,) = tree.children.values()
+    return not element.is_array
 
 
 def _xml_element(parent: etree._Element, name: str, node: _Node) -> None:

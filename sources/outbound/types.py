@@ -41,7 +41,8 @@ class RequestSpec:
     signing_secret: str = ""  # a whsec_ secret; empty: not signed
     soap_operation: str = ""
     soap_version: str = "1.1"  # "1.1" | "1.2"
-    xml_root: str = "feedback"
+    # Empty: the document element comes from the targets (outbound/payloads.py).
+    xml_root: str = ""
     timeout_s: float = 10.0
 
 

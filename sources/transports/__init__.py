@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar
 
-from sources.outbound.guard import DestinationRefused, create_connection
+from sources.outbound.guard import (
+    DestinationRefused,
+    create_connection,
+    destination_problem,
+)
 from sources.outbound.payloads import BuildError, check_url
 from sources.outbound.types import HTTP_METHODS, OutboundRequest, RequestSpec
 
@@ -140,6 +144,13 @@ class BatchTransport:
         raise NotImplementedError
 
 
+def destination_problems(field: str, host: str) -> ConfigProblems:
+    """The SSRF guard's refusal of a configured destination host, if any: checked
+    when a config is saved, with the rules applied when sending."""
+    problem = destination_problem(host)
+    return [(field, f"Refused by the SSRF guard: {problem}")] if problem else []
+
+
 def server_host_problems(config: "FeedbackConfig") -> ConfigProblems:
     """The checks on `batch_host` of a transport that connects to a server."""
     if not config.batch_host.strip():
@@ -151,7 +162,7 @@ def server_host_problems(config: "FeedbackConfig") -> ConfigProblems:
                 "Enter a host name only; the port and directory have their own fields.",
             )
         ]
-    return []
+    return destination_problems("batch_host", config.batch_host)
 
 
 def guarded_connection(host: str, port: int, timeout: float) -> socket.socket:

@@ -44,6 +44,7 @@ from sources.transports import (
     ConfigProblems,
     StillMine,
     TransportError,
+    destination_problems,
     lease_check,
 )
 
@@ -141,6 +142,10 @@ class S3Transport(BatchTransport):
                         "Use an http:// or https:// URL, e.g. "
                         "https://minio.source.example:9000.",
                     )
+                )
+            else:
+                problems += destination_problems(
+                    "batch_s3_endpoint_url", parts.hostname
                 )
         # No falling back on the worker's own AWS credentials (environment,
         # instance role): a config may only write where its own keys may.

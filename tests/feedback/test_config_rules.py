@@ -138,6 +138,40 @@ CASES = {
         "batch_s3_bucket",
         ("batch", "transport", "bucket"),
     ),
+    "URL on a private address": (
+        FeedbackConfig(kind="return", method="json", url="http://10.1.2.3/in"),
+        {"kind": "return", "method": "json", "url": "http://10.1.2.3/in"},
+        "url",
+        ("url",),
+    ),
+    "SOAP WSDL on a site-local IPv6 address": (
+        FeedbackConfig(
+            kind="return",
+            method="soap",
+            url="http://[fec0::1]/service?wsdl",
+            soap_operation="Return",
+        ),
+        {
+            "kind": "return",
+            "method": "soap",
+            "url": "http://[fec0::1]/service?wsdl",
+            "soap": {"operation": "Return"},
+        },
+        "url",
+        ("url",),
+    ),
+    "SFTP host at the metadata address": (
+        batch_model(**SFTP_FIELDS | {"batch_host": "169.254.169.254"}),
+        batch_entry(SFTP | {"host": "169.254.169.254"}),
+        "batch_host",
+        ("batch", "transport", "host"),
+    ),
+    "S3 endpoint on loopback": (
+        batch_model(**S3_FIELDS | {"batch_s3_endpoint_url": "http://localhost:9000"}),
+        batch_entry(S3 | {"endpoint_url": "http://localhost:9000"}),
+        "batch_s3_endpoint_url",
+        ("batch", "transport", "endpoint_url"),
+    ),
     "S3 secret access key": (
         batch_model(**S3_FIELDS | {"batch_password": ""}),
         batch_entry(S3 | {"secret_access_key": ""}),

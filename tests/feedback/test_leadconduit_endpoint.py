@@ -126,6 +126,67 @@ def test_dotted_keys_nest(client, delivery, auth):
     assert Feedback.objects.get().custom == {"plan": "gold", "term": "12"}
 
 
+def test_variables_that_are_not_feedback_fields_are_kept_in_custom(
+    client, delivery, auth
+):
+    response = client.post(
+        url(delivery, campaign="spring"),
+        data="type=conversion&crm_id=77&lead.email=mel%40example.com",
+        content_type="application/x-www-form-urlencoded",
+        **auth,
+    )
+
+    assert response.status_code == 201, response.content
+    assert Feedback.objects.get().custom == {
+        "campaign": "spring",
+        "crm_id": "77",
+        "lead": {"email": "mel@example.com"},
+    }
+
+
+def test_an_explicit_custom_wins_over_other_variables(client, delivery, auth):
+    response = client.post(
+        url(delivery),
+        data=json.dumps(
+            {
+                "type": "conversion",
+                "plan": "silver",
+                "term": "12",
+                "custom": {"plan": "gold"},
+            }
+        ),
+        content_type="application/json",
+        **auth,
+    )
+
+    assert response.status_code == 201, response.content
+    assert Feedback.objects.get().custom == {"plan": "gold", "term": "12"}
+
+
+def test_kept_variables_count_toward_customs_limit(client, delivery, auth):
+    response = client.post(
+        url(delivery),
+        data="type=conversion&notes=" + "x" * 5000,
+        content_type="application/x-www-form-urlencoded",
+        **auth,
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["outcome"] == "failure"
+    assert body["reason"].startswith("custom: Must be at most 4096 bytes as JSON, not ")
+    assert Feedback.objects.get().custom == {}
+
+
+def test_a_key_or_the_format_switch_is_not_kept(client, delivery, auth, buyer_key):
+    response = client.get(
+        url(delivery, type="conversion", api_key=buyer_key[1], format="json"), **auth
+    )
+
+    assert response.status_code == 201
+    assert Feedback.objects.get().custom == {}
+
+
 @pytest.mark.parametrize("accept", ["text/xml", "application/xml"])
 def test_xml_reply_has_result_root(client, delivery, auth, accept):
     response = client.get(url(delivery, type="conversion"), HTTP_ACCEPT=accept, **auth)

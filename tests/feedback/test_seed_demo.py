@@ -43,6 +43,12 @@ def fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def demo_allowlist(settings):
+    # As make demo has it: the demo receiver is on 127.0.0.1.
+    settings.LEADBACK_OUTBOUND_ALLOWLIST = ["127.0.0.1/32"]
+
+
 def seed_demo(*args: str) -> str:
     out = StringIO()
     call_command("seed_demo", *args, stdout=out)
@@ -310,6 +316,14 @@ def test_without_deliveries_prints_no_curl_and_a_later_run_adds_history():
     seed_demo("--leads", "50")
 
     assert Lead.objects.filter(public_id__startswith=LEAD_ID_PREFIX).count() == 50
+
+
+def test_a_receiver_the_guard_refuses_is_refused_before_seeding(settings):
+    settings.LEADBACK_OUTBOUND_ALLOWLIST = []
+
+    with pytest.raises(CommandError, match="LEADBACK_OUTBOUND_ALLOWLIST"):
+        seed_demo("--leads", "0")
+    assert not FeedbackConfig.objects.exists()
 
 
 def test_negative_lead_count_is_refused():

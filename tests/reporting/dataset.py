@@ -216,8 +216,14 @@ def _measures(
     }
 
 
-def expected_breakdown(data: DataSet, dimension: str, basis: str) -> dict[Any, dict]:
+def expected_breakdown(
+    data: DataSet, dimension: str, basis: str, kind: str | None = None
+) -> dict[Any, dict]:
+    """Per group: what a breakdown shows, narrowed to feedback of `kind` if given
+    (a reason's deliveries are then those with feedback of that reason and kind)."""
     deliveries, feedback = counted(data, basis)
+    if kind is not None:
+        feedback = [f for f in feedback if f.kind == kind]
     result: dict[Any, dict] = {}
     if dimension in ("source", "flow", "buyer"):
         attr = f"{dimension}_id"

@@ -23,10 +23,12 @@ from reporting.reports import (
     ScorecardReport,
     SourceBreakdownReport,
     TrendReport,
+    breakdowns,
     rollup_usable,
 )
 from reporting.rollups import rollups_refresh
 from sources.models import Kind
+from tests.factories import LeadFactory, SourceFactory
 from tests.reporting import dataset
 from tests.reporting.dataset import END, START, UTC
 from tests.reporting.test_reports import BREAKDOWN_FIGURES, assert_figures
@@ -86,6 +88,74 @@ def test_rollups_narrowed_to_a_kind_match_the_live_count(data, report_class, dim
         live_rows = {row["key"]: row for row in live.rows}
         for row in table.rows:
             assert_figures(row, live_rows[row["key"]], BREAKDOWN_FIGURES)
+
+
+@pytest.mark.parametrize("order", ["as read", "reversed"])
+def test_reasons_narrowed_to_a_kind_count_that_kinds_deliveries(data, order):
+    # A reason used with several kinds has an all-kinds rollup row beside each
+    # kind's; narrowed to a kind, its delivered and cost are that kind's, whatever
+    # order the database returns the rows in.
+    several = {
+        reason: row["delivered"]
+        for reason, row in dataset.expected_breakdown(
+            data, "reason", "delivery"
+        ).items()
+    }
+    narrowed = {
+        kind: dataset.expected_breakdown(data, "reason", "delivery", kind=kind)
+        for kind in Kind.values
+    }
+    assert any(
+        row["delivered"] != several[reason]
+        for by_reason in narrowed.values()
+        for reason, row in by_reason.items()
+    ), "the data set must use reasons with several kinds"
+    real_as_dicts = breakdowns.as_dicts
+    for kind in Kind.values:
+        filters = ReportFilters(start=START, end=END, kind=kind)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(breakdowns, "rollup_state", lambda: None)
+            live = {r["key"]: r for r in ReasonBreakdownReport(filters).generate().rows}
+        with pytest.MonkeyPatch.context() as patch:
+            if order == "reversed":
+                patch.setattr(
+                    breakdowns, "as_dicts", lambda rows: real_as_dicts(rows)[::-1]
+                )
+            table, sql = rollup_queries(ReasonBreakdownReport(filters))
+        assert reads_rollups(sql)
+        expected = narrowed[kind]
+        assert {row["key"] for row in table.rows} == set(expected) == set(live)
+        for row in table.rows:
+            assert_figures(row, expected[row["key"]], BREAKDOWN_FIGURES)
+            assert_figures(row, live[row["key"]], BREAKDOWN_FIGURES)
+
+
+@pytest.mark.parametrize("kind", [None, "conversion"])
+def test_scorecard_shows_no_contact_as_zero(data, kind):
+    quiet = SourceFactory(slug="quiet")
+    DeliveryEvent.objects.create(
+        event_id="f" * 24,
+        lead=LeadFactory(source=quiet, flow=data.flows[0]),
+        buyer=data.buyers[0],
+        source=quiet,
+        flow=data.flows[0],
+        price=Decimal("5.00"),
+        delivered_at=datetime.datetime(2025, 3, 10, tzinfo=UTC),
+    )
+    rollups_refresh()
+    filters = ReportFilters(start=START, end=END, kind=kind)
+    rolled_up, sql = rollup_queries(ScorecardReport(filters))
+    assert reads_rollups(sql)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(breakdowns, "rollup_state", lambda: None)
+        live = ScorecardReport(filters).generate()
+    for table in (rolled_up, live):
+        row = next(r for r in table.rows if r["key"] == quiet.pk)
+        assert (row["contacted"], row["not_contacted"]) == (0, 0)
+        assert row["contact_rate"] is None
+        for row in table.rows:
+            assert isinstance(row["contacted"], int), row["label"]
+            assert isinstance(row["not_contacted"], int), row["label"]
 
 
 def test_rollups_filtered_by_their_own_dimension(data):

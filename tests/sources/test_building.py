@@ -221,11 +221,19 @@ CASES = [
     ),
     Case(
         "xml-escaping-and-unicode",
-        RequestSpec("xml", URL),
+        RequestSpec("xml", URL, xml_root="feedback"),
         [("note", '<b>Tom & "Zoë"</b> it\'s'), ("note@q", '"<&>"')],
         url=URL,
         body=DECL + b'<feedback><note q="&quot;&lt;&amp;&gt;&quot;">&lt;b&gt;Tom &amp; '
         b'"Zo\xc3\xab"&lt;/b&gt; it\'s</note></feedback>',
+        headers=headers(XML),
+    ),
+    Case(
+        "xml-one-first-segment-is-the-root-as-in-leadconduit",
+        RequestSpec("xml", URL),
+        [("lead.fname", "Ann"), ("lead.lname", "Lee")],
+        url=URL,
+        body=DECL + b"<lead><fname>Ann</fname><lname>Lee</lname></lead>",
         headers=headers(XML),
     ),
     Case(
@@ -234,6 +242,48 @@ CASES = [
         [("lead@id", "L1"), ("lead.status", "returned"), ("lead.note", "")],
         url=URL,
         body=DECL + b'<lead id="L1"><status>returned</status><note></note></lead>',
+        headers=headers(XML),
+    ),
+    Case(
+        "xml-a-repeated-first-element-goes-inside-feedback",
+        RequestSpec("xml", URL),
+        [("lead.0.id", "1"), ("lead.1.id", "2")],
+        url=URL,
+        body=DECL + b"<feedback><lead><id>1</id></lead><lead><id>2</id></lead>"
+        b"</feedback>",
+        headers=headers(XML),
+    ),
+    Case(
+        "xml-a-bare-attribute-goes-on-feedback",
+        RequestSpec("xml", URL),
+        [("@version", "2"), ("lead.id", "1")],
+        url=URL,
+        body=DECL + b'<feedback version="2"><lead><id>1</id></lead></feedback>',
+        headers=headers(XML),
+    ),
+    Case(
+        "xml-several-first-segments-go-inside-feedback",
+        RequestSpec("xml", URL),
+        [("lead.id", "1"), ("event.id", "2")],
+        url=URL,
+        body=DECL + b"<feedback><lead><id>1</id></lead><event><id>2</id></event>"
+        b"</feedback>",
+        headers=headers(XML),
+    ),
+    Case(
+        "xml-an-explicit-root-wraps-one-first-segment",
+        RequestSpec("xml", URL, xml_root="return"),
+        [("lead.fname", "Ann")],
+        url=URL,
+        body=DECL + b"<return><lead><fname>Ann</fname></lead></return>",
+        headers=headers(XML),
+    ),
+    Case(
+        "xml-no-fields",
+        RequestSpec("xml", URL),
+        [],
+        url=URL,
+        body=DECL + b"<feedback/>",
         headers=headers(XML),
     ),
     Case(
@@ -381,12 +431,6 @@ REFUSALS = [
         RequestSpec("form", URL),
         [("  ", "x")],
         "A mapping has no target",
-    ),
-    Refusal(
-        "xml-two-roots",
-        RequestSpec("xml", URL, xml_root=""),
-        [("lead.id", "1"), ("event.id", "2")],
-        "one root element; the targets give lead, event",
     ),
     Refusal(
         "xml-invalid-element-name",

@@ -148,6 +148,16 @@ def test_secrets_are_write_only_and_kept_when_left_blank(staff_client):
         ({"outcome_search_term": "(unclosed"}, (), "outcome_search_term"),
         ({}, (("email", "{{ lead.email "),), "This template does not work"),
         ({"url": "ftp://returns.example/"}, (), "Use an http:// or https:// URL."),
+        (
+            {"url": "http://169.254.169.254/latest/meta-data/"},
+            (),
+            "Refused by the SSRF guard: 169.254.169.254 is an internal address",
+        ),
+        (
+            {"url": "http://[fec0::1]/hook"},
+            (),
+            "Refused by the SSRF guard: fec0::1 is an internal address",
+        ),
     ],
 )
 def test_a_broken_config_is_refused_with_the_reason(

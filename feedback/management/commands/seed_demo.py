@@ -14,6 +14,7 @@ from feedback.demo.seed import (
     demo_seed,
 )
 from sources.models import FeedbackConfig
+from sources.outbound.guard import destination_problem
 
 CURL_REVENUE = "1250.00"
 NOTIFICATIONS_PATH = "/admin/feedback/notification/"
@@ -57,6 +58,15 @@ class Command(BaseCommand):
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
             raise CommandError(
                 f"--base-url must be like {DEFAULT_BASE_URL}, not {base_url!r}."
+            )
+        problem = destination_problem(parts.hostname or "")
+        if problem:
+            # The demo's configs send to the receiver at --base-url, and configs
+            # on internal addresses are refused unless allow-listed.
+            raise CommandError(
+                f"The demo sources send to the demo receiver at {base_url}, which "
+                f"the SSRF guard refuses: {problem} Set LEADBACK_OUTBOUND_ALLOWLIST "
+                "(make demo sets 127.0.0.1/32)."
             )
         self.base_url = base_url
         result = demo_seed(
