@@ -1,13 +1,16 @@
 """Leadback settings: one module, read from the environment.
 
-Defaults suit the embedded mode (`make demo`, `make test`): SQLite and a filesystem
-broker under ./var/, no server needed. Production values are documented in README.md.
+Defaults need no server (SQLite and a filesystem broker under ./var/, a local-memory
+cache) and are safe to deploy: outside DEBUG the app refuses to start without a
+SECRET_KEY of its own, and assumes TLS. `make demo` and the tests set their own key.
+Production values are documented in README.md.
 """
 
 from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import (
     env_bool,
@@ -26,9 +29,18 @@ VAR_DIR = Path(env_str("LEADBACK_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str(
-    "SECRET_KEY", "django-insecure-leadback-embedded-mode-only-set-SECRET_KEY"
+# Signs sessions and password-reset links: anyone who knows it can forge them. The
+# embedded key is public, so it is only accepted for local development (DEBUG).
+EMBEDDED_SECRET_KEY = (
+    "django-insecure-leadback-embedded-mode-only-set-SECRET_KEY"  # noqa: S105
 )
+SECRET_KEY = env_str("SECRET_KEY", EMBEDDED_SECRET_KEY)
+if SECRET_KEY == EMBEDDED_SECRET_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set: outside DEBUG, Leadback needs a long random key of "
+        "its own, e.g. from python3 -c 'import secrets; "
+        "print(secrets.token_urlsafe(50))'. For local development set DEBUG=true."
+    )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -119,9 +131,10 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 WHITENOISE_USE_FINDERS = True
 
 # Security -------------------------------------------------------------------
-# LEADBACK_HTTPS=true is for installs served over TLS (directly or behind a proxy
-# that sets X-Forwarded-Proto): secure cookies, HSTS and redirects to https.
-HTTPS = env_bool("LEADBACK_HTTPS", False)
+# Installs are served over TLS (directly or behind a proxy that sets
+# X-Forwarded-Proto): secure cookies, HSTS and redirects to https. Plain http is for
+# local development (DEBUG) or an explicit LEADBACK_HTTPS=false.
+HTTPS = env_bool("LEADBACK_HTTPS", not DEBUG)
 SECURE_SSL_REDIRECT = HTTPS
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
