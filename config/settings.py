@@ -18,6 +18,7 @@ from config.env import (
     env_float_list,
     env_int,
     env_list,
+    env_rate,
     env_str,
 )
 
@@ -73,6 +74,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "feedback.api.throttling.RateLimitHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -122,6 +124,34 @@ elif env_bool("DATABASE_PREPARED_STATEMENTS", True):
         server_side_binding=True, prepare_threshold=5
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Cache: API rate limits and password-reset limits count here (login lockouts are in
+# the database). Without CACHE_URL each process counts in its own memory, right for
+# one process (the demo); with several web processes, point CACHE_URL at Redis so
+# they share one count.
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL:
+    if not CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            f"CACHE_URL must be a redis://, rediss:// or unix:// URL, not {CACHE_URL!r}"
+        )
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "leadback",
+            # A Redis that hangs must not hold up the intake: counting gives up
+            # (feedback/ratelimits.py) and the request is served.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "leadback",
+        }
+    }
 
 # Static files are served by WhiteNoise; nothing is loaded from a CDN.
 STATIC_URL = "/static/"
@@ -271,6 +301,23 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 CELERY_TIMEZONE = "UTC"
 
 # Leadback -------------------------------------------------------------------
+# Proxies in front of the app that each append the address they were reached from
+# to X-Forwarded-For (a load balancer, nginx). 0 trusts no header: the connection's
+# address is the client's. Rate limits and login lockouts count per client address,
+# so too high a number lets a client choose its own.
+LEADBACK_TRUSTED_PROXIES = env_int("LEADBACK_TRUSTED_PROXIES", 0, minimum=0)
+# Rate limits ("<requests>/<s|min|h|day>", fixed windows counted in the cache). The
+# API and the LeadConduit URL per API key; calls without a valid key (how keys would
+# be guessed) per client address.
+LEADBACK_API_RATE_KEY = env_rate("LEADBACK_API_RATE_KEY", "600/min")
+LEADBACK_API_RATE_ANON = env_rate("LEADBACK_API_RATE_ANON", "60/min")
+# Password-reset requests, per email address asked for and per client address.
+LEADBACK_PASSWORD_RESET_RATE_EMAIL = env_rate(
+    "LEADBACK_PASSWORD_RESET_RATE_EMAIL", "3/h"
+)
+LEADBACK_PASSWORD_RESET_RATE_CLIENT = env_rate(
+    "LEADBACK_PASSWORD_RESET_RATE_CLIENT", "20/h"
+)
 # CIDRs that outbound deliveries may reach even though they are private or
 # loopback addresses (the SSRF guard refuses them otherwise).
 LEADBACK_OUTBOUND_ALLOWLIST = env_list("LEADBACK_OUTBOUND_ALLOWLIST", [])

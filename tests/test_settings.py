@@ -115,6 +115,15 @@ def test_check_deploy_warns_when_https_is_switched_off(tmp_path):
         ("DEBUG", "maybe", "DEBUG must be true or false"),
         ("DATABASE_CONN_MAX_AGE", "soon", "DATABASE_CONN_MAX_AGE must be an integer"),
         ("LEADBACK_IMPORT_WORKERS", "0", "LEADBACK_IMPORT_WORKERS must be at least 1"),
+        ("LEADBACK_API_RATE_KEY", "lots", "LEADBACK_API_RATE_KEY must be a rate like"),
+        ("LEADBACK_API_RATE_ANON", "60/week", "LEADBACK_API_RATE_ANON must be a rate"),
+        ("LEADBACK_API_RATE_ANON", "0/min", "must allow at least 1 request"),
+        ("CACHE_URL", "memcached://c:11211", "CACHE_URL must be a redis://"),
+        (
+            "LEADBACK_TRUSTED_PROXIES",
+            "-1",
+            "LEADBACK_TRUSTED_PROXIES must be at least 0",
+        ),
     ],
 )
 def test_bad_setting_values_are_named(tmp_path, name, value, message):
@@ -156,10 +165,38 @@ def test_settings_read_from_environment(tmp_path):
     assert result.stdout.strip().endswith("True")
 
 
+def test_rate_limits_and_cache_read_from_environment(tmp_path):
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.LEADBACK_API_RATE_KEY, s.LEADBACK_API_RATE_ANON, "
+        "s.CACHES['default']['BACKEND'], s.CACHES['default']['LOCATION'])"
+    )
+    env = {
+        **KEY_ENV,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "LEADBACK_VAR_DIR": str(tmp_path),
+        "LEADBACK_API_RATE_KEY": "50/s",
+        "LEADBACK_API_RATE_ANON": "1000/day",
+        "CACHE_URL": "redis://cache.example:6379/1",
+    }
+
+    result = run_python("-c", script, env=env, check=True)
+
+    assert result.stdout.split() == [
+        "(50,",
+        "1)",
+        "(1000,",
+        "86400)",
+        "django.core.cache.backends.redis.RedisCache",
+        "redis://cache.example:6379/1",
+    ]
+
+
 def test_embedded_defaults_need_no_server(tmp_path):
     script = (
         "import django; django.setup(); from django.conf import settings as s; "
-        "print(s.DATABASES['default']['NAME']); print(s.CELERY_BROKER_URL)"
+        "print(s.DATABASES['default']['NAME']); print(s.CELERY_BROKER_URL); "
+        "print(s.CACHES['default']['BACKEND'])"
     )
     env = {
         **KEY_ENV,
@@ -168,9 +205,10 @@ def test_embedded_defaults_need_no_server(tmp_path):
     }
     result = run_python("-c", script, env=env, check=True)
 
-    database, broker = result.stdout.split()
+    database, broker, cache = result.stdout.split()
     assert database == str(tmp_path / "leadback.sqlite3")
     assert broker == "filesystem://"
+    assert cache == "django.core.cache.backends.locmem.LocMemCache"
     assert (tmp_path / "broker" / "queue").is_dir()
 
 
