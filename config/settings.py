@@ -6,6 +6,7 @@ SECRET_KEY of its own, and assumes TLS. `make demo` and the tests set their own 
 Production values are documented in README.md.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -32,9 +33,7 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 DEBUG = env_bool("DEBUG", False)
 # Signs sessions and password-reset links: anyone who knows it can forge them. The
 # embedded key is public, so it is only accepted for local development (DEBUG).
-EMBEDDED_SECRET_KEY = (
-    "django-insecure-leadback-embedded-mode-only-set-SECRET_KEY"  # noqa: S105
-)
+EMBEDDED_SECRET_KEY = "django-insecure-leadback-embedded-mode-only-set-SECRET_KEY"  # noqa: S105
 SECRET_KEY = env_str("SECRET_KEY", EMBEDDED_SECRET_KEY)
 if SECRET_KEY == EMBEDDED_SECRET_KEY and not DEBUG:
     raise ImproperlyConfigured(
@@ -56,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
@@ -75,6 +75,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "feedback.api.throttling.RateLimitHeadersMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -187,6 +189,27 @@ AUTH_PASSWORD_VALIDATORS = [
         "NumericPasswordValidator",
     )
 ]
+
+# django-axes checks every login first, the admin's and the portal's alike; then
+# Django's own backend checks the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After LEADBACK_LOGIN_FAILURE_LIMIT failed logins of one user name from one client
+# address, that pair is locked out for LEADBACK_LOGIN_LOCKOUT_MINUTES; a failed try
+# during the lockout starts it again. Per pair, not per user name, so a stranger
+# cannot lock a user out everywhere. Attempts are rows in the database (the admin's
+# "Access attempts"; deleting one unlocks, as does `manage.py axes_reset_username`).
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("LEADBACK_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_int("LEADBACK_LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "feedback.ratelimits.client_address"
+AXES_LOCKOUT_CALLABLE = "feedback.portal.accounts.login_locked_out"
 
 # The portal's sign-in (Django's auth views with templates/registration/).
 LOGIN_URL = "login"

@@ -23,8 +23,9 @@ ROLES: tuple[Role, ...] = (
     Role(
         "Seller admin",
         "Everything in the admin: sources and their configs, buyers, policies, API "
-        "keys, users and groups, resending, and every report including billing.",
-        ("sources.*", "feedback.*", "reporting.*", "auth.*"),
+        "keys, users and groups, login lockouts, resending, and every report "
+        "including billing.",
+        ("sources.*", "feedback.*", "reporting.*", "auth.*", "axes.*"),
     ),
     Role(
         "Analyst",
@@ -34,8 +35,9 @@ ROLES: tuple[Role, ...] = (
     Role(
         "Support",
         "Every admin page of sources, buyers, deliveries, feedback, notifications, "
-        "batch runs and imports read-only; resends notifications and batch runs and "
-        "queues stalled imports again. No reports: they show revenue.",
+        "batch runs and imports read-only; resends notifications and batch runs, "
+        "queues stalled imports again, and unlocks locked-out logins. No reports: "
+        "they show revenue.",
         (
             "sources.view_*",
             "feedback.view_*",
@@ -45,6 +47,9 @@ ROLES: tuple[Role, ...] = (
             "feedback.change_deadnotification",
             "feedback.change_batchrun",
             "feedback.change_feedbackimport",
+            # Deleting a login's failed attempts unlocks it.
+            "axes.view_accessattempt",
+            "axes.delete_accessattempt",
         ),
     ),
 )

@@ -71,6 +71,8 @@ def test_what_each_role_holds():
     assert "feedback.change_notification" in support
     assert "feedback.view_feedback" in support
     assert "sources.change_feedbackconfig" not in support
+    assert "axes.delete_accessattempt" in support
+    assert "axes.delete_accessattempt" in seller
     assert not any(name.startswith("auth.") for name in analyst | support)
 
 
