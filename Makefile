@@ -14,10 +14,11 @@ $(STAMP): requirements.lock
 
 install: $(STAMP)
 
+# The type checker loads the settings, which take the embedded key only in DEBUG.
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy config feedback sources reporting
+	DEBUG=true $(BIN)/mypy config feedback sources reporting
 	$(BIN)/lint-imports --no-cache
 
 test: lint
@@ -28,13 +29,23 @@ LEADBACK_DEMO_PORT ?= 8000
 LEADBACK_DEMO_LEADS ?= 5000
 export LEADBACK_DEMO_PORT
 
-demo: install
-	$(BIN)/python manage.py migrate --noinput
-	LEADBACK_OUTBOUND_ALLOWLIST=127.0.0.1/32 \
+# The demo signs sessions and reset links with a key of its own, made on its first
+# run and kept beside its database (the settings refuse the embedded key outside DEBUG).
+DEMO_VAR_DIR := $(or $(LEADBACK_VAR_DIR),var)
+DEMO_KEY_FILE := $(DEMO_VAR_DIR)/demo-secret-key
+DEMO_KEY = SECRET_KEY="$$(cat $(DEMO_KEY_FILE))"
+
+$(DEMO_KEY_FILE):
+	mkdir -p $(@D)
+	umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+
+demo: install $(DEMO_KEY_FILE)
+	$(DEMO_KEY) $(BIN)/python manage.py migrate --noinput
+	$(DEMO_KEY) LEADBACK_OUTBOUND_ALLOWLIST=127.0.0.1/32 \
 		$(BIN)/python manage.py seed_demo --leads $(LEADBACK_DEMO_LEADS) \
 		--base-url http://127.0.0.1:$(LEADBACK_DEMO_PORT)
-	DEBUG=true LEADBACK_OUTBOUND_ALLOWLIST=127.0.0.1/32 LEADBACK_DEMO_RECEIVER=true \
-		$(BIN)/honcho -f Procfile.demo start
+	$(DEMO_KEY) DEBUG=true LEADBACK_OUTBOUND_ALLOWLIST=127.0.0.1/32 \
+		LEADBACK_DEMO_RECEIVER=true $(BIN)/honcho -f Procfile.demo start
 
 lock:
 	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 \

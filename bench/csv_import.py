@@ -41,6 +41,7 @@ import os
 import platform
 import random
 import re
+import secrets
 import shlex
 import subprocess
 import sys
@@ -143,6 +144,8 @@ def configure_environment(options: argparse.Namespace) -> None:
             "CELERY_BROKER_URL": options.broker_url,
             "LEADBACK_VAR_DIR": str(VAR / "csv-import-var"),
             "DEBUG": "false",
+            # The settings refuse the embedded key outside DEBUG.
+            "SECRET_KEY": secrets.token_urlsafe(50),
             "LOG_LEVEL": "WARNING",
             "LEADBACK_IMPORT_WORKERS": str(max(1, options.workers)),
         }

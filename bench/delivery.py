@@ -34,6 +34,7 @@ import os
 import platform
 import pstats
 import re
+import secrets
 import shlex
 import signal
 import subprocess
@@ -301,6 +302,12 @@ def configure_environment(options: argparse.Namespace) -> None:
             "LEADBACK_OUTBOUND_ALLOWLIST": "127.0.0.1/32",
             "LEADBACK_SWEEP_INTERVAL_S": str(options.sweep_interval),
             "DEBUG": "false",
+            # The settings refuse the embedded key outside DEBUG.
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            # One key sends thousands of requests a second: the limit is still
+            # counted on every request, as in production, but never reached.
+            "LEADBACK_API_RATE_KEY": "100000000/min",
+            "LEADBACK_HTTPS": "false",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             # The engine logs three INFO lines per delivery; the intake bench runs
             # at WARNING too.

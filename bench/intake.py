@@ -32,6 +32,7 @@ import os
 import platform
 import pstats
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -355,6 +356,11 @@ def configure_environment(database_url: str) -> None:
             "DATABASE_URL": database_url,
             "LEADBACK_VAR_DIR": str(VAR),
             "DEBUG": "false",
+            # The settings refuse the embedded key outside DEBUG.
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            # One key sends thousands of requests a second: the limit is still
+            # counted on every request, as in production, but never reached.
+            "LEADBACK_API_RATE_KEY": "100000000/min",
             "LEADBACK_HTTPS": "false",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LOG_LEVEL": "WARNING",

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shlex
 import sys
 import time
@@ -68,6 +69,8 @@ def configure_environment(database_url: str) -> None:
             "DATABASE_URL": database_url,
             "LEADBACK_VAR_DIR": str(VAR / "reports"),
             "DEBUG": "false",
+            # The settings refuse the embedded key outside DEBUG.
+            "SECRET_KEY": secrets.token_urlsafe(50),
             "LOG_LEVEL": "WARNING",
         }
     )

@@ -74,3 +74,23 @@ def env_float_list(name: str, default: list[float]) -> list[float]:
             raise ImproperlyConfigured(f"{name}: {item.strip()!r} is not ≥ 0")
         values.append(value)
     return values
+
+
+_PERIODS = {"s": 1, "min": 60, "h": 3600, "day": 86400}
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """A rate limit as "<requests>/<s|min|h|day>", e.g. "600/min" → (600, 60)."""
+    raw = os.environ.get(name)
+    text = default if raw is None or raw.strip() == "" else raw
+    count, _, period = text.strip().partition("/")
+    try:
+        requests = int(count)
+        seconds = _PERIODS[period.strip()]
+    except (ValueError, KeyError):
+        raise ImproperlyConfigured(
+            f"{name} must be a rate like 600/min (per s, min, h or day), not {raw!r}"
+        ) from None
+    if requests < 1:
+        raise ImproperlyConfigured(f"{name} must allow at least 1 request, not {raw!r}")
+    return requests, seconds

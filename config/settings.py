@@ -1,13 +1,17 @@
 """Leadback settings: one module, read from the environment.
 
-Defaults suit the embedded mode (`make demo`, `make test`): SQLite and a filesystem
-broker under ./var/, no server needed. Production values are documented in README.md.
+Defaults need no server (SQLite and a filesystem broker under ./var/, a local-memory
+cache) and are safe to deploy: outside DEBUG the app refuses to start without a
+SECRET_KEY of its own, and assumes TLS. `make demo` and the tests set their own key.
+Production values are documented in README.md.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import (
     env_bool,
@@ -15,6 +19,7 @@ from config.env import (
     env_float_list,
     env_int,
     env_list,
+    env_rate,
     env_str,
 )
 
@@ -26,9 +31,16 @@ VAR_DIR = Path(env_str("LEADBACK_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str(
-    "SECRET_KEY", "django-insecure-leadback-embedded-mode-only-set-SECRET_KEY"
-)
+# Signs sessions and password-reset links: anyone who knows it can forge them. The
+# embedded key is public, so it is only accepted for local development (DEBUG).
+EMBEDDED_SECRET_KEY = "django-insecure-leadback-embedded-mode-only-set-SECRET_KEY"  # noqa: S105
+SECRET_KEY = env_str("SECRET_KEY", EMBEDDED_SECRET_KEY)
+if SECRET_KEY == EMBEDDED_SECRET_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set: outside DEBUG, Leadback needs a long random key of "
+        "its own, e.g. from python3 -c 'import secrets; "
+        "print(secrets.token_urlsafe(50))'. For local development set DEBUG=true."
+    )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -43,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
@@ -61,6 +74,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "feedback.api.throttling.RateLimitHeadersMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -111,6 +127,34 @@ elif env_bool("DATABASE_PREPARED_STATEMENTS", True):
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Cache: API rate limits and password-reset limits count here (login lockouts are in
+# the database). Without CACHE_URL each process counts in its own memory, right for
+# one process (the demo); with several web processes, point CACHE_URL at Redis so
+# they share one count.
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL:
+    if not CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            f"CACHE_URL must be a redis://, rediss:// or unix:// URL, not {CACHE_URL!r}"
+        )
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "leadback",
+            # A Redis that hangs must not hold up the intake: counting gives up
+            # (feedback/ratelimits.py) and the request is served.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "leadback",
+        }
+    }
+
 # Static files are served by WhiteNoise; nothing is loaded from a CDN.
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
@@ -119,9 +163,10 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 WHITENOISE_USE_FINDERS = True
 
 # Security -------------------------------------------------------------------
-# LEADBACK_HTTPS=true is for installs served over TLS (directly or behind a proxy
-# that sets X-Forwarded-Proto): secure cookies, HSTS and redirects to https.
-HTTPS = env_bool("LEADBACK_HTTPS", False)
+# Installs are served over TLS (directly or behind a proxy that sets
+# X-Forwarded-Proto): secure cookies, HSTS and redirects to https. Plain http is for
+# local development (DEBUG) or an explicit LEADBACK_HTTPS=false.
+HTTPS = env_bool("LEADBACK_HTTPS", not DEBUG)
 SECURE_SSL_REDIRECT = HTTPS
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
@@ -144,6 +189,27 @@ AUTH_PASSWORD_VALIDATORS = [
         "NumericPasswordValidator",
     )
 ]
+
+# django-axes checks every login first, the admin's and the portal's alike; then
+# Django's own backend checks the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After LEADBACK_LOGIN_FAILURE_LIMIT failed logins of one user name from one client
+# address, that pair is locked out for LEADBACK_LOGIN_LOCKOUT_MINUTES; a failed try
+# during the lockout starts it again. Per pair, not per user name, so a stranger
+# cannot lock a user out everywhere. Attempts are rows in the database (the admin's
+# "Access attempts"; deleting one unlocks, as does `manage.py axes_reset_username`).
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("LEADBACK_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_int("LEADBACK_LOGIN_LOCKOUT_MINUTES", 15, minimum=1)
+)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "feedback.ratelimits.client_address"
+AXES_LOCKOUT_CALLABLE = "feedback.portal.accounts.login_locked_out"
 
 # The portal's sign-in (Django's auth views with templates/registration/).
 LOGIN_URL = "login"
@@ -258,6 +324,23 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 CELERY_TIMEZONE = "UTC"
 
 # Leadback -------------------------------------------------------------------
+# Proxies in front of the app that each append the address they were reached from
+# to X-Forwarded-For (a load balancer, nginx). 0 trusts no header: the connection's
+# address is the client's. Rate limits and login lockouts count per client address,
+# so too high a number lets a client choose its own.
+LEADBACK_TRUSTED_PROXIES = env_int("LEADBACK_TRUSTED_PROXIES", 0, minimum=0)
+# Rate limits ("<requests>/<s|min|h|day>", fixed windows counted in the cache). The
+# API and the LeadConduit URL per API key; calls without a valid key (how keys would
+# be guessed) per client address.
+LEADBACK_API_RATE_KEY = env_rate("LEADBACK_API_RATE_KEY", "600/min")
+LEADBACK_API_RATE_ANON = env_rate("LEADBACK_API_RATE_ANON", "60/min")
+# Password-reset requests, per email address asked for and per client address.
+LEADBACK_PASSWORD_RESET_RATE_EMAIL = env_rate(
+    "LEADBACK_PASSWORD_RESET_RATE_EMAIL", "3/h"
+)
+LEADBACK_PASSWORD_RESET_RATE_CLIENT = env_rate(
+    "LEADBACK_PASSWORD_RESET_RATE_CLIENT", "20/h"
+)
 # CIDRs that outbound deliveries may reach even though they are private or
 # loopback addresses (the SSRF guard refuses them otherwise).
 LEADBACK_OUTBOUND_ALLOWLIST = env_list("LEADBACK_OUTBOUND_ALLOWLIST", [])

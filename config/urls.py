@@ -4,12 +4,19 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from feedback.api.views import LeadConduitFeedbackApi
+from feedback.portal.accounts import PasswordResetView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("reports/", include("reporting.urls")),
     path("portal/", include("feedback.portal.urls")),
-    # Log in, log out and password reset by email, with the portal's templates.
+    # Log in, log out and password reset by email, with the portal's templates; the
+    # reset request is throttled.
+    path(
+        "accounts/password_reset/",
+        PasswordResetView.as_view(),
+        name="password_reset",
+    ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("feedback", LeadConduitFeedbackApi.as_view(), name="lc-feedback"),
     path("api/v1/", include("feedback.api.urls")),

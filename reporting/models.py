@@ -1,5 +1,29 @@
 from django.db import models
 
+# The permissions the report pages check (docs/roles.md).
+VIEW_REPORTS = "reporting.view_reports"
+VIEW_BILLING = "reporting.view_billing"
+
+
+class ReportAccess(models.Model):
+    """No rows and no table: it carries the report permissions.
+
+    Reports read other apps' rows, so no model of their own stands for them; Django
+    keeps permissions per model, and this one holds them so groups can be given
+    `view_reports` (every report page and CSV) and `view_billing` (billing too).
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("view_reports", "Can view reports and download their CSV"),
+            ("view_billing", "Can view the billing report"),
+        ]
+
+    def __str__(self) -> str:
+        return "report access"
+
 
 class DailyRollup(models.Model):
     """Additive report measures per delivery day, dimension group and kind.

@@ -1,14 +1,17 @@
 """Report pages in the admin's look: staff only (urls.py wraps them in
-`admin_site.admin_view`), one shared filter bar, HTML or CSV."""
+`admin_site.admin_view`) with the report permissions (docs/roles.md), one shared
+filter bar, HTML or CSV."""
 
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from reporting.exports import report_csv_response
 from reporting.filters import filter_form_for
+from reporting.models import VIEW_REPORTS
 from reporting.reports import REPORTS, Report
 
 # The order of the index and the tabs.
@@ -26,14 +29,36 @@ SECTIONS: list[tuple[str, list[str]]] = [
 def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     return {
         **admin.site.each_context(request),
-        "sections": [
-            (title, [REPORTS[code] for code in codes]) for title, codes in SECTIONS
-        ],
+        "sections": reports_for(request),
         **extra,
     }
 
 
+def reports_for(request: HttpRequest) -> list[tuple[str, list[type[Report]]]]:
+    """The index's sections with only the reports this user may open."""
+    sections = [
+        (
+            title,
+            [
+                REPORTS[code]
+                for code in codes
+                if request.user.has_perms(REPORTS[code].permissions)
+            ],
+        )
+        for title, codes in SECTIONS
+    ]
+    return [(title, reports) for title, reports in sections if reports]
+
+
+def _require_reports(request: HttpRequest) -> None:
+    # Staff status opens the admin, not the figures: revenue and what buyers are
+    # worth need the report permission.
+    if not request.user.has_perm(VIEW_REPORTS):
+        raise PermissionDenied("Reports need the view reports permission.")
+
+
 def report_index(request: HttpRequest) -> TemplateResponse:
+    _require_reports(request)
     return TemplateResponse(
         request,
         "reporting/report_index.html",
@@ -42,10 +67,13 @@ def report_index(request: HttpRequest) -> TemplateResponse:
 
 
 def report_detail(request: HttpRequest, code: str) -> HttpResponse:
+    _require_reports(request)
     try:
         report_class = REPORTS[code]
     except KeyError:
         raise Http404(f"There is no report {code!r}.") from None
+    if not request.user.has_perms(report_class.permissions):
+        raise PermissionDenied(f"{report_class.name} needs its own permission.")
     form = filter_form_for(request.GET.dict())
     context = _context(
         request,

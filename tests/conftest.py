@@ -46,6 +46,15 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"service-marked test skipped: {report.longrepr}"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counts start from nothing in every test: the local-memory cache
+    lives as long as the test process, and ids repeat across rolled-back tests."""
+    from django.core.cache import caches
+
+    caches["default"].clear()
+
+
 @pytest.fixture
 def buyer(db):
     return BuyerFactory(slug="acme-insurance", name="Acme Insurance")

@@ -40,6 +40,11 @@ PRODUCTION_ENV = {
 }
 
 
+# A key of the install's own, as every environment outside DEBUG must set; the
+# embedded one is refused (test_the_embedded_key_is_refused_outside_debug).
+KEY_ENV = {"SECRET_KEY": secrets.token_urlsafe(50)}
+
+
 def test_check_deploy_passes_with_production_values(tmp_path):
     result = run_manage(
         "check",
@@ -53,18 +58,55 @@ def test_check_deploy_passes_with_production_values(tmp_path):
     assert "no issues" in result.stdout
 
 
-def test_check_deploy_fails_with_embedded_defaults(tmp_path):
+def test_check_deploy_passes_with_the_defaults_and_a_real_key(tmp_path):
     result = run_manage(
         "check",
         "--deploy",
         "--fail-level",
         "WARNING",
-        env={"LEADBACK_VAR_DIR": str(tmp_path)},
+        env={**KEY_ENV, "LEADBACK_VAR_DIR": str(tmp_path)},
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("manage.py", "check"),
+        ("manage.py", "migrate", "--noinput"),
+        ("-c", "import config.wsgi"),
+    ],
+)
+def test_the_embedded_key_is_refused_outside_debug(tmp_path, command):
+    result = run_python(*command, env={"LEADBACK_VAR_DIR": str(tmp_path)})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY is not set" in result.stderr
+    assert not (tmp_path / "leadback.sqlite3").exists()
+
+
+def test_the_embedded_key_is_accepted_for_local_development(tmp_path):
+    result = run_manage(
+        "check", env={"DEBUG": "true", "LEADBACK_VAR_DIR": str(tmp_path)}
+    )
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_deploy_warns_when_https_is_switched_off(tmp_path):
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env={**KEY_ENV, "LEADBACK_HTTPS": "false", "LEADBACK_VAR_DIR": str(tmp_path)},
     )
 
     assert result.returncode != 0
-    assert "security.W009" in result.stderr  # the embedded SECRET_KEY
-    assert "security.W004" in result.stderr  # no HSTS without LEADBACK_HTTPS
+    assert "security.W004" in result.stderr  # no HSTS
+    assert "security.W008" in result.stderr  # no redirect to https
 
 
 @pytest.mark.parametrize(
@@ -73,10 +115,21 @@ def test_check_deploy_fails_with_embedded_defaults(tmp_path):
         ("DEBUG", "maybe", "DEBUG must be true or false"),
         ("DATABASE_CONN_MAX_AGE", "soon", "DATABASE_CONN_MAX_AGE must be an integer"),
         ("LEADBACK_IMPORT_WORKERS", "0", "LEADBACK_IMPORT_WORKERS must be at least 1"),
+        ("LEADBACK_API_RATE_KEY", "lots", "LEADBACK_API_RATE_KEY must be a rate like"),
+        ("LEADBACK_API_RATE_ANON", "60/week", "LEADBACK_API_RATE_ANON must be a rate"),
+        ("LEADBACK_API_RATE_ANON", "0/min", "must allow at least 1 request"),
+        ("CACHE_URL", "memcached://c:11211", "CACHE_URL must be a redis://"),
+        (
+            "LEADBACK_TRUSTED_PROXIES",
+            "-1",
+            "LEADBACK_TRUSTED_PROXIES must be at least 0",
+        ),
     ],
 )
 def test_bad_setting_values_are_named(tmp_path, name, value, message):
-    result = run_manage("check", env={name: value, "LEADBACK_VAR_DIR": str(tmp_path)})
+    result = run_manage(
+        "check", env={**KEY_ENV, name: value, "LEADBACK_VAR_DIR": str(tmp_path)}
+    )
 
     assert result.returncode != 0
     assert message in result.stderr
@@ -89,6 +142,7 @@ def test_settings_read_from_environment(tmp_path):
         "s.ALLOWED_HOSTS, s.LEADBACK_OUTBOUND_ALLOWLIST, s.DEBUG)"
     )
     env = {
+        **KEY_ENV,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "LEADBACK_VAR_DIR": str(tmp_path),
         "DATABASE_URL": "postgres://u@h:5432/d",
@@ -111,20 +165,50 @@ def test_settings_read_from_environment(tmp_path):
     assert result.stdout.strip().endswith("True")
 
 
+def test_rate_limits_and_cache_read_from_environment(tmp_path):
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.LEADBACK_API_RATE_KEY, s.LEADBACK_API_RATE_ANON, "
+        "s.CACHES['default']['BACKEND'], s.CACHES['default']['LOCATION'])"
+    )
+    env = {
+        **KEY_ENV,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "LEADBACK_VAR_DIR": str(tmp_path),
+        "LEADBACK_API_RATE_KEY": "50/s",
+        "LEADBACK_API_RATE_ANON": "1000/day",
+        "CACHE_URL": "redis://cache.example:6379/1",
+    }
+
+    result = run_python("-c", script, env=env, check=True)
+
+    assert result.stdout.split() == [
+        "(50,",
+        "1)",
+        "(1000,",
+        "86400)",
+        "django.core.cache.backends.redis.RedisCache",
+        "redis://cache.example:6379/1",
+    ]
+
+
 def test_embedded_defaults_need_no_server(tmp_path):
     script = (
         "import django; django.setup(); from django.conf import settings as s; "
-        "print(s.DATABASES['default']['NAME']); print(s.CELERY_BROKER_URL)"
+        "print(s.DATABASES['default']['NAME']); print(s.CELERY_BROKER_URL); "
+        "print(s.CACHES['default']['BACKEND'])"
     )
     env = {
+        **KEY_ENV,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "LEADBACK_VAR_DIR": str(tmp_path),
     }
     result = run_python("-c", script, env=env, check=True)
 
-    database, broker = result.stdout.split()
+    database, broker, cache = result.stdout.split()
     assert database == str(tmp_path / "leadback.sqlite3")
     assert broker == "filesystem://"
+    assert cache == "django.core.cache.backends.locmem.LocMemCache"
     assert (tmp_path / "broker" / "queue").is_dir()
 
 
@@ -140,6 +224,7 @@ def test_csv_imports_go_to_their_queue(tmp_path, queue, expected):
         "'deliver_notifications_task')))"
     )
     env = {
+        **KEY_ENV,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "LEADBACK_VAR_DIR": str(tmp_path),
     }
@@ -164,6 +249,7 @@ def test_postgresql_prepares_statements_unless_switched_off(tmp_path, switch, ex
         "print(s.DATABASES['default'].get('OPTIONS', {}))"
     )
     env = {
+        **KEY_ENV,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "LEADBACK_VAR_DIR": str(tmp_path),
         "DATABASE_URL": "postgres://u@h:5432/d",
@@ -185,6 +271,7 @@ def test_the_wsgi_app_loads_its_views_and_keeps_them_out_of_full_collections(
         "len(gc.get_objects()) < 1_000)"
     )
     env = {
+        **KEY_ENV,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "LEADBACK_VAR_DIR": str(tmp_path),
     }

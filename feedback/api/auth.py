@@ -1,6 +1,8 @@
 """API key authentication: `X-API-Key: <key>` or `Authorization: Bearer <key>`.
 
 Keys are never read from the query string: URLs end up in proxy and access logs.
+Every call is also counted here against its rate limit (feedback/api/throttling.py):
+its key's, or its client address's when it has no valid key.
 """
 
 import base64
@@ -10,6 +12,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from feedback.api.throttling import throttle_anonymous, throttle_key
 from feedback.models import ApiKey
 from feedback.selectors import api_key_get_active
 from feedback.services import api_key_mark_used
@@ -36,12 +39,19 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[KeyPrincipal, ApiKey] | None:
-        raw_key = self._raw_key(request)
+        try:
+            raw_key = self._raw_key(request)
+        except exceptions.AuthenticationFailed:
+            throttle_anonymous(request)
+            raise
         if raw_key is None:
+            throttle_anonymous(request)
             return None
         api_key = api_key_get_active(raw_key=raw_key)
         if api_key is None:
+            throttle_anonymous(request)
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        throttle_key(request, api_key)
         api_key_mark_used(api_key=api_key)
         return KeyPrincipal(api_key), api_key
 

@@ -1,6 +1,7 @@
 """The admin's view of CSV feedback imports: progress, counts, the refused rows."""
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
@@ -81,7 +82,15 @@ class FeedbackImportAdmin(admin.ModelAdmin[FeedbackImport]):
         url = reverse("admin:feedback_feedbackimport_refused", args=[obj.pk])
         return format_html('<a href="{}">Download {} rows</a>', url, obj.refused_rows)
 
-    @admin.action(description="Queue selected failed or stalled imports again")
+    # The pages stay read-only; queueing again needs the change permission.
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        codename = get_permission_codename("change", self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+    @admin.action(
+        description="Queue selected failed or stalled imports again",
+        permissions=["requeue"],
+    )
     def requeue(self, request: HttpRequest, queryset: QuerySet[FeedbackImport]) -> None:
         queued = sum(feedback_import_requeue(feedback_import=obj) for obj in queryset)
         skipped = queryset.count() - queued

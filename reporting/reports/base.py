@@ -16,6 +16,7 @@ from django.utils.safestring import SafeString
 
 from feedback.models import Feedback
 from reporting.filters import ReportFilters
+from reporting.models import VIEW_REPORTS
 from sources.models import Kind
 
 SUCCESS = Feedback.Outcome.SUCCESS
@@ -128,6 +129,8 @@ class Report:
     description: ClassVar[str]
     # Whether the date basis applies; billing and queue depth ignore it.
     uses_basis: ClassVar[bool] = True
+    # What a user needs to open the page or its CSV (superusers have everything).
+    permissions: ClassVar[tuple[str, ...]] = (VIEW_REPORTS,)
     # Templates list report classes: read their attributes, do not instantiate.
     do_not_call_in_templates: ClassVar[bool] = True
 

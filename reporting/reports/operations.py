@@ -23,7 +23,7 @@ from reporting.measures import (
     ACCEPTED,
     ON_DELIVERY,
 )
-from reporting.models import DailyRollup
+from reporting.models import VIEW_BILLING, VIEW_REPORTS, DailyRollup
 from reporting.reports.base import (
     FAILURE,
     Column,
@@ -192,6 +192,7 @@ class BillingReport(Report):
     name = "Billing: events per month"
     description = "Feedback received and feedback sent events, per calendar month."
     uses_basis = False
+    permissions = (VIEW_REPORTS, VIEW_BILLING)
 
     def _received_from_rollups(self) -> list[dict[str, Any]] | None:
         """Feedback received per month from the received-day rollups, or None when

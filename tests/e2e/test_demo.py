@@ -14,13 +14,21 @@ from tests.e2e.processes import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # No PostgreSQL, no Redis: the demo runs on what needs no server, whatever the
-# environment of the suite says.
-SERVICE_VARIABLES = ("DATABASE_URL", "CELERY_BROKER_URL", "LEADBACK_REQUIRE_SERVICES")
+# environment of the suite says. Nor the suite's settings and key: the demo makes
+# its own.
+SUITE_VARIABLES = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "LEADBACK_REQUIRE_SERVICES",
+    "DJANGO_SETTINGS_MODULE",
+    "SECRET_KEY",
+    "LEADBACK_HTTPS",
+)
 
 
 def test_make_demo_seeds_serves_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in SUITE_VARIABLES}
     env |= {
         "LEADBACK_VAR_DIR": str(tmp_path / "var"),
         "LEADBACK_DEMO_PORT": str(port),
@@ -47,6 +55,9 @@ def test_make_demo_seeds_serves_and_stops_on_ctrl_c(tmp_path):
                 return False
 
         wait_for(serving, timeout=120, what="the demo to serve")
+        key_file = tmp_path / "var" / "demo-secret-key"
+        assert len(key_file.read_text().strip()) >= 50
+        assert key_file.stat().st_mode & 0o077 == 0
         text = log.read_text()
         assert "user admin  password leadback-demo" in text
         curl = next(line for line in text.splitlines() if line.startswith("curl "))

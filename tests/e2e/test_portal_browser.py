@@ -407,3 +407,39 @@ def test_a_forgotten_password_is_reset_by_email(page: Page, live_server, world):
         page.get_by_label("Password").fill("a-brand-new-pw-77")
         page.get_by_role("button", name="Log in").click()
         expect(page.get_by_role("heading", name="Deliveries")).to_be_visible()
+
+
+LOCKOUT_SCREENSHOT = Path(tempfile.gettempdir()) / "leadback-e2e-locked-out-{}.png"
+
+
+@pytest.mark.parametrize("width", [1366, PHONE["width"]])
+def test_wrong_passwords_lock_the_login_and_say_what_to_do(
+    page: Page, live_server, world, width
+):
+    page.set_viewport_size({"width": width, "height": 800})
+    with screenshot_on_failure(page):
+        page.goto(f"{live_server.url}/accounts/login/")
+        for attempt in range(1, 6):
+            page.get_by_label("Username").fill("alice")
+            page.get_by_label("Password").fill(f"wrong-{attempt}")
+            page.get_by_role("button", name="Log in").click()
+            if attempt < 5:
+                expect(page.get_by_role("alert")).to_contain_text(
+                    "correct username and password"
+                )
+
+        heading = page.get_by_role("heading", name="Too many failed logins")
+        expect(heading).to_be_visible()
+        expect(page.get_by_role("alert")).to_contain_text("15 minutes")
+        assert sideways_overflow(page) <= 0
+        page.screenshot(path=str(LOCKOUT_SCREENSHOT).format(width), full_page=True)
+
+        # The right password does not get through until the wait is over.
+        page.get_by_role("link", name="Back to log in").click()
+        page.get_by_label("Username").fill("alice")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(heading).to_be_visible()
+
+        page.get_by_role("link", name="Reset it by email").click()
+        expect(page.get_by_role("heading", name="Reset your password")).to_be_visible()

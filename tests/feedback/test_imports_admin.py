@@ -1,11 +1,12 @@
 """The admin's pages for CSV imports."""
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from feedback.imports.models import FeedbackImport
 from feedback.imports.services import feedback_import_create, feedback_import_process
-from tests.factories import DeliveryEventFactory
+from tests.factories import DeliveryEventFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -75,6 +76,21 @@ def test_requeue_action_reopens_a_failed_import(
     assert queued == [finished_import.pk]
     finished_import.refresh_from_db()
     assert (finished_import.status, finished_import.error) == ("queued", "")
+
+
+def test_requeueing_needs_the_change_permission(client, finished_import):
+    viewer = UserFactory(username="viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_feedbackimport"))
+    client.force_login(viewer)
+    listing = reverse("admin:feedback_feedbackimport_changelist")
+    FeedbackImport.objects.filter(pk=finished_import.pk).update(status="failed")
+
+    assert 'value="requeue"' not in client.get(listing).content.decode()
+    client.post(
+        listing, {"action": "requeue", "_selected_action": [finished_import.pk]}
+    )
+    finished_import.refresh_from_db()
+    assert finished_import.status == "failed"
 
 
 def test_a_buyer_user_cannot_reach_the_admin_download(

@@ -6,6 +6,7 @@ import datetime
 import io
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -17,6 +18,7 @@ from reporting.reports import REPORTS, SourceBreakdownReport
 from reporting.rollups import rollups_refresh
 from reporting.views import SECTIONS
 from sources.models import FeedbackConfig, Kind
+from tests.factories import UserFactory
 from tests.reporting import dataset
 from tests.reporting.dataset import END, START, UTC
 
@@ -51,6 +53,74 @@ def test_reports_are_for_staff_only(client, buyer_user):
     assert response["Location"].startswith(reverse("admin:login"))
     response = client.get(url("by-source"), {"export": "csv"})
     assert response.status_code == 302
+
+
+def report_urls() -> list[tuple[str, str, dict[str, str]]]:
+    """Every report page and CSV, and the index, as (code, url, query)."""
+    urls = [("", reverse("reporting:report-index"), {})]
+    for code in REPORTS:
+        urls.append((code, url(code), {}))
+        urls.append((code, url(code), {"export": "csv"}))
+    return urls
+
+
+def staff_with(*codenames: str):
+    user = UserFactory(is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="reporting", codename__in=codenames
+        )
+    )
+    return user
+
+
+def test_staff_without_the_report_permission_get_403_everywhere(client):
+    client.force_login(staff_with())
+    for code, path, query in report_urls():
+        response = client.get(path, query)
+        assert response.status_code == 403, (code, query)
+        assert b"revenue" not in response.content.lower()
+
+
+def test_the_report_permission_opens_every_report_but_billing(client):
+    client.force_login(staff_with("view_reports"))
+    for code, path, query in report_urls():
+        expected = 403 if code == "billing" else 200
+        assert client.get(path, query).status_code == expected, (code, query)
+
+
+def test_billing_needs_its_own_permission(client):
+    client.force_login(staff_with("view_reports", "view_billing"))
+    for code, path, query in report_urls():
+        assert client.get(path, query).status_code == 200, (code, query)
+    client.force_login(staff_with("view_billing"))
+    assert client.get(url("billing")).status_code == 403
+
+
+def test_an_unknown_report_is_403_without_the_permission(client):
+    client.force_login(staff_with())
+    assert client.get(url("nope")).status_code == 403
+
+
+def test_the_admin_shows_only_the_reports_a_user_may_open(client):
+    index = reverse("admin:index")
+    client.force_login(staff_with())
+    page = client.get(index).content.decode()
+    assert 'id="reports-module"' not in page
+    assert reverse("reporting:report-index") not in page
+
+    client.force_login(staff_with("view_reports"))
+    page = client.get(index).content.decode()
+    assert f'href="{url("by-source")}"' in page
+    assert f'href="{url("billing")}"' not in page
+    listing = client.get(reverse("reporting:report-index")).content.decode()
+    assert f'href="{url("by-source")}"' in listing
+    assert f'href="{url("billing")}"' not in listing
+    assert url("billing") not in client.get(url("by-source")).content.decode()
+
+    client.force_login(staff_with("view_reports", "view_billing"))
+    page = client.get(index).content.decode()
+    assert f'href="{url("billing")}"' in page
 
 
 def test_admin_index_links_the_reports(staff_client):
