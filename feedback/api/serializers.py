@@ -16,6 +16,7 @@ from rest_framework import serializers
 
 from feedback.forwarding.models import Notification
 from feedback.models import EVENT_ID_PATTERN, DeliveryEvent, Feedback, Lead
+from feedback.safetext import find_problem
 from feedback.services import DeliveryInput, as_utc
 from sources.models import Kind
 
@@ -59,6 +60,10 @@ class EventInputSerializer(serializers.Serializer):
         return value
 
     def validate_lead(self, value: dict[str, Any]) -> dict[str, Any]:
+        # The JSON parser refuses these first; this holds for any other caller.
+        problem = find_problem(value, depth=1)
+        if problem is not None:
+            raise serializers.ValidationError({problem.field: problem.message})
         if len(json.dumps(value)) > MAX_LEAD_BYTES:
             raise serializers.ValidationError(
                 f"Lead data is larger than {MAX_LEAD_BYTES // 1024} KB."

@@ -17,6 +17,7 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 
 from feedback.models import EVENT_ID_PATTERN, Feedback, OutcomeCode
+from feedback.safetext import find_problem
 from feedback.services import as_utc
 from sources.models import Kind
 
@@ -36,20 +37,20 @@ MAX_REASON_CHARS = 255
 KINDS = frozenset(Kind.values)
 
 
-KNOWN_FIELDS = frozenset(
-    {
-        "event_id",
-        "reference",
-        "type",
-        "outcome_code",
-        "reason",
-        "revenue",
-        "quality_score",
-        "occurred_at",
-        "custom",
-        "note",
-    }
+# In this order, so the first problem named is the same on every run.
+FIELDS = (
+    "event_id",
+    "reference",
+    "type",
+    "outcome_code",
+    "reason",
+    "revenue",
+    "quality_score",
+    "occurred_at",
+    "custom",
+    "note",
 )
+KNOWN_FIELDS = frozenset(FIELDS)
 
 
 class ReceiveStatus(StrEnum):
@@ -129,6 +130,10 @@ def parse_item(
     if not isinstance(data, Mapping):
         item.fatal.append(FieldError("", "Each feedback must be an object."))
         return item
+    # Nothing the database cannot store goes further, whichever channel sent it.
+    item.fatal.extend(_unstorable(data))
+    if item.fatal:
+        return item
 
     item.event_id = _text(data.get("event_id")).lower()
     item.reference = _text(data.get("reference"))
@@ -180,6 +185,20 @@ def parse_item(
     item.occurred_at = _occurred_at(data.get("occurred_at"), item.errors, now=now)
     item.custom = _custom(data.get("custom"), item.errors)
     return item
+
+
+def _unstorable(data: Mapping[str, Any]) -> list[FieldError]:
+    errors = []
+    for name in FIELDS:
+        value = data.get(name)
+        if value is None or (
+            isinstance(value, str) and value.isascii() and "\x00" not in value
+        ):
+            continue  # the common case, without a call per field
+        problem = find_problem(value, name, depth=1)
+        if problem is not None:
+            errors.append(FieldError(problem.field, problem.message))
+    return errors
 
 
 def _text(value: object) -> str:
