@@ -18,7 +18,7 @@ from django.utils.dateparse import parse_datetime
 
 from feedback.models import EVENT_ID_PATTERN, Feedback, OutcomeCode
 from feedback.safetext import find_problem
-from feedback.services import as_utc
+from feedback.services import EARLIEST_INSTANT, as_utc
 from sources.models import Kind
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -31,6 +31,14 @@ MAX_NOTE_CHARS = 2000
 
 
 MAX_REASON_CHARS = 255
+
+
+DATE_TIME_SEPARATOR = re.compile(r"\d[Tt ]\d")
+DATE_ONLY_MESSAGE = (
+    "Needs a time as well as the date, e.g. 2026-11-20T10:30:00Z: "
+    "a date alone does not say when on that day."
+)
+EARLIEST_MESSAGE = f"Cannot be before {EARLIEST_INSTANT:%Y-%m-%d}."
 
 
 # Kind.values builds a new list on every access; items are parsed by the thousand.
@@ -51,6 +59,10 @@ FIELDS = (
     "note",
 )
 KNOWN_FIELDS = frozenset(FIELDS)
+
+# Text fields: an object or a list (or XML elements with children) in one of
+# these is refused, not stored as its Python repr.
+NOT_TEXT = "Must be text, not an object or a list (or XML elements)."
 
 
 class ReceiveStatus(StrEnum):
@@ -132,6 +144,9 @@ def parse_item(
         return item
     # Nothing the database cannot store goes further, whichever channel sent it.
     item.fatal.extend(_unstorable(data))
+    for name in ("event_id", "reference", "type", "outcome_code"):
+        if isinstance(data.get(name), Mapping | list):
+            item.fatal.append(FieldError(name, NOT_TEXT))
     if item.fatal:
         return item
 
@@ -170,13 +185,13 @@ def parse_item(
         item.fatal.append(FieldError("type", "Send type or outcome_code."))
     item.kind = kind
 
-    item.reason = _text(data.get("reason"))
+    item.reason = _free_text(data.get("reason"), "reason", item.errors)
     if len(item.reason) > MAX_REASON_CHARS:
         item.errors.append(
             FieldError("reason", f"At most {MAX_REASON_CHARS} characters.")
         )
         item.reason = item.reason[:MAX_REASON_CHARS]
-    item.note = _text(data.get("note"))
+    item.note = _free_text(data.get("note"), "note", item.errors)
     if len(item.note) > MAX_NOTE_CHARS:
         item.errors.append(FieldError("note", f"At most {MAX_NOTE_CHARS} characters."))
         item.note = item.note[:MAX_NOTE_CHARS]
@@ -207,6 +222,13 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
+def _free_text(value: object, name: str, errors: list[FieldError]) -> str:
+    if isinstance(value, Mapping | list):
+        errors.append(FieldError(name, NOT_TEXT))
+        return ""
+    return _text(value)
+
+
 def _is_blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -217,8 +239,16 @@ def _revenue(value: object, errors: list[FieldError]) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         errors.append(FieldError("revenue", "Must be a decimal number."))
         return None
+    text = str(value).strip()
+    if not text.isascii() or "_" in text:
+        # Decimal() also reads other scripts' digits and 1_000; a CRM sending
+        # those is more likely garbled than meaning them.
+        errors.append(
+            FieldError("revenue", "Must be a decimal number in the digits 0-9.")
+        )
+        return None
     try:
-        amount = Decimal(str(value).strip())
+        amount = Decimal(text)
     except InvalidOperation:
         errors.append(FieldError("revenue", "Must be a decimal number."))
         return None
@@ -255,9 +285,10 @@ def _occurred_at(
 ) -> datetime | None:
     if _is_blank(value):
         return None
+    text = str(value).strip()
     parsed: datetime | None
     try:
-        parsed = parse_datetime(str(value).strip())
+        parsed = parse_datetime(text)
     except ValueError:
         parsed = None
     if parsed is None:
@@ -268,10 +299,18 @@ def _occurred_at(
             )
         )
         return None
+    if not DATE_TIME_SEPARATOR.search(text):
+        # parse_datetime reads a date alone as midnight, in a time zone the
+        # sender may not mean: a day-old conversion could land before delivery.
+        errors.append(FieldError("occurred_at", DATE_ONLY_MESSAGE))
+        return None
     try:
         parsed = as_utc(parsed)
     except ValueError:
         errors.append(FieldError("occurred_at", "Is out of range."))
+        return None
+    if parsed < EARLIEST_INSTANT:
+        errors.append(FieldError("occurred_at", EARLIEST_MESSAGE))
         return None
     if parsed > now + CLOCK_SKEW:
         errors.append(FieldError("occurred_at", "Cannot be in the future."))

@@ -453,3 +453,106 @@ def test_unknown_api_urls_answer_a_json_404(buyer_client, client):
     assert response.json()["status"] == 404
     assert page.status_code == 404
     assert page["Content-Type"].startswith("text/html")
+
+
+# Doubtful values ------------------------------------------------------------------
+
+
+def post_feedback(client, delivery, **fields):
+    body = {"event_id": delivery.event_id, "type": "conversion", **fields}
+    return post_json(client, FEEDBACK, body)
+
+
+@pytest.mark.parametrize(
+    "revenue", ["\u0661\u0662\u0663", "\uff11\uff12\uff13", "1_000"]
+)
+def test_revenue_takes_ascii_digits_only(buyer_client, delivery, revenue):
+    response = post_feedback(buyer_client, delivery, revenue=revenue)
+
+    assert_problem(
+        response, 422, "revenue", "Must be a decimal number in the digits 0-9."
+    )
+
+
+@pytest.mark.parametrize(("score", "stored"), [("4", 4), (4, 4), (" 5 ", 5)])
+def test_quality_score_may_be_a_string_of_one_digit(
+    buyer_client, delivery, score, stored
+):
+    response = post_feedback(buyer_client, delivery, quality_score=score)
+
+    assert response.status_code == 201, response.content
+    assert response.json()["quality_score"] == stored
+
+
+@pytest.mark.parametrize("score", [4.0, "4.0", True, "٤"])
+def test_quality_score_refuses_what_is_not_one_digit(buyer_client, delivery, score):
+    response = post_feedback(buyer_client, delivery, quality_score=score)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "quality_score"
+
+
+def test_occurred_at_needs_a_time_as_well_as_a_date(buyer_client, delivery):
+    day = timezone.now().date().isoformat()
+
+    response = post_feedback(buyer_client, delivery, occurred_at=day)
+
+    body = assert_problem(
+        response,
+        422,
+        "occurred_at",
+        "Needs a time as well as the date, e.g. 2026-11-20T10:30:00Z: "
+        "a date alone does not say when on that day.",
+    )
+    assert body["feedback_id"]  # refused and recorded, like any other bad value
+
+
+def test_a_date_before_2000_is_refused(buyer_client, integration_client, delivery):
+    feedback = post_feedback(buyer_client, delivery, occurred_at="1970-01-01T00:00:00Z")
+    event = post_json(
+        integration_client,
+        EVENTS,
+        {"buyer": "a", "source": "s", "flow": "f", "delivered_at": "0001-01-01T00:00Z"},
+    )
+
+    assert_problem(feedback, 422, "occurred_at", "Cannot be before 2000-01-01.")
+    assert_problem(event, 422, "delivered_at", "Cannot be before 2000-01-01.")
+
+
+def test_delivered_at_needs_a_time_and_price_ascii_digits(integration_client):
+    base = {"buyer": "a", "source": "s", "flow": "f"}
+
+    date_only = post_json(
+        integration_client, EVENTS, {**base, "delivered_at": "2026-01-02"}
+    )
+    digits = post_json(integration_client, EVENTS, {**base, "price": "٤٥"})
+
+    assert date_only.status_code == 422
+    assert date_only.json()["errors"][0]["field"] == "delivered_at"
+    assert_problem(digits, 422, "price", "Must be a decimal number in the digits 0-9.")
+    assert DeliveryEvent.objects.count() == 0
+
+
+def test_xml_elements_with_children_where_text_is_expected(client, delivery, auth):
+    url = f"/feedback?event_id={delivery.event_id}"
+    reason = client.post(
+        url,
+        data=b"<feedback><type>return</type><reason><a>x</a></reason></feedback>",
+        content_type="text/xml",
+        **auth,
+    )
+    kind = client.post(
+        url,
+        data=b"<feedback><type><a>return</a></type></feedback>",
+        content_type="text/xml",
+        **auth,
+    )
+
+    # A bad reason is a refusal, recorded; without a readable type nothing is.
+    assert reason.status_code == 201, reason.content
+    assert reason.json()["outcome"] == "failure"
+    assert "reason: Must be text" in reason.json()["reason"]
+    assert kind.status_code == 422
+    assert kind.json()["reason"].startswith("type: Must be text")
+    assert Feedback.objects.count() == 1
+    assert Feedback.objects.get().reason == ""
