@@ -35,6 +35,12 @@ class RefuseUnstorableUrlText:
         view_args: tuple[Any, ...],
         view_kwargs: dict[str, Any],
     ) -> HttpResponse | None:
+        # Django decodes the path and the query with replacement characters, so
+        # neither can hold a lone surrogate; a NUL arrives decoded in the path, or
+        # as %00 (or itself) in the raw query string.
+        query = request.META.get("QUERY_STRING", "")
+        if "\x00" not in request.path_info and not ("%00" in query or "\x00" in query):
+            return None
         problem = (
             find_problem(view_kwargs)
             or find_problem(list(view_args), "path")

@@ -121,14 +121,20 @@ class JSONBodyParser(JSONParser):
             raise ParseError(
                 f"JSON parse error - the body is not valid {encoding} text."
             ) from None
-        where = json_too_deep(text)
-        if where is not None:
-            raise InputRefused(where, TOO_DEEP_MESSAGE, status_code=400)
+        # Fewer brackets than the limit cannot nest past it: one feedback skips
+        # the scan, a batch pays for it.
+        if text.count("{") + text.count("[") > MAX_DEPTH:
+            where = json_too_deep(text)
+            if where is not None:
+                raise InputRefused(where, TOO_DEEP_MESSAGE, status_code=400)
         try:
             data = json.loads(text)  # DRF's: NaN and Infinity are refused
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
-        _refuse_problems(data)
+        # Decoded text holds no lone surrogate and the parser refuses a raw NUL
+        # in a string: JSON carries either only as a \u escape.
+        if "\\u" in text:
+            _refuse_problems(data)
         return data
 
 
