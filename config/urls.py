@@ -6,6 +6,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from feedback.api.views import LeadConduitFeedbackApi
 from feedback.portal.accounts import PasswordResetView
 
+# Problem+json for the API's URLs, Django's pages elsewhere.
+handler400 = "feedback.api.errors.bad_request"
+handler404 = "feedback.api.errors.page_not_found"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("reports/", include("reporting.urls")),

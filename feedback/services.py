@@ -134,6 +134,12 @@ def _title_from_slug(slug: str) -> str:
 # Leads and delivery events ----------------------------------------------------
 
 
+# Deliveries and feedback before this are refused: nothing in lead generation
+# happened then, and an epoch-zero or year-1 date is a sender's bug (year 1 also
+# overflows when shown in a time zone west of UTC).
+EARLIEST_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def as_utc(value: datetime) -> datetime:
     """An aware datetime in UTC; naive ones are read in the current time zone.
 

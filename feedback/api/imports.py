@@ -191,7 +191,8 @@ class FeedbackImportCreateApi(APIView):
                     exc.messages[0],
                     errors=[{"field": "file", "message": exc.messages[0]}],
                 )
-            raise ValidationError({"file": exc.messages}) from None
+            field = "filename" if exc.code == "filename" else "file"
+            raise ValidationError({field: exc.messages}) from None
         return Response(
             FeedbackImportOutputSerializer(feedback_import).data,
             status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,

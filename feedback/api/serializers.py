@@ -15,8 +15,14 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from feedback.forwarding.models import Notification
+from feedback.intake.parse import (
+    DATE_ONLY_MESSAGE,
+    DATE_TIME_SEPARATOR,
+    EARLIEST_MESSAGE,
+)
 from feedback.models import EVENT_ID_PATTERN, DeliveryEvent, Feedback, Lead
-from feedback.services import DeliveryInput, as_utc
+from feedback.safetext import find_problem
+from feedback.services import EARLIEST_INSTANT, DeliveryInput, as_utc
 from sources.models import Kind
 
 MAX_LEAD_BYTES = 16 * 1024
@@ -31,14 +37,37 @@ class ItemsInputSerializer(serializers.Serializer):
     )
 
 
+class InstantField(serializers.DateTimeField):
+    """An ISO 8601 date and time, as the intake reads occurred_at: a date alone
+    is refused rather than read as midnight."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        parsed = super().to_internal_value(value)
+        if isinstance(value, str) and not DATE_TIME_SEPARATOR.search(value):
+            raise serializers.ValidationError(DATE_ONLY_MESSAGE)
+        return parsed
+
+
+class AsciiDecimalField(serializers.DecimalField):
+    """A decimal in the digits 0-9, as the intake reads revenue: Decimal() alone
+    would also take other scripts' digits and 1_000."""
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if isinstance(data, str) and (not data.isascii() or "_" in data):
+            raise serializers.ValidationError(
+                "Must be a decimal number in the digits 0-9."
+            )
+        return super().to_internal_value(data)
+
+
 class EventInputSerializer(serializers.Serializer):
     event_id = serializers.RegexField(
         EVENT_ID_PATTERN,
         required=False,
         error_messages={"invalid": "Must be 24 lowercase hexadecimal characters."},
     )
-    delivered_at = serializers.DateTimeField(required=False)
-    price = serializers.DecimalField(
+    delivered_at = InstantField(required=False)
+    price = AsciiDecimalField(
         max_digits=12, decimal_places=2, min_value=0, required=False
     )
     buyer = serializers.SlugField(max_length=100)
@@ -56,9 +85,15 @@ class EventInputSerializer(serializers.Serializer):
             raise serializers.ValidationError(str(exc)) from None
         if value > timezone.now() + CLOCK_SKEW:
             raise serializers.ValidationError("Cannot be in the future.")
+        if value < EARLIEST_INSTANT:
+            raise serializers.ValidationError(EARLIEST_MESSAGE)
         return value
 
     def validate_lead(self, value: dict[str, Any]) -> dict[str, Any]:
+        # The JSON parser refuses these first; this holds for any other caller.
+        problem = find_problem(value, depth=1)
+        if problem is not None:
+            raise serializers.ValidationError({problem.field: problem.message})
         if len(json.dumps(value)) > MAX_LEAD_BYTES:
             raise serializers.ValidationError(
                 f"Lead data is larger than {MAX_LEAD_BYTES // 1024} KB."

@@ -22,16 +22,23 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.api.auth import KeyPrincipal, LeadConduitKeyAuthentication
-from feedback.api.errors import PROBLEM_CONTENT_TYPE, flatten_errors, problem_response
+from feedback.api.errors import (
+    PROBLEM_CONTENT_TYPE,
+    InputRefused,
+    flatten_errors,
+    problem_response,
+    request_limit_status,
+)
 from feedback.api.idempotency import NotExecutedResponse, idempotent
 from feedback.api.negotiation import (
+    FormBodyParser,
+    JSONBodyParser,
     ResultXMLRenderer,
     TextXMLParser,
     TextXMLRenderer,
@@ -451,7 +458,7 @@ class LeadConduitFeedbackApi(APIView):
     http_method_names = ["get", "post"]
     authentication_classes = [LeadConduitKeyAuthentication]
     permission_classes = [IsBuyerKey]
-    parser_classes = [JSONParser, FormParser, XMLParser, TextXMLParser]
+    parser_classes = [JSONBodyParser, FormBodyParser, XMLParser, TextXMLParser]
     renderer_classes = [JSONRenderer, ResultXMLRenderer, TextXMLRenderer]
 
     @extend_schema(
@@ -514,6 +521,14 @@ class LeadConduitFeedbackApi(APIView):
     def handle_exception(self, exc: Exception) -> Response:
         """Errors answer in LeadConduit's shape and the negotiated format."""
         response = super().handle_exception(exc)
+        if isinstance(exc, InputRefused) or request_limit_status(exc) is not None:
+            # Refused before LeadConduit's rules apply: problem+json whatever the
+            # Accept header, with LeadConduit's outcome and reason as well.
+            self.request.accepted_renderer = JSONRenderer()
+            self.request.accepted_media_type = JSONRenderer.media_type
+            detail = response.data["detail"]
+            response.data = {**response.data, "outcome": "error", "reason": detail}
+            return response
         if isinstance(exc, APIException) and response.status_code < 500:
             reason = response.data.get("detail") if response.data else None
             response.data = {"outcome": "error", "reason": reason or str(exc)}

@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 
 from feedback.imports.models import FeedbackImport
+from feedback.safetext import text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +70,24 @@ class DataRow:
 def decode(content: bytes) -> str:
     try:
         # utf-8-sig drops the byte-order mark Excel puts before "CSV UTF-8" files.
-        return content.decode("utf-8-sig")
+        text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValidationError(
             f"The file is not UTF-8 text (invalid byte at position {exc.start}). "
             "Save it as “CSV UTF-8” and upload it again.",
             code="encoding",
         ) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        # No cell can hold NUL (PostgreSQL refuses it); a file full of them is
+        # usually UTF-16 without its byte-order mark.
+        line = text.count("\n", 0, nul) + 1
+        raise ValidationError(
+            f"The file contains a NUL character (line {line}), so it is not a "
+            "UTF-8 text file. Save it as “CSV UTF-8” and upload it again.",
+            code="encoding",
+        )
+    return text
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -203,6 +215,11 @@ def read_upload(file: UploadedFile | bytes | IO[bytes]) -> bytes:
 
 
 def clean_filename(filename: str) -> str:
+    """The name to show for an upload; ValidationError (code "filename") if it
+    holds what the database cannot store."""
+    message = text_problem(filename)
+    if message:
+        raise ValidationError(f"The file name {message}.", code="filename")
     # Browsers on Windows may send a full path; keep the name only.
     name = PurePath(filename.replace("\\", "/")).name.strip()
     return (name or "feedback.csv")[:255]

@@ -73,6 +73,7 @@ def feedback_import_upload(
     uploaded again by the same buyer returns the earlier import (created False);
     a failed one is queued again and resumes where it stopped.
     """
+    filename = clean_filename(filename)
     content = read_upload(file)
     text = decode(content)
     _, rows = read_layout(text)
@@ -91,7 +92,7 @@ def feedback_import_upload(
                 user=user,
                 api_key=api_key,
                 channel=channel,
-                filename=clean_filename(filename),
+                filename=filename,
                 file_sha256=digest,
                 file_size=len(content),
                 content=content,

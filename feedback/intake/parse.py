@@ -17,7 +17,8 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 
 from feedback.models import EVENT_ID_PATTERN, Feedback, OutcomeCode
-from feedback.services import as_utc
+from feedback.safetext import find_problem
+from feedback.services import EARLIEST_INSTANT, as_utc
 from sources.models import Kind
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -32,24 +33,36 @@ MAX_NOTE_CHARS = 2000
 MAX_REASON_CHARS = 255
 
 
+DATE_TIME_SEPARATOR = re.compile(r"\d[Tt ]\d")
+DATE_ONLY_MESSAGE = (
+    "Needs a time as well as the date, e.g. 2026-11-20T10:30:00Z: "
+    "a date alone does not say when on that day."
+)
+EARLIEST_MESSAGE = f"Cannot be before {EARLIEST_INSTANT:%Y-%m-%d}."
+
+
 # Kind.values builds a new list on every access; items are parsed by the thousand.
 KINDS = frozenset(Kind.values)
 
 
-KNOWN_FIELDS = frozenset(
-    {
-        "event_id",
-        "reference",
-        "type",
-        "outcome_code",
-        "reason",
-        "revenue",
-        "quality_score",
-        "occurred_at",
-        "custom",
-        "note",
-    }
+# In this order, so the first problem named is the same on every run.
+FIELDS = (
+    "event_id",
+    "reference",
+    "type",
+    "outcome_code",
+    "reason",
+    "revenue",
+    "quality_score",
+    "occurred_at",
+    "custom",
+    "note",
 )
+KNOWN_FIELDS = frozenset(FIELDS)
+
+# Text fields: an object or a list (or XML elements with children) in one of
+# these is refused, not stored as its Python repr.
+NOT_TEXT = "Must be text, not an object or a list (or XML elements)."
 
 
 def keep_extra_variables(
@@ -156,6 +169,13 @@ def parse_item(
     if not isinstance(data, Mapping):
         item.fatal.append(FieldError("", "Each feedback must be an object."))
         return item
+    # Nothing the database cannot store goes further, whichever channel sent it.
+    item.fatal.extend(_unstorable(data))
+    for name in ("event_id", "reference", "type", "outcome_code"):
+        if isinstance(data.get(name), Mapping | list):
+            item.fatal.append(FieldError(name, NOT_TEXT))
+    if item.fatal:
+        return item
 
     item.event_id = _text(data.get("event_id")).lower()
     item.reference = _text(data.get("reference"))
@@ -192,13 +212,13 @@ def parse_item(
         item.fatal.append(FieldError("type", "Send type or outcome_code."))
     item.kind = kind
 
-    item.reason = _text(data.get("reason"))
+    item.reason = _free_text(data.get("reason"), "reason", item.errors)
     if len(item.reason) > MAX_REASON_CHARS:
         item.errors.append(
             FieldError("reason", f"At most {MAX_REASON_CHARS} characters.")
         )
         item.reason = item.reason[:MAX_REASON_CHARS]
-    item.note = _text(data.get("note"))
+    item.note = _free_text(data.get("note"), "note", item.errors)
     if len(item.note) > MAX_NOTE_CHARS:
         item.errors.append(FieldError("note", f"At most {MAX_NOTE_CHARS} characters."))
         item.note = item.note[:MAX_NOTE_CHARS]
@@ -209,10 +229,31 @@ def parse_item(
     return item
 
 
+def _unstorable(data: Mapping[str, Any]) -> list[FieldError]:
+    errors = []
+    for name in FIELDS:
+        value = data.get(name)
+        if value is None or (
+            isinstance(value, str) and value.isascii() and "\x00" not in value
+        ):
+            continue  # the common case, without a call per field
+        problem = find_problem(value, name, depth=1)
+        if problem is not None:
+            errors.append(FieldError(problem.field, problem.message))
+    return errors
+
+
 def _text(value: object) -> str:
     if value is None:
         return ""
     return str(value).strip()
+
+
+def _free_text(value: object, name: str, errors: list[FieldError]) -> str:
+    if isinstance(value, Mapping | list):
+        errors.append(FieldError(name, NOT_TEXT))
+        return ""
+    return _text(value)
 
 
 def _is_blank(value: object) -> bool:
@@ -225,8 +266,16 @@ def _revenue(value: object, errors: list[FieldError]) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         errors.append(FieldError("revenue", "Must be a decimal number."))
         return None
+    text = str(value).strip()
+    if not text.isascii() or "_" in text:
+        # Decimal() also reads other scripts' digits and 1_000; a CRM sending
+        # those is more likely garbled than meaning them.
+        errors.append(
+            FieldError("revenue", "Must be a decimal number in the digits 0-9.")
+        )
+        return None
     try:
-        amount = Decimal(str(value).strip())
+        amount = Decimal(text)
     except InvalidOperation:
         errors.append(FieldError("revenue", "Must be a decimal number."))
         return None
@@ -263,9 +312,10 @@ def _occurred_at(
 ) -> datetime | None:
     if _is_blank(value):
         return None
+    text = str(value).strip()
     parsed: datetime | None
     try:
-        parsed = parse_datetime(str(value).strip())
+        parsed = parse_datetime(text)
     except ValueError:
         parsed = None
     if parsed is None:
@@ -276,10 +326,18 @@ def _occurred_at(
             )
         )
         return None
+    if not DATE_TIME_SEPARATOR.search(text):
+        # parse_datetime reads a date alone as midnight, in a time zone the
+        # sender may not mean: a day-old conversion could land before delivery.
+        errors.append(FieldError("occurred_at", DATE_ONLY_MESSAGE))
+        return None
     try:
         parsed = as_utc(parsed)
     except ValueError:
         errors.append(FieldError("occurred_at", "Is out of range."))
+        return None
+    if parsed < EARLIEST_INSTANT:
+        errors.append(FieldError("occurred_at", EARLIEST_MESSAGE))
         return None
     if parsed > now + CLOCK_SKEW:
         errors.append(FieldError("occurred_at", "Cannot be in the future."))
