@@ -347,3 +347,15 @@ def test_line_labels_that_end_together_do_not_overlap():
         for name in ("Conversions", "Returns")
     ]
     assert abs(ends[0] - ends[1]) >= 13
+
+
+def test_a_refused_report_page_says_why_and_what_to_ask_for(client):
+    client.force_login(staff_with())
+
+    response = client.get("/reports/")
+
+    assert response.status_code == 403
+    text = response.content.decode()
+    assert "You can&#x27;t open this page" in text or "You can't open this page" in text
+    assert "Reports need the view reports permission." in text
+    assert "Analyst" in text
