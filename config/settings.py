@@ -378,6 +378,11 @@ LEADBACK_DELIVERY_BATCH = env_int("LEADBACK_DELIVERY_BATCH", 20)
 LEADBACK_SWEEP_MAX_BACKLOG = env_int("LEADBACK_SWEEP_MAX_BACKLOG", 50)
 # Sync configs: how long the buyer's request may wait for the source.
 LEADBACK_SYNC_DEADLINE_S = env_float("LEADBACK_SYNC_DEADLINE_S", 10.0)
+
+# Returns resolution: the region a lead's phone is read in when the lead names
+# no country (evidence checks), and the dispute evidence files' limits.
+LEADBACK_PHONE_REGION = env_str("LEADBACK_PHONE_REGION", "US")
+LEADBACK_EVIDENCE_MAX_BYTES = env_int("LEADBACK_EVIDENCE_MAX_BYTES", 5 * 1024 * 1024)
 # Batch files (DESIGN §5.6): how long one transfer may wait on the network per
 # step, and how long a worker owns a run it is sending before another may take
 # it over (it must outlast the slowest upload of the biggest file).

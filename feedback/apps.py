@@ -4,7 +4,11 @@ from django.apps import AppConfig
 
 # The app's models live with their concern; Django registers a model when its
 # module is imported, and it imports only `feedback.models` by itself.
-CONCERN_MODELS = ("feedback.forwarding.models", "feedback.imports.models")
+CONCERN_MODELS = (
+    "feedback.forwarding.models",
+    "feedback.imports.models",
+    "feedback.returns.models",
+)
 
 
 class FeedbackConfig(AppConfig):

@@ -66,6 +66,11 @@ class BuyerPolicy(models.Model):
 
     DEFAULT_MAX_AGE_DAYS = 90
 
+    class Review(models.TextChoices):
+        AUTO = "auto", "Automatic: an accepted return is approved"
+        MANUAL = "manual", "Manual: every return waits for a decision"
+        RULES = "rules", "Rules: approved when the auto-approve rules pass"
+
     buyer = models.ForeignKey(Buyer, on_delete=models.CASCADE, related_name="policies")
     flow = models.ForeignKey(
         Flow,
@@ -88,6 +93,47 @@ class BuyerPolicy(models.Model):
         blank=True,
         help_text="Optional rule set that feedback must pass (advanced mode).",
     )
+    # Returns resolution (DESIGN §10); read for returns only.
+    review = models.CharField(
+        max_length=10,
+        choices=Review.choices,
+        default=Review.AUTO,
+        help_text="How an accepted return is decided.",
+    )
+    auto_approve = models.JSONField(
+        "auto-approve rules",
+        null=True,
+        blank=True,
+        help_text="With rules review: a return that passes them is approved at once.",
+    )
+    cap_percent = models.DecimalField(
+        "return cap (% of the month's deliveries)",
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Leave empty for no cap.",
+    )
+    cap_min = models.PositiveIntegerField(
+        "return cap floor",
+        default=0,
+        validators=[MaxValueValidator(1_000_000)],
+        help_text="The allowance is never below this many returns a month.",
+    )
+    credit_percent = models.DecimalField(
+        "credit (% of the price)",
+        max_digits=5,
+        decimal_places=2,
+        default=100,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="An approved return credits this share of the delivery's price.",
+    )
+    dispute_days = models.PositiveSmallIntegerField(
+        default=7,
+        validators=[MaxValueValidator(365)],
+        help_text="How long after a rejection the buyer may dispute it.",
+    )
 
     class Meta:
         verbose_name = "buyer policy"
@@ -109,6 +155,10 @@ class BuyerPolicy(models.Model):
         scope = f" on {self.flow}" if self.flow_id else ""
         state = "enabled" if self.enabled else "disabled"
         return f"{self.get_kind_display()}{scope}: {state}"
+
+    @property
+    def capped(self) -> bool:
+        return self.cap_percent is not None
 
 
 class BuyerMembership(models.Model):
@@ -277,6 +327,32 @@ class DeliveryEvent(models.Model):
         return self.event_id
 
 
+class BuyerMonth(models.Model):
+    """A buyer's deliveries in one flow and calendar month (in TIME_ZONE), and
+    the return requests about them that count against a cap (pending, disputed
+    or approved). Kept as counters by the services that record deliveries and
+    decide returns, so a cap is checked without counting the month (DESIGN §10).
+    """
+
+    buyer = models.ForeignKey(
+        Buyer, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="+")
+    month = models.DateField(help_text="The month's first day.")
+    deliveries = models.PositiveIntegerField(default=0)
+    returns = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["buyer", "month", "flow"], name="buyer_month_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.buyer_id} {self.month:%Y-%m} flow {self.flow_id}"
+
+
 class OutcomeCode(models.Model):
     """A disposition from the managed vocabulary. Each code implies a kind."""
 
@@ -311,6 +387,12 @@ class Feedback(models.Model):
         SUCCESS = "success", "Accepted"
         FAILURE = "failure", "Refused"
         ERROR = "error", "Error"
+
+    class ReviewState(models.TextChoices):
+        APPROVED = "approved", "Approved"
+        PENDING = "pending", "Pending review"
+        REJECTED = "rejected", "Rejected"
+        DISPUTED = "disputed", "Disputed"
 
     public_id = models.UUIDField(
         "feedback id", default=uuid.uuid4, unique=True, editable=False
@@ -359,6 +441,10 @@ class Feedback(models.Model):
     outcome_reason = models.CharField(
         max_length=500, blank=True, help_text="Why the feedback was refused."
     )
+    # An accepted return's review state (DESIGN §10); empty for everything else.
+    review_state = models.CharField(
+        max_length=10, choices=ReviewState.choices, blank=True, default=""
+    )
     api_key = models.ForeignKey(
         ApiKey,
         on_delete=models.SET_NULL,
@@ -399,6 +485,12 @@ class Feedback(models.Model):
             models.Index(fields=["delivery", "kind"]),
             models.Index(fields=["source", "received_at"]),
             models.Index(fields=["received_at"]),
+            # The review queue: returns waiting for a decision, oldest first.
+            models.Index(
+                fields=["received_at"],
+                condition=Q(review_state__in=["pending", "disputed"]),
+                name="feedback_awaiting_review",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -23,6 +23,7 @@ from django.db import (
 )
 from django.utils import timezone
 
+from feedback import months
 from feedback.bulk import instances_copy
 from feedback.models import (
     ApiKey,
@@ -260,18 +261,29 @@ _insert_lead = Insert(Lead)
 
 
 @cache
-def _event_with_lead_sql() -> str:
-    """One INSERT of a lead and its first delivery: atomic without BEGIN/COMMIT."""
+def _event_sql(*, with_lead: bool) -> str:
+    """One statement, atomic without BEGIN/COMMIT: the delivery's INSERT (after
+    its lead's, when the lead is new) and its month's counter (months.py)."""
     quote = connection.ops.quote_name
-    lead_columns = ", ".join(quote(str(f.column)) for f in _insert_lead.fields)
     event_columns = [str(f.column) for f in _insert_event.fields]
-    values = ", ".join("l.id" if c == "lead_id" else "%s" for c in event_columns)
+    event_table = quote(DeliveryEvent._meta.db_table)
+    columns = ", ".join(quote(c) for c in event_columns)
+    if with_lead:
+        lead_columns = ", ".join(quote(str(f.column)) for f in _insert_lead.fields)
+        values = ", ".join("l.id" if c == "lead_id" else "%s" for c in event_columns)
+        lead = (
+            f"l AS (INSERT INTO {quote(Lead._meta.db_table)} ({lead_columns}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(_insert_lead.fields))}) RETURNING id), "
+        )
+        event = f"INSERT INTO {event_table} ({columns}) SELECT {values} FROM l"  # noqa: S608
+    else:
+        lead = ""
+        placeholders = ", ".join(["%s"] * len(event_columns))
+        event = f"INSERT INTO {event_table} ({columns}) VALUES ({placeholders})"  # noqa: S608
     return (
-        f"WITH l AS (INSERT INTO {quote(Lead._meta.db_table)} ({lead_columns}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(_insert_lead.fields))}) RETURNING id) "
-        f"INSERT INTO {quote(DeliveryEvent._meta.db_table)} "
-        f"({', '.join(quote(c) for c in event_columns)}) "
-        f"SELECT {values} FROM l RETURNING id, lead_id"
+        f"WITH {lead}e AS ({event} RETURNING id, lead_id), "  # noqa: S608
+        f"m AS ({months.upsert_sql()}) "
+        "SELECT id, lead_id FROM e"
     )
 
 
@@ -308,23 +320,25 @@ def _event_record_one(data: DeliveryInput, fingerprint: str) -> DeliveryEvent | 
         payload_hash=fingerprint,
         created_at=now,
     )
-    try:
-        if lead is not None:
-            event.lead = lead
-            _insert_event(event)
-            return event
+    db = connections[DEFAULT_DB_ALIAS]
+    values: list[Any] = []
+    with_lead = lead is None
+    if lead is None:
         lead = lead_build(data, source=source, flow=flow, received_at=delivered_at)
-        db = connections[DEFAULT_DB_ALIAS]
-        values = [
+        values += [
             f.get_db_prep_save(f.pre_save(lead, True), db) for f in _insert_lead.fields
         ]
-        values += [
-            f.get_db_prep_save(f.pre_save(event, True), db)
-            for f in _insert_event.fields
-            if f.column != "lead_id"
-        ]
+    else:
+        event.lead = lead
+    values += [
+        f.get_db_prep_save(f.pre_save(event, True), db)
+        for f in _insert_event.fields
+        if not (with_lead and f.column == "lead_id")
+    ]
+    values += [buyer_id, flow_id, months.month_of(delivered_at), 1, 0]
+    try:
         with connection.cursor() as cursor:
-            cursor.execute(_event_with_lead_sql(), values)
+            cursor.execute(_event_sql(with_lead=with_lead), values)
             event.pk, lead.pk = cursor.fetchone()
     except IntegrityError:
         return None  # a concurrent request took the event or lead id first
@@ -350,7 +364,7 @@ def _delivery_event_create(data: DeliveryInput, fingerprint: str) -> DeliveryEve
     flow = flow_get_or_create(slug=data.flow)
     delivered_at = data.delivered_at or timezone.now()
     lead = _lead_get_or_create(data, source=source, flow=flow, received_at=delivered_at)
-    return DeliveryEvent.objects.create(
+    event = DeliveryEvent.objects.create(
         event_id=data.event_id or generate_event_id(),
         lead=lead,
         buyer=buyer,
@@ -362,6 +376,8 @@ def _delivery_event_create(data: DeliveryInput, fingerprint: str) -> DeliveryEve
         delivered_at=delivered_at,
         payload_hash=fingerprint,
     )
+    months.deliveries_counted([event])
+    return event
 
 
 def lead_build(
@@ -517,6 +533,7 @@ def _events_create(
         # By name, not lead_id: that keeps the lead cached for the answer.
         event.lead = event.lead
     _insert_all(events)
+    months.deliveries_counted(events)
     return events
 
 

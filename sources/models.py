@@ -88,6 +88,10 @@ class FeedbackConfig(models.Model):
     file); each enabled one gets its own notification.
     """
 
+    class ForwardOn(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted (at once)"
+        APPROVED = "approved", "Approved (after review)"
+
     class Method(models.TextChoices):
         QUERY = "query", "Query string (GET)"
         FORM = "form", "Form post"
@@ -159,6 +163,14 @@ class FeedbackConfig(models.Model):
         default=HttpMethod.POST,
         help_text="For form, JSON and XML configs; query configs always GET and SOAP "
         "always POSTs.",
+    )
+    forward_on = models.CharField(
+        "forward returns when",
+        max_length=10,
+        choices=ForwardOn.choices,
+        default=ForwardOn.ACCEPTED,
+        help_text="Returns only: forward each return when it is accepted, or only "
+        "once it is approved (never a rejected one).",
     )
     sync = models.BooleanField(
         "send synchronously",

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from feedback.forwarding.models import Notification
@@ -283,6 +284,9 @@ class FeedbackOutputSerializer(serializers.ModelSerializer[Feedback]):
         slug_field="code", read_only=True
     )
     lead = serializers.SerializerMethodField()
+    review_state = serializers.SerializerMethodField(
+        help_text="A return's review state; null for other feedback and refusals."
+    )
     notifications = NotificationOutputSerializer(many=True, read_only=True)
 
     class Meta:
@@ -303,12 +307,19 @@ class FeedbackOutputSerializer(serializers.ModelSerializer[Feedback]):
             "channel",
             "outcome",
             "outcome_reason",
+            "review_state",
             "lead",
             "notifications",
         ]
 
     def get_lead(self, feedback: Feedback) -> dict[str, Any]:
         return lead_summary(feedback.lead)
+
+    @extend_schema_field(
+        serializers.ChoiceField(choices=Feedback.ReviewState.choices, allow_null=True)
+    )
+    def get_review_state(self, feedback: Feedback) -> str | None:
+        return feedback.review_state or None
 
 
 @functools.cache
@@ -350,6 +361,7 @@ def feedback_outputs(feedbacks: Sequence[Feedback]) -> list[dict[str, Any]]:
                 "channel": str(feedback.channel),
                 "outcome": str(feedback.outcome),
                 "outcome_reason": feedback.outcome_reason,
+                "review_state": feedback.review_state or None,
                 "lead": lead_summary(feedback.lead),
                 "notifications": notifications.to_representation(listed)
                 if listed

@@ -291,6 +291,13 @@ def _problem_body(result: ReceiveResult, path: str = "") -> dict[str, Any]:
     if result.feedback is not None:
         body["feedback_id"] = str(result.feedback.public_id)
         body["outcome"] = result.feedback.outcome
+    return _with_allowance(body, result)
+
+
+def _with_allowance(body: dict[str, Any], result: ReceiveResult) -> dict[str, Any]:
+    """A return to a capped buyer says how many returns its month has left."""
+    if result.returns_remaining is not None:
+        body["returns_remaining"] = result.returns_remaining
     return body
 
 
@@ -356,7 +363,7 @@ class FeedbackApi(GenericAPIView[Feedback]):
         if result.status == ReceiveStatus.ACCEPTED and result.feedback is not None:
             notifications_load([result.feedback])
             return Response(
-                feedback_outputs([result.feedback])[0],
+                _with_allowance(feedback_outputs([result.feedback])[0], result),
                 status=status.HTTP_201_CREATED,
             )
         # Unknown event or invalid input: nothing stored, so nothing to replay.
@@ -398,7 +405,8 @@ class FeedbackApi(GenericAPIView[Feedback]):
         for index, result in enumerate(outcomes):
             code = RESULT_STATUS[result.status]
             if result.status == ReceiveStatus.ACCEPTED:
-                entry = {"index": index, "status": code, "feedback": next(outputs)}
+                output = _with_allowance(next(outputs), result)
+                entry = {"index": index, "status": code, "feedback": output}
             else:
                 entry = {"index": index, **_problem_body(result, f"items.{index}")}
             results.append(entry)
@@ -515,6 +523,9 @@ class LeadConduitFeedbackApi(APIView):
             }
             if feedback.outcome == Feedback.Outcome.SUCCESS:
                 body_out["feedback_id"] = str(feedback.public_id)
+            if feedback.review_state:
+                body_out["review_state"] = feedback.review_state
+            _with_allowance(body_out, result)
         answer = Response if feedback is not None else NotExecutedResponse
         return answer(body_out, status=LC_STATUS[result.status])
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from feedback.forwarding.models import Notification
 from feedback.models import Feedback
 from feedback.variables import feedback_variables
-from sources.models import FeedbackConfig
+from sources.models import FeedbackConfig, Kind
 from sources.services import feedback_config_criteria_check
 
 Status = Notification.Status
@@ -78,6 +78,11 @@ def notifications_build(
         matching = configs.get((feedback.source_id, feedback.kind), [])
         if not matching:
             continue
+        if feedback.kind == Kind.RETURN:
+            # A return whose config waits for approval is forwarded by the
+            # approval (returns/services.py), not here.
+            approved = feedback.review_state == Feedback.ReviewState.APPROVED
+            matching = [c for c in matching if approved or not waits_approval(c)]
         variables = None  # built for the first config with criteria, if any
         for config in matching:
             skipped = None
@@ -105,6 +110,10 @@ def notifications_build(
                 }
             )
     return rows
+
+
+def waits_approval(config: FeedbackConfig) -> bool:
+    return config.forward_on == FeedbackConfig.ForwardOn.APPROVED
 
 
 def _initial_status(config: FeedbackConfig, skipped: str | None) -> str:

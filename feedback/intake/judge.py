@@ -15,6 +15,7 @@ from feedback.intake.parse import (
     join_errors,
 )
 from feedback.models import BuyerPolicy, DeliveryEvent, Feedback
+from feedback.returns.admission import policy_for
 from feedback.variables import feedback_variables
 from sources import rules
 from sources.models import Kind
@@ -23,17 +24,6 @@ FORBIDDEN_REASON = "Feedback is forbidden"
 
 
 ALREADY_RETURNED_REASON = "Lead already returned"
-
-
-def policy_for(
-    policies: dict[tuple[int | None, str], BuyerPolicy], flow_id: int, kind: str
-) -> BuyerPolicy:
-    """The flow's policy for `kind`, else the buyer-wide one, else the defaults."""
-    return (
-        policies.get((flow_id, kind))
-        or policies.get((None, kind))
-        or BuyerPolicy(kind=kind, enabled=True)
-    )
 
 
 def judge(

@@ -254,7 +254,9 @@ def _deliveries_as_rows(
     flows = Flow.objects.in_bulk({row[5] for row in all_rows})
     # Rule sets and forwarding criteria read the lead's fields; otherwise the
     # lead id is all a feedback row needs.
-    needs_leads = any(policy.rules for policy in policies.values()) or (
+    needs_leads = any(
+        policy.rules or policy.auto_approve for policy in policies.values()
+    ) or (
         FeedbackConfig.objects.filter(
             enabled=True, source_id__in=list(sources)
         ).exists()

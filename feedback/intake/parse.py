@@ -117,6 +117,8 @@ class ReceiveResult:
     status: ReceiveStatus
     feedback: Feedback | None = None
     errors: list[FieldError] = field(default_factory=list)
+    # For a return under a capped policy: the month's allowance left after it.
+    returns_remaining: int | None = None
 
     @property
     def reason(self) -> str:

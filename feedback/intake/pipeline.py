@@ -57,11 +57,11 @@ def _live_row(*, delivery: Any, buyer: Buyer, **fields: Any) -> Feedback:
 
 
 def _live_store(pending: list[tuple[ReceiveResult, Any]], known: Known) -> None:
-    store_live(pending, configs=known.configs)
+    store_live(pending, configs=known.configs, policies=known.policies)
 
 
 def _file_store(pending: list[tuple[ReceiveResult, Any]], known: Known) -> None:
-    store_copy(pending)
+    store_copy(pending, policies=known.policies)
 
 
 LIVE = Strategy(lookup=_live_lookup, row=_live_row, store=_live_store)

@@ -38,23 +38,37 @@ from feedback.intake.judge import ALREADY_RETURNED_REASON
 from feedback.intake.lookup import BULK_MIN_ITEMS, DeliveryRow, LeadRow
 from feedback.intake.parse import FieldError, ReceiveResult, ReceiveStatus, join_errors
 from feedback.models import ApiKey, Buyer, Feedback, Flow, OutcomeCode
+from feedback.returns.admission import (
+    Admission,
+    Policies,
+    returns_admit,
+    returns_record,
+)
+from feedback.returns.services import return_refused_after_acceptance
 from feedback.rows import Insert
-from sources.models import Source
+from sources.models import Kind, Source
 
 
 def store_live(
-    pending: list[tuple[ReceiveResult, Feedback]], *, configs: Configs | None
+    pending: list[tuple[ReceiveResult, Feedback]],
+    *,
+    configs: Configs | None,
+    policies: Policies,
 ) -> None:
     """Insert the feedback and its notifications, then send to sync configs."""
-    _deliver_sync(pending, _write_live(pending, configs=configs))
+    _deliver_sync(pending, _write_live(pending, configs=configs, policies=policies))
 
 
 def _write_live(
-    pending: list[tuple[ReceiveResult, Feedback]], *, configs: Configs | None
+    pending: list[tuple[ReceiveResult, Feedback]],
+    *,
+    configs: Configs | None,
+    policies: Policies,
 ) -> list[Notification]:
-    """Insert the feedback and, in the same transaction, its notifications."""
+    """Insert the feedback and, in the same transaction, its notifications and
+    what accepted returns write (returns/admission.py)."""
     feedbacks = [feedback for _, feedback in pending]
-    if _nothing_to_notify(feedbacks, configs):
+    if not _has_returns(feedbacks) and _nothing_to_notify(feedbacks, configs):
         # A single INSERT is a transaction of its own: no BEGIN and COMMIT.
         for result, feedback in pending:
             _store_one(result, feedback)
@@ -62,17 +76,21 @@ def _write_live(
         return []
     try:
         with transaction.atomic():
+            admissions = _admit(pending, policies)
             if connection.vendor == "postgresql" and len(feedbacks) >= BULK_MIN_ITEMS:
                 instances_copy(feedbacks)
             else:
                 Feedback.objects.bulk_create(feedbacks)
+            returns_record(feedbacks, admissions, policies=policies)
             notifications = notifications_create(feedbacks=feedbacks, configs=configs)
     except IntegrityError:
         # Another request returned one of these deliveries since we looked. Store
         # one by one so only the loser of that race becomes "already returned".
         with transaction.atomic():
+            admissions = _admit(pending, policies)
             for result, feedback in pending:
                 _store_one(result, feedback)
+            returns_record(feedbacks, admissions, policies=policies)
             notifications = notifications_create(feedbacks=feedbacks, configs=configs)
     # Sync configs are sent right here once committed (`_deliver_sync`), unless an
     # outer transaction is open: then they take the queue like the others.
@@ -130,7 +148,39 @@ def feedback_refuse_by_source(*, feedback: Feedback, reason: str) -> Feedback:
     feedback.outcome = Feedback.Outcome.FAILURE
     feedback.outcome_reason = reason[:500]
     feedback.save(update_fields=["outcome", "outcome_reason"])
+    return_refused_after_acceptance(feedback=feedback, reason=reason)
     return feedback
+
+
+def _has_returns(feedbacks: list[Any]) -> bool:
+    return any(
+        f.kind == Kind.RETURN and f.outcome == Feedback.Outcome.SUCCESS
+        for f in feedbacks
+    )
+
+
+def _admit(
+    pending: list[tuple[ReceiveResult, Any]], policies: Policies
+) -> list[Admission | None]:
+    """Review states and caps for the accepted returns (inside the caller's
+    transaction); a return over its cap becomes refused with the numbers."""
+    feedbacks = [feedback for _, feedback in pending]
+    if not _has_returns(feedbacks):
+        return [None] * len(feedbacks)
+    admissions = returns_admit(
+        feedbacks, policies=policies, buyer_id=feedbacks[0].buyer_id
+    )
+    for (result, feedback), admission in zip(pending, admissions, strict=True):
+        if admission is None:
+            continue
+        result.returns_remaining = admission.returns_remaining
+        if admission.refused:
+            feedback.outcome = Feedback.Outcome.FAILURE
+            feedback.outcome_reason = admission.refused[:500]
+            feedback.review_state = ""
+            result.status = ReceiveStatus.REFUSED
+            result.errors = [FieldError("", admission.refused)]
+    return admissions
 
 
 def _nothing_to_notify(feedbacks: list[Feedback], configs: Configs | None) -> bool:
@@ -155,6 +205,7 @@ def _store_one(result: ReceiveResult, feedback: Feedback) -> None:
             _insert_feedback(feedback)  # commits on its own
     except IntegrityError:
         feedback.pk = None
+        feedback.review_state = ""
         result.status = ReceiveStatus.ALREADY_RETURNED
         result.errors = [FieldError("event_id", ALREADY_RETURNED_REASON)]
         feedback.outcome = Feedback.Outcome.FAILURE
@@ -183,8 +234,13 @@ class FeedbackRow:
     submitted_by: User | None
     outcome: str = Feedback.Outcome.SUCCESS
     outcome_reason: str = ""
+    review_state: str = ""
     public_id: uuid.UUID = dataclass_field(default_factory=uuid.uuid4)
     id: int | None = None
+
+    @property
+    def pk(self) -> int | None:
+        return self.id
 
     @property
     def lead(self) -> LeadRow | None:
@@ -237,22 +293,29 @@ class FeedbackRow:
         )
 
 
-def store_copy(pending: list[tuple[ReceiveResult, FeedbackRow]]) -> None:
+def store_copy(
+    pending: list[tuple[ReceiveResult, FeedbackRow]], *, policies: Policies
+) -> None:
     """Insert the chunk's feedback and notifications, as `store_live` does."""
     rows = [row for _, row in pending]
     try:
         with transaction.atomic():
+            admissions = _admit(pending, policies)
             _copy_feedback(rows)
+            returns_record(rows, admissions, policies=policies)
     except IntegrityError:
         # A return of one of these deliveries was accepted elsewhere since we
         # looked: one by one, so only that row becomes "already returned".
         with transaction.atomic():
+            admissions = _admit(pending, policies)
             for result, row in pending:
                 row.id = None
                 feedback = row.as_feedback()
                 _store_one(result, feedback)
                 row.id, row.outcome = feedback.pk, feedback.outcome
                 row.outcome_reason = feedback.outcome_reason
+                row.review_state = feedback.review_state
+            returns_record(rows, admissions, policies=policies)
     _copy_notifications(rows)
 
 

@@ -92,7 +92,7 @@ def test_a_known_lead_is_linked_with_a_single_insert(slugs):
         second, _ = delivery_event_record(data=delivery(slugs, 2, lead_id="shared"))
 
     assert len(queries) == 2
-    assert queries[1]["sql"].startswith("INSERT INTO")
+    assert queries[1]["sql"].startswith("WITH e AS (INSERT INTO")
     assert second.lead.pk == first.lead.pk
     assert Lead.objects.filter(public_id="shared").count() == 1
 

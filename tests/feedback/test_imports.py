@@ -277,11 +277,11 @@ def test_a_return_accepted_elsewhere_mid_chunk_loses_only_that_row(
     original = pipeline.store_copy
     raced = deliveries[1]
 
-    def api_returns_it_first(pending):
+    def api_returns_it_first(pending, **kwargs):
         # The API accepts a return of the same delivery after the chunk looked
         # for earlier returns and before it writes: the constraint catches it.
         FeedbackFactory(delivery=raced, kind=Kind.RETURN)
-        return original(pending)
+        return original(pending, **kwargs)
 
     monkeypatch.setattr(pipeline, "store_copy", api_returns_it_first)
     content = csv_bytes(

@@ -53,6 +53,7 @@ def test_form_post_return_is_accepted_like_leadconduit(client, delivery, auth):
     feedback = Feedback.objects.get()
     assert body == {
         "outcome": "success",
+        "review_state": "approved",
         "reason": None,
         "lead": {
             "id": delivery.lead.public_id,
