@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from sources import rules, templating
 from sources.csvcells import write_csv
-from sources.models import FeedbackConfig, FieldMapping
+from sources.models import FeedbackConfig, FieldMapping, Kind
 from sources.outbound import signing, soap
 from sources.outbound.payloads import BuildError
 from sources.outbound.responses import ResponseSpec, interpret, validate_response_spec
@@ -249,6 +249,11 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
     def add(field: str, message: str) -> None:
         problems.setdefault(field, []).append(message)
 
+    if (
+        config.forward_on == FeedbackConfig.ForwardOn.APPROVED
+        and config.kind != Kind.RETURN
+    ):
+        add("forward_on", "Only returns wait for approval; forward on acceptance.")
     method = config.method
     if method == FeedbackConfig.Method.BATCH:
         for field, message in batch_config_problems(config):

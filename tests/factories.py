@@ -18,6 +18,7 @@ from feedback.models import (
     Lead,
     OutcomeCode,
 )
+from feedback.months import deliveries_counted
 from sources.models import Kind, Source
 
 
@@ -104,6 +105,7 @@ class LeadFactory(factory.django.DjangoModelFactory):
 class DeliveryEventFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = DeliveryEvent
+        skip_postgeneration_save = True
 
     event_id = factory.LazyFunction(lambda: secrets.token_hex(12))
     lead = factory.SubFactory(LeadFactory)
@@ -114,6 +116,12 @@ class DeliveryEventFactory(factory.django.DjangoModelFactory):
     reference = factory.Sequence(lambda n: f"CRM-{n}")
     price = Decimal("25.00")
     delivered_at = factory.LazyFunction(timezone.now)
+
+    @factory.post_generation
+    def _count_month(obj, create, extracted, **kwargs):
+        # As the services that record deliveries do: return caps read it.
+        if create:
+            deliveries_counted([obj])
 
 
 class FeedbackFactory(factory.django.DjangoModelFactory):
@@ -129,6 +137,14 @@ class FeedbackFactory(factory.django.DjangoModelFactory):
     channel = Feedback.Channel.API
     outcome = Feedback.Outcome.SUCCESS
     occurred_at = factory.LazyFunction(timezone.now)
+    # An accepted return without review starts approved, as the intake does.
+    review_state = factory.LazyAttribute(
+        lambda o: (
+            "approved"
+            if o.kind == Kind.RETURN and o.outcome == Feedback.Outcome.SUCCESS
+            else ""
+        )
+    )
 
 
 def seeded_outcome_codes() -> dict[str, OutcomeCode]:

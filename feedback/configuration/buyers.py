@@ -5,6 +5,7 @@ The buyers half of configuration as code; document.py puts it together with
 the sources half (sources/configuration/) into one document.
 """
 
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
@@ -27,11 +28,39 @@ from sources.configuration.base import (
 )
 from sources.models import Kind
 
+# Returns resolution (DESIGN §10): the return policy's review, cap and credit.
+REVIEW_SCHEMA: Document = {
+    "type": "object",
+    "properties": {
+        "review": {"enum": list(BuyerPolicy.Review.values)},
+        "auto_approve": RULES_SCHEMA,
+        "cap": {
+            "type": ["object", "null"],
+            "properties": {
+                "percent": {"type": "number", "minimum": 0, "maximum": 100},
+                "min": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+            },
+            "required": ["percent"],
+            "additionalProperties": False,
+        },
+        "credit_percent": {"type": "number", "minimum": 0, "maximum": 100},
+        "dispute_days": {"type": "integer", "minimum": 0, "maximum": 365},
+    },
+}
+RETURN_ONLY = ("max_age_days", *REVIEW_SCHEMA["properties"])
+
+
+def _return_properties() -> Document:
+    return {
+        "max_age_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+        **REVIEW_SCHEMA["properties"],
+    }
+
 
 def policy_schema(kind: str) -> Document:
     properties: Document = {"enabled": {"type": "boolean"}, "rules": RULES_SCHEMA}
     if kind == Kind.RETURN:
-        properties["max_age_days"] = {"type": "integer", "minimum": 1, "maximum": 3650}
+        properties.update(_return_properties())
     return object_schema(properties, required=["enabled"])
 
 
@@ -50,11 +79,7 @@ def buyer_schema() -> Document:
                         "kind": {"enum": list(KINDS)},
                         "enabled": {"type": "boolean"},
                         # Returns only; checked in buyer_problems.
-                        "max_age_days": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": 3650,
-                        },
+                        **_return_properties(),
                         "rules": RULES_SCHEMA,
                     },
                     required=["flow", "kind", "enabled"],
@@ -63,6 +88,29 @@ def buyer_schema() -> Document:
         },
         required=["slug", "name"],
     )
+
+
+def _review_problems(entry: dict[str, Any], path: JsonPath) -> list[Problem]:
+    """The return review fields' checks beyond the schema."""
+    problems = rule_set_problems(entry.get("auto_approve"), (*path, "auto_approve"))
+    if entry.get("review") == BuyerPolicy.Review.RULES and not entry.get(
+        "auto_approve"
+    ):
+        problems.append(
+            Problem(
+                (*path, "auto_approve"),
+                'review "rules" needs auto_approve rules (without them every '
+                'return waits: use review "manual")',
+            )
+        )
+    cap = entry.get("cap")
+    numbers = [("credit_percent", entry.get("credit_percent"))]
+    if isinstance(cap, dict):
+        numbers.append(("cap.percent", cap.get("percent")))
+    for name, value in numbers:
+        if isinstance(value, float) and round(value, 2) != value:
+            problems.append(Problem((*path, *name.split(".")), "at most two decimals"))
+    return problems
 
 
 def buyer_problems(buyer: dict[str, Any], path: JsonPath) -> list[Problem]:
@@ -75,15 +123,21 @@ def buyer_problems(buyer: dict[str, Any], path: JsonPath) -> list[Problem]:
                 problems += rule_set_problems(
                     entry.get("rules"), (*path, "policy", kind, "rules")
                 )
+                if kind == Kind.RETURN:
+                    problems += _review_problems(entry, (*path, "policy", kind))
     first_seen: dict[tuple[str, str], int] = {}
     for index, entry in dict_items(buyer.get("flow_policies")):
         entry_path: JsonPath = (*path, "flow_policies", index)
         flow, flow_kind = entry.get("flow"), entry.get("kind")
         problems += slug_problem(flow, (*entry_path, "flow"))
-        if "max_age_days" in entry and flow_kind in KINDS and flow_kind != Kind.RETURN:
-            problems.append(
-                Problem((*entry_path, "max_age_days"), "only applies to returns")
-            )
+        if flow_kind in KINDS and flow_kind != Kind.RETURN:
+            problems += [
+                Problem((*entry_path, name), "only applies to returns")
+                for name in RETURN_ONLY
+                if name in entry
+            ]
+        elif flow_kind == Kind.RETURN:
+            problems += _review_problems(entry, entry_path)
         if isinstance(flow, str) and isinstance(flow_kind, str):
             pair = (flow, flow_kind)
             if pair in first_seen:
@@ -101,21 +155,65 @@ def buyer_problems(buyer: dict[str, Any], path: JsonPath) -> list[Problem]:
     return problems
 
 
-def _policy_entry(
-    kind: str, *, enabled: bool, max_age_days: int, rules: Any
-) -> Document:
-    entry: Document = {"enabled": enabled}
+def _number(value: Any) -> int | float:
+    """A percentage as the document writes it: 10, or 7.5."""
+    number = Decimal(str(value))
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _policy_entry(kind: str, fields: Document) -> Document:
+    """A policy's document entry from its field values (a row's or an input's)."""
+    entry: Document = {"enabled": fields["enabled"]}
     if kind == Kind.RETURN:
-        entry["max_age_days"] = max_age_days
-    entry["rules"] = sorted_json(rules)
+        cap_percent = fields.get("cap_percent")
+        entry["max_age_days"] = int(
+            fields.get("max_age_days", BuyerPolicy.DEFAULT_MAX_AGE_DAYS)
+        )
+        entry["review"] = fields.get("review") or BuyerPolicy.Review.AUTO
+        entry["auto_approve"] = sorted_json(fields.get("auto_approve"))
+        entry["cap"] = (
+            None
+            if cap_percent is None
+            else {"percent": _number(cap_percent), "min": int(fields.get("cap_min", 0))}
+        )
+        entry["credit_percent"] = _number(fields.get("credit_percent", 100))
+        entry["dispute_days"] = int(fields.get("dispute_days", DEFAULT_DISPUTE_DAYS))
+    entry["rules"] = sorted_json(fields.get("rules"))
     return entry
 
 
-def _flow_policy_entry(
-    *, flow: str, kind: str, enabled: bool, max_age_days: int, rules: Any
-) -> Document:
-    entry = _policy_entry(kind, enabled=enabled, max_age_days=max_age_days, rules=rules)
-    return {"flow": flow, "kind": kind, **entry}
+DEFAULT_DISPUTE_DAYS = 7
+
+
+def _row_fields(row: BuyerPolicy) -> Document:
+    return {name: getattr(row, name) for name in POLICY_FIELDS}
+
+
+def _input_fields(entry: Document) -> Document:
+    """An input entry's values under the row's field names."""
+    fields = {k: v for k, v in entry.items() if k in POLICY_FIELDS}
+    cap = entry.get("cap")
+    if isinstance(cap, dict):
+        fields["cap_percent"] = cap.get("percent")
+        fields["cap_min"] = cap.get("min", 0)
+    return fields
+
+
+POLICY_FIELDS = (
+    "enabled",
+    "max_age_days",
+    "rules",
+    "review",
+    "auto_approve",
+    "cap_percent",
+    "cap_min",
+    "credit_percent",
+    "dispute_days",
+)
+
+
+def _flow_policy_entry(*, flow: str, kind: str, fields: Document) -> Document:
+    return {"flow": flow, "kind": kind, **_policy_entry(kind, fields)}
 
 
 def _flow_policy_order(entry: Document) -> tuple[str, int]:
@@ -131,23 +229,12 @@ def buyers_with_policies() -> QuerySet[Buyer]:
 def buyer_document(buyer: Buyer) -> Document:
     policies = list(buyer.policies.all())
     policy = {
-        row.kind: _policy_entry(
-            row.kind,
-            enabled=row.enabled,
-            max_age_days=row.max_age_days,
-            rules=row.rules,
-        )
+        row.kind: _policy_entry(row.kind, _row_fields(row))
         for row in policies
         if row.flow is None
     }
     flow_policies = [
-        _flow_policy_entry(
-            flow=row.flow.slug,
-            kind=row.kind,
-            enabled=row.enabled,
-            max_age_days=row.max_age_days,
-            rules=row.rules,
-        )
+        _flow_policy_entry(flow=row.flow.slug, kind=row.kind, fields=_row_fields(row))
         for row in policies
         if row.flow is not None
     ]
@@ -164,13 +251,7 @@ def buyer_from_input(item: Document) -> Document:
     policy = item.get("policy") or {}
     flow_policies = [
         _flow_policy_entry(
-            flow=entry["flow"],
-            kind=entry["kind"],
-            enabled=entry["enabled"],
-            max_age_days=int(
-                entry.get("max_age_days", BuyerPolicy.DEFAULT_MAX_AGE_DAYS)
-            ),
-            rules=entry.get("rules"),
+            flow=entry["flow"], kind=entry["kind"], fields=_input_fields(entry)
         )
         for entry in item.get("flow_policies") or []
     ]
@@ -179,14 +260,7 @@ def buyer_from_input(item: Document) -> Document:
         "name": item["name"],
         "is_active": item.get("is_active", True),
         "policy": {
-            kind: _policy_entry(
-                kind,
-                enabled=policy[kind]["enabled"],
-                max_age_days=int(
-                    policy[kind].get("max_age_days", BuyerPolicy.DEFAULT_MAX_AGE_DAYS)
-                ),
-                rules=policy[kind].get("rules"),
-            )
+            kind: _policy_entry(kind, _input_fields(policy[kind]))
             for kind in KINDS
             if kind in policy
         },
@@ -223,11 +297,7 @@ def buyer_save(
     if stale:
         BuyerPolicy.objects.filter(pk__in=stale).delete()
     for (flow_slug, kind), entry in wanted.items():
-        values = {
-            "enabled": entry["enabled"],
-            "max_age_days": entry.get("max_age_days", BuyerPolicy.DEFAULT_MAX_AGE_DAYS),
-            "rules": entry["rules"],
-        }
+        values = _row_values(entry)
         row = existing.get((flow_slug, kind))
         if row is None:
             BuyerPolicy.objects.create(
@@ -240,3 +310,20 @@ def buyer_save(
             for name, value in values.items():
                 setattr(row, name, value)
             row.save(update_fields=list(values))
+
+
+def _row_values(entry: Document) -> Document:
+    """A normalised document entry as the policy row's field values."""
+    values: Document = {"enabled": entry["enabled"], "rules": entry["rules"]}
+    if "review" in entry:  # a return policy
+        cap = entry["cap"]
+        values.update(
+            max_age_days=entry["max_age_days"],
+            review=entry["review"],
+            auto_approve=entry["auto_approve"],
+            cap_percent=None if cap is None else Decimal(str(cap["percent"])),
+            cap_min=0 if cap is None else cap["min"],
+            credit_percent=Decimal(str(entry["credit_percent"])),
+            dispute_days=entry["dispute_days"],
+        )
+    return values

@@ -81,15 +81,21 @@ def allowance(policy: BuyerPolicy, deliveries: int) -> int:
     return max(policy.cap_min, math.floor(percent * deliveries / 100))
 
 
-def cap_scope(policy: BuyerPolicy, policies: Policies, flow_ids: set[int]) -> set[int]:
+def cap_scope(policy: BuyerPolicy, own_flows: set[int], flow_ids: set[int]) -> set[int]:
     """The flows a return policy's cap counts: its own flow, or for the
-    buyer-wide policy every flow without a return policy of its own."""
+    buyer-wide policy every flow without a return policy of its own
+    (`own_flows`)."""
     if policy.flow_id is not None:
         return {policy.flow_id}
-    own = {
-        flow for (flow, kind) in policies if flow is not None and kind == Kind.RETURN
-    }
-    return flow_ids - own
+    return flow_ids - own_flows
+
+
+def flows_with_own_return_policy(buyer_id: int) -> set[int]:
+    return set(
+        BuyerPolicy.objects.filter(
+            buyer_id=buyer_id, kind=Kind.RETURN, flow__isnull=False
+        ).values_list("flow_id", flat=True)
+    )
 
 
 def returns_admit(
@@ -132,10 +138,14 @@ def _apply_caps(
         .filter(buyer_id=buyer_id, month__in={month for _, _, month in capped})
         .order_by("month", "flow_id")
     )
+    # The intake may have read only the policies that apply to its items.
+    own_flows: set[int] = set()
+    if any(policy.flow_id is None for _, policy, _ in capped):
+        own_flows = flows_with_own_return_policy(buyer_id)
     taken: dict[tuple[int | None, date], int] = {}
     for index, policy, month in capped:
         rows = [c for c in counters if c.month == month]
-        scope = cap_scope(policy, policies, {c.flow_id for c in rows})
+        scope = cap_scope(policy, own_flows, {c.flow_id for c in rows})
         deliveries = sum(c.deliveries for c in rows if c.flow_id in scope)
         used = sum(c.returns for c in rows if c.flow_id in scope)
         used += taken.get((policy.flow_id, month), 0)

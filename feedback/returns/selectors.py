@@ -107,7 +107,8 @@ def allowances_for(*, buyer_id: int, month_list: Iterable[date]) -> list[Allowan
         for policy in sorted(
             capped, key=lambda p: (p.flow_id is not None, p.flow_id or 0)
         ):
-            scope = cap_scope(policy, policies, {c.flow_id for c in rows})
+            own_flows = {flow for (flow, _) in policies if flow is not None}
+            scope = cap_scope(policy, own_flows, {c.flow_id for c in rows})
             deliveries = sum(c.deliveries for c in rows if c.flow_id in scope)
             used = sum(c.returns for c in rows if c.flow_id in scope)
             result.append(

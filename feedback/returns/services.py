@@ -11,7 +11,7 @@ stops or starts counting.
                               approved ◀──decide: approve──┬──decide: reject──▶ rejected
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -183,6 +183,13 @@ def _forward_approved(feedback: Feedback) -> None:
     notifications_enqueue_on_commit(created)
 
 
+def _reject(
+    feedback: Feedback, *, user: User | None, api_key: ApiKey | None, note: str
+) -> None:
+    _step(feedback, State.REJECTED, user=user, api_key=api_key, note=note)
+    returns_counted(feedback, -1)
+
+
 def return_approve(
     *,
     feedback: Feedback,
@@ -214,8 +221,7 @@ def return_reject(
         locked = _locked(feedback)
         if locked.review_state != State.PENDING:
             raise TransitionRefused(_not_from(locked, "rejected"), feedback=locked)
-        _step(locked, State.REJECTED, user=user, api_key=api_key, note=note)
-        returns_counted(locked, -1)
+        _reject(locked, user=user, api_key=api_key, note=note)
     return locked
 
 
@@ -238,11 +244,9 @@ def return_dispute(
                 "This return was disputed once already; the second decision is final.",
                 feedback=locked,
             )
-        rejected = locked.transitions.filter(to_state=State.REJECTED).last()
-        days = _policy(locked).dispute_days
-        if rejected is not None and timezone.now() > rejected.created_at + timedelta(
-            days=days
-        ):
+        deadline = dispute_deadline(locked)
+        if deadline is not None and timezone.now() > deadline:
+            days = _policy(locked).dispute_days
             raise TransitionRefused(
                 f"The {days} days to dispute this rejection have passed.",
                 feedback=locked,
@@ -257,6 +261,20 @@ def return_dispute(
         )
         returns_counted(locked, +1)
     return locked
+
+
+def dispute_deadline(feedback: Feedback) -> datetime | None:
+    """Until when a rejected return may be disputed; None when it cannot be
+    (not rejected, or disputed once already)."""
+    if feedback.review_state != State.REJECTED:
+        return None
+    steps = list(feedback.transitions.order_by("created_at", "pk"))
+    if any(step.to_state == State.DISPUTED for step in steps):
+        return None
+    rejected = [step for step in steps if step.to_state == State.REJECTED]
+    if not rejected:
+        return None
+    return rejected[-1].created_at + timedelta(days=_policy(feedback).dispute_days)
 
 
 def return_decide_dispute(
@@ -280,8 +298,7 @@ def return_decide_dispute(
                 locked, user=user, api_key=api_key, note=note, amount=credit_amount
             )
         else:
-            _step(locked, State.REJECTED, user=user, api_key=api_key, note=note)
-            returns_counted(locked, -1)
+            _reject(locked, user=user, api_key=api_key, note=note)
     return locked
 
 
@@ -294,31 +311,26 @@ def return_decide(
     note: str = "",
     credit_amount: Any = None,
 ) -> Feedback:
-    """Approve or reject a return waiting for a decision, pending or disputed."""
+    """Approve or reject a return waiting for a decision, pending or disputed
+    (for a disputed one this is the second, final decision)."""
     if decision not in (APPROVE, REJECT):
         raise DecisionInvalid('Must be "approve" or "reject".', field="decision")
     if credit_amount not in (None, "") and decision == REJECT:
         raise DecisionInvalid(
             "Only an approval grants a credit.", field="credit_amount"
         )
-    if feedback.review_state == State.DISPUTED:
-        return return_decide_dispute(
-            feedback=feedback,
-            decision=decision,
-            user=user,
-            api_key=api_key,
-            note=note,
-            credit_amount=credit_amount,
-        )
-    if decision == APPROVE:
-        return return_approve(
-            feedback=feedback,
-            user=user,
-            api_key=api_key,
-            note=note,
-            credit_amount=credit_amount,
-        )
-    return return_reject(feedback=feedback, user=user, api_key=api_key, note=note)
+    with transaction.atomic():
+        locked = _locked(feedback)
+        if locked.review_state not in (State.PENDING, State.DISPUTED):
+            wanted = "approved" if decision == APPROVE else "rejected"
+            raise TransitionRefused(_not_from(locked, wanted), feedback=locked)
+        if decision == APPROVE:
+            _approve(
+                locked, user=user, api_key=api_key, note=note, amount=credit_amount
+            )
+        else:
+            _reject(locked, user=user, api_key=api_key, note=note)
+    return locked
 
 
 def _not_from(feedback: Feedback, wanted: str) -> str:

@@ -76,6 +76,8 @@ def feedback_config_problems_at(
 ) -> list[Problem]:
     """Everything wrong with one feedback config entry beyond its schema."""
     problems = method_key_problems(config, path)
+    if "forward_on" in config and config.get("kind") in KINDS[1:]:
+        problems.append(Problem((*path, "forward_on"), "only applies to returns"))
     if problems or any(where[: len(path)] == path for where in refused):
         try:
             return problems + model_problems(config, path)

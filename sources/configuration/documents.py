@@ -61,6 +61,23 @@ def json_number(value: float) -> float | int:
 
 def feedback_config_document(config: FeedbackConfig) -> Document:
     """One stored config in the shape of DESIGN §9, every key present."""
+    return _with_forward_on(_config_document(config), config.forward_on)
+
+
+def _with_forward_on(document: Document, forward_on: str) -> Document:
+    """A return config says when it forwards (DESIGN §10), after `enabled`."""
+    if document["kind"] != "return":
+        return document
+    keys = list(document)
+    at = keys.index("enabled") + 1
+    return {
+        **{k: document[k] for k in keys[:at]},
+        "forward_on": forward_on,
+        **{k: document[k] for k in keys[at:]},
+    }
+
+
+def _config_document(config: FeedbackConfig) -> Document:
     if config.method == FeedbackConfig.Method.BATCH:
         return batch_config_document(config)
     document: Document = {
@@ -199,6 +216,11 @@ def source_from_input(item: Document) -> Document:
 
 def feedback_config_from_input(item: Document) -> Document:
     """A config from the file with defaults filled in, shaped as export writes it."""
+    forward_on = item.get("forward_on", FeedbackConfig.ForwardOn.ACCEPTED)
+    return _with_forward_on(_config_from_input(item), forward_on)
+
+
+def _config_from_input(item: Document) -> Document:
     method = item["method"]
     if method == "batch":
         return batch_config_from_input(item)
@@ -360,6 +382,7 @@ def feedback_config_build(item: Document) -> tuple[FeedbackConfig, list[FieldMap
 
 def feedback_config_apply(config: FeedbackConfig, entry: Document) -> None:
     batch_settings_apply(config, entry.get("batch"))
+    config.forward_on = entry.get("forward_on", FeedbackConfig.ForwardOn.ACCEPTED)
     if entry["method"] == FeedbackConfig.Method.BATCH:
         # The HTTP settings go back to their defaults: the document has none.
         for model_field in FeedbackConfig._meta.concrete_fields:
@@ -450,6 +473,7 @@ FIELD_KEYS: dict[str, JsonPath] = {
     "url": ("url",),
     "http_method": ("http_method",),
     "sync": ("sync",),
+    "forward_on": ("forward_on",),
     "timeout_s": ("timeout_s",),
     "headers": ("headers",),
     "auth_type": ("auth", "type"),

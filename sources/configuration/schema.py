@@ -60,6 +60,8 @@ def feedback_config_schema() -> Document:
         {
             "kind": {"enum": list(KINDS)},
             "enabled": {"type": "boolean"},
+            # Returns only (DESIGN §10); checked with the config's other rules.
+            "forward_on": {"enum": ["accepted", "approved"]},
             "method": {"enum": list(METHODS)},
             "url": {"type": "string", "minLength": 1, "maxLength": 2000},
             "http_method": {"enum": list(HTTP_METHODS)},

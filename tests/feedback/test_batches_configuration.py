@@ -128,6 +128,7 @@ def test_batch_configs_import_with_defaults_and_export_the_same(db):
     assert set(exported[0]) == {
         "kind",
         "enabled",
+        "forward_on",  # a return config's
         "method",
         "batch",
         "criteria",

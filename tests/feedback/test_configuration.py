@@ -673,6 +673,16 @@ def test_feedback_config_checks_name_the_path(write, index, change, expected):
 # Export and round trips -------------------------------------------------------
 
 
+# A return policy's review fields as exported when left at their defaults.
+REVIEW_DEFAULTS = {
+    "review": "auto",
+    "auto_approve": None,
+    "cap": None,
+    "credit_percent": 100,
+    "dispute_days": 7,
+}
+
+
 def test_export_is_ordered_by_slug_and_pins_the_format(populated):
     document = json.loads(run_export())
 
@@ -693,6 +703,7 @@ def test_export_is_ordered_by_slug_and_pins_the_format(populated):
             "return": {
                 "enabled": True,
                 "max_age_days": 30,
+                **REVIEW_DEFAULTS,
                 "rules": {
                     "op": "and",
                     "rules": [{"lhv": "lead.state", "op": "is equal to", "rhv": "TX"}],
@@ -707,6 +718,7 @@ def test_export_is_ordered_by_slug_and_pins_the_format(populated):
                 "kind": "return",
                 "enabled": True,
                 "max_age_days": 14,
+                **REVIEW_DEFAULTS,
                 "rules": None,
             },
             {
@@ -720,6 +732,7 @@ def test_export_is_ordered_by_slug_and_pins_the_format(populated):
                 "kind": "return",
                 "enabled": False,
                 "max_age_days": 90,
+                **REVIEW_DEFAULTS,
                 "rules": None,
             },
         ],
@@ -991,9 +1004,14 @@ def test_feedback_configs_round_trip_with_defaults_filled_in(write):
     configs = exported_configs()
 
     assert [c["kind"] for c in configs] == ["return", "return", "conversion"]
-    assert configs[0] == example()["sources"][0]["feedback"][0]
+    # Return configs forward on acceptance unless they say otherwise.
+    accepted = {"forward_on": "accepted"}
+    assert configs[0] == example()["sources"][0]["feedback"][0] | accepted
     # The batch config exactly as given: the example spells out every key.
-    assert configs[1] == example()["sources"][0]["feedback"][2] | {"criteria": None}
+    assert configs[1] == example()["sources"][0]["feedback"][2] | {
+        "criteria": None,
+        **accepted,
+    }
     assert configs[2] == {
         "kind": "conversion",
         "enabled": True,
