@@ -5,12 +5,21 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from feedback.api.views import LeadConduitFeedbackApi
 from feedback.portal.accounts import PasswordResetView
+from reporting.dashboard import front_door
 
 # Problem+json for the API's URLs, Django's pages elsewhere.
 handler400 = "feedback.api.errors.bad_request"
 handler404 = "feedback.api.errors.page_not_found"
 
+# The admin is Leadback's, and its "View site" link leads to the front door.
+admin.site.site_header = "Leadback"
+admin.site.site_title = "Leadback"
+admin.site.index_title = "Administration"
+admin.site.site_url = "/"
+
 urlpatterns = [
+    # Staff land on the dashboard, buyers in the portal, visitors on the login.
+    path("", front_door, name="front-door"),
     path("admin/", admin.site.urls),
     path("reports/", include("reporting.urls")),
     path("portal/", include("feedback.portal.urls")),
