@@ -169,6 +169,9 @@ WHITENOISE_USE_FINDERS = True
 # local development (DEBUG) or an explicit LEADBACK_HTTPS=false.
 HTTPS = env_bool("LEADBACK_HTTPS", not DEBUG)
 SECURE_SSL_REDIRECT = HTTPS
+# Probes and the metrics scraper talk to the process directly, inside the
+# network, usually over plain HTTP: they are answered, not redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
@@ -382,6 +385,12 @@ LEADBACK_SYNC_DEADLINE_S = env_float("LEADBACK_SYNC_DEADLINE_S", 10.0)
 # Returns resolution: the region a lead's phone is read in when the lead names
 # no country (evidence checks), and the dispute evidence files' limits.
 LEADBACK_PHONE_REGION = env_str("LEADBACK_PHONE_REGION", "US")
+
+# /metrics is served to these networks, or with this bearer token from anywhere.
+LEADBACK_METRICS_ALLOW_FROM = env_list(
+    "LEADBACK_METRICS_ALLOW_FROM", ["127.0.0.1/32", "::1/128"]
+)
+LEADBACK_METRICS_TOKEN = env_str("LEADBACK_METRICS_TOKEN", "")
 LEADBACK_EVIDENCE_MAX_BYTES = env_int("LEADBACK_EVIDENCE_MAX_BYTES", 5 * 1024 * 1024)
 # Batch files (DESIGN §5.6): how long one transfer may wait on the network per
 # step, and how long a worker owns a run it is sending before another may take

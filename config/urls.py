@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.health import healthz, metrics, readyz
 from feedback.api.views import LeadConduitFeedbackApi
 from feedback.portal.accounts import PasswordResetView
 from reporting.dashboard import front_door
@@ -20,6 +21,9 @@ admin.site.site_url = "/"
 urlpatterns = [
     # Staff land on the dashboard, buyers in the portal, visitors on the login.
     path("", front_door, name="front-door"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("reports/", include("reporting.urls")),
     path("portal/", include("feedback.portal.urls")),

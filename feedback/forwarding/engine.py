@@ -10,6 +10,7 @@ Network I/O only happens between the short transactions that claim and record.
 """
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ from feedback.leases import (
     leases_release,
     leases_take,
     messages_send,
+)
+from feedback.metrics import (
+    ATTEMPT_SECONDS,
+    FORWARDING_LATENCY_SECONDS,
+    NOTIFICATIONS_FINISHED,
 )
 from feedback.models import Feedback
 from feedback.variables import feedback_variables
@@ -316,6 +322,7 @@ def _send(
     timeout_s: float,
 ) -> _Sent:
     started = timezone.now()
+    clock = time.monotonic()
     request: OutboundRequest | None = None
     try:
         request = feedback_config_build_request(
@@ -336,6 +343,9 @@ def _send(
             config=config, request=request, timeout_s=timeout_s
         )
         error_class = _error_class(response)
+    ATTEMPT_SECONDS.labels(outcome=interpretation.outcome).observe(
+        time.monotonic() - clock
+    )
     return _Sent(
         notification,
         claim,
@@ -460,7 +470,24 @@ def _record(sent: Sequence[_Sent]) -> list[Notification]:
             attempt.number,
             attempt.outcome,
         )
+    _measured(rows, now=now)
     return rows
+
+
+def _measured(rows: Sequence[Notification], *, now: datetime) -> None:
+    """Where the attempts left their rows, and the delivered rows' latency."""
+    for row in rows:
+        if row.status in FINISHED_COUNTED:
+            NOTIFICATIONS_FINISHED.labels(state=row.status).inc()
+        if row.status == Status.SUCCEEDED:
+            FORWARDING_LATENCY_SECONDS.observe(
+                max((now - row.created_at).total_seconds(), 0.0)
+            )
+
+
+FINISHED_COUNTED = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.DEAD, Status.RETRYING}
+)
 
 
 def _move_on(row: Notification, item: _Sent, *, now: datetime) -> None:

@@ -26,6 +26,7 @@ from feedback.intake.parse import (
     parse_item,
 )
 from feedback.intake.store import FeedbackRow, store_copy, store_live
+from feedback.metrics import feedback_counted
 from feedback.models import ApiKey, Buyer, Feedback, OutcomeCode
 
 __all__ = ["FieldError", "ReceiveResult", "ReceiveStatus"]
@@ -147,4 +148,5 @@ def feedback_receive_many(
         pending.append((result, feedback))
     if pending:
         strategy.store(pending, known)
+    feedback_counted(channel, [str(r.status) for r in results])
     return results
