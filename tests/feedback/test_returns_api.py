@@ -1,10 +1,12 @@
 """Returns resolution over the API (DESIGN §10): decisions, disputes, the list
 of returns and the credits, each scoped to the caller's key."""
 
+import concurrent.futures
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import requests
 import time_machine
 import yaml
 from django.db import connection
@@ -635,3 +637,35 @@ def test_feedback_ids_that_are_not_uuids_are_404(integration_client):
 
     assert response.status_code == 404
     assert response["Content-Type"] == "application/problem+json"
+
+
+# PostgreSQL -----------------------------------------------------------------
+
+
+@pytest.mark.service
+@pytest.mark.django_db(transaction=True)
+def test_racing_decisions_decide_once(live_server, buyer, integration_key):
+    pending = return_requested(buyer=buyer)
+    url = f"{live_server.url}/api/v1/returns/{pending.public_id}/decision"
+
+    def send(index):
+        decision = "approve" if index % 2 else "reject"
+        return requests.post(
+            url,
+            json={"decision": decision},
+            headers={"X-API-Key": integration_key[1]},
+            timeout=30,
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(send, range(10)))
+
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 9
+    pending.refresh_from_db()
+    decided = ReturnTransition.objects.filter(feedback=pending).exclude(from_state="")
+    assert decided.count() == 1
+    assert Credit.objects.filter(feedback=pending).count() == (
+        1 if pending.review_state == "approved" else 0
+    )
+    refused = {a.json()["review_state"] for a in answers if a.status_code == 409}
+    assert refused == {pending.review_state}
