@@ -506,6 +506,7 @@ class ReturnDisputeApi(APIView):
     @extend_schema_serializer(component_name="ReturnDispute")
     class InputSerializer(serializers.Serializer):
         comment = serializers.CharField(
+            min_length=1,
             max_length=MAX_NOTE_LENGTH,
             help_text="Why the rejection is wrong; shown to the reviewer.",
         )
