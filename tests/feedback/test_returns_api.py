@@ -611,6 +611,28 @@ def test_the_same_key_on_another_return_is_422(buyer, integration_client, pendin
     assert other.review_state == "pending"
 
 
+# Rate limits ----------------------------------------------------------------
+
+
+def test_the_key_rate_limit_counts_returns_calls_too(
+    settings, buyer_client, integration_client, pending
+):
+    settings.LEADBACK_API_RATE_KEY = (2, 60)
+    rejected(pending)
+
+    answers = [
+        buyer_client.get("/api/v1/credits"),
+        dispute(buyer_client, pending, {"comment": "Counted"}),
+        buyer_client.get("/api/v1/returns"),
+    ]
+    decision = decide(integration_client, pending, {"decision": "approve"})
+
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2]["Content-Type"] == "application/problem+json"
+    assert "Retry-After" in answers[2]
+    assert decision.status_code == 200  # another key, counted apart
+
+
 # Schema ---------------------------------------------------------------------
 
 
