@@ -297,6 +297,8 @@ class ReturnOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_dispute_deadline(self, feedback: Feedback) -> str | None:
+        # services.dispute_deadline's reckoning, from the prefetched steps and
+        # the page's policies rather than two queries per return.
         if feedback.review_state != State.REJECTED:
             return None
         steps = _steps(feedback)

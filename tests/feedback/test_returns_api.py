@@ -15,7 +15,11 @@ from django.utils import timezone
 
 from feedback.models import BuyerPolicy
 from feedback.returns.models import Credit, ReturnTransition
-from feedback.returns.services import return_decide, return_dispute
+from feedback.returns.services import (
+    dispute_deadline,
+    return_decide,
+    return_dispute,
+)
 from tests.factories import FeedbackFactory, UserFactory, return_requested
 
 pytestmark = pytest.mark.django_db
@@ -111,6 +115,8 @@ def test_rejection_opens_the_dispute_window(buyer, integration_client, pending):
     assert body["decision_reason"] == "Answered"
     deadline = step.created_at + timedelta(days=3)
     assert body["dispute_deadline"] == deadline.isoformat().replace("+00:00", "Z")
+    pending.refresh_from_db()
+    assert dispute_deadline(pending) == deadline  # the service's own reckoning
     assert Credit.objects.count() == 0
 
 
@@ -258,8 +264,6 @@ def test_disputing_a_pending_return_is_409(buyer_client, pending):
 def test_a_rejection_is_disputed_once(buyer_client, pending):
     rejected(pending)
     dispute(buyer_client, pending, {"comment": "First"})
-    # return_decide picks the step from the object it is given: a fresh one.
-    pending.refresh_from_db()
     return_decide(feedback=pending, decision="reject", note="Still answered")
 
     again = dispute(buyer_client, pending, {"comment": "Second"})
