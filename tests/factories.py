@@ -8,7 +8,9 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from feedback.intake.pipeline import feedback_receive
 from feedback.models import (
+    ApiKey,
     Buyer,
     BuyerMembership,
     BuyerPolicy,
@@ -164,3 +166,30 @@ def seeded_outcome_codes() -> dict[str, OutcomeCode]:
             },
         )
     return {c.code: c for c in OutcomeCode.objects.all()}
+
+
+def return_requested(
+    *,
+    buyer: Buyer,
+    review: str = BuyerPolicy.Review.MANUAL,
+    reason: str = "Wrong number",
+    api_key: ApiKey | None = None,
+    **delivery_fields,
+) -> Feedback:
+    """A return sent through the real intake about a new delivery to `buyer`,
+    whose buyer-wide return policy gets `review` (manual: the return is
+    pending). The intake writes its first review step (and a credit if approved
+    at once), as in production."""
+    BuyerPolicy.objects.update_or_create(
+        buyer=buyer, flow=None, kind=Kind.RETURN, defaults={"review": review}
+    )
+    delivery = DeliveryEventFactory(buyer=buyer, **delivery_fields)
+    result = feedback_receive(
+        buyer=buyer,
+        data={"event_id": delivery.event_id, "type": "return", "reason": reason},
+        channel=Feedback.Channel.API,
+        api_key=api_key,
+    )
+    if result.feedback is None or not result.feedback.review_state:
+        raise AssertionError(f"the intake did not accept the return: {result}")
+    return result.feedback

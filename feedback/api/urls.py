@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback.api import imports, views
+from feedback.api import imports, returns, views
 
 app_name = "api"
 urlpatterns = [
@@ -27,4 +27,16 @@ urlpatterns = [
         views.FeedbackDetailApi.as_view(),
         name="feedback-detail",
     ),
+    path("returns", returns.ReturnListApi.as_view(), name="return-list"),
+    path(
+        "returns/<uuid:feedback_id>/decision",
+        returns.ReturnDecideApi.as_view(),
+        name="return-decide",
+    ),
+    path(
+        "returns/<uuid:feedback_id>/dispute",
+        returns.ReturnDisputeApi.as_view(),
+        name="return-dispute",
+    ),
+    path("credits", returns.CreditListApi.as_view(), name="credit-list"),
 ]
