@@ -118,7 +118,10 @@ class DeliveryFilter(django_filters.FilterSet):
     def filter_delivered_to(
         self, queryset: QuerySet[DeliveryEvent], name: str, value: date
     ) -> QuerySet[DeliveryEvent]:
-        # Inclusive of the whole day the user picked.
+        # Inclusive of the whole day the user picked; the last day there is
+        # has no day after it.
+        if value >= date.max:
+            return queryset
         return queryset.filter(
             delivered_at__lt=_start_of_day(value + timedelta(days=1))
         )

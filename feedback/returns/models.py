@@ -14,12 +14,26 @@ from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback, Flow
 from sources.models import Source
 
 
-def evidence_storage() -> FileSystemStorage:
+class EvidenceStorage(FileSystemStorage):
     """Dispute evidence lives under the var directory, outside anything the web
-    server serves; a view hands it to the buyer who sent it and to staff."""
-    return FileSystemStorage(
-        location=Path(settings.VAR_DIR) / "evidence", base_url=None
-    )
+    server serves; a view hands it to the buyer who sent it and to staff. The
+    directory is read from the settings when a file is stored or read, not
+    when the models load."""
+
+    def __init__(self) -> None:
+        super().__init__(base_url=None)
+
+    @property  # type: ignore[override]
+    def base_location(self) -> str:
+        return str(Path(settings.VAR_DIR) / "evidence")
+
+    @property  # type: ignore[override]
+    def location(self) -> str:
+        return str(Path(self.base_location).resolve())
+
+
+def evidence_storage() -> FileSystemStorage:
+    return EvidenceStorage()
 
 
 def _evidence_path(instance: Any, filename: str) -> str:

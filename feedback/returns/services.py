@@ -34,6 +34,7 @@ from sources.models import FeedbackConfig, Kind
 
 State = Feedback.ReviewState
 Actor = ReturnTransition.Actor
+CENT = Decimal("0.01")
 
 APPROVE, REJECT = "approve", "reject"
 
@@ -129,8 +130,9 @@ def _amount(value: Any, price: Decimal) -> Decimal | None:
         raise DecisionInvalid(
             "Must be an amount of zero or more.", field="credit_amount"
         )
-    if amount.as_tuple().exponent < -2:  # type: ignore[operator]
+    if amount != amount.quantize(CENT):
         raise DecisionInvalid("At most two decimals.", field="credit_amount")
+    amount = amount.quantize(CENT)
     if amount > price:
         raise DecisionInvalid(
             f"Cannot be more than the delivery's price, {price}.", field="credit_amount"
@@ -235,6 +237,26 @@ def return_dispute(
 ) -> Feedback:
     """The buyer contests a rejection, once, within dispute_days of it; the
     return counts against the cap again while it waits."""
+    stored: list[ReturnTransition] = []
+    try:
+        return _dispute(feedback, comment, user, api_key, evidence, stored)
+    except BaseException:
+        # The evidence file was written inside the transaction that failed:
+        # nothing refers to it now.
+        for step in stored:
+            if step.evidence.name:
+                step.evidence.storage.delete(step.evidence.name)
+        raise
+
+
+def _dispute(
+    feedback: Feedback,
+    comment: str,
+    user: User | None,
+    api_key: ApiKey | None,
+    evidence: UploadedFile | None,
+    stored: list[ReturnTransition],
+) -> Feedback:
     with transaction.atomic():
         locked = _locked(feedback)
         if locked.review_state != State.REJECTED:
@@ -251,7 +273,7 @@ def return_dispute(
                 f"The {days} days to dispute this rejection have passed.",
                 feedback=locked,
             )
-        _step(
+        step = _step(
             locked,
             State.DISPUTED,
             user=user,
@@ -259,6 +281,10 @@ def return_dispute(
             note=comment,
             evidence=evidence,
         )
+        if step.evidence:
+            stored.append(step)
+        # Back in the cap's count while it waits, even past the allowance: the
+        # request was admitted under the cap when it was made.
         returns_counted(locked, +1)
     return locked
 

@@ -315,6 +315,34 @@ def test_date_range_is_inclusive_of_both_days(portal, assorted):
     assert got == {assorted[k].event_id for k in ("converted", "returned", "refused")}
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("delivered_to", "9999-12-31"),
+        ("delivered_from", "9999-12-31"),
+        ("delivered_from", "0001-01-01"),
+        ("delivered_to", "0001-01-01"),
+    ],
+)
+def test_the_ends_of_the_calendar_are_dates_like_any_other(
+    portal, assorted, name, value
+):
+    response = portal.get(LIST_URL, {name: value})
+
+    assert response.status_code == 200
+    everything = {d.event_id for d in assorted.values()}
+    expected = (
+        set()
+        if (name, value)
+        in {
+            ("delivered_from", "9999-12-31"),
+            ("delivered_to", "0001-01-01"),
+        }
+        else everything
+    )
+    assert set(listed_event_ids(response)) == expected
+
+
 def test_an_invalid_date_is_named_not_ignored_silently(portal, assorted):
     response = portal.get(LIST_URL, {"delivered_from": "31/31/2026"})
     assert response.status_code == 200

@@ -193,7 +193,11 @@ def test_a_decision_may_credit_part_of_the_price_but_never_more(pending, staff):
     assert refused.value.field == "credit_amount"
     assert "30.00" in refused.value.message
 
-    return_approve(feedback=pending, user=staff, credit_amount="7.5")
+    with pytest.raises(DecisionInvalid) as refused:
+        return_approve(feedback=pending, user=staff, credit_amount="7.505")
+    assert refused.value.message == "At most two decimals."
+
+    return_approve(feedback=pending, user=staff, credit_amount="7.500")
 
     assert Credit.objects.get().amount == Decimal("7.50")
 
@@ -597,3 +601,45 @@ def test_two_reviewers_approving_at_once_credit_once():
     assert {r.state for r in refused} == {State.APPROVED}
     assert Credit.objects.count() == 1
     assert ReturnTransition.objects.filter(to_state=State.APPROVED).count() == 1
+
+
+# Dispute evidence -------------------------------------------------------------------
+
+
+def _png(name="call-log.png"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, b"\x89PNG\r\n\x1a\n" + b"0" * 64, "image/png")
+
+
+def test_evidence_is_stored_under_the_var_directory_of_the_moment(
+    pending, staff, settings, tmp_path
+):
+    settings.VAR_DIR = tmp_path
+    return_reject(feedback=pending, user=staff)
+
+    return_dispute(feedback=pending, comment="See the log", evidence=_png())
+
+    step = ReturnTransition.objects.get(to_state=State.DISPUTED)
+    assert (step.evidence_name, step.evidence_type) == ("call-log.png", "image/png")
+    stored = tmp_path / "evidence" / step.evidence.name
+    assert stored.is_file()
+    assert stored.read_bytes().startswith(b"\x89PNG")
+
+
+def test_evidence_of_a_dispute_that_fails_is_not_left_behind(
+    pending, staff, settings, tmp_path, monkeypatch
+):
+    settings.VAR_DIR = tmp_path
+    return_reject(feedback=pending, user=staff)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("feedback.returns.services.returns_counted", broken)
+    with pytest.raises(RuntimeError):
+        return_dispute(feedback=pending, comment="See the log", evidence=_png())
+
+    assert not any(path.is_file() for path in (tmp_path / "evidence").rglob("*"))
+    pending.refresh_from_db()
+    assert pending.review_state == State.REJECTED
