@@ -7,7 +7,10 @@ than through `delivery_event_record` / `feedback_receive`: those stamp "now" on
 what they store and take a few queries per item, while the demo needs four months
 of history in a few seconds. Refused feedback is stored exactly as
 `feedback_receive` stores it (outcome failure, the same `outcome_reason` text);
-tests/feedback/test_seed_demo.py holds the two in step.
+tests/feedback/test_seed_demo.py holds the two in step. The accepted returns
+then get their review state and the rows the intake writes with it, and a buyer
+on manual review the decisions made since, through the returns services
+(reviews.py); last, the month counters that caps read are rebuilt from the rows.
 
 The demo sources forward feedback to the built-in demo receiver
 (feedback/demo/receiver.py): a real-time JSON config, an XML one and a SOAP one.
@@ -39,6 +42,7 @@ from feedback.demo.data import (
     BuyerSpec,
 )
 from feedback.demo.history import history_generate
+from feedback.demo.reviews import reviews_record
 from feedback.models import (
     ApiKey,
     Buyer,
@@ -49,6 +53,7 @@ from feedback.models import (
     Flow,
     Lead,
 )
+from feedback.months import months_recount
 from feedback.services import (
     api_key_create,
     api_key_revoke,
@@ -112,9 +117,10 @@ def demo_seed(
     Sources, flows, buyers, policies and users are created when missing (never
     overwritten); so are the feedback configs, pointing at the demo receiver of
     the app at `base_url`, each only where its source has no config of its kind.
-    The history is generated once: when demo leads exist it is kept as it is. The
-    printed buyer's demo API key is rotated on every run, because only a new key
-    can be shown.
+    The history is generated once: when demo leads exist it is kept as it is,
+    but for its accepted returns without a review state (a history seeded
+    before returns had one), which get it. The printed buyer's demo API key is
+    rotated on every run, because only a new key can be shown.
     """
     now = now or timezone.now()
     started = timezone.now()
@@ -142,6 +148,16 @@ def demo_seed(
                 keys={slug: key for slug, (key, _raw) in keys.items()},
                 users={slug: login[0] for slug, login in logins.items()},
             )
+        reviewed = reviews_record(
+            rng=random.Random(seed),  # noqa: S311
+            now=now,
+            buyers=buyers,
+            staff=User.objects.get(username=ADMIN_USERNAME),
+            users={slug: login[0] for slug, login in logins.items()},
+        )
+        if created or reviewed:
+            # The history and its reviews were written around the month counters.
+            months_recount(buyer_ids=[buyer.pk for buyer in buyers.values()])
         buyer = buyers[PRINTED_BUYER]
         api_key, raw_key = keys[PRINTED_BUYER]
         if raw_key is None:
@@ -264,7 +280,15 @@ def _buyers_ensure() -> dict[str, Buyer]:
         )
         policies: dict[Kind, dict[str, Any]] = {
             Kind.CONVERSION: {"enabled": True},
-            Kind.RETURN: {"enabled": True, "max_age_days": spec.return_max_age_days},
+            Kind.RETURN: {
+                "enabled": True,
+                "max_age_days": spec.return_max_age_days,
+                "review": spec.review,
+                "cap_percent": spec.cap_percent,
+                "cap_min": spec.cap_min,
+                "credit_percent": spec.credit_percent,
+                "dispute_days": spec.dispute_days,
+            },
             Kind.STATUS: {"enabled": spec.status_enabled},
         }
         for kind, defaults in policies.items():

@@ -5,6 +5,7 @@ import shlex
 import time
 from datetime import timedelta
 from io import StringIO
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,7 +14,13 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count, F
 from django.utils import timezone
 
-from feedback.demo.data import DEMO_CONFIGS, HISTORY_DAYS, LEAD_ID_PREFIX, PRINTED_BUYER
+from feedback.demo.data import (
+    BUYERS,
+    DEMO_CONFIGS,
+    HISTORY_DAYS,
+    LEAD_ID_PREFIX,
+    PRINTED_BUYER,
+)
 from feedback.demo.seed import DEMO_PASSWORD, demo_feedback_target
 from feedback.intake.judge import ALREADY_RETURNED_REASON
 from feedback.intake.pipeline import feedback_receive
@@ -21,12 +28,16 @@ from feedback.models import (
     ApiKey,
     Buyer,
     BuyerMembership,
+    BuyerMonth,
     BuyerPolicy,
     DeliveryEvent,
     Feedback,
     Flow,
     Lead,
 )
+from feedback.months import months_recount
+from feedback.returns.admission import credit_amount
+from feedback.returns.models import Credit, ReturnTransition
 from feedback.selectors import api_key_get_active
 from sources.models import FeedbackConfig, FieldMapping, Kind, Source
 from sources.services import feedback_config_problems
@@ -35,6 +46,11 @@ from tests.factories import SourceFactory
 pytestmark = pytest.mark.django_db
 
 SMALL = ("--leads", "400")
+# Enough for the manual buyer to have returns in every review state whatever the
+# day: the history is laid out backwards from today.
+MEDIUM = ("--leads", "1500")
+State = Feedback.ReviewState
+MANUAL_BUYER = next(b.slug for b in BUYERS if b.review == BuyerPolicy.Review.MANUAL)
 
 
 @pytest.fixture(autouse=True)
@@ -81,6 +97,9 @@ def counts() -> dict[str, int]:
         "active_keys": ApiKey.objects.filter(revoked_at__isnull=True).count(),
         "configs": FeedbackConfig.objects.count(),
         "mappings": FieldMapping.objects.count(),
+        "review_steps": ReturnTransition.objects.count(),
+        "credits": Credit.objects.count(),
+        "months": BuyerMonth.objects.count(),
     }
 
 
@@ -406,3 +425,170 @@ def test_existing_configs_are_kept_and_none_added_for_their_kind():
 def test_a_bad_base_url_is_refused(base_url):
     with pytest.raises(CommandError, match="--base-url"):
         seed_demo("--leads", "0", "--base-url", base_url)
+
+
+# Returns resolution (DESIGN §10) ----------------------------------------------------
+
+
+def demo_returns():
+    return Feedback.objects.filter(
+        lead__public_id__startswith=LEAD_ID_PREFIX,
+        kind=Kind.RETURN,
+        outcome=Feedback.Outcome.SUCCESS,
+    )
+
+
+def test_policies_put_one_buyer_on_manual_review():
+    seed_demo("--leads", "0")
+
+    policies = {
+        p.buyer.slug: p
+        for p in BuyerPolicy.objects.select_related("buyer").filter(
+            kind=Kind.RETURN, flow__isnull=True
+        )
+    }
+    manual = policies.pop(MANUAL_BUYER)
+    assert manual.review == BuyerPolicy.Review.MANUAL
+    assert (manual.credit_percent, manual.dispute_days) == (100, 7)
+    assert not manual.capped
+    for policy in policies.values():
+        assert policy.review == BuyerPolicy.Review.AUTO
+        assert not policy.capped
+
+
+def test_manual_buyer_has_returns_in_every_review_state():
+    seed_demo(*MEDIUM)
+
+    returns = demo_returns().filter(buyer__slug=MANUAL_BUYER)
+    states = dict(
+        returns.values_list("review_state").annotate(n=Count("pk")).order_by()
+    )
+    assert set(states) == set(State.values), states
+    assert (
+        not demo_returns()
+        .exclude(buyer__slug=MANUAL_BUYER)
+        .exclude(review_state=State.APPROVED)
+    )
+    # The newest are the ones waiting.
+    pending = returns.filter(review_state=State.PENDING)
+    decided = returns.exclude(review_state=State.PENDING)
+    assert pending.order_by("received_at").first().received_at >= max(
+        decided.values_list("received_at", flat=True)
+    )
+
+    steps = ReturnTransition.objects.filter(feedback__in=returns)
+    for step in steps.filter(from_state=State.PENDING, to_state=State.REJECTED):
+        assert step.actor == ReturnTransition.Actor.STAFF
+        assert step.user.username == "admin"
+        assert step.note
+    for step in steps.filter(to_state=State.DISPUTED):
+        assert step.actor == ReturnTransition.Actor.BUYER
+        assert step.user.memberships.get().buyer.slug == MANUAL_BUYER
+        assert step.note
+
+
+def test_default_size_has_a_review_queue_worth_a_look():
+    seed_demo()
+
+    returns = demo_returns().filter(buyer__slug=MANUAL_BUYER)
+    pending = returns.filter(review_state=State.PENDING)
+    assert 10 <= pending.count() <= 30
+    # Reasons the review queue checks against the lead: phone, duplicate, state.
+    reasons = set(pending.values_list("reason", flat=True))
+    assert reasons & {"Bad phone", "Disconnected phone"}
+    assert "Duplicate" in reasons
+    assert 1 <= returns.filter(review_state=State.DISPUTED).count() <= 3
+    second = returns.filter(transitions__to_state=State.DISPUTED).exclude(
+        review_state=State.DISPUTED
+    )
+    assert {State.APPROVED, State.REJECTED} <= set(
+        second.values_list("review_state", flat=True)
+    )
+    assert (
+        returns.filter(review_state=State.APPROVED).count()
+        > returns.filter(review_state=State.REJECTED).count()
+    )
+
+
+def test_approved_returns_have_one_live_credit_and_no_other_has_one():
+    seed_demo(*SMALL)
+
+    returns = demo_returns().select_related("delivery")
+    policies = {
+        p.buyer_id: p
+        for p in BuyerPolicy.objects.filter(kind=Kind.RETURN, flow__isnull=True)
+    }
+    credits = {c.feedback_id: c for c in Credit.objects.all()}
+    assert len(credits) == Credit.objects.count()  # one per return
+    assert not Credit.objects.exclude(voided_at=None).exists()
+    approved = returns.filter(review_state=State.APPROVED)
+    assert set(credits) == set(approved.values_list("pk", flat=True))
+    for feedback in approved:
+        credit = credits[feedback.pk]
+        assert credit.amount == credit_amount(
+            policies[feedback.buyer_id], feedback.delivery.price
+        )
+        assert (credit.buyer_id, credit.delivery_id) == (
+            feedback.buyer_id,
+            feedback.delivery_id,
+        )
+        approval = feedback.transitions.filter(to_state=State.APPROVED).get()
+        assert credit.created_at == approval.created_at
+
+
+def test_every_accepted_return_has_its_review_steps_in_order():
+    seed_demo(*SMALL)
+    now = timezone.now()
+
+    returns = list(demo_returns().prefetch_related("transitions"))
+    assert returns
+    for feedback in returns:
+        steps = sorted(feedback.transitions.all(), key=lambda step: step.pk)
+        assert steps, feedback
+        assert steps[0].from_state == ""
+        assert steps[0].created_at == feedback.received_at
+        assert steps[-1].to_state == feedback.review_state
+        for before, after in pairwise(steps):
+            assert after.from_state == before.to_state
+            assert before.created_at <= after.created_at
+            if after.to_state == State.DISPUTED:  # within the dispute days
+                assert after.created_at - before.created_at < timedelta(days=7)
+        assert steps[-1].created_at <= now
+    assert not Credit.objects.filter(created_at__gt=now).exists()
+    # The refused have no review state and no steps.
+    refused = Feedback.objects.filter(
+        kind=Kind.RETURN, outcome=Feedback.Outcome.FAILURE
+    )
+    assert not refused.exclude(review_state="").exists()
+    assert not ReturnTransition.objects.filter(feedback__in=refused).exists()
+
+
+def test_month_counters_are_what_a_recount_makes():
+    seed_demo(*SMALL)
+
+    def counters():
+        return set(
+            BuyerMonth.objects.values_list(
+                "buyer_id", "flow_id", "month", "deliveries", "returns"
+            )
+        )
+
+    seeded = counters()
+    assert seeded
+    months_recount()
+    assert counters() == seeded
+
+
+def test_second_run_keeps_review_steps_and_credits_as_they_were():
+    seed_demo(*SMALL)
+
+    def review():
+        return (
+            set(ReturnTransition.objects.values_list("pk", "to_state", "created_at")),
+            set(Credit.objects.values_list("pk", "amount", "created_at")),
+            set(demo_returns().values_list("pk", "review_state")),
+        )
+
+    before = review()
+    seed_demo(*SMALL)
+    assert review() == before
