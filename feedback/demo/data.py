@@ -134,6 +134,10 @@ BUYERS = (
         "pinnacle",
         "PHP",
         return_max_age_days=60,
+        # About 8% of its deliveries come back, so 10% binds now and then; this
+        # month is shaped to leave CAP_REMAINING returns (caps.py).
+        cap_percent=10,
+        cap_min=3,
     ),
     # Status updates are switched off for this buyer, yet its CRM sends a few:
     # those are refused as "Feedback is forbidden".
@@ -230,6 +234,11 @@ RETURN_NOTES = {
     "Wrong state": "Lives outside our licensed states.",
     "Duplicate": "Already in our CRM from another vendor.",
 }
+
+
+# A capped buyer's returns left for this month's deliveries when the demo starts.
+# A month with no deliveries yet leaves the whole floor (cap_min): keep both small.
+CAP_REMAINING = 2
 
 
 # A buyer on manual review (DESIGN §10): the newest returns wait for a decision,

@@ -6,11 +6,12 @@ The bulk of it (leads, deliveries, feedback) is written with `bulk_create` rathe
 than through `delivery_event_record` / `feedback_receive`: those stamp "now" on
 what they store and take a few queries per item, while the demo needs four months
 of history in a few seconds. Refused feedback is stored exactly as
-`feedback_receive` stores it (outcome failure, the same `outcome_reason` text);
-tests/feedback/test_seed_demo.py holds the two in step. The accepted returns
-then get their review state and the rows the intake writes with it, and a buyer
-on manual review the decisions made since, through the returns services
-(reviews.py); last, the month counters that caps read are rebuilt from the rows.
+`feedback_receive` stores it (outcome failure, the same `outcome_reason` text),
+and so are returns past a buyer's cap (caps.py); tests/feedback/test_seed_demo.py
+holds the two in step. The accepted returns then get their review state and
+the rows the intake writes with it, and a buyer on manual review the decisions
+made since, through the returns services (reviews.py); last, the month counters
+that caps read are rebuilt from the rows.
 
 The demo sources forward feedback to the built-in demo receiver
 (feedback/demo/receiver.py): a real-time JSON config, an XML one and a SOAP one.

@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count, F
 from django.utils import timezone
 
+from feedback.demo.caps import cap_refusal
 from feedback.demo.data import (
     BUYERS,
     DEMO_CONFIGS,
@@ -35,13 +36,14 @@ from feedback.models import (
     Flow,
     Lead,
 )
-from feedback.months import months_recount
-from feedback.returns.admission import credit_amount
+from feedback.months import month_of, months_recount
+from feedback.returns.admission import CAP_REACHED, allowance, credit_amount
 from feedback.returns.models import Credit, ReturnTransition
+from feedback.returns.selectors import allowances_for, recent_months
 from feedback.selectors import api_key_get_active
 from sources.models import FeedbackConfig, FieldMapping, Kind, Source
 from sources.services import feedback_config_problems
-from tests.factories import SourceFactory
+from tests.factories import BuyerPolicyFactory, DeliveryEventFactory, SourceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -51,6 +53,7 @@ SMALL = ("--leads", "400")
 MEDIUM = ("--leads", "1500")
 State = Feedback.ReviewState
 MANUAL_BUYER = next(b.slug for b in BUYERS if b.review == BuyerPolicy.Review.MANUAL)
+CAPPED_BUYER = next(b.slug for b in BUYERS if b.cap_percent is not None)
 
 
 @pytest.fixture(autouse=True)
@@ -281,6 +284,10 @@ def test_stored_refusals_are_what_the_service_would_answer():
     )
 
     for row in refused:
+        if row.outcome_reason.startswith(CAP_REACHED):
+            # The month's deliveries and returns have moved on since: see
+            # test_cap_refusals_are_the_intakes_words.
+            continue
         result = feedback_receive(
             buyer=row.buyer,
             data={
@@ -438,7 +445,7 @@ def demo_returns():
     )
 
 
-def test_policies_put_one_buyer_on_manual_review():
+def test_policies_put_one_buyer_on_manual_review_and_cap_another():
     seed_demo("--leads", "0")
 
     policies = {
@@ -447,10 +454,14 @@ def test_policies_put_one_buyer_on_manual_review():
             kind=Kind.RETURN, flow__isnull=True
         )
     }
+    assert MANUAL_BUYER != CAPPED_BUYER
     manual = policies.pop(MANUAL_BUYER)
     assert manual.review == BuyerPolicy.Review.MANUAL
     assert (manual.credit_percent, manual.dispute_days) == (100, 7)
     assert not manual.capped
+    capped = policies.pop(CAPPED_BUYER)
+    assert capped.review == BuyerPolicy.Review.AUTO
+    assert (capped.cap_percent, capped.cap_min) == (10, 3)
     for policy in policies.values():
         assert policy.review == BuyerPolicy.Review.AUTO
         assert not policy.capped
@@ -487,7 +498,7 @@ def test_manual_buyer_has_returns_in_every_review_state():
         assert step.note
 
 
-def test_default_size_has_a_review_queue_worth_a_look():
+def test_default_size_has_a_review_queue_worth_a_look_and_cap_refusals():
     seed_demo()
 
     returns = demo_returns().filter(buyer__slug=MANUAL_BUYER)
@@ -508,6 +519,23 @@ def test_default_size_has_a_review_queue_worth_a_look():
         returns.filter(review_state=State.APPROVED).count()
         > returns.filter(review_state=State.REJECTED).count()
     )
+
+    # Returns past the cap were refused with the allowance of their time.
+    buyer = Buyer.objects.get(slug=CAPPED_BUYER)
+    policy = buyer.policies.get(kind=Kind.RETURN, flow=None)
+
+    refused = Feedback.objects.filter(outcome_reason__startswith=CAP_REACHED)
+    assert set(refused.values_list("buyer_id", flat=True)) <= {buyer.pk}
+    for row in refused.select_related("delivery"):
+        numbers = re.search(
+            r"(\d+) of (\d+) .* of (\d+) deliveries", row.outcome_reason
+        )
+        used, allowed, deliveries = map(int, numbers.groups())
+        assert used == allowed == allowance(policy, deliveries)
+        month = month_of(row.delivery.delivered_at)
+        assert row.outcome_reason == cap_refusal(
+            policy, month=month, used=used, allowed=allowed, deliveries=deliveries
+        )
 
 
 def test_approved_returns_have_one_live_credit_and_no_other_has_one():
@@ -561,6 +589,35 @@ def test_every_accepted_return_has_its_review_steps_in_order():
     )
     assert not refused.exclude(review_state="").exists()
     assert not ReturnTransition.objects.filter(feedback__in=refused).exists()
+
+
+def test_capped_buyer_has_a_few_returns_left_this_month():
+    seed_demo(*SMALL)
+    buyer = Buyer.objects.get(slug=CAPPED_BUYER)
+
+    this_month, *older = allowances_for(buyer_id=buyer.pk, month_list=recent_months(4))
+    assert this_month.month == month_of(timezone.now())
+    assert 1 <= this_month.remaining <= 3, this_month
+    for line in older:
+        assert line.used <= line.allowed, line
+
+
+def test_cap_refusals_are_the_intakes_words(buyer):
+    policy = BuyerPolicyFactory(buyer=buyer, cap_percent=10, cap_min=3)
+    delivery = DeliveryEventFactory(buyer=buyer)
+    month = month_of(delivery.delivered_at)
+    BuyerMonth.objects.filter(buyer=buyer).update(deliveries=268, returns=26)
+
+    result = feedback_receive(
+        buyer=buyer,
+        data={"event_id": delivery.event_id, "type": "return", "reason": "Bad phone"},
+        channel=Feedback.Channel.API,
+    )
+
+    assert result.feedback.outcome == Feedback.Outcome.FAILURE
+    assert result.feedback.outcome_reason == cap_refusal(
+        policy, month=month, used=26, allowed=26, deliveries=268
+    )
 
 
 def test_month_counters_are_what_a_recount_makes():
