@@ -54,7 +54,12 @@ from feedback.models import (
     Flow,
     Lead,
 )
-from feedback.months import months_recount
+from feedback.months import month_of, months_recount
+from feedback.returns.selectors import (
+    Allowance,
+    allowances_for,
+    returns_awaiting_review,
+)
 from feedback.services import (
     api_key_create,
     api_key_revoke,
@@ -100,6 +105,10 @@ class DemoSeed:
     api_key: ApiKey
     raw_key: str
     target: DeliveryEvent | None
+    # Per demo buyer with returns waiting for a decision: how many per state.
+    reviews: list[tuple[Buyer, dict[str, int]]] = field(default_factory=list)
+    # This month's return allowance of the capped demo buyers.
+    allowances: list[tuple[Buyer, Allowance]] = field(default_factory=list)
     seconds: float = 0.0
     feedback_by_outcome: dict[str, int] = field(default_factory=dict)
     # The enabled configs of the demo sources, whatever created them.
@@ -184,6 +193,14 @@ def demo_seed(
         api_key=api_key,
         raw_key=raw_key,
         target=demo_feedback_target(buyer=buyer, now=timezone.now()),
+        reviews=_reviews_awaiting(buyers),
+        allowances=[
+            (demo_buyer, line)
+            for demo_buyer in buyers.values()
+            for line in allowances_for(
+                buyer_id=demo_buyer.pk, month_list=[month_of(timezone.now())]
+            )
+        ],
         seconds=(timezone.now() - started).total_seconds(),
         configs=list(
             FeedbackConfig.objects.select_related("source").filter(
@@ -191,6 +208,21 @@ def demo_seed(
             )
         ),
     )
+
+
+def _reviews_awaiting(buyers: dict[str, Buyer]) -> list[tuple[Buyer, dict[str, int]]]:
+    counts: dict[int, dict[str, int]] = {}
+    for row in (
+        returns_awaiting_review()
+        .filter(buyer__in=buyers.values())
+        .values("buyer_id", "review_state")
+        .annotate(count=Count("pk"))
+        .order_by()
+    ):
+        counts.setdefault(row["buyer_id"], {})[row["review_state"]] = row["count"]
+    return [
+        (buyer, counts[buyer.pk]) for buyer in buyers.values() if buyer.pk in counts
+    ]
 
 
 def demo_key_rotate(*, buyer: Buyer) -> tuple[ApiKey, str]:

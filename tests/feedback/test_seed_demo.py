@@ -468,7 +468,7 @@ def test_policies_put_one_buyer_on_manual_review_and_cap_another():
 
 
 def test_manual_buyer_has_returns_in_every_review_state():
-    seed_demo(*MEDIUM)
+    output = seed_demo(*MEDIUM)
 
     returns = demo_returns().filter(buyer__slug=MANUAL_BUYER)
     states = dict(
@@ -486,6 +486,8 @@ def test_manual_buyer_has_returns_in_every_review_state():
     assert pending.order_by("received_at").first().received_at >= max(
         decided.values_list("received_at", flat=True)
     )
+    waiting = f"{states[State.PENDING]} pending, {states[State.DISPUTED]} disputed"
+    assert f"({waiting}) in the admin's Returns review queue" in output
 
     steps = ReturnTransition.objects.filter(feedback__in=returns)
     for step in steps.filter(from_state=State.PENDING, to_state=State.REJECTED):
@@ -592,12 +594,17 @@ def test_every_accepted_return_has_its_review_steps_in_order():
 
 
 def test_capped_buyer_has_a_few_returns_left_this_month():
-    seed_demo(*SMALL)
+    output = seed_demo(*SMALL)
     buyer = Buyer.objects.get(slug=CAPPED_BUYER)
 
     this_month, *older = allowances_for(buyer_id=buyer.pk, month_list=recent_months(4))
     assert this_month.month == month_of(timezone.now())
     assert 1 <= this_month.remaining <= 3, this_month
+    assert (
+        f"{buyer.name} has a return cap: {this_month.used} of {this_month.allowed} "
+        f"returns used for {this_month.month:%B %Y} deliveries, "
+        f"{this_month.remaining} left."
+    ) in output
     for line in older:
         assert line.used <= line.allowed, line
 
