@@ -62,6 +62,12 @@ class BuyerSpec:
     reference_prefix: str
     return_max_age_days: int = BuyerPolicy.DEFAULT_MAX_AGE_DAYS
     status_enabled: bool = True
+    # How its returns are decided, capped and credited (DESIGN §10).
+    review: BuyerPolicy.Review = BuyerPolicy.Review.AUTO
+    cap_percent: int | None = None
+    cap_min: int = 0
+    credit_percent: int = 100
+    dispute_days: int = 7
 
 
 SOURCES = (
@@ -115,6 +121,10 @@ BUYERS = (
         "zenith",
         "ZD",
         return_max_age_days=30,
+        # Its returns wait for staff: the demo's review queue (reviews.py).
+        review=BuyerPolicy.Review.MANUAL,
+        credit_percent=100,
+        dispute_days=7,
     ),
     BuyerSpec(
         "pinnacle-home",
@@ -124,6 +134,10 @@ BUYERS = (
         "pinnacle",
         "PHP",
         return_max_age_days=60,
+        # About 8% of its deliveries come back, so 10% binds now and then; this
+        # month is shaped to leave CAP_REMAINING returns (caps.py).
+        cap_percent=10,
+        cap_min=3,
     ),
     # Status updates are switched off for this buyer, yet its CRM sends a few:
     # those are refused as "Feedback is forbidden".
@@ -220,6 +234,58 @@ RETURN_NOTES = {
     "Wrong state": "Lives outside our licensed states.",
     "Duplicate": "Already in our CRM from another vendor.",
 }
+
+
+# A capped buyer's returns left for this month's deliveries when the demo starts.
+# A month with no deliveries yet leaves the whole floor (cap_min): keep both small.
+CAP_REMAINING = 2
+
+
+# A buyer on manual review (DESIGN §10): the newest returns wait for a decision,
+# a few rejected ones were disputed and wait for the second one, and the older
+# ones were decided: mostly approved, some rejected, some of those disputed.
+REVIEW_PENDING_SHARE = 0.2
+
+
+REVIEW_PENDING_MAX = 30
+
+
+REVIEW_OPEN_DISPUTES = 3
+
+
+REVIEW_REJECT_RATE = 0.12
+
+
+REVIEW_DISPUTE_RATE = 0.3
+
+
+# What staff say when they reject a return for this reason...
+REJECT_NOTES = {
+    "Bad phone": "Lead answered on second call.",
+    "Disconnected phone": "Number rang through when we called it.",
+    "Duplicate": "First delivery of this lead to you; no earlier match.",
+    "Wrong state": "The lead's address is in a state you buy.",
+    "Fraud": "Consent on file with the form's IP address and time.",
+    "Not interested": "Not interested is not a return reason in your agreement.",
+}
+
+
+# ...what the buyer answers when it disputes the rejection...
+DISPUTE_COMMENTS = {
+    "Bad phone": "Called three times on two days; the number is out of service.",
+    "Disconnected phone": "Carrier message says the number is disconnected.",
+    "Duplicate": "Same person came in from another vendor the day before.",
+    "Wrong state": "Customer moved last year; the address on the lead is old.",
+    "Fraud": "Customer says they never asked for a quote.",
+    "Not interested": "Customer asked us never to call again.",
+}
+
+
+# ...and the second, final decision.
+DISPUTE_APPROVED_NOTE = "Accepted on the buyer's evidence."
+
+
+DISPUTE_REJECTED_NOTE = "Call log shows a conversation before the return."
 
 
 CHANNELS = (

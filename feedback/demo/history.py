@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from django.contrib.auth.models import User
 
+from feedback.demo.caps import caps_apply
 from feedback.demo.data import (
     BATCH_SIZE,
     BUYERS,
@@ -164,6 +165,17 @@ def history_generate(
             source_spec=source_specs[delivery.source.slug],
             buyer_spec=buyer_specs[delivery.buyer.slug],
         )
+    for buyer in buyers.values():
+        policy = writer.policies[(buyer.pk, Kind.RETURN.value)]
+        if policy.enabled and policy.capped:
+            caps_apply(
+                writer.rows,
+                deliveries=deliveries,
+                policy=policy,
+                rng=rng,
+                now=now,
+                add_return=writer.return_add,
+            )
     for feedback_batch in _batched(writer.rows):
         Feedback.objects.bulk_create(feedback_batch)
 
@@ -297,6 +309,12 @@ class _FeedbackWriter:
                 reason=reason,
                 channel=Feedback.Channel(returned.channel),
             )
+
+    def return_add(
+        self, delivery: DeliveryEvent, *, at: datetime, reason: str, code: str | None
+    ) -> Feedback:
+        """One more return, occurred at `at` (the caps shape a month with it)."""
+        return self._add(delivery, Kind.RETURN, at=at, reason=reason, code=code)
 
     def _statuses(self, delivery: DeliveryEvent, source_spec: SourceSpec) -> None:
         at = self._after(delivery.delivered_at, days=4)

@@ -6,8 +6,12 @@ The bulk of it (leads, deliveries, feedback) is written with `bulk_create` rathe
 than through `delivery_event_record` / `feedback_receive`: those stamp "now" on
 what they store and take a few queries per item, while the demo needs four months
 of history in a few seconds. Refused feedback is stored exactly as
-`feedback_receive` stores it (outcome failure, the same `outcome_reason` text);
-tests/feedback/test_seed_demo.py holds the two in step.
+`feedback_receive` stores it (outcome failure, the same `outcome_reason` text),
+and so are returns past a buyer's cap (caps.py); tests/feedback/test_seed_demo.py
+holds the two in step. The accepted returns then get their review state and
+the rows the intake writes with it, and a buyer on manual review the decisions
+made since, through the returns services (reviews.py); last, the month counters
+that caps read are rebuilt from the rows.
 
 The demo sources forward feedback to the built-in demo receiver
 (feedback/demo/receiver.py): a real-time JSON config, an XML one and a SOAP one.
@@ -39,6 +43,7 @@ from feedback.demo.data import (
     BuyerSpec,
 )
 from feedback.demo.history import history_generate
+from feedback.demo.reviews import reviews_record
 from feedback.models import (
     ApiKey,
     Buyer,
@@ -48,6 +53,12 @@ from feedback.models import (
     Feedback,
     Flow,
     Lead,
+)
+from feedback.months import month_of, months_recount
+from feedback.returns.selectors import (
+    Allowance,
+    allowances_for,
+    returns_awaiting_review,
 )
 from feedback.services import (
     api_key_create,
@@ -94,6 +105,10 @@ class DemoSeed:
     api_key: ApiKey
     raw_key: str
     target: DeliveryEvent | None
+    # Per demo buyer with returns waiting for a decision: how many per state.
+    reviews: list[tuple[Buyer, dict[str, int]]] = field(default_factory=list)
+    # This month's return allowance of the capped demo buyers.
+    allowances: list[tuple[Buyer, Allowance]] = field(default_factory=list)
     seconds: float = 0.0
     feedback_by_outcome: dict[str, int] = field(default_factory=dict)
     # The enabled configs of the demo sources, whatever created them.
@@ -112,9 +127,10 @@ def demo_seed(
     Sources, flows, buyers, policies and users are created when missing (never
     overwritten); so are the feedback configs, pointing at the demo receiver of
     the app at `base_url`, each only where its source has no config of its kind.
-    The history is generated once: when demo leads exist it is kept as it is. The
-    printed buyer's demo API key is rotated on every run, because only a new key
-    can be shown.
+    The history is generated once: when demo leads exist it is kept as it is,
+    but for its accepted returns without a review state (a history seeded
+    before returns had one), which get it. The printed buyer's demo API key is
+    rotated on every run, because only a new key can be shown.
     """
     now = now or timezone.now()
     started = timezone.now()
@@ -142,6 +158,16 @@ def demo_seed(
                 keys={slug: key for slug, (key, _raw) in keys.items()},
                 users={slug: login[0] for slug, login in logins.items()},
             )
+        reviewed = reviews_record(
+            rng=random.Random(seed),  # noqa: S311
+            now=now,
+            buyers=buyers,
+            staff=User.objects.get(username=ADMIN_USERNAME),
+            users={slug: login[0] for slug, login in logins.items()},
+        )
+        if created or reviewed:
+            # The history and its reviews were written around the month counters.
+            months_recount(buyer_ids=[buyer.pk for buyer in buyers.values()])
         buyer = buyers[PRINTED_BUYER]
         api_key, raw_key = keys[PRINTED_BUYER]
         if raw_key is None:
@@ -167,6 +193,14 @@ def demo_seed(
         api_key=api_key,
         raw_key=raw_key,
         target=demo_feedback_target(buyer=buyer, now=timezone.now()),
+        reviews=_reviews_awaiting(buyers),
+        allowances=[
+            (demo_buyer, line)
+            for demo_buyer in buyers.values()
+            for line in allowances_for(
+                buyer_id=demo_buyer.pk, month_list=[month_of(timezone.now())]
+            )
+        ],
         seconds=(timezone.now() - started).total_seconds(),
         configs=list(
             FeedbackConfig.objects.select_related("source").filter(
@@ -174,6 +208,21 @@ def demo_seed(
             )
         ),
     )
+
+
+def _reviews_awaiting(buyers: dict[str, Buyer]) -> list[tuple[Buyer, dict[str, int]]]:
+    counts: dict[int, dict[str, int]] = {}
+    for row in (
+        returns_awaiting_review()
+        .filter(buyer__in=buyers.values())
+        .values("buyer_id", "review_state")
+        .annotate(count=Count("pk"))
+        .order_by()
+    ):
+        counts.setdefault(row["buyer_id"], {})[row["review_state"]] = row["count"]
+    return [
+        (buyer, counts[buyer.pk]) for buyer in buyers.values() if buyer.pk in counts
+    ]
 
 
 def demo_key_rotate(*, buyer: Buyer) -> tuple[ApiKey, str]:
@@ -264,7 +313,15 @@ def _buyers_ensure() -> dict[str, Buyer]:
         )
         policies: dict[Kind, dict[str, Any]] = {
             Kind.CONVERSION: {"enabled": True},
-            Kind.RETURN: {"enabled": True, "max_age_days": spec.return_max_age_days},
+            Kind.RETURN: {
+                "enabled": True,
+                "max_age_days": spec.return_max_age_days,
+                "review": spec.review,
+                "cap_percent": spec.cap_percent,
+                "cap_min": spec.cap_min,
+                "credit_percent": spec.credit_percent,
+                "dispute_days": spec.dispute_days,
+            },
             Kind.STATUS: {"enabled": spec.status_enabled},
         }
         for kind, defaults in policies.items():

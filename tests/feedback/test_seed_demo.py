@@ -5,6 +5,7 @@ import shlex
 import time
 from datetime import timedelta
 from io import StringIO
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,7 +14,14 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count, F
 from django.utils import timezone
 
-from feedback.demo.data import DEMO_CONFIGS, HISTORY_DAYS, LEAD_ID_PREFIX, PRINTED_BUYER
+from feedback.demo.caps import cap_refusal
+from feedback.demo.data import (
+    BUYERS,
+    DEMO_CONFIGS,
+    HISTORY_DAYS,
+    LEAD_ID_PREFIX,
+    PRINTED_BUYER,
+)
 from feedback.demo.seed import DEMO_PASSWORD, demo_feedback_target
 from feedback.intake.judge import ALREADY_RETURNED_REASON
 from feedback.intake.pipeline import feedback_receive
@@ -21,20 +29,31 @@ from feedback.models import (
     ApiKey,
     Buyer,
     BuyerMembership,
+    BuyerMonth,
     BuyerPolicy,
     DeliveryEvent,
     Feedback,
     Flow,
     Lead,
 )
+from feedback.months import month_of, months_recount
+from feedback.returns.admission import CAP_REACHED, allowance, credit_amount
+from feedback.returns.models import Credit, ReturnTransition
+from feedback.returns.selectors import allowances_for, recent_months
 from feedback.selectors import api_key_get_active
 from sources.models import FeedbackConfig, FieldMapping, Kind, Source
 from sources.services import feedback_config_problems
-from tests.factories import SourceFactory
+from tests.factories import BuyerPolicyFactory, DeliveryEventFactory, SourceFactory
 
 pytestmark = pytest.mark.django_db
 
 SMALL = ("--leads", "400")
+# Enough for the manual buyer to have returns in every review state whatever the
+# day: the history is laid out backwards from today.
+MEDIUM = ("--leads", "1500")
+State = Feedback.ReviewState
+MANUAL_BUYER = next(b.slug for b in BUYERS if b.review == BuyerPolicy.Review.MANUAL)
+CAPPED_BUYER = next(b.slug for b in BUYERS if b.cap_percent is not None)
 
 
 @pytest.fixture(autouse=True)
@@ -81,6 +100,9 @@ def counts() -> dict[str, int]:
         "active_keys": ApiKey.objects.filter(revoked_at__isnull=True).count(),
         "configs": FeedbackConfig.objects.count(),
         "mappings": FieldMapping.objects.count(),
+        "review_steps": ReturnTransition.objects.count(),
+        "credits": Credit.objects.count(),
+        "months": BuyerMonth.objects.count(),
     }
 
 
@@ -262,6 +284,10 @@ def test_stored_refusals_are_what_the_service_would_answer():
     )
 
     for row in refused:
+        if row.outcome_reason.startswith(CAP_REACHED):
+            # The month's deliveries and returns have moved on since: see
+            # test_cap_refusals_are_the_intakes_words.
+            continue
         result = feedback_receive(
             buyer=row.buyer,
             data={
@@ -406,3 +432,227 @@ def test_existing_configs_are_kept_and_none_added_for_their_kind():
 def test_a_bad_base_url_is_refused(base_url):
     with pytest.raises(CommandError, match="--base-url"):
         seed_demo("--leads", "0", "--base-url", base_url)
+
+
+# Returns resolution (DESIGN §10) ----------------------------------------------------
+
+
+def demo_returns():
+    return Feedback.objects.filter(
+        lead__public_id__startswith=LEAD_ID_PREFIX,
+        kind=Kind.RETURN,
+        outcome=Feedback.Outcome.SUCCESS,
+    )
+
+
+def test_policies_put_one_buyer_on_manual_review_and_cap_another():
+    seed_demo("--leads", "0")
+
+    policies = {
+        p.buyer.slug: p
+        for p in BuyerPolicy.objects.select_related("buyer").filter(
+            kind=Kind.RETURN, flow__isnull=True
+        )
+    }
+    assert MANUAL_BUYER != CAPPED_BUYER
+    manual = policies.pop(MANUAL_BUYER)
+    assert manual.review == BuyerPolicy.Review.MANUAL
+    assert (manual.credit_percent, manual.dispute_days) == (100, 7)
+    assert not manual.capped
+    capped = policies.pop(CAPPED_BUYER)
+    assert capped.review == BuyerPolicy.Review.AUTO
+    assert (capped.cap_percent, capped.cap_min) == (10, 3)
+    for policy in policies.values():
+        assert policy.review == BuyerPolicy.Review.AUTO
+        assert not policy.capped
+
+
+def test_manual_buyer_has_returns_in_every_review_state():
+    output = seed_demo(*MEDIUM)
+
+    returns = demo_returns().filter(buyer__slug=MANUAL_BUYER)
+    states = dict(
+        returns.values_list("review_state").annotate(n=Count("pk")).order_by()
+    )
+    assert set(states) == set(State.values), states
+    assert (
+        not demo_returns()
+        .exclude(buyer__slug=MANUAL_BUYER)
+        .exclude(review_state=State.APPROVED)
+    )
+    # The newest are the ones waiting.
+    pending = returns.filter(review_state=State.PENDING)
+    decided = returns.exclude(review_state=State.PENDING)
+    assert pending.order_by("received_at").first().received_at >= max(
+        decided.values_list("received_at", flat=True)
+    )
+    waiting = f"{states[State.PENDING]} pending, {states[State.DISPUTED]} disputed"
+    assert f"({waiting}) in the admin's Returns review queue" in output
+
+    steps = ReturnTransition.objects.filter(feedback__in=returns)
+    for step in steps.filter(from_state=State.PENDING, to_state=State.REJECTED):
+        assert step.actor == ReturnTransition.Actor.STAFF
+        assert step.user.username == "admin"
+        assert step.note
+    for step in steps.filter(to_state=State.DISPUTED):
+        assert step.actor == ReturnTransition.Actor.BUYER
+        assert step.user.memberships.get().buyer.slug == MANUAL_BUYER
+        assert step.note
+
+
+def test_default_size_has_a_review_queue_worth_a_look_and_cap_refusals():
+    seed_demo()
+
+    returns = demo_returns().filter(buyer__slug=MANUAL_BUYER)
+    pending = returns.filter(review_state=State.PENDING)
+    assert 10 <= pending.count() <= 30
+    # Reasons the review queue checks against the lead: phone, duplicate, state.
+    reasons = set(pending.values_list("reason", flat=True))
+    assert reasons & {"Bad phone", "Disconnected phone"}
+    assert "Duplicate" in reasons
+    assert 1 <= returns.filter(review_state=State.DISPUTED).count() <= 3
+    second = returns.filter(transitions__to_state=State.DISPUTED).exclude(
+        review_state=State.DISPUTED
+    )
+    assert {State.APPROVED, State.REJECTED} <= set(
+        second.values_list("review_state", flat=True)
+    )
+    assert (
+        returns.filter(review_state=State.APPROVED).count()
+        > returns.filter(review_state=State.REJECTED).count()
+    )
+
+    # Returns past the cap were refused with the allowance of their time.
+    buyer = Buyer.objects.get(slug=CAPPED_BUYER)
+    policy = buyer.policies.get(kind=Kind.RETURN, flow=None)
+
+    refused = Feedback.objects.filter(outcome_reason__startswith=CAP_REACHED)
+    assert set(refused.values_list("buyer_id", flat=True)) <= {buyer.pk}
+    for row in refused.select_related("delivery"):
+        numbers = re.search(
+            r"(\d+) of (\d+) .* of (\d+) deliveries", row.outcome_reason
+        )
+        used, allowed, deliveries = map(int, numbers.groups())
+        assert used == allowed == allowance(policy, deliveries)
+        month = month_of(row.delivery.delivered_at)
+        assert row.outcome_reason == cap_refusal(
+            policy, month=month, used=used, allowed=allowed, deliveries=deliveries
+        )
+
+
+def test_approved_returns_have_one_live_credit_and_no_other_has_one():
+    seed_demo(*SMALL)
+
+    returns = demo_returns().select_related("delivery")
+    policies = {
+        p.buyer_id: p
+        for p in BuyerPolicy.objects.filter(kind=Kind.RETURN, flow__isnull=True)
+    }
+    credits = {c.feedback_id: c for c in Credit.objects.all()}
+    assert len(credits) == Credit.objects.count()  # one per return
+    assert not Credit.objects.exclude(voided_at=None).exists()
+    approved = returns.filter(review_state=State.APPROVED)
+    assert set(credits) == set(approved.values_list("pk", flat=True))
+    for feedback in approved:
+        credit = credits[feedback.pk]
+        assert credit.amount == credit_amount(
+            policies[feedback.buyer_id], feedback.delivery.price
+        )
+        assert (credit.buyer_id, credit.delivery_id) == (
+            feedback.buyer_id,
+            feedback.delivery_id,
+        )
+        approval = feedback.transitions.filter(to_state=State.APPROVED).get()
+        assert credit.created_at == approval.created_at
+
+
+def test_every_accepted_return_has_its_review_steps_in_order():
+    seed_demo(*SMALL)
+    now = timezone.now()
+
+    returns = list(demo_returns().prefetch_related("transitions"))
+    assert returns
+    for feedback in returns:
+        steps = sorted(feedback.transitions.all(), key=lambda step: step.pk)
+        assert steps, feedback
+        assert steps[0].from_state == ""
+        assert steps[0].created_at == feedback.received_at
+        assert steps[-1].to_state == feedback.review_state
+        for before, after in pairwise(steps):
+            assert after.from_state == before.to_state
+            assert before.created_at <= after.created_at
+            if after.to_state == State.DISPUTED:  # within the dispute days
+                assert after.created_at - before.created_at < timedelta(days=7)
+        assert steps[-1].created_at <= now
+    assert not Credit.objects.filter(created_at__gt=now).exists()
+    # The refused have no review state and no steps.
+    refused = Feedback.objects.filter(
+        kind=Kind.RETURN, outcome=Feedback.Outcome.FAILURE
+    )
+    assert not refused.exclude(review_state="").exists()
+    assert not ReturnTransition.objects.filter(feedback__in=refused).exists()
+
+
+def test_capped_buyer_has_a_few_returns_left_this_month():
+    output = seed_demo(*SMALL)
+    buyer = Buyer.objects.get(slug=CAPPED_BUYER)
+
+    this_month, *older = allowances_for(buyer_id=buyer.pk, month_list=recent_months(4))
+    assert this_month.month == month_of(timezone.now())
+    assert 1 <= this_month.remaining <= 3, this_month
+    assert (
+        f"{buyer.name} has a return cap: {this_month.used} of {this_month.allowed} "
+        f"returns used for {this_month.month:%B %Y} deliveries, "
+        f"{this_month.remaining} left."
+    ) in output
+    for line in older:
+        assert line.used <= line.allowed, line
+
+
+def test_cap_refusals_are_the_intakes_words(buyer):
+    policy = BuyerPolicyFactory(buyer=buyer, cap_percent=10, cap_min=3)
+    delivery = DeliveryEventFactory(buyer=buyer)
+    month = month_of(delivery.delivered_at)
+    BuyerMonth.objects.filter(buyer=buyer).update(deliveries=268, returns=26)
+
+    result = feedback_receive(
+        buyer=buyer,
+        data={"event_id": delivery.event_id, "type": "return", "reason": "Bad phone"},
+        channel=Feedback.Channel.API,
+    )
+
+    assert result.feedback.outcome == Feedback.Outcome.FAILURE
+    assert result.feedback.outcome_reason == cap_refusal(
+        policy, month=month, used=26, allowed=26, deliveries=268
+    )
+
+
+def test_month_counters_are_what_a_recount_makes():
+    seed_demo(*SMALL)
+
+    def counters():
+        return set(
+            BuyerMonth.objects.values_list(
+                "buyer_id", "flow_id", "month", "deliveries", "returns"
+            )
+        )
+
+    seeded = counters()
+    assert seeded
+    months_recount()
+    assert counters() == seeded
+
+
+def test_second_run_keeps_review_steps_and_credits_as_they_were():
+    seed_demo(*SMALL)
+
+    def review():
+        return (
+            set(ReturnTransition.objects.values_list("pk", "to_state", "created_at")),
+            set(Credit.objects.values_list("pk", "amount", "created_at")),
+            set(demo_returns().values_list("pk", "review_state")),
+        )
+
+    before = review()
+    seed_demo(*SMALL)
+    assert review() == before

@@ -13,6 +13,7 @@ from feedback.demo.seed import (
     DemoSeed,
     demo_seed,
 )
+from feedback.returns.selectors import AWAITING
 from sources.models import FeedbackConfig
 from sources.outbound.guard import destination_problem
 
@@ -23,8 +24,9 @@ NOTIFICATIONS_PATH = "/admin/feedback/notification/"
 class Command(BaseCommand):
     help = (
         "Seed demo data (sources, flows, four buyers with portal users and API keys, "
-        "months of deliveries and feedback, feedback configs forwarding to the "
-        "built-in demo receiver) and print the logins, a buyer API key and a curl "
+        "months of deliveries and feedback, returns under review and a return cap, "
+        "feedback configs forwarding to the built-in demo receiver) and print the "
+        "logins, a buyer API key and a curl "
         "command. Safe to run again: existing data is kept and the printed buyer "
         "gets a fresh demo key."
     )
@@ -92,6 +94,19 @@ class Command(BaseCommand):
             )
         else:
             self.stdout.write(f"Demo data already present, kept: {counts}.")
+        for buyer, states in result.reviews:
+            waiting = ", ".join(f"{states[s]:,} {s}" for s in AWAITING if s in states)
+            self.stdout.write(
+                f"Returns from {buyer.name} wait for review ({waiting}) in the admin's "
+                "Returns review queue."
+            )
+        for buyer, line in result.allowances:
+            scope = "" if line.scope == "All flows" else f" ({line.scope})"
+            self.stdout.write(
+                f"{buyer.name}{scope} has a return cap: {line.used:,} of "
+                f"{line.allowed:,} returns used for {line.month:%B %Y} deliveries, "
+                f"{line.remaining:,} left."
+            )
 
     def _logins(self, result: DemoSeed) -> None:
         # The portal may not be installed in this build; then only the login shows.
