@@ -4,6 +4,7 @@ import datetime
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.db import connection
@@ -26,6 +27,9 @@ FAILURE = Feedback.Outcome.FAILURE
 
 
 CHART_BARS = 15
+
+
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ def csv_value(column: Column, value: Any) -> Any:
         return None
     if column.kind == "rate":
         return round(value * 100, 2)
+    if column.kind == "money":
+        # SQLite's sums lose the trailing zeros: 80, not 80.00.
+        return Decimal(value).quantize(CENT)
     if column.kind in ("seconds", "number", "score"):
         return round(value, 2)
     if column.kind == "month":
