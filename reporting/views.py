@@ -22,6 +22,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
         "Sources and buyers",
         ["scorecard", "time-to-feedback-by-source", "time-to-feedback-by-buyer"],
     ),
+    ("Returns", ["returns-resolution"]),
     ("Forwarding and billing", ["delivery-health", "billing"]),
 ]
 

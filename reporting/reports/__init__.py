@@ -49,6 +49,7 @@ from reporting.reports.breakdowns import (
 )
 from reporting.reports.operations import BillingReport, DeliveryHealthReport
 from reporting.reports.registry import REPORTS
+from reporting.reports.returns import ReturnsResolutionReport
 from reporting.reports.time_to_feedback import (
     BuyerTimeToFeedbackReport,
     SourceTimeToFeedbackReport,
@@ -81,6 +82,7 @@ __all__ = [
     "ReasonBreakdownReport",
     "Report",
     "ReportTable",
+    "ReturnsResolutionReport",
     "ScorecardReport",
     "Section",
     "SourceBreakdownReport",
