@@ -7,7 +7,7 @@ or through a screen reader (each SVG has a title and a description).
 
 import datetime
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from django.utils.html import escape
@@ -25,10 +25,14 @@ def _number(value: float) -> str:
 
 
 def bar_chart(
-    items: Sequence[tuple[str, float]], *, title: str, description: str
+    items: Sequence[tuple[str, float]],
+    *,
+    title: str,
+    description: str,
+    value_text: Callable[[float], str] = _number,
 ) -> SafeString:
     """Horizontal bars, hatched, with the label on the left and the value at the
-    bar's end."""
+    bar's end (as `value_text` writes it: money keeps its cents)."""
     height = max(1, len(items)) * (BAR_HEIGHT + BAR_GAP) + BAR_GAP
     width = LABEL_WIDTH + PLOT_WIDTH + VALUE_WIDTH
     largest = max((value for _, value in items), default=0) or 1
@@ -58,7 +62,7 @@ def bar_chart(
             f'<rect x="{LABEL_WIDTH}" y="{y}" width="{bar:.1f}" '
             f'height="{BAR_HEIGHT}" fill="url(#hatch)" stroke="#264b5d"/>'
             f'<text x="{LABEL_WIDTH + bar + 6:.1f}" y="{text_y:.1f}">'
-            f"{escape(_number(value))}</text>"
+            f"{escape(value_text(value))}</text>"
         )
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every text above is escaped

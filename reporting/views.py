@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 from reporting.exports import report_csv_response
 from reporting.filters import filter_form_for
 from reporting.models import VIEW_REPORTS
-from reporting.reports import REPORTS, Report
+from reporting.reports import REPORTS, Report, Section
 
 # The order of the index and the tabs.
 SECTIONS: list[tuple[str, list[str]]] = [
@@ -22,6 +22,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
         "Sources and buyers",
         ["scorecard", "time-to-feedback-by-source", "time-to-feedback-by-buyer"],
     ),
+    ("Returns", ["returns-resolution"]),
     ("Forwarding and billing", ["delivery-health", "billing"]),
 ]
 
@@ -87,6 +88,8 @@ def report_detail(request: HttpRequest, code: str) -> HttpResponse:
             request, "reporting/report_detail.html", context, status=400
         )
     report: Report = report_class(form.filters())
+    if report_class.sections:
+        return _sections_detail(request, report, context)
     table = report.generate()
     if request.GET.get("export") == "csv":
         return report_csv_response(report, table)
@@ -99,3 +102,64 @@ def report_detail(request: HttpRequest, code: str) -> HttpResponse:
         csv_query=query.urlencode(),
     )
     return TemplateResponse(request, "reporting/report_detail.html", context)
+
+
+def _sections_detail(
+    request: HttpRequest, report: Report, context: dict[str, Any]
+) -> HttpResponse:
+    """A report of several tables: each the user may see under its heading with
+    its own CSV (`table=<key>`); the others named, with what they need."""
+    allowed = [s for s in report.sections if request.user.has_perms(s.permissions)]
+    if request.GET.get("export") == "csv":
+        section = _section_for_csv(report, allowed, request.GET.get("table"))
+        (table,) = report.generate_sections([section])
+        return report_csv_response(report, table, name=section.key)
+    sections = []
+    for section, table in zip(allowed, report.generate_sections(allowed), strict=True):
+        query = request.GET.copy()
+        query.update({"export": "csv", "table": section.key})
+        sections.append(
+            {
+                "section": section,
+                "table": table,
+                "charts": report.section_charts(section, table),
+                "csv_query": query.urlencode(),
+            }
+        )
+    hidden = [s for s in report.sections if s not in allowed]
+    context.update(
+        report=report,
+        sections_shown=sections,
+        sections_hidden=_hidden_notes(request, hidden),
+    )
+    return TemplateResponse(request, "reporting/report_detail.html", context)
+
+
+def _section_for_csv(
+    report: Report, allowed: list[Section], key: str | None
+) -> Section:
+    """The table a CSV asks for; without `table`, the first the user may see."""
+    if not key:
+        if not allowed:
+            raise PermissionDenied(f"No table of {report.name} is open to you.")
+        return allowed[0]
+    for section in report.sections:
+        if section.key == key:
+            if section not in allowed:
+                raise PermissionDenied(f"{section.title} needs its own permission.")
+            return section
+    raise Http404(f"{report.name} has no table {key!r}.")
+
+
+def _hidden_notes(request: HttpRequest, sections: list[Section]) -> list[str]:
+    """One sentence per heading left out: what it needs that the user lacks."""
+    notes: dict[str, set[str]] = {}
+    for section in sections:
+        missing = {p for p in section.permissions if not request.user.has_perm(p)}
+        notes.setdefault(section.group or section.title, set()).update(missing)
+    return [
+        f"{heading} needs the "
+        + " and ".join(sorted(p.split(".")[-1].replace("_", " ") for p in missing))
+        + " permission (the Analyst and Seller admin roles have it)."
+        for heading, missing in notes.items()
+    ]

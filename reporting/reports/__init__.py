@@ -16,6 +16,7 @@ from reporting.reports.base import (
     PercentileCont,
     Report,
     ReportTable,
+    Section,
     as_dicts,
     csv_label,
     csv_value,
@@ -48,6 +49,7 @@ from reporting.reports.breakdowns import (
 )
 from reporting.reports.operations import BillingReport, DeliveryHealthReport
 from reporting.reports.registry import REPORTS
+from reporting.reports.returns import ReturnsResolutionReport
 from reporting.reports.time_to_feedback import (
     BuyerTimeToFeedbackReport,
     SourceTimeToFeedbackReport,
@@ -80,7 +82,9 @@ __all__ = [
     "ReasonBreakdownReport",
     "Report",
     "ReportTable",
+    "ReturnsResolutionReport",
     "ScorecardReport",
+    "Section",
     "SourceBreakdownReport",
     "SourceTimeToFeedbackReport",
     "TimeToFeedbackReport",

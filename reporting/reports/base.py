@@ -4,6 +4,7 @@ import datetime
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from django.db import connection
@@ -28,6 +29,9 @@ FAILURE = Feedback.Outcome.FAILURE
 CHART_BARS = 15
 
 
+CENT = Decimal("0.01")
+
+
 @dataclass(frozen=True)
 class Column:
     """One column: `kind` says how to show it (count, money, rate, score, seconds,
@@ -36,6 +40,20 @@ class Column:
     key: str
     label: str
     kind: str = "count"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table of a report that has several, under its own heading. Its CSV is
+    the page's URL with `export=csv&table=<key>`; `permissions` are needed on top
+    of the report's own (credits are money: billing's permission). Consecutive
+    sections of one `group` share its heading."""
+
+    key: str
+    title: str
+    description: str
+    permissions: tuple[str, ...] = ()
+    group: str = ""
 
 
 @dataclass
@@ -66,6 +84,9 @@ def csv_value(column: Column, value: Any) -> Any:
         return None
     if column.kind == "rate":
         return round(value * 100, 2)
+    if column.kind == "money":
+        # SQLite's sums lose the trailing zeros: 80, not 80.00.
+        return Decimal(value).quantize(CENT)
     if column.kind in ("seconds", "number", "score"):
         return round(value, 2)
     if column.kind == "month":
@@ -133,6 +154,9 @@ class Report:
     permissions: ClassVar[tuple[str, ...]] = (VIEW_REPORTS,)
     # Templates list report classes: read their attributes, do not instantiate.
     do_not_call_in_templates: ClassVar[bool] = True
+    # A report of several tables names them here and builds them with
+    # generate_sections(); its generate() is then not used.
+    sections: ClassVar[tuple[Section, ...]] = ()
 
     def __init__(self, filters: ReportFilters) -> None:
         self.filters = filters
@@ -144,13 +168,27 @@ class Report:
     def generate(self) -> ReportTable:
         raise NotImplementedError
 
+    def generate_sections(self, sections: Sequence[Section]) -> list[ReportTable]:
+        """The tables of `sections` (those the user may see), in their order."""
+        raise NotImplementedError
+
     def charts(self, table: ReportTable) -> list[SafeString]:
         """Charts drawn from the table, shown above it."""
         return []
 
-    def filename(self) -> str:
+    def section_charts(self, section: Section, table: ReportTable) -> list[SafeString]:
+        """Charts drawn from one section's table, shown above it."""
+        return []
+
+    def describe_dates(self) -> str:
+        """The page's sentence on which dates count, where the basis does not
+        apply."""
+        return ""
+
+    def filename(self, table: str = "") -> str:
+        name = f"{self.code}-{table}" if table else self.code
         return (
-            f"leadback-{self.code}-{self.filters.start.isoformat()}-"
+            f"leadback-{name}-{self.filters.start.isoformat()}-"
             f"{self.filters.end.isoformat()}.csv"
         )
 

@@ -194,6 +194,14 @@ class BillingReport(Report):
     uses_basis = False
     permissions = (VIEW_REPORTS, VIEW_BILLING)
 
+    def describe_dates(self) -> str:
+        f = self.filters
+        return (
+            f"Counted by the date of each event ({f.start.isoformat()} to "
+            f"{f.end.isoformat()}): feedback by when it was received, sent feedback "
+            "by when its notification was created. The date basis does not apply."
+        )
+
     def _received_from_rollups(self) -> list[dict[str, Any]] | None:
         """Feedback received per month from the received-day rollups, or None when
         they cannot answer (rollups off or not built, more than one of source, flow

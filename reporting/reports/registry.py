@@ -11,6 +11,7 @@ from reporting.reports.breakdowns import (
     TrendReport,
 )
 from reporting.reports.operations import BillingReport, DeliveryHealthReport
+from reporting.reports.returns import ReturnsResolutionReport
 from reporting.reports.time_to_feedback import (
     BuyerTimeToFeedbackReport,
     SourceTimeToFeedbackReport,
@@ -28,6 +29,7 @@ REPORTS: dict[str, type[Report]] = {
         SourceTimeToFeedbackReport,
         BuyerTimeToFeedbackReport,
         ScorecardReport,
+        ReturnsResolutionReport,
         DeliveryHealthReport,
         BillingReport,
     )

@@ -327,3 +327,13 @@ def test_cost_per_conversion_rounds_to_cents():
 
     row = finish_row({"delivered": 3, "cost": Decimal("10.00"), "conversions": 3})
     assert row["cost_per_conversion"] == Decimal("3.33")
+
+
+def test_csv_money_keeps_two_decimals():
+    from reporting.reports import Column, csv_value
+
+    money = Column("revenue", "Revenue", "money")
+    # What SQLite's SUM gives back for 40.00 + 40.00.
+    assert str(csv_value(money, Decimal("80"))) == "80.00"
+    assert str(csv_value(money, Decimal("12.5"))) == "12.50"
+    assert csv_value(money, None) is None

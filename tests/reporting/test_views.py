@@ -144,7 +144,12 @@ def test_every_report_renders_with_filters_and_csv_link(staff_client, code):
     assert response.status_code == 200
     page = response.content.decode()
     assert 'id="report-filters"' in page
-    assert 'id="report-table"' in page
+    sections = REPORTS[code].sections
+    if sections:
+        for section in sections:
+            assert f'id="report-table-{section.key}"' in page
+    else:
+        assert 'id="report-table"' in page
     assert "export=csv" in page
     if REPORTS[code].uses_basis:
         assert "Counted by feedback date" in page
