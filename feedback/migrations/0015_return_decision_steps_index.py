@@ -1,12 +1,7 @@
 """An index on the review steps that approve or reject a return, by date: the
 returns report (reporting/reports/returns.py) reads the decisions of a period
-from it instead of every step ever written.
-
-Database only: ReturnTransition's Meta does not declare it yet, so the model
-state is left as it is and `makemigrations` stays quiet. When the model gains
-`models.Index(fields=["created_at"], condition=Q(to_state__in=["approved",
-"rejected"]), name="return_step_decisions")`, move this into the state with a
-state-only AddIndex instead of creating it again."""
+from it instead of every step ever written. The single-column index on the
+steps' feedback goes: the (feedback, created_at) index leads with it."""
 
 from django.db import migrations, models
 
@@ -15,17 +10,22 @@ class Migration(migrations.Migration):
     dependencies = [("feedback", "0014_returns_resolution_backfill")]
 
     operations = [
-        migrations.SeparateDatabaseAndState(
-            database_operations=[
-                migrations.AddIndex(
-                    model_name="returntransition",
-                    index=models.Index(
-                        fields=["created_at"],
-                        condition=models.Q(to_state__in=["approved", "rejected"]),
-                        name="return_step_decisions",
-                    ),
-                )
-            ],
-            state_operations=[],
-        )
+        migrations.AddIndex(
+            model_name="returntransition",
+            index=models.Index(
+                fields=["created_at"],
+                condition=models.Q(to_state__in=["approved", "rejected"]),
+                name="return_step_decisions",
+            ),
+        ),
+        migrations.AlterField(
+            model_name="returntransition",
+            name="feedback",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=models.deletion.CASCADE,
+                related_name="transitions",
+                to="feedback.feedback",
+            ),
+        ),
     ]

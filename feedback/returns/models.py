@@ -54,8 +54,9 @@ class ReturnTransition(models.Model):
         INTEGRATION = "integration", "Integration key"
         SYSTEM = "system", "Leadback"
 
+    # Indexed by the (feedback, created_at) index in Meta.
     feedback = models.ForeignKey(
-        Feedback, on_delete=models.CASCADE, related_name="transitions"
+        Feedback, on_delete=models.CASCADE, related_name="transitions", db_index=False
     )
     from_state = models.CharField(
         max_length=10, choices=Feedback.ReviewState.choices, blank=True
@@ -86,7 +87,15 @@ class ReturnTransition(models.Model):
     class Meta:
         verbose_name = "return review step"
         ordering = ["created_at", "pk"]
-        indexes = [models.Index(fields=["feedback", "created_at"])]
+        indexes = [
+            models.Index(fields=["feedback", "created_at"]),
+            # The decisions of a period, for the returns report.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(to_state__in=["approved", "rejected"]),
+                name="return_step_decisions",
+            ),
+        ]
         default_permissions = ("view",)
 
     def __str__(self) -> str:
