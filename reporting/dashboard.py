@@ -169,7 +169,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                     "money",
                     _credits(current),
                     _credits(previous),
-                    _report_link("billing", current),
+                    _report_link("returns-resolution", current),
                     rise_is_good=False,
                 )
             )
