@@ -1,12 +1,13 @@
 """Returns resolution in the admin (DESIGN §10): the review queue with its bulk
-decisions, one return's review page with its evidence files, and the review
-steps as an audit trail.
+decisions, one return's review page with its evidence files, the credits with
+their invoicing CSV, and the review steps as an audit trail.
 
 Every decision goes through the services, one return at a time, so the admin
 answers exactly as the API does: a return that is no longer waiting is skipped
 with the service's reason (the API's 409).
 """
 
+import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +21,8 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery
+from django.db.models.functions import TruncMonth
 from django.http import (
     FileResponse,
     Http404,
@@ -39,12 +41,13 @@ from django.utils.timesince import timesince
 from django.utils.translation import ngettext
 
 from feedback.adminkit import ReadOnlyAdmin, short_text
-from feedback.models import BuyerPolicy, Feedback
+from feedback.models import Buyer, BuyerPolicy, Feedback
 from feedback.returns.admission import credit_amount, policy_for
 from feedback.returns.checks import Check, return_checks
 from feedback.returns.models import Credit, ReturnTransition
 from feedback.returns.proxies import ReturnReview
 from feedback.returns.selectors import (
+    credits_total,
     other_feedback,
     return_rates_this_month,
     returns_awaiting_review,
@@ -58,6 +61,7 @@ from feedback.returns.services import (
     TransitionRefused,
     return_decide,
 )
+from sources.csvcells import write_csv
 from sources.models import Kind
 
 State = Feedback.ReviewState
@@ -814,3 +818,265 @@ class ReturnTransitionAdmin(ReadOnlyAdmin[ReturnTransition]):
     @admin.display(description="note")
     def note_column(self, obj: ReturnTransition) -> SafeString:
         return short_text(obj.note)
+
+
+# Credits: read-only, with the filtered total and an invoicing CSV ---------------
+
+
+class MonthFilter(admin.SimpleListFilter):
+    """The calendar month (in TIME_ZONE) a credit was granted in."""
+
+    title = "month"
+    parameter_name = "month"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        months = (
+            Credit.objects.annotate(month=TruncMonth("created_at"))
+            .order_by("-month")
+            .values_list("month", flat=True)
+            .distinct()[:36]
+        )
+        return [(f"{month:%Y-%m}", f"{month:%B %Y}") for month in months if month]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> QuerySet[Any] | None:
+        bounds = month_bounds(self.value() or "")
+        if bounds is None:
+            return None
+        start, end = bounds
+        return queryset.filter(created_at__gte=start, created_at__lt=end)
+
+
+def month_bounds(value: str) -> tuple[datetime, datetime] | None:
+    """[start, end) of a "YYYY-MM" month in TIME_ZONE; None for anything else."""
+    try:
+        start = datetime.strptime(value, "%Y-%m")  # noqa: DTZ007 made aware below
+    except ValueError:
+        return None
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else (start.replace(month=start.month + 1))
+    )
+    return timezone.make_aware(start), timezone.make_aware(end)
+
+
+class VoidedFilter(admin.SimpleListFilter):
+    title = "voided"
+    parameter_name = "voided"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        return [("no", "Live"), ("yes", "Voided")]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Any]
+    ) -> QuerySet[Any] | None:
+        if self.value() == "no":
+            return queryset.filter(voided_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(voided_at__isnull=False)
+        return None
+
+
+def approving_step() -> Subquery:
+    """The from-state of the step that approved the credit's return: empty
+    when it was approved at intake, by the buyer's policy."""
+    return Subquery(
+        ReturnTransition.objects.filter(
+            feedback_id=OuterRef("feedback_id"), to_state=State.APPROVED
+        )
+        .order_by("-created_at", "-pk")
+        .values("from_state")[:1]
+    )
+
+
+def credit_decider(credit: Credit) -> str:
+    if credit.decided_by is not None:
+        return credit.decided_by.get_full_name() or credit.decided_by.get_username()
+    if getattr(credit, "approved_from", None) == "":
+        return "Policy, at intake"
+    if credit.api_key is not None:
+        return f"API key “{credit.api_key.name}”"
+    return ""
+
+
+CSV_HEADER = (
+    "buyer",
+    "month",
+    "delivery event id",
+    "reference",
+    "lead id",
+    "reason",
+    "amount",
+    "decided at",
+    "decided by",
+)
+
+
+@admin.register(Credit)
+class CreditAdmin(ReadOnlyAdmin[Credit]):
+    """What approved returns credit each buyer. Credits change only through the
+    services: approving a return writes one, undoing an approval voids it."""
+
+    list_display = (
+        "decided_at",
+        "buyer",
+        "amount",
+        "reason_column",
+        "source",
+        "event_link",
+        "decided_by_column",
+        "voided",
+    )
+    list_filter = (MonthFilter, "buyer", "source", VoidedFilter)
+    list_select_related = ("buyer", "source", "delivery", "decided_by", "api_key")
+    search_fields = ("delivery__event_id__exact", "delivery__reference__exact")
+    search_help_text = "Exact event id or reference."
+    ordering = ("-created_at", "-pk")
+    change_list_template = "admin/feedback/credit/change_list.html"
+    fields = (
+        "buyer",
+        "source",
+        "flow",
+        "event_link",
+        "return_link",
+        "reason",
+        "amount",
+        "decided_by_column",
+        "created_at",
+        "voided_at",
+        "void_reason",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Credit]:
+        return super().get_queryset(request).annotate(approved_from=approving_step())
+
+    @admin.display(description="decided at", ordering="created_at")
+    def decided_at(self, obj: Credit) -> str:
+        return f"{timezone.localtime(obj.created_at):%Y-%m-%d %H:%M}"
+
+    @admin.display(description="delivery (event id)")
+    def event_link(self, obj: Credit) -> SafeString:
+        # The start of the id is enough to tell deliveries apart in a list;
+        # the page and the CSV carry all of it.
+        event_id = obj.delivery.event_id
+        return format_html(
+            '<a href="{}" title="{}">{}…</a>',
+            reverse("admin:feedback_deliveryevent_change", args=[obj.delivery_id]),
+            event_id,
+            event_id[:10],
+        )
+
+    @admin.display(description="return")
+    def return_link(self, obj: Credit) -> SafeString:
+        return format_html(
+            '<a href="{}">Review page</a>',
+            reverse("admin:feedback_returnreview_change", args=[obj.feedback_id]),
+        )
+
+    @admin.display(description="reason", ordering="reason")
+    def reason_column(self, obj: Credit) -> SafeString:
+        return short_text(obj.reason, 40)
+
+    @admin.display(description="decided by", empty_value="")
+    def decided_by_column(self, obj: Credit) -> str:
+        return credit_decider(obj)
+
+    @admin.display(description="voided", ordering="voided_at", empty_value="")
+    def voided(self, obj: Credit) -> SafeString | str:
+        if obj.voided_at is None:
+            return ""
+        return format_html(
+            '<span title="{}">{}</span>',
+            obj.void_reason,
+            f"{timezone.localtime(obj.voided_at):%Y-%m-%d}",
+        )
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {"title": "Credits", **(extra_context or {})}
+        response = super().changelist_view(request, extra_context)
+        # A redirect (bad filter, action done) has no list to total.
+        context = getattr(response, "context_data", None)
+        cl = context.get("cl") if context is not None else None
+        if context is not None and cl is not None:
+            live = cl.queryset.filter(voided_at__isnull=True)
+            context["credits_total"] = credits_total(live)
+            context["credits_count"] = live.count()
+            context["export_url"] = (
+                reverse("admin:feedback_credit_export") + cl.get_query_string()
+            )
+        return response
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "export.csv",
+                self.admin_site.admin_view(self.export_view),
+                name="feedback_credit_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """The live credits the list's filters select, as a CSV ready for
+        invoicing: one row per credit, every cell formula-safe."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            cl = self.get_changelist_instance(request)
+        except admin.options.IncorrectLookupParameters:
+            return HttpResponseRedirect(reverse("admin:feedback_credit_changelist"))
+        credits = (
+            cl.queryset.filter(voided_at__isnull=True)
+            .select_related("buyer", "delivery", "feedback__lead", "decided_by")
+            .order_by("buyer__name", "created_at", "pk")
+        )
+        stream = io.StringIO()
+        write_csv(
+            stream,
+            (
+                (
+                    credit.buyer.name,
+                    f"{timezone.localtime(credit.created_at):%Y-%m}",
+                    credit.delivery.event_id,
+                    credit.delivery.reference,
+                    credit.feedback.lead.public_id,
+                    credit.reason,
+                    credit.amount,
+                    timezone.localtime(credit.created_at).replace(microsecond=0),
+                    credit_decider(credit),
+                )
+                for credit in credits.iterator(chunk_size=2000)
+            ),
+            header=CSV_HEADER,
+        )
+        response = HttpResponse(
+            stream.getvalue(), content_type="text/csv; charset=utf-8"
+        )
+        response["Content-Disposition"] = content_disposition_header(
+            as_attachment=True, filename=export_name(request)
+        )
+        return response
+
+
+def export_name(request: HttpRequest) -> str:
+    """credits-<buyer>-<month>.csv, naming what the filters chose."""
+    parts = ["credits"]
+    buyer = request.GET.get("buyer__id__exact", "")
+    if buyer.isdigit():
+        slug = (
+            Buyer.objects.filter(pk=int(buyer)).values_list("slug", flat=True).first()
+        )
+        parts.append(slug or buyer)
+    month = request.GET.get("month", "")
+    if month_bounds(month) is not None:
+        parts.append(month)
+    return "-".join(parts) + ".csv"
