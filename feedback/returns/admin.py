@@ -115,6 +115,12 @@ def verdict_badge(check: Check, *, short: bool) -> SafeString:
     )
 
 
+RATE_HELP = (
+    "Returns counted against the buyer's cap (pending, disputed and approved) "
+    "about this month's deliveries, of the buyer's deliveries this month."
+)
+
+
 def rate_text(rate: tuple[int, int]) -> str:
     """ "12 of 140 (8.6 %)": the buyer's counted returns of its deliveries."""
     returns, deliveries = rate
@@ -466,9 +472,13 @@ class ReturnReviewAdmin(admin.ModelAdmin[ReturnReview]):
         )
 
     @admin.display(description="buyer's returns this month", empty_value="")
-    def return_rate(self, obj: Feedback) -> str:
+    def return_rate(self, obj: Feedback) -> SafeString | str:
         facts: RowFacts | None = getattr(obj, "review_facts", None)
-        return rate_text(facts.rate) if facts else ""
+        if facts is None:
+            return ""
+        return format_html(
+            '<span title="{}">{}</span>', RATE_HELP, rate_text(facts.rate)
+        )
 
     @admin.display(description="evidence")
     def evidence(self, obj: Feedback) -> SafeString | str:
@@ -700,6 +710,7 @@ class ReturnReviewAdmin(admin.ModelAdmin[ReturnReview]):
             "age": age_text(obj.received_at),
             "state": state_badge(obj),
             "rate": rate_text(rate),
+            "rate_help": RATE_HELP,
             "checks": [(c, verdict_badge(c, short=False)) for c in return_checks(obj)],
             "converted_before": any(
                 other.kind == Kind.CONVERSION
