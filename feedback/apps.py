@@ -8,6 +8,7 @@ CONCERN_MODELS = (
     "feedback.forwarding.models",
     "feedback.imports.models",
     "feedback.returns.models",
+    "feedback.returns.proxies",
 )
 
 

@@ -23,8 +23,8 @@ ROLES: tuple[Role, ...] = (
     Role(
         "Seller admin",
         "Everything in the admin: sources and their configs, buyers, policies, API "
-        "keys, users and groups, login lockouts, resending, and every report "
-        "including billing.",
+        "keys, users and groups, login lockouts, resending, deciding returns, and "
+        "every report including billing.",
         ("sources.*", "feedback.*", "reporting.*", "auth.*", "axes.*"),
     ),
     Role(
@@ -50,6 +50,19 @@ ROLES: tuple[Role, ...] = (
             # Deleting a login's failed attempts unlocks it.
             "axes.view_accessattempt",
             "axes.delete_accessattempt",
+        ),
+    ),
+    Role(
+        "Returns reviewer",
+        "Every admin page of sources, buyers, deliveries and feedback read-only, "
+        "the returns review queue and the credits; approves and rejects returns, "
+        "which credits buyers. No reports.",
+        (
+            "sources.view_*",
+            "feedback.view_*",
+            # Approving writes a credit: deciding is a permission of its own,
+            # not part of seeing the queue.
+            "feedback.decide_returns",
         ),
     ),
 )

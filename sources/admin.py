@@ -183,6 +183,7 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
         fields = (
             "source",
             "kind",
+            "forward_on",
             "enabled",
             "method",
             "url",
@@ -211,7 +212,7 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
                 field.help_text = "A value is stored; leave blank to keep it."
         # Only batch configs use the batch settings: other methods may leave
         # them out (clean() puts the model's defaults back).
-        for name in ("batch_every", "batch_timezone"):
+        for name in ("batch_every", "batch_timezone", "forward_on"):
             if name in self.fields:
                 self.fields[name].required = False
         signing = self.fields.get("signing_secret")
@@ -229,9 +230,14 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             cleaned_data["signing_secret"] = generate_secret()
         if cleaned_data.get("headers") is None:
             cleaned_data["headers"] = {}
-        for name, default in (("batch_every", "day"), ("batch_timezone", "UTC")):
+        for name, default in (
+            ("batch_every", "day"),
+            ("batch_timezone", "UTC"),
+            ("forward_on", FeedbackConfig.ForwardOn.ACCEPTED),
+        ):
             if name in cleaned_data and not cleaned_data[name]:
                 cleaned_data[name] = default
+        self._check_forward_on(cleaned_data)
         if cleaned_data.get("batch_email_to") is None:
             cleaned_data["batch_email_to"] = []
         if cleaned_data.get("url") is None:
@@ -250,6 +256,24 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             for message in messages:
                 self.add_error(target, message)
         return cleaned_data
+
+    def _check_forward_on(self, cleaned_data: dict[str, Any]) -> None:
+        """Only returns are reviewed, and a sync send answers the buyer's own
+        request: neither fits a config that waits for an approval."""
+        if cleaned_data.get("forward_on") != FeedbackConfig.ForwardOn.APPROVED:
+            return
+        if cleaned_data.get("kind") not in (None, Kind.RETURN):
+            self.add_error(
+                "forward_on",
+                "Only returns wait for a review: a conversion or status config "
+                "forwards each feedback when it is accepted.",
+            )
+        elif cleaned_data.get("sync"):
+            self.add_error(
+                "sync",
+                "A config that waits for approval cannot send synchronously: the "
+                "buyer's request is answered long before a return is approved.",
+            )
 
 
 class FieldMappingForm(forms.ModelForm[FieldMapping]):
@@ -304,6 +328,7 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
                 "fields": (
                     "source",
                     "kind",
+                    "forward_on",
                     "enabled",
                     "method",
                     "url",

@@ -2,11 +2,12 @@
 read-only view of what happened (leads, deliveries, feedback, notifications).
 
 Django's autodiscovery imports this package; each module registers its models,
-the forwarding and CSV import admins included.
+the forwarding, CSV import and returns admins included.
 """
 
 from feedback.admin import buyers, records
 from feedback.forwarding import admin as forwarding
 from feedback.imports import admin as imports
+from feedback.returns import admin as returns
 
-__all__ = ["buyers", "forwarding", "imports", "records"]
+__all__ = ["buyers", "forwarding", "imports", "records", "returns"]

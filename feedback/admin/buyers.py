@@ -2,6 +2,7 @@
 keys, outcome codes, and the stored Idempotency-Key replies."""
 
 import logging
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -34,7 +35,8 @@ from feedback.services import (
     api_key_revoke,
 )
 from sources import rules
-from sources.widgets import RuleSetWidget
+from sources.models import Kind
+from sources.widgets import DEFAULT_SUGGESTIONS, RuleSetWidget
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +49,115 @@ class FlowAdmin(admin.ModelAdmin[Flow]):
     readonly_fields = ("created_at",)
 
 
+# Returns resolution (DESIGN §10): read for return policies only.
+RETURN_FIELDS = (
+    "review",
+    "auto_approve",
+    "cap_percent",
+    "cap_min",
+    "credit_percent",
+    "dispute_days",
+)
+# Auto-approve rules may also read the evidence checks (feedback/returns/checks.py).
+AUTO_APPROVE_VARIABLES = (
+    *DEFAULT_SUGGESTIONS,
+    "check.phone_valid",
+    "check.duplicate_of",
+)
+RETURNS_HELP = (
+    "For return policies only. Review decides whether an accepted return is "
+    "approved (and credited) at once or waits in the review queue; the cap "
+    "refuses returns beyond a share of the month's deliveries."
+)
+
+
+def _default(name: str) -> Any:
+    field = next(f for f in BuyerPolicy._meta.concrete_fields if f.name == name)
+    return field.get_default()
+
+
 class BuyerPolicyForm(forms.ModelForm[BuyerPolicy]):
     class Meta:
         model = BuyerPolicy
-        fields = ("buyer", "kind", "flow", "enabled", "max_age_days", "rules")
-        widgets = {"rules": RuleSetWidget(attrs={"rows": 4, "cols": 50})}
+        fields = (
+            "buyer",
+            "kind",
+            "flow",
+            "enabled",
+            "max_age_days",
+            "rules",
+            *RETURN_FIELDS,
+        )
+        widgets = {
+            "rules": RuleSetWidget(attrs={"rows": 4, "cols": 50}),
+            "auto_approve": RuleSetWidget(
+                attrs={"rows": 4, "cols": 50}, variables=AUTO_APPROVE_VARIABLES
+            ),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Conversion and status rows leave them out, and so may older clients:
+        # clean() puts the model's defaults back.
+        for name in RETURN_FIELDS:
+            if name in self.fields:
+                self.fields[name].required = False
 
     def clean_rules(self) -> Any:
-        rule_set = self.cleaned_data.get("rules")
-        if rule_set is not None:
-            problems = rules.validate_rule_set(rule_set)
-            if problems:
-                raise forms.ValidationError(problems)
-        return rule_set
+        return _checked_rule_set(self.cleaned_data.get("rules"))
+
+    def clean_auto_approve(self) -> Any:
+        return _checked_rule_set(self.cleaned_data.get("auto_approve"))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned_data = super().clean() or {}
+        for name in ("review", "cap_min", "credit_percent", "dispute_days"):
+            if name in cleaned_data and cleaned_data[name] in (None, ""):
+                cleaned_data[name] = _default(name)
+        kind = cleaned_data.get("kind")
+        if kind and kind != Kind.RETURN:
+            for name in RETURN_FIELDS:
+                default = _default(name)
+                if name in cleaned_data and cleaned_data[name] != default:
+                    shown = "empty" if default is None else default
+                    self.add_error(
+                        name,
+                        f"Only return policies use this: set it back to {shown}, "
+                        "or make this a return policy.",
+                    )
+            return cleaned_data
+        review = cleaned_data.get("review")
+        if (
+            review == BuyerPolicy.Review.RULES
+            and not cleaned_data.get("auto_approve")
+            and "auto_approve" not in self.errors
+        ):
+            self.add_error(
+                "auto_approve",
+                "Rules review needs auto-approve rules: without them every return "
+                "waits for a decision, as with manual review.",
+            )
+        if review != BuyerPolicy.Review.RULES and cleaned_data.get("auto_approve"):
+            self.add_error(
+                "auto_approve",
+                "Only rules review reads these: choose rules review, or clear them.",
+            )
+        if cleaned_data.get("cap_percent") is None and cleaned_data.get("cap_min"):
+            self.add_error(
+                "cap_min",
+                "A floor needs a cap: set the percent (0 for a fixed number of "
+                "returns a month), or leave both empty for no cap.",
+            )
+        return cleaned_data
+
+
+def _checked_rule_set(rule_set: Any) -> Any:
+    """A rule set as the rules engine checks it before it is saved."""
+    if rule_set is not None:
+        problems = rules.validate_rule_set(rule_set)
+        if problems:
+            raise forms.ValidationError(problems)
+    return rule_set
 
 
 class BuyerPolicyFormSet(
@@ -84,11 +182,30 @@ class BuyerPolicyFormSet(
             seen.add(pair)
 
 
-class BuyerPolicyInline(admin.TabularInline[BuyerPolicy, Buyer]):
+POLICY_FIELDSETS: Any = (
+    (None, {"fields": (("kind", "flow", "enabled"), "max_age_days", "rules")}),
+    (
+        "Returns resolution",
+        {
+            "fields": (
+                "review",
+                "auto_approve",
+                ("cap_percent", "cap_min"),
+                ("credit_percent", "dispute_days"),
+            ),
+            # The buyer page's script hides it on rows of other kinds.
+            "classes": ("returns-resolution",),
+            "description": RETURNS_HELP,
+        },
+    ),
+)
+
+
+class BuyerPolicyInline(admin.StackedInline[BuyerPolicy, Buyer]):
     model = BuyerPolicy
     form = BuyerPolicyForm
     formset = BuyerPolicyFormSet
-    fields = ("kind", "flow", "enabled", "max_age_days", "rules")
+    fieldsets = POLICY_FIELDSETS
     autocomplete_fields = ("flow",)
     extra = 0
 
@@ -119,6 +236,7 @@ class BuyerAdmin(admin.ModelAdmin[Buyer]):
     readonly_fields = ("created_at", "updated_at")
     fields = ("name", "slug", "is_active", "created_at", "updated_at")
     inlines = (BuyerPolicyInline, BuyerMembershipInline)
+    change_form_template = "admin/feedback/buyer/change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Buyer]:
         return (
@@ -149,10 +267,13 @@ class BuyerPolicyAdmin(admin.ModelAdmin[BuyerPolicy]):
         "enabled",
         "max_age_days",
         "has_rules",
+        "review",
+        "cap",
     )
     list_filter = (
         "kind",
         "enabled",
+        "review",
         ("flow", admin.EmptyFieldListFilter),
         "buyer",
     )
@@ -160,6 +281,11 @@ class BuyerPolicyAdmin(admin.ModelAdmin[BuyerPolicy]):
     search_fields = ("buyer__slug", "buyer__name", "flow__slug", "flow__name")
     autocomplete_fields = ("buyer", "flow")
     ordering = ("buyer__name", "kind")
+    fieldsets = (
+        (None, {"fields": ("buyer",)}),
+        *POLICY_FIELDSETS,
+    )
+    change_form_template = "admin/feedback/buyerpolicy/change_form.html"
 
     @admin.display(description="applies to", ordering="flow__name")
     def applies_to(self, obj: BuyerPolicy) -> str:
@@ -168,6 +294,13 @@ class BuyerPolicyAdmin(admin.ModelAdmin[BuyerPolicy]):
     @admin.display(description="rules", boolean=True)
     def has_rules(self, obj: BuyerPolicy) -> bool:
         return bool(obj.rules)
+
+    @admin.display(description="return cap", ordering="cap_percent")
+    def cap(self, obj: BuyerPolicy) -> str:
+        if obj.kind != Kind.RETURN or not obj.capped:
+            return ""
+        percent = Decimal(obj.cap_percent or 0).normalize()
+        return f"{percent:f} %, at least {obj.cap_min}"
 
 
 class ApiKeyCreateForm(forms.ModelForm[ApiKey]):

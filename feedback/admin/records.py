@@ -8,6 +8,8 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.http import (
     HttpRequest,
 )
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from feedback.adminkit import (
@@ -228,6 +230,7 @@ class FeedbackAdmin(ContactSearchAdmin[Feedback], ReadOnlyAdmin[Feedback]):
     list_filter = (
         "kind",
         "outcome",
+        "review_state",
         "channel",
         "outcome_code",
         "buyer",
@@ -254,6 +257,7 @@ class FeedbackAdmin(ContactSearchAdmin[Feedback], ReadOnlyAdmin[Feedback]):
                     "kind",
                     "outcome",
                     "outcome_reason",
+                    "review",
                 )
             },
         ),
@@ -283,6 +287,7 @@ class FeedbackAdmin(ContactSearchAdmin[Feedback], ReadOnlyAdmin[Feedback]):
         "kind",
         "outcome",
         "outcome_reason",
+        "review",
         "outcome_code",
         "reason",
         "revenue",
@@ -308,3 +313,13 @@ class FeedbackAdmin(ContactSearchAdmin[Feedback], ReadOnlyAdmin[Feedback]):
     @admin.display(description="custom")
     def custom_data(self, obj: Feedback) -> SafeString:
         return pretty_json(obj.custom)
+
+    @admin.display(description="return review")
+    def review(self, obj: Feedback) -> SafeString | str:
+        if not obj.review_state:
+            return "—"
+        return format_html(
+            '{} · <a href="{}">review page</a>',
+            obj.get_review_state_display(),
+            reverse("admin:feedback_returnreview_change", args=[obj.pk]),
+        )
