@@ -237,7 +237,6 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
         ):
             if name in cleaned_data and not cleaned_data[name]:
                 cleaned_data[name] = default
-        self._check_forward_on(cleaned_data)
         if cleaned_data.get("batch_email_to") is None:
             cleaned_data["batch_email_to"] = []
         if cleaned_data.get("url") is None:
@@ -256,24 +255,6 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             for message in messages:
                 self.add_error(target, message)
         return cleaned_data
-
-    def _check_forward_on(self, cleaned_data: dict[str, Any]) -> None:
-        """Only returns are reviewed, and a sync send answers the buyer's own
-        request: neither fits a config that waits for an approval."""
-        if cleaned_data.get("forward_on") != FeedbackConfig.ForwardOn.APPROVED:
-            return
-        if cleaned_data.get("kind") not in (None, Kind.RETURN):
-            self.add_error(
-                "forward_on",
-                "Only returns wait for a review: a conversion or status config "
-                "forwards each feedback when it is accepted.",
-            )
-        elif cleaned_data.get("sync"):
-            self.add_error(
-                "sync",
-                "A config that waits for approval cannot send synchronously: the "
-                "buyer's request is answered long before a return is approved.",
-            )
 
 
 class FieldMappingForm(forms.ModelForm[FieldMapping]):

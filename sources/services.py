@@ -249,11 +249,21 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
     def add(field: str, message: str) -> None:
         problems.setdefault(field, []).append(message)
 
-    if (
-        config.forward_on == FeedbackConfig.ForwardOn.APPROVED
-        and config.kind != Kind.RETURN
-    ):
-        add("forward_on", "Only returns wait for approval; forward on acceptance.")
+    if config.forward_on == FeedbackConfig.ForwardOn.APPROVED:
+        # Only returns are reviewed, and a sync send answers the buyer's own
+        # request: neither fits a config that waits for an approval.
+        if config.kind != Kind.RETURN:
+            add(
+                "forward_on",
+                "Only returns wait for a review: a conversion or status config "
+                "forwards each feedback when it is accepted.",
+            )
+        elif config.sync:
+            add(
+                "sync",
+                "A config that waits for approval cannot send synchronously: the "
+                "buyer's request is answered long before a return is approved.",
+            )
     method = config.method
     if method == FeedbackConfig.Method.BATCH:
         for field, message in batch_config_problems(config):

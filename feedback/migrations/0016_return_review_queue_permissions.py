@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('feedback', '0014_returns_resolution_backfill'),
+        ('feedback', '0015_return_decision_steps_index'),
     ]
 
     operations = [
