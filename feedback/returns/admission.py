@@ -216,7 +216,7 @@ def returns_record(
                     feedback_id=feedback.pk,
                     reason=feedback.reason,
                     amount=credit_amount(policy, feedback.delivery.price),
-                    api_key_id=feedback.api_key_id,
+                    # Decided by the policy: no person and no deciding key.
                     created_at=feedback.received_at,
                 )
             )
