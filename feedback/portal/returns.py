@@ -216,7 +216,9 @@ def steps_for_display(
             to_state=step.to_state,
             who=step_actor(step, user=user, buyer=buyer),
             at=step.created_at,
-            note=step.note,
+            # The intake writes a fixed word on the request step; the buyer's
+            # own note is the return's and shows with it.
+            note=step.note if step.from_state else "",
             evidence_name=step.evidence_name or Path(step.evidence.name or "").name,
             evidence_url=reverse(
                 "portal:return-evidence", args=[feedback.public_id, number]
@@ -373,7 +375,7 @@ def _month_value(month: date) -> str:
 
 
 class CreditMonthForm(forms.Form):
-    month = forms.ChoiceField(label="Month credited")
+    month = forms.ChoiceField(label="Month credited", required=False)
 
     def __init__(self, *args: Any, month_list: list[date], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -382,7 +384,7 @@ class CreditMonthForm(forms.Form):
         field.initial = _month_value(month_list[0])
 
     def chosen(self) -> date | None:
-        if not self.is_bound or not self.is_valid():
+        if not self.is_bound or not self.is_valid() or not self.cleaned_data["month"]:
             return None
         year, month = self.cleaned_data["month"].split("-")
         return date(int(year), int(month), 1)
