@@ -28,7 +28,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import dateformat, timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
@@ -167,7 +167,7 @@ def dispute_window(
 
 
 def _when(moment: datetime) -> str:
-    return f"{timezone.localtime(moment):%b %-d, %Y %H:%M %Z}"
+    return dateformat.format(timezone.localtime(moment), "M j, Y H:i T")
 
 
 def step_actor(step: ReturnTransition, *, user: User, buyer: Buyer) -> str:
@@ -644,17 +644,21 @@ def credit_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _to_second(moment: datetime) -> datetime:
+    return timezone.localtime(moment).replace(microsecond=0)
+
+
 def _csv_rows(credits: QuerySet[Credit]) -> Iterator[tuple[Any, ...]]:
     for credit in credits.iterator(chunk_size=1000):
         delivery = credit.delivery
         yield (
-            timezone.localtime(credit.created_at),
+            _to_second(credit.created_at),
             credit.amount,
             credit.feedback.public_id,
             delivery.event_id,
             delivery.reference,
             delivery.lead.display_name,
-            timezone.localtime(delivery.delivered_at),
+            _to_second(delivery.delivered_at),
             credit.flow.name,
             credit.source.name,
             credit.reason,

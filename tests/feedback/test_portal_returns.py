@@ -8,6 +8,7 @@ returns through feedback_receive, decisions through the returns services."""
 
 import csv
 import io
+import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 import time_machine
 from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from feedback import months
@@ -226,6 +229,27 @@ def test_the_list_pages_by_keyset(portal, buyer, buyer_user, policy, monkeypatch
     second = portal.get(LIST_URL + older).content.decode()
     assert detail_url(returns[0]) in second
     assert detail_url(returns[1]) not in second
+
+
+def test_the_list_costs_the_same_queries_for_few_returns_or_many(
+    portal, buyer, buyer_user, reviewer, policy
+):
+    def queries_for_list():
+        with CaptureQueriesContext(connection) as queries:
+            assert portal.get(LIST_URL).status_code == 200
+        return len(queries)
+
+    return_approve(
+        feedback=request_return(buyer, buyer_user, deliver(buyer)), user=reviewer
+    )
+    queries_for_list()  # the session's first request reads more than the list
+    few = queries_for_list()
+    for _ in range(5):
+        rejected_return(buyer, buyer_user, reviewer)
+        return_approve(
+            feedback=request_return(buyer, buyer_user, deliver(buyer)), user=reviewer
+        )
+    assert queries_for_list() == few
 
 
 # A return's page and its history ------------------------------------------------
@@ -549,6 +573,7 @@ def test_credits_show_the_months_rows_and_total_and_download_as_safe_csv(
     assert bad["reason"] == '\'=HYPERLINK("http://evil.example","x")'
     assert bad["lead"] == "'@SUM(1+1) Tester"
     assert bad["event_id"] == hostile.delivery.event_id
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", bad["credited_at"])
     assert bad["source"] == "Bluesky"
 
 
