@@ -280,6 +280,20 @@ def test_the_history_says_who_in_words_and_never_names_staff(
     assert detail_url(feedback) in delivery_page.content.decode()
 
 
+def test_a_return_approved_before_reviews_existed_reads_as_such(
+    portal, buyer, buyer_user
+):
+    # What migration 0014 left: approved at intake, with no review step.
+    feedback = request_return(buyer, buyer_user, deliver(buyer))
+    ReturnTransition.objects.filter(feedback=feedback).delete()
+
+    page = portal.get(LIST_URL).content.decode()
+    assert "Approved when received" in page
+    assert "Not decided yet" not in page
+    page = portal.get(detail_url(feedback)).content.decode()
+    assert "No review steps are recorded" in page
+
+
 def test_a_pending_return_offers_no_dispute(portal, buyer, buyer_user, policy):
     feedback = request_return(buyer, buyer_user, deliver(buyer))
     page = portal.get(detail_url(feedback)).content.decode()
