@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback.portal import views
+from feedback.portal import returns, views
 
 app_name = "portal"
 urlpatterns = [
@@ -16,6 +16,20 @@ urlpatterns = [
         views.delivery_feedback,
         name="delivery-feedback",
     ),
+    path("returns/", returns.return_list, name="return-list"),
+    path("returns/<uuid:public_id>/", returns.return_detail, name="return-detail"),
+    path(
+        "returns/<uuid:public_id>/dispute/",
+        returns.return_dispute_view,
+        name="return-dispute",
+    ),
+    path(
+        "returns/<uuid:public_id>/evidence/<int:step>/",
+        returns.return_evidence,
+        name="return-evidence",
+    ),
+    path("credits/", returns.credit_list, name="credit-list"),
+    path("credits.csv", returns.credit_csv, name="credit-csv"),
     path("imports/", views.import_upload, name="import-upload"),
     path("imports/<str:public_id>/", views.import_detail, name="import-detail"),
     path(

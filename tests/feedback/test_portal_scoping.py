@@ -3,19 +3,53 @@ names an object is walked with an object of the user's buyer (it works) and one
 of another buyer (404, and nothing changes)."""
 
 import pytest
+from django.core.files.storage import FileSystemStorage
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from feedback.imports.services import feedback_import_create
-from feedback.models import ApiKey, Feedback
+from feedback.intake.pipeline import feedback_receive
+from feedback.models import ApiKey, BuyerPolicy, Feedback
 from feedback.portal import urls as portal_urls
+from feedback.returns.models import ReturnTransition
+from feedback.returns.services import return_dispute, return_reject
 from sources.models import Kind
 from tests.factories import DeliveryEventFactory
 
 pytestmark = pytest.mark.django_db
 
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
+
+
+@pytest.fixture(autouse=True)
+def evidence_storage(tmp_path, monkeypatch):
+    field = ReturnTransition._meta.get_field("evidence")
+    storage = FileSystemStorage(location=tmp_path / "evidence", base_url=None)
+    monkeypatch.setattr(field, "storage", storage)
+
+
+def rejected_return(buyer):
+    """A return of a new delivery, requested and rejected through the services."""
+    result = feedback_receive(
+        buyer=buyer,
+        data={"event_id": DeliveryEventFactory(buyer=buyer).event_id, "type": "return"},
+        channel=Feedback.Channel.API,
+    )
+    return return_reject(feedback=result.feedback, note="Answers the phone.")
+
 
 def objects_of(buyer):
     delivery = DeliveryEventFactory(buyer=buyer)
+    BuyerPolicy.objects.get_or_create(
+        buyer=buyer, kind=Kind.RETURN, flow=None, review=BuyerPolicy.Review.MANUAL
+    )
+    disputed = return_dispute(
+        feedback=rejected_return(buyer),
+        comment="It rang out.",
+        evidence=SimpleUploadedFile("log.png", PNG, content_type="image/png"),
+    )
     return {
+        "rejected": rejected_return(buyer),
+        "disputed": disputed,
         "delivery": delivery,
         "import": feedback_import_create(
             buyer=buyer,
@@ -60,6 +94,21 @@ def import_refused_csv(client, objects):
     return client.get(f"/portal/imports/{objects['import'].public_id}/refused.csv")
 
 
+def return_detail(client, objects):
+    return client.get(f"/portal/returns/{objects['disputed'].public_id}/")
+
+
+def return_dispute_post(client, objects):
+    return client.post(
+        f"/portal/returns/{objects['rejected'].public_id}/dispute/",
+        {"comment": "It rang out."},
+    )
+
+
+def return_evidence(client, objects):
+    return client.get(f"/portal/returns/{objects['disputed'].public_id}/evidence/3/")
+
+
 # URL name -> requests that exercise it with the objects of one buyer.
 WALK = {
     "delivery-detail": [delivery_detail],
@@ -72,6 +121,9 @@ WALK = {
     "import-detail": [import_detail],
     "import-progress": [import_progress],
     "import-refused-csv": [import_refused_csv],
+    "return-detail": [return_detail],
+    "return-dispute": [return_dispute_post],
+    "return-evidence": [return_evidence],
 }
 REQUESTS = [request for requests in WALK.values() for request in requests]
 
@@ -98,9 +150,10 @@ def test_another_buyers_object_is_404_and_untouched(
 ):
     client.force_login(buyer_user)
     theirs = objects_of(other_buyer)
+    states = dict(Feedback.objects.values_list("pk", "review_state"))
     response = request_(client, theirs)
     assert response.status_code == 404
-    assert not Feedback.objects.exists()
+    assert dict(Feedback.objects.values_list("pk", "review_state")) == states
     theirs["key"].refresh_from_db()
     assert theirs["key"].revoked_at is None
 
@@ -110,6 +163,9 @@ def test_an_unknown_object_is_the_same_404(client, buyer_user):
     assert client.get(f"/portal/deliveries/{'0' * 24}/").status_code == 404
     response = client.post("/portal/keys/00000000-0000-4000-8000-000000000000/revoke/")
     assert response.status_code == 404
+    unknown = "/portal/returns/00000000-0000-4000-8000-000000000000/"
+    assert client.get(unknown).status_code == 404
+    assert client.get(f"{unknown}evidence/1/").status_code == 404
 
 
 def test_the_selection_form_treats_another_buyers_delivery_as_unknown(
