@@ -936,6 +936,12 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
+    if "--returns" in sys.argv[1:]:
+        # Returns with review and a cap against plain returns (intake_returns.py).
+        import intake_returns
+
+        intake_returns.main(sys.argv[1:])
+        return
     options = parse_args()
     started = datetime.now(UTC)
     command = shlex.join(["bench/intake.py", *sys.argv[1:]])

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,7 +22,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
-from django.db.models import Count, Min, Prefetch, QuerySet, Sum
+from django.db.models import Count, Min, Prefetch, QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
@@ -43,6 +42,7 @@ from feedback.returns.selectors import (
     Allowance,
     allowances_for,
     credits_list,
+    credits_total,
     recent_months,
     returns_list,
     transitions_for,
@@ -627,7 +627,7 @@ def _credits_for_month(
 @buyer_required
 def credit_list(request: HttpRequest) -> HttpResponse:
     form, month, credits = _credits_for_month(request)
-    summary = credits.order_by().aggregate(total=Sum("amount"), count=Count("pk"))
+    count = credits.order_by().aggregate(count=Count("pk"))["count"]
     return render(
         request,
         "portal/credit_list.html",
@@ -635,8 +635,8 @@ def credit_list(request: HttpRequest) -> HttpResponse:
             "form": form,
             "month": month,
             "credits": list(credits[:CREDITS_SHOWN]),
-            "count": summary["count"],
-            "total": summary["total"] or Decimal("0.00"),
+            "count": count,
+            "total": credits_total(credits),
             "csv_query": f"month={_month_value(month)}",
             "nav": "credits",
         },

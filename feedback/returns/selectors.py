@@ -65,8 +65,9 @@ def credits_list(
 
 
 def credits_total(credits: QuerySet[Credit]) -> Decimal:
+    """The sum of the amounts, to the cent (SQLite sums decimals as numbers)."""
     total = credits.order_by().aggregate(total=Sum("amount"))["total"]
-    return total if total is not None else Decimal("0.00")
+    return Decimal(total or 0).quantize(Decimal("0.01"))
 
 
 @dataclass(frozen=True)
