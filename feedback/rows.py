@@ -45,13 +45,20 @@ class Columns(Generic[M]):
         columns = (cast(str, f.column) for f in self.fields)  # concrete: never None
         return ", ".join(f"{self.alias}.{quote(column)}" for column in columns)
 
-    def load(self, row: Sequence[Any], start: int = 0) -> M | None:
+    def load(
+        self,
+        row: Sequence[Any],
+        start: int = 0,
+        db: BaseDatabaseWrapper | None = None,
+    ) -> M | None:
         """The instance in `row[start:start + len(self)]`; None for a row a LEFT
-        JOIN did not match (its primary key is NULL)."""
+        JOIN did not match (its primary key is NULL). `db` is the connection the
+        row was read on (the default one when not given)."""
         values = list(row[start : start + len(self.fields)])
         if values[self._pk_index] is None:
             return None
-        db = _default_connection()
+        if db is None:
+            db = _default_connection()
         for index, expression, converters in self._converters_for(db):
             value = values[index]
             for converter in converters:
