@@ -4,11 +4,10 @@ import uuid
 from collections import Counter
 
 from django.contrib.auth.models import User
-from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Exists, F, OuterRef, QuerySet
 
 from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback, Flow
-from feedback.rows import Columns
+from feedback.rows import Columns, default_connection
 from feedback.services import hash_api_key
 from sources.models import Kind
 
@@ -30,9 +29,7 @@ def api_key_get_active(*, raw_key: str) -> ApiKey | None:
         "WHERE k.key_hash = %s AND k.revoked_at IS NULL "
         "AND (b.id IS NULL OR b.is_active)"  # integration keys have no buyer
     )
-    # The connection itself, looked up once: the `connection` proxy looks it up
-    # again on every attribute read.
-    db = connections[DEFAULT_DB_ALIAS]
+    db = default_connection()
     with db.cursor() as cursor:
         cursor.execute(sql, [hash_api_key(raw_key)])
         row = cursor.fetchone()
