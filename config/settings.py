@@ -248,6 +248,8 @@ REST_FRAMEWORK = {
     # JSON with the body cap, the nesting bound and the text check (README,
     # "Input limits").
     "DEFAULT_PARSER_CLASSES": ["feedback.api.negotiation.JSONBodyParser"],
+    # DRF's, with the common "no preference" case answered without parsing.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "feedback.api.negotiation.ContentNegotiation",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "feedback.api.errors.problem_exception_handler",

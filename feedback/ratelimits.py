@@ -3,20 +3,51 @@
 One counter per client and window (`600/min`: the minute since the epoch), so a hit
 is one increment: one round trip to Redis, none with the local-memory cache. A
 window's count starts again at its end, which is what `RateLimit-Reset` says.
+
+Every API call counts, so counting is kept lean (docs/performance.md): the cache is
+looked up once per thread, not through Django's per-call handler, and the keys,
+built here from a scope, an id or an address and a number, skip Django's check
+for keys memcached could not take (a warning only; Leadback caches in Redis or in
+memory), which cost more than the increment itself.
 """
 
 import logging
 import math
+import pickle
+import threading
 import time
 from dataclasses import dataclass
 from hashlib import sha256
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest
 
 logger = logging.getLogger(__name__)
+
+_local = threading.local()
+
+
+def _cache() -> BaseCache:
+    """caches["default"], kept per thread as Django keeps it."""
+    try:
+        cache: BaseCache = _local.cache
+    except AttributeError:
+        cache = _local.cache = caches["default"]
+    return cache
+
+
+@receiver(setting_changed)
+def _forget_cache(*, setting: str, **kwargs: Any) -> None:
+    global _local
+    if setting == "CACHES":
+        _local = threading.local()
 
 
 @dataclass(frozen=True)
@@ -63,23 +94,41 @@ def rate_hit(
 
 
 def _increment(key: str, *, timeout: int) -> int:
-    cache = caches["default"]
+    cache = _cache()
+    full_key = cache.make_key(key)
     if isinstance(cache, RedisCache):
         # Django's incr() asks EXISTS first and add() is a third trip: INCR creates
         # the key, EXPIRE bounds it, and one pipeline sends both.
-        full_key = cache.make_and_validate_key(key)
         client = cache._cache.get_client(full_key, write=True)
         pipeline = client.pipeline(transaction=False)
         pipeline.incr(full_key)
         pipeline.expire(full_key, timeout)
         count, _ = pipeline.execute()
         return int(count)
+    if isinstance(cache, LocMemCache):
+        return _increment_in_memory(cache, full_key, timeout=timeout)
     try:
         return cache.incr(key)
     except ValueError:  # the window's first request
         if cache.add(key, 1, timeout):
             return 1
         return cache.incr(key)
+
+
+def _increment_in_memory(cache: LocMemCache, full_key: str, *, timeout: int) -> int:
+    # LocMemCache's incr() and, for a window's first request, add(), in one step
+    # under its lock and stored as they store values, so get() and clear() see
+    # the same count.
+    store: Any = cache
+    with store._lock:
+        if store._has_expired(full_key):
+            store._set(full_key, pickle.dumps(1, store.pickle_protocol), timeout)
+            return 1
+        # Our own count, pickled by this process: nothing untrusted is unpickled.
+        count = int(pickle.loads(store._cache[full_key])) + 1  # noqa: S301
+        store._cache[full_key] = pickle.dumps(count, store.pickle_protocol)
+        store._cache.move_to_end(full_key, last=False)
+    return count
 
 
 def client_address(request: HttpRequest) -> str:

@@ -7,6 +7,7 @@ written once, their column lists come from the models, and their rows become mod
 instances through the fields' own converters, as the ORM would build them.
 """
 
+import threading
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, Generic, TypeVar, cast
@@ -45,13 +46,20 @@ class Columns(Generic[M]):
         columns = (cast(str, f.column) for f in self.fields)  # concrete: never None
         return ", ".join(f"{self.alias}.{quote(column)}" for column in columns)
 
-    def load(self, row: Sequence[Any], start: int = 0) -> M | None:
+    def load(
+        self,
+        row: Sequence[Any],
+        start: int = 0,
+        db: BaseDatabaseWrapper | None = None,
+    ) -> M | None:
         """The instance in `row[start:start + len(self)]`; None for a row a LEFT
-        JOIN did not match (its primary key is NULL)."""
+        JOIN did not match (its primary key is NULL). `db` is the connection the
+        row was read on (the default one when not given)."""
         values = list(row[start : start + len(self.fields)])
         if values[self._pk_index] is None:
             return None
-        db = _default_connection()
+        if db is None:
+            db = default_connection()
         for index, expression, converters in self._converters_for(db):
             value = values[index]
             for converter in converters:
@@ -100,7 +108,7 @@ class Insert(Generic[M]):
         )
 
     def __call__(self, instance: M) -> None:
-        db = _default_connection()
+        db = default_connection()
         values = [
             field.get_db_prep_save(field.pre_save(instance, True), db)
             for field in self.fields
@@ -112,7 +120,20 @@ class Insert(Generic[M]):
         instance._state.db = db.alias
 
 
-def _default_connection() -> BaseDatabaseWrapper:
-    # The connection itself: every attribute read through the `connection`
-    # proxy looks the connection up again, a dozen times per row.
-    return connections[DEFAULT_DB_ALIAS]
+_local = threading.local()
+
+
+def default_connection() -> BaseDatabaseWrapper:
+    """The default connection itself, for code that reads it many times.
+
+    Every attribute read through the `connection` proxy looks the connection up
+    again, a dozen times per row, and each lookup goes through asgiref's Local,
+    which costs about as much as converting a row's values. Django keeps one
+    connection per thread and replaces it only as a thread starts (the test
+    servers share theirs), so it is kept here per thread as well.
+    """
+    try:
+        db: BaseDatabaseWrapper = _local.db
+    except AttributeError:
+        db = _local.db = connections[DEFAULT_DB_ALIAS]
+    return db

@@ -4,11 +4,10 @@ import uuid
 from collections import Counter
 
 from django.contrib.auth.models import User
-from django.db import connection
 from django.db.models import Exists, F, OuterRef, QuerySet
 
 from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback, Flow
-from feedback.rows import Columns
+from feedback.rows import Columns, default_connection
 from feedback.services import hash_api_key
 from sources.models import Kind
 
@@ -30,14 +29,15 @@ def api_key_get_active(*, raw_key: str) -> ApiKey | None:
         "WHERE k.key_hash = %s AND k.revoked_at IS NULL "
         "AND (b.id IS NULL OR b.is_active)"  # integration keys have no buyer
     )
-    with connection.cursor() as cursor:
+    db = default_connection()
+    with db.cursor() as cursor:
         cursor.execute(sql, [hash_api_key(raw_key)])
         row = cursor.fetchone()
     if row is None:
         return None
-    api_key = _KEY.load(row)
+    api_key = _KEY.load(row, db=db)
     if api_key is not None and api_key.buyer_id is not None:
-        api_key.buyer = _KEY_BUYER.load(row, len(_KEY))
+        api_key.buyer = _KEY_BUYER.load(row, len(_KEY), db=db)
     return api_key
 
 

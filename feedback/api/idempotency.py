@@ -29,6 +29,7 @@ from feedback.services import (
 )
 
 HEADER = "Idempotency-Key"
+META_KEY = "HTTP_IDEMPOTENCY_KEY"
 MAX_KEY_LENGTH = 255
 
 View = TypeVar("View", bound=APIView)
@@ -71,7 +72,8 @@ def idempotent(method: Handler) -> Handler:
     def wrapper(
         view: APIView, request: Request, *args: Any, **kwargs: Any
     ) -> HttpResponseBase:
-        key = request.headers.get(HEADER)
+        # From META: request.headers would build a map of every header first.
+        key = request.META.get(META_KEY)
         if key is None:
             return method(view, request, *args, **kwargs)
         key = key.strip()

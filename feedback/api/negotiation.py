@@ -7,7 +7,7 @@ format, safe XML in, and a `<result>` document out.
 
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from itertools import accumulate
 from typing import IO, Any
 
@@ -16,8 +16,10 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import QueryDict
 from lxml import etree
 from rest_framework.exceptions import ParseError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser, FormParser, JSONParser
 from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
 from rest_framework.utils import json
 
 from feedback.api.errors import InputRefused
@@ -32,6 +34,48 @@ from feedback.safetext import (
 from sources.outbound.safexml import UnsafeXmlError, element_to_value, parse_xml
 
 MAX_XML_BYTES = 256 * 1024
+
+
+class ContentNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, answered without parsing in the common cases: a body
+    of exactly the first parser's media type, and a client that leaves the answer's
+    format to the view (no `Accept`, as most API clients send, `*/*`, or exactly
+    the first renderer's media type, and no `?format=`). DRF's own matching
+    reaches the same parser and renderer, after building the request's whole
+    header map and parsing each media type."""
+
+    def select_renderer(
+        self,
+        request: Request,
+        renderers: Iterable[BaseRenderer],
+        format_suffix: str | None = None,
+    ) -> Any:
+        # DRF passes lists; anything else goes the long way.
+        if isinstance(renderers, list | tuple) and renderers and not format_suffix:
+            first = renderers[0]
+            accept = request.META.get("HTTP_ACCEPT", "*/*")
+            if (accept == "*/*" or accept == first.media_type) and not (
+                request.META.get("QUERY_STRING") and self._format_asked(request)
+            ):
+                return first, first.media_type
+        return super().select_renderer(request, renderers, format_suffix)
+
+    def select_parser(
+        self, request: Request, parsers: Iterable[BaseParser]
+    ) -> BaseParser | None:
+        # A body sent as exactly the first parser's media type is that parser's,
+        # which is what DRF's matching would conclude after parsing both types.
+        if (
+            isinstance(parsers, list | tuple)
+            and parsers
+            and request.content_type == parsers[0].media_type
+        ):
+            return parsers[0]
+        return super().select_parser(request, parsers)
+
+    def _format_asked(self, request: Request) -> bool:
+        name = self.settings.URL_FORMAT_OVERRIDE
+        return bool(name and request.query_params.get(name))
 
 
 def read_body(stream: IO[bytes], limit: int | None = None) -> bytes:

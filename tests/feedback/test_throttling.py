@@ -146,6 +146,20 @@ def test_a_window_starts_again_at_its_end():
     assert (after.count, after.remaining, after.reset_s) == (1, 1, 60)
 
 
+def test_a_count_in_local_memory_is_the_caches_own():
+    rate = (5, 60)
+    start = 1_800_000_000.0
+    for _ in range(3):
+        usage = rate_hit("t", "a", rate, now=start)
+    key = f"ratelimit:t:a:{int(start // 60)}"
+
+    assert usage.count == 3
+    assert caches["default"].get(key) == 3
+    caches["default"].clear()
+    assert rate_hit("t", "a", rate, now=start).count == 1
+    assert caches["default"].get(key) == 1
+
+
 def test_an_unreachable_cache_serves_the_request(
     limits, settings, buyer, buyer_client, caplog
 ):
