@@ -42,6 +42,7 @@ from feedback.returns.admission import (
     Admission,
     Policies,
     returns_admit,
+    returns_cap,
     returns_record,
 )
 from feedback.returns.services import return_refused_after_acceptance
@@ -82,6 +83,7 @@ def _write_live(
             else:
                 Feedback.objects.bulk_create(feedbacks)
             returns_record(feedbacks, admissions, policies=policies)
+            _cap(pending, admissions)
             notifications = notifications_create(feedbacks=feedbacks, configs=configs)
     except IntegrityError:
         # Another request returned one of these deliveries since we looked. Store
@@ -91,6 +93,7 @@ def _write_live(
             for result, feedback in pending:
                 _store_one(result, feedback)
             returns_record(feedbacks, admissions, policies=policies)
+            _cap(pending, admissions)
             notifications = notifications_create(feedbacks=feedbacks, configs=configs)
     # Sync configs are sent right here once committed (`_deliver_sync`), unless an
     # outer transaction is open: then they take the queue like the others.
@@ -162,25 +165,32 @@ def _has_returns(feedbacks: list[Any]) -> bool:
 def _admit(
     pending: list[tuple[ReceiveResult, Any]], policies: Policies
 ) -> list[Admission | None]:
-    """Review states and caps for the accepted returns (inside the caller's
-    transaction); a return over its cap becomes refused with the numbers."""
+    """The review state each accepted return starts in (returns/admission.py)."""
     feedbacks = [feedback for _, feedback in pending]
     if not _has_returns(feedbacks):
         return [None] * len(feedbacks)
-    admissions = returns_admit(
-        feedbacks, policies=policies, buyer_id=feedbacks[0].buyer_id
-    )
-    for (result, feedback), admission in zip(pending, admissions, strict=True):
+    return returns_admit(feedbacks, policies=policies, buyer_id=feedbacks[0].buyer_id)
+
+
+def _cap(
+    pending: list[tuple[ReceiveResult, Any]], admissions: list[Admission | None]
+) -> None:
+    """Last before the notifications: fit the returns under their caps (which
+    locks the months' counters until the commit); a return over its cap is
+    refused with the numbers."""
+    if not any(admissions):
+        return
+    feedbacks = [feedback for _, feedback in pending]
+    refused = set(returns_cap(feedbacks, admissions, buyer_id=feedbacks[0].buyer_id))
+    for index, ((result, _), admission) in enumerate(
+        zip(pending, admissions, strict=True)
+    ):
         if admission is None:
             continue
         result.returns_remaining = admission.returns_remaining
-        if admission.refused:
-            feedback.outcome = Feedback.Outcome.FAILURE
-            feedback.outcome_reason = admission.refused[:500]
-            feedback.review_state = ""
+        if index in refused:
             result.status = ReceiveStatus.REFUSED
             result.errors = [FieldError("", admission.refused)]
-    return admissions
 
 
 def _nothing_to_notify(feedbacks: list[Feedback], configs: Configs | None) -> bool:
@@ -303,6 +313,7 @@ def store_copy(
             admissions = _admit(pending, policies)
             _copy_feedback(rows)
             returns_record(rows, admissions, policies=policies)
+            _cap(pending, admissions)
     except IntegrityError:
         # A return of one of these deliveries was accepted elsewhere since we
         # looked: one by one, so only that row becomes "already returned".
@@ -316,6 +327,7 @@ def store_copy(
                 row.outcome_reason = feedback.outcome_reason
                 row.review_state = feedback.review_state
             returns_record(rows, admissions, policies=policies)
+            _cap(pending, admissions)
     _copy_notifications(rows)
 
 

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 from typing import Any
 
+from django.db import connection
 from django.db.models import F
 
 from feedback import months
@@ -49,6 +51,11 @@ class Admission:
     review_state: str = ""
     refused: str = ""  # why the cap refused it
     returns_remaining: int | None = None  # for a capped policy, after this one
+    # For a capped policy: the policy, the month it counts in and the flows
+    # its cap counts besides (buyer-wide: those without a policy of their own).
+    capped: BuyerPolicy | None = None
+    month: date | None = None
+    own_flows: frozenset[int] = frozenset()
 
 
 def initial_state(policy: BuyerPolicy, feedback: Any) -> str:
@@ -101,68 +108,160 @@ def flows_with_own_return_policy(buyer_id: int) -> set[int]:
 def returns_admit(
     feedbacks: Sequence[Any], *, policies: Policies, buyer_id: int
 ) -> list[Admission | None]:
-    """For each feedback (None for what is not an accepted return): its review
-    state, or the cap's refusal. Sets `review_state` on the accepted ones.
-    Runs inside the caller's transaction."""
+    """For each feedback (None for what is not an accepted return): the review
+    state it starts in, set on the feedback too. Whether a capped one fits
+    under its cap is decided by `returns_cap`, at the end of the transaction."""
     admissions: list[Admission | None] = []
-    capped: list[tuple[int, BuyerPolicy, date]] = []
-    for index, feedback in enumerate(feedbacks):
+    own_flows: frozenset[int] | None = None
+    for feedback in feedbacks:
         if feedback.kind != Kind.RETURN or feedback.outcome != Feedback.Outcome.SUCCESS:
             admissions.append(None)
             continue
         policy = policy_for(policies, feedback.flow_id, Kind.RETURN)
         admission = Admission(review_state=initial_state(policy, feedback))
-        admissions.append(admission)
         if policy.capped:
-            capped.append(
-                (index, policy, months.month_of(feedback.delivery.delivered_at))
-            )
-    if capped:
-        _apply_caps(feedbacks, admissions, capped, policies=policies, buyer_id=buyer_id)
-    for feedback, admitted in zip(feedbacks, admissions, strict=True):
-        if admitted is not None and not admitted.refused:
-            feedback.review_state = admitted.review_state
+            admission.capped = policy
+            admission.month = months.month_of(feedback.delivery.delivered_at)
+            if policy.flow_id is None:
+                # The intake may have read only the policies its items need.
+                if own_flows is None:
+                    own_flows = frozenset(flows_with_own_return_policy(buyer_id))
+                admission.own_flows = own_flows
+        feedback.review_state = admission.review_state
+        admissions.append(admission)
     return admissions
 
 
-def _apply_caps(
-    feedbacks: Sequence[Any],
-    admissions: list[Admission | None],
-    capped: list[tuple[int, BuyerPolicy, date]],
-    *,
-    policies: Policies,
-    buyer_id: int,
-) -> None:
-    counters = list(
-        BuyerMonth.objects.select_for_update()
-        .filter(buyer_id=buyer_id, month__in={month for _, _, month in capped})
-        .order_by("month", "flow_id")
-    )
-    # The intake may have read only the policies that apply to its items.
-    own_flows: set[int] = set()
-    if any(policy.flow_id is None for _, policy, _ in capped):
-        own_flows = flows_with_own_return_policy(buyer_id)
-    taken: dict[tuple[int | None, date], int] = {}
-    for index, policy, month in capped:
-        rows = [c for c in counters if c.month == month]
-        scope = cap_scope(policy, own_flows, {c.flow_id for c in rows})
-        deliveries = sum(c.deliveries for c in rows if c.flow_id in scope)
-        used = sum(c.returns for c in rows if c.flow_id in scope)
-        used += taken.get((policy.flow_id, month), 0)
-        allowed = allowance(policy, deliveries)
-        admission = admissions[index]
-        if admission is None:  # capped lists admitted returns only
-            continue
-        if used >= allowed:
-            admission.refused = (
-                f"{CAP_REACHED}: {used} of {allowed} returns allowed for "
-                f"{month:%B %Y} deliveries are used ({_percent(policy)} of "
-                f"{deliveries} deliveries, at least {policy.cap_min})."
+def returns_cap(
+    feedbacks: Sequence[Any], admissions: Sequence[Admission | None], *, buyer_id: int
+) -> list[int]:
+    """Fit the accepted returns under their caps and count them into their
+    months; the indexes of those the cap refused.
+
+    Called last in the intake's transaction, after the feedback and its rows are
+    written: the counters of the months it reads are locked from here to the
+    commit, so concurrent returns against one allowance are admitted one after
+    another and never past it, and that wait is as short as it can be. A refused
+    return's rows are taken back: the feedback becomes refused with the
+    numbers, its review step and credit go."""
+    capped = [
+        (index, admission, admission.capped, admission.month)
+        for index, admission in enumerate(admissions)
+        if admission is not None
+        and admission.capped is not None
+        and admission.month is not None
+    ]
+    refused: list[int] = []
+    if len(capped) == 1 and len(feedbacks) == 1 and _cap_one(feedbacks[0], capped[0]):
+        return refused  # admitted and counted in one statement
+    if capped:
+        counters = list(
+            BuyerMonth.objects.select_for_update()
+            .filter(buyer_id=buyer_id, month__in={month for *_, month in capped})
+            .order_by("month", "flow_id")
+        )
+        taken: dict[tuple[int | None, date], int] = {}
+        for index, admission, policy, month in capped:
+            rows = [c for c in counters if c.month == month]
+            scope = cap_scope(
+                policy, set(admission.own_flows), {c.flow_id for c in rows}
             )
-            admission.returns_remaining = max(allowed - used, 0)
+            deliveries = sum(c.deliveries for c in rows if c.flow_id in scope)
+            used = sum(c.returns for c in rows if c.flow_id in scope)
+            used += taken.get((policy.flow_id, month), 0)
+            allowed = allowance(policy, deliveries)
+            if used >= allowed:
+                admission.refused = (
+                    f"{CAP_REACHED}: {used} of {allowed} returns allowed for "
+                    f"{month:%B %Y} deliveries are used ({_percent(policy)} of "
+                    f"{deliveries} deliveries, at least {policy.cap_min})."
+                )
+                admission.returns_remaining = max(allowed - used, 0)
+                refused.append(index)
+                continue
+            taken[(policy.flow_id, month)] = taken.get((policy.flow_id, month), 0) + 1
+            admission.returns_remaining = allowed - used - 1
+    if refused:
+        _take_back([feedbacks[i] for i in refused], [admissions[i] for i in refused])
+    counts: dict[months.MonthKey, tuple[int, int]] = {}
+    for feedback, admitted in zip(feedbacks, admissions, strict=True):
+        if admitted is None or admitted.refused or feedback.pk is None:
             continue
-        taken[(policy.flow_id, month)] = taken.get((policy.flow_id, month), 0) + 1
-        admission.returns_remaining = allowed - used - 1
+        if feedback.outcome != Feedback.Outcome.SUCCESS:
+            continue
+        key = (
+            feedback.buyer_id,
+            feedback.flow_id,
+            months.month_of(feedback.delivery.delivered_at),
+        )
+        counts[key] = (0, counts.get(key, (0, 0))[1] + 1)
+    months.months_add(counts)
+    return refused
+
+
+@cache
+def _cap_one_sql() -> str:
+    table = connection.ops.quote_name(BuyerMonth._meta.db_table)
+    return (
+        f"WITH scope AS (SELECT deliveries, returns FROM {table} "  # noqa: S608
+        "WHERE buyer_id = %(buyer)s AND month = %(month)s "
+        "AND (%(scope_flow)s::bigint IS NULL OR flow_id = %(scope_flow)s) "
+        "AND NOT (flow_id = ANY(%(own)s::bigint[])) "
+        "ORDER BY flow_id FOR UPDATE), "
+        "totals AS (SELECT coalesce(sum(deliveries), 0) AS d, "
+        "coalesce(sum(returns), 0) AS r FROM scope) "
+        f"UPDATE {table} AS t SET returns = t.returns + 1 FROM totals "
+        "WHERE t.buyer_id = %(buyer)s AND t.flow_id = %(flow)s "
+        "AND t.month = %(month)s "
+        "AND totals.r < GREATEST(%(min)s, floor(%(percent)s * totals.d / 100)) "
+        "RETURNING totals.d, totals.r"
+    )
+
+
+def _cap_one(feedback: Any, capped: tuple[int, Admission, BuyerPolicy, date]) -> bool:
+    """The intake's common case on PostgreSQL, one return to a capped buyer:
+    lock the cap's counters, check the allowance and count the return in one
+    statement, so the counters stay locked for as little as can be before the
+    commit. False when it did nothing (over the cap, or no counter yet): the
+    general path then decides, with the numbers for the refusal."""
+    if connection.vendor != "postgresql" or feedback.pk is None:
+        return False
+    _, admission, policy, month = capped
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _cap_one_sql(),
+            {
+                "buyer": feedback.buyer_id,
+                "flow": feedback.flow_id,
+                "month": month,
+                "scope_flow": policy.flow_id,
+                "own": sorted(admission.own_flows),
+                "min": policy.cap_min,
+                "percent": policy.cap_percent,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    deliveries, used = row
+    admission.returns_remaining = allowance(policy, int(deliveries)) - int(used) - 1
+    return True
+
+
+def _take_back(feedbacks: list[Any], admissions: list[Admission | None]) -> None:
+    """Undo what a return the cap refused wrote: it is stored refused."""
+    ids = [f.pk for f in feedbacks if f.pk is not None]
+    ReturnTransition.objects.filter(feedback_id__in=ids).delete()
+    Credit.objects.filter(feedback_id__in=ids).delete()
+    for feedback, admission in zip(feedbacks, admissions, strict=True):
+        reason = admission.refused[:500] if admission else ""
+        feedback.outcome = Feedback.Outcome.FAILURE
+        feedback.outcome_reason = reason
+        feedback.review_state = ""
+        if feedback.pk is not None:
+            Feedback.objects.filter(pk=feedback.pk).update(
+                outcome=Feedback.Outcome.FAILURE, outcome_reason=reason, review_state=""
+            )
 
 
 def _percent(policy: BuyerPolicy) -> str:
@@ -177,11 +276,10 @@ def returns_record(
     policies: Policies,
 ) -> None:
     """After the feedback is inserted, in the same transaction: the first
-    review step of each accepted return, a credit for each approved one, and
-    the months' counters."""
+    review step of each accepted return and a credit for each approved one
+    (`returns_cap` counts them into their months)."""
     steps: list[ReturnTransition] = []
     credits: list[Credit] = []
-    counts: dict[months.MonthKey, tuple[int, int]] = {}
     for feedback, admission in zip(feedbacks, admissions, strict=True):
         if (
             admission is None
@@ -220,15 +318,8 @@ def returns_record(
                     created_at=feedback.received_at,
                 )
             )
-        key = (
-            feedback.buyer_id,
-            feedback.flow_id,
-            months.month_of(feedback.delivery.delivered_at),
-        )
-        counts[key] = (0, counts.get(key, (0, 0))[1] + 1)
     ReturnTransition.objects.bulk_create(steps)
     Credit.objects.bulk_create(credits)
-    months.months_add(counts)
 
 
 def _requested_by(feedback: Any) -> tuple[str, int | None]:
