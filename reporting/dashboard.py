@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
@@ -75,12 +76,15 @@ class Figure:
 
 
 def month_bounds(today: datetime.date) -> tuple[ReportFilters, ReportFilters]:
-    """This month up to today, and the whole of the month before."""
+    """This month up to today, and the same days of the month before (up to
+    its last day), so counts and money compare like with like."""
     first = today.replace(day=1)
     last_month_end = first - datetime.timedelta(days=1)
+    last_month_start = last_month_end.replace(day=1)
+    same_day = last_month_start.replace(day=min(today.day, last_month_end.day))
     return (
         ReportFilters(start=first, end=today),
-        ReportFilters(start=last_month_end.replace(day=1), end=last_month_end),
+        ReportFilters(start=last_month_start, end=same_day),
     )
 
 
@@ -105,6 +109,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     today = timezone.localdate()
     current, previous = month_bounds(today)
     context: dict[str, Any] = {
+        **admin.site.each_context(request),
         "title": "Dashboard",
         "current": current,
         "previous": previous,
@@ -198,8 +203,11 @@ def _forwarding() -> dict[str, int]:
 
 
 def _review_link(request: HttpRequest) -> dict[str, Any] | None:
-    """Returns waiting for a decision, when the user may see them."""
-    if not request.user.has_perm("feedback.view_feedback"):
+    """Returns waiting for a decision, when the user may see the queue."""
+    if not request.user.has_perm("feedback.view_returnreview"):
         return None
     waiting = Feedback.objects.filter(review_state__in=("pending", "disputed")).count()
-    return {"count": waiting}
+    return {
+        "count": waiting,
+        "url": reverse("admin:feedback_returnreview_changelist"),
+    }

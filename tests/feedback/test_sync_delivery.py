@@ -103,6 +103,29 @@ def test_a_source_refusal_refuses_the_feedback_with_its_reason(
     assert Notification.objects.get().status == Status.FAILED
 
 
+def test_a_return_the_source_refuses_leaves_the_review_and_its_credit_is_void(
+    client, auth, source, delivery
+):
+    from feedback.models import BuyerMonth
+    from feedback.returns.models import Credit, ReturnTransition
+
+    reply = Reply(200, b'{"status": "rejected", "message": "Duplicate lead"}')
+    with RecordingServer(reply) as server:
+        sync_config(source, server.url())
+        post_return(client, auth, delivery)
+
+    feedback = Feedback.objects.get()
+    assert feedback.review_state == ""  # refused feedback has no review state
+    credit = Credit.objects.get()  # granted at intake, voided by the refusal
+    assert credit.voided_at is not None
+    assert credit.void_reason == "Bluesky Leads refused it: Duplicate lead"
+    steps = list(
+        ReturnTransition.objects.values_list("from_state", "to_state", "actor")
+    )
+    assert steps == [("", "approved", "buyer"), ("approved", "", "system")]
+    assert BuyerMonth.objects.get().returns == 0  # no longer counted
+
+
 def test_a_slow_source_leaves_the_feedback_accepted_and_queued(
     client, auth, source, delivery, engine_settings
 ):

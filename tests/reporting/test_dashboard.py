@@ -47,16 +47,20 @@ def test_a_buyer_lands_in_the_portal(client, buyer_user):
     assert response["Location"] == "/portal/"
 
 
-def test_the_month_bounds_compare_this_month_so_far_with_the_whole_last():
-    current, previous = month_bounds(datetime.date(2026, 3, 10))
-    assert (current.start, current.end) == (
-        datetime.date(2026, 3, 1),
-        datetime.date(2026, 3, 10),
-    )
-    assert (previous.start, previous.end) == (
-        datetime.date(2026, 2, 1),
-        datetime.date(2026, 2, 28),
-    )
+@pytest.mark.parametrize(
+    ("today", "previous_end"),
+    [
+        (datetime.date(2026, 3, 10), datetime.date(2026, 2, 10)),
+        (datetime.date(2026, 3, 31), datetime.date(2026, 2, 28)),
+        (datetime.date(2026, 1, 5), datetime.date(2025, 12, 5)),
+    ],
+)
+def test_the_month_so_far_is_compared_with_the_same_days_of_the_last(
+    today, previous_end
+):
+    current, previous = month_bounds(today)
+    assert (current.start, current.end) == (today.replace(day=1), today)
+    assert (previous.start, previous.end) == (previous_end.replace(day=1), previous_end)
 
 
 @time_machine.travel(NOW, tick=False)
@@ -69,7 +73,7 @@ def test_staff_see_this_month_against_the_last_with_links(client, buyer):
         DeliveryEventFactory(
             buyer=buyer,
             price=Decimal("10.00"),
-            delivered_at=NOW - datetime.timedelta(days=20),
+            delivered_at=NOW - datetime.timedelta(days=30),  # 8 February
         )
         for _ in range(2)
     ]
@@ -82,6 +86,9 @@ def test_staff_see_this_month_against_the_last_with_links(client, buyer):
         buyer=buyer,
         data={"event_id": this_month[1].event_id, "type": "return"},
         channel=Feedback.Channel.API,
+    )
+    DeliveryEventFactory(  # 12 February: after the same days of last month
+        buyer=buyer, delivered_at=NOW - datetime.timedelta(days=26)
     )
     client.force_login(staff_with("view_reports", "view_billing", "view_feedback"))
 
@@ -139,11 +146,15 @@ def test_pending_returns_are_counted_for_staff_who_can_see_feedback(client, buye
             },
             channel=Feedback.Channel.API,
         )
-    client.force_login(staff_with("view_reports", "view_feedback"))
+    client.force_login(staff_with("view_reports", "view_returnreview"))
 
     response = client.get("/")
 
-    assert response.context["review_link"]["count"] == 2
+    assert response.context["review_link"] == {
+        "count": 2,
+        "url": "/admin/feedback/returnreview/",
+    }
+    assert 'href="/admin/feedback/returnreview/"' in response.content.decode()
 
 
 def test_the_admin_is_branded_and_leads_to_the_front_door(client, staff_user):
