@@ -192,6 +192,31 @@ def _reject(
     returns_counted(feedback, -1)
 
 
+def _decide(
+    feedback: Feedback,
+    *,
+    states: tuple[str, ...],
+    decision: str,
+    wanted: str,
+    user: User | None,
+    api_key: ApiKey | None,
+    note: str,
+    credit_amount: Any = None,
+) -> Feedback:
+    """Approve or reject a return that is in one of `states`, under its lock."""
+    with transaction.atomic():
+        locked = _locked(feedback)
+        if locked.review_state not in states:
+            raise TransitionRefused(_not_from(locked, wanted), feedback=locked)
+        if decision == APPROVE:
+            _approve(
+                locked, user=user, api_key=api_key, note=note, amount=credit_amount
+            )
+        else:
+            _reject(locked, user=user, api_key=api_key, note=note)
+    return locked
+
+
 def return_approve(
     *,
     feedback: Feedback,
@@ -202,12 +227,16 @@ def return_approve(
 ) -> Feedback:
     """Approve a pending return; it is credited and forwarded where a config
     waits for approval."""
-    with transaction.atomic():
-        locked = _locked(feedback)
-        if locked.review_state != State.PENDING:
-            raise TransitionRefused(_not_from(locked, "approved"), feedback=locked)
-        _approve(locked, user=user, api_key=api_key, note=note, amount=credit_amount)
-    return locked
+    return _decide(
+        feedback,
+        states=(State.PENDING,),
+        decision=APPROVE,
+        wanted="approved",
+        user=user,
+        api_key=api_key,
+        note=note,
+        credit_amount=credit_amount,
+    )
 
 
 def return_reject(
@@ -219,12 +248,15 @@ def return_reject(
 ) -> Feedback:
     """Reject a pending return: it stops counting against the cap, and the
     buyer may dispute it within the policy's dispute_days."""
-    with transaction.atomic():
-        locked = _locked(feedback)
-        if locked.review_state != State.PENDING:
-            raise TransitionRefused(_not_from(locked, "rejected"), feedback=locked)
-        _reject(locked, user=user, api_key=api_key, note=note)
-    return locked
+    return _decide(
+        feedback,
+        states=(State.PENDING,),
+        decision=REJECT,
+        wanted="rejected",
+        user=user,
+        api_key=api_key,
+        note=note,
+    )
 
 
 def return_dispute(
@@ -313,19 +345,16 @@ def return_decide_dispute(
     credit_amount: Any = None,
 ) -> Feedback:
     """The second, final decision on a disputed return."""
-    with transaction.atomic():
-        locked = _locked(feedback)
-        if locked.review_state != State.DISPUTED:
-            raise TransitionRefused(
-                _not_from(locked, "decided as a dispute"), feedback=locked
-            )
-        if decision == APPROVE:
-            _approve(
-                locked, user=user, api_key=api_key, note=note, amount=credit_amount
-            )
-        else:
-            _reject(locked, user=user, api_key=api_key, note=note)
-    return locked
+    return _decide(
+        feedback,
+        states=(State.DISPUTED,),
+        decision=decision,
+        wanted="decided as a dispute",
+        user=user,
+        api_key=api_key,
+        note=note,
+        credit_amount=credit_amount,
+    )
 
 
 def return_decide(
@@ -345,18 +374,16 @@ def return_decide(
         raise DecisionInvalid(
             "Only an approval grants a credit.", field="credit_amount"
         )
-    with transaction.atomic():
-        locked = _locked(feedback)
-        if locked.review_state not in (State.PENDING, State.DISPUTED):
-            wanted = "approved" if decision == APPROVE else "rejected"
-            raise TransitionRefused(_not_from(locked, wanted), feedback=locked)
-        if decision == APPROVE:
-            _approve(
-                locked, user=user, api_key=api_key, note=note, amount=credit_amount
-            )
-        else:
-            _reject(locked, user=user, api_key=api_key, note=note)
-    return locked
+    return _decide(
+        feedback,
+        states=(State.PENDING, State.DISPUTED),
+        decision=decision,
+        wanted="approved" if decision == APPROVE else "rejected",
+        user=user,
+        api_key=api_key,
+        note=note,
+        credit_amount=credit_amount,
+    )
 
 
 def _not_from(feedback: Feedback, wanted: str) -> str:
