@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -78,6 +79,7 @@ class CeleryProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
+        self.restarts = 0  # by `supervised`, after the process exited by itself
 
     def start(self, *extra_args: str) -> None:
         self.starts += 1
@@ -123,6 +125,26 @@ class CeleryProcess:
         # outlive it, so signal the group even when the leader is gone.
         with suppress(ProcessLookupError):
             os.killpg(self.process.pid, signum)
+
+    @contextmanager
+    def supervised(self, *, poll_s: float = 0.5) -> Iterator[None]:
+        """Start it again whenever it exits on its own, as systemd's
+        Restart=always (or any process supervisor) does in production."""
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(poll_s):
+                if self.process is not None and self.process.poll() is not None:
+                    self.restarts += 1
+                    self.start()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join(5)
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
