@@ -18,7 +18,7 @@ install: $(STAMP)
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	DEBUG=true $(BIN)/mypy config feedback sources reporting
+	DEBUG=true $(BIN)/mypy config feedback sources reporting monitoring
 	$(BIN)/lint-imports --no-cache
 
 test: lint

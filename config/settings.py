@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "sources",
     "feedback",
     "reporting",
+    "monitoring",
 ]
 
 MIDDLEWARE = [

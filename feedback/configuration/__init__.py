@@ -2,8 +2,9 @@
 
 `config_export` writes the document; `config_import` validates the whole of it
 and only then writes. The document as a whole lives in document.py, the buyers
-half in buyers.py, secrets in secrets.py, and the sources half in
-sources/configuration/. The format is described in docs/configuration.md.
+in buyers.py, secrets in secrets.py, the sources in sources/configuration/, and
+the other lists (suppression lists, monitors, digests) are `Section`s their
+packages register (sections.py). The format is described in docs/configuration.md.
 """
 
 from feedback.configuration.document import (
@@ -24,6 +25,7 @@ from feedback.configuration.secrets import (
     redact_secrets,
     restore_secrets,
 )
+from feedback.configuration.sections import Section, section_register
 from sources.configuration.base import REDACTED, Problem, json_path
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "ConfigurationError",
     "ImportReport",
     "Problem",
+    "Section",
     "config_dumps",
     "config_export",
     "config_import",
@@ -44,4 +47,5 @@ __all__ = [
     "json_path",
     "redact_secrets",
     "restore_secrets",
+    "section_register",
 ]

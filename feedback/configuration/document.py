@@ -8,6 +8,7 @@ sources/configuration/.
 """
 
 import copy
+import functools
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from feedback.configuration.buyers import (
     buyers_with_policies,
 )
 from feedback.configuration.secrets import redact_secrets, restore_secrets
+from feedback.configuration.sections import Section, sections
 from feedback.models import Flow
 from feedback.services import flow_get_or_create
 from sources.configuration.base import (
@@ -130,6 +132,10 @@ def config_schema() -> Document:
         {
             "buyers": {"type": "array", "items": buyer_schema()},
             "sources": {"type": "array", "items": source_schema()},
+            **{
+                section.key: {"type": "array", "items": section.item_schema()}
+                for section in sections()
+            },
         }
     )
     return {
@@ -139,7 +145,10 @@ def config_schema() -> Document:
     }
 
 
-_VALIDATOR = Draft202012Validator(config_schema())
+@functools.cache
+def _validator() -> Draft202012Validator:
+    # Built on first use: the sections register themselves when the apps are ready.
+    return Draft202012Validator(config_schema())
 
 
 # Validation -------------------------------------------------------------------
@@ -204,7 +213,7 @@ _JSON_TYPES = {
 
 def _schema_problems(document: object) -> list[Problem]:
     problems: list[Problem] = []
-    for error in _VALIDATOR.iter_errors(document):
+    for error in _validator().iter_errors(document):
         path: JsonPath = tuple(error.absolute_path)
         instance = error.instance
         if error.validator == "additionalProperties" and error.validator_value is False:
@@ -264,12 +273,15 @@ def _semantic_problems(
     if not isinstance(document, dict):
         return []
     problems: list[Problem] = []
-    for section in ("buyers", "sources"):
-        problems += _slug_problems(document.get(section), section)
+    for key in ("buyers", "sources", *(section.key for section in sections())):
+        problems += _slug_problems(document.get(key), key)
     for index, buyer in dict_items(document.get("buyers")):
         problems += buyer_problems(buyer, ("buyers", index))
     for index, source in dict_items(document.get("sources")):
         problems += source_problems(source, ("sources", index), refused=refused)
+    for section in sections():
+        for index, item in dict_items(document.get(section.key)):
+            problems += section.problems(item, (section.key, index), document)
     return problems
 
 
@@ -306,6 +318,12 @@ def config_export(*, include_secrets: bool = False) -> Document:
             for source in sources_with_configs().order_by("slug")
         ],
     }
+    for section in sections():
+        # A section appears once it has items, so a document without any still
+        # reads as before.
+        items = section.export()
+        if items:
+            document[section.key] = items
     return document if include_secrets else redact_secrets(document)
 
 
@@ -322,7 +340,7 @@ class Action(StrEnum):
 class Change:
     """What import did (or, on a check, would do) to one buyer or source."""
 
-    entity: str  # "buyer" or "source"
+    entity: str  # "buyer", "source" or a section's entity
     slug: str
     action: Action
     fields: tuple[str, ...] = ()  # the top-level keys that differ, when updated
@@ -344,7 +362,12 @@ class ImportReport:
 
     def summary(self) -> str:
         parts = []
-        for entity, label in (("buyer", "Buyers"), ("source", "Sources")):
+        entities = [("buyer", "Buyers"), ("source", "Sources")] + [
+            (section.entity, section.label)
+            for section in sections()
+            if any(change.entity == section.entity for change in self.changes)
+        ]
+        for entity, label in entities:
             counts = ", ".join(
                 f"{self.count(entity, action)} {action}" for action in Action
             )
@@ -366,11 +389,11 @@ def _compare(entity: str, desired: Document, current: Document | None) -> Change
 
 
 def config_import(*, document: object, dry_run: bool) -> ImportReport:
-    """Create or update buyers and sources by slug from a configuration document.
+    """Create or update buyers, sources and every section's items by slug.
 
     Raises ConfigurationError listing every problem, and writes nothing, unless
     the whole document is valid. With `dry_run` it only reports what would change.
-    Buyers and sources the document does not mention are left alone.
+    Items the document does not mention are left alone.
     """
     problems = config_validate(document=document)
     if problems or not isinstance(document, dict):  # the schema refuses non-objects
@@ -396,11 +419,24 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
         current_buyers = {s: buyer_document(b) for s, b in buyer_rows.items()}
         current_sources = {s: source_document(r) for s, r in source_rows.items()}
 
+        section_items: dict[str, list[Document]] = {
+            section.key: document.get(section.key, []) for section in sections()
+        }
+        current_sections = {
+            section.key: section.current(
+                [item["slug"] for item in section_items[section.key]], not dry_run
+            )
+            for section in sections()
+        }
         problems = restore_secrets(
             document,
             stored={
                 "buyers": list(current_buyers.values()),
                 "sources": list(current_sources.values()),
+                **{
+                    key: list(current.values())
+                    for key, current in current_sections.items()
+                },
             },
         )
         if problems:
@@ -418,6 +454,14 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
             change = _compare("source", desired, current_sources.get(desired["slug"]))
             report.changes.append(change)
             source_plan.append((desired, change))
+        section_plan: list[tuple[Section, Document, Change]] = []
+        for section in sections():
+            current = current_sections[section.key]
+            for item in section_items[section.key]:
+                desired = section.normalise(item)
+                change = _compare(section.entity, desired, current.get(desired["slug"]))
+                report.changes.append(change)
+                section_plan.append((section, desired, change))
 
         wanted_flows = sorted(
             {
@@ -440,4 +484,7 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
         for desired, change in source_plan:
             if change.action != Action.UNCHANGED:
                 source_save(desired, source_rows.get(desired["slug"]))
+        for section, desired, change in section_plan:
+            if change.action != Action.UNCHANGED:
+                section.save(desired)
     return report

@@ -4,13 +4,19 @@ import copy
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from feedback.configuration.sections import section_secret_paths
 from sources.configuration.base import REDACTED, Document, JsonPath, Problem
 from sources.configuration.documents import SOURCE_SECRET_PATHS
 
 # Every secret in the document, as a path where "*" stands for each item of a
 # list. Export writes REDACTED there unless asked for secrets; import reads
-# REDACTED back as "keep the stored value". Buyers have none.
+# REDACTED back as "keep the stored value". Buyers have none; the registered
+# sections add theirs (`section_secret_paths`).
 SECRET_PATHS: tuple[tuple[str, ...], ...] = SOURCE_SECRET_PATHS
+
+
+def _all_secret_paths() -> tuple[tuple[str, ...], ...]:
+    return SECRET_PATHS + section_secret_paths()
 
 
 def redact_secrets(
@@ -18,7 +24,7 @@ def redact_secrets(
 ) -> Document:
     """A copy of the document with every non-empty secret replaced by REDACTED."""
     redacted = copy.deepcopy(document)
-    for pattern in SECRET_PATHS if paths is None else paths:
+    for pattern in _all_secret_paths() if paths is None else paths:
         for parent, key in _secret_slots(redacted, tuple(pattern)):
             value = parent[key]
             if isinstance(value, str) and value:
@@ -38,7 +44,7 @@ def restore_secrets(
     REDACTED secret with nothing stored behind it is a problem.
     """
     problems: list[Problem] = []
-    for pattern in SECRET_PATHS if paths is None else paths:
+    for pattern in _all_secret_paths() if paths is None else paths:
         _restore(document, stored, tuple(pattern), (), problems)
     return problems
 

@@ -1,0 +1,1 @@
+"""Suppression lists (DESIGN §11): digests of returned contacts, and the check."""
