@@ -127,6 +127,32 @@ elif env_bool("DATABASE_PREPARED_STATEMENTS", True):
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         server_side_binding=True, prepare_threshold=5
     )
+# A PostgreSQL streaming replica for the reports (reporting/replica.py): report
+# pages and their CSV exports read there, everything else stays on the primary.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+if DATABASE_REPLICA_URL:
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URL needs DATABASE_URL to be PostgreSQL: a replica "
+            "follows a PostgreSQL primary."
+        )
+    try:
+        DATABASES["replica"] = dj_database_url.parse(
+            DATABASE_REPLICA_URL,
+            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+            conn_health_checks=True,
+            test_options={"MIRROR": "default"},
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_REPLICA_URL: {exc}") from None
+    if DATABASES["replica"]["ENGINE"] != DATABASES["default"]["ENGINE"]:
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URL must be a postgres:// URL, like DATABASE_URL."
+        )
+    DATABASES["replica"].setdefault("OPTIONS", {}).update(
+        DATABASES["default"].get("OPTIONS", {})
+    )
+    DATABASE_ROUTERS = ["reporting.replica.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Cache: API rate limits and password-reset limits count here (login lockouts are in

@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from reporting.exports import report_csv_response
 from reporting.filters import filter_form_for
 from reporting.models import VIEW_REPORTS
+from reporting.replica import ReplicaStatus, replica_reads
 from reporting.reports import REPORTS, Report, Section
 
 # The order of the index and the tabs.
@@ -75,12 +76,25 @@ def report_detail(request: HttpRequest, code: str) -> HttpResponse:
         raise Http404(f"There is no report {code!r}.") from None
     if not request.user.has_perms(report_class.permissions):
         raise PermissionDenied(f"{report_class.name} needs its own permission.")
+    # The figures (and the page built from them) are read from the replica when
+    # there is one; who may see them was settled above, on the primary.
+    with replica_reads() as replica:
+        response = _report_detail(request, report_class, replica)
+        if isinstance(response, TemplateResponse):
+            response.render()
+    return response
+
+
+def _report_detail(
+    request: HttpRequest, report_class: type[Report], replica: ReplicaStatus | None
+) -> HttpResponse:
     form = filter_form_for(request.GET.dict())
     context = _context(
         request,
         title=report_class.name,
         report_class=report_class,
         form=form,
+        replica=replica,
     )
     if not form.is_valid():
         # Bad filters show their errors above an empty page; nothing is counted.

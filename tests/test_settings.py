@@ -279,3 +279,66 @@ def test_the_wsgi_app_loads_its_views_and_keeps_them_out_of_full_collections(
     result = run_python("-c", script, env=env, check=True)
 
     assert result.stdout.split() == ["True", "True", "True"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"DATABASE_REPLICA_URL": "postgres://u@replica:5432/d"},
+            "DATABASE_REPLICA_URL needs DATABASE_URL to be PostgreSQL",
+        ),
+        (
+            {
+                "DATABASE_URL": "postgres://u@h:5432/d",
+                "DATABASE_REPLICA_URL": "sqlite:////tmp/replica.db",
+            },
+            "DATABASE_REPLICA_URL must be a postgres:// URL",
+        ),
+        (
+            {
+                "DATABASE_URL": "postgres://u@h:5432/d",
+                "DATABASE_REPLICA_URL": "mongodb://replica/d",
+            },
+            "DATABASE_REPLICA_URL:",
+        ),
+    ],
+)
+def test_a_replica_needs_postgresql_on_both_sides(tmp_path, env, message):
+    result = run_manage(
+        "check", env={**KEY_ENV, **env, "LEADBACK_VAR_DIR": str(tmp_path)}
+    )
+
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_a_replica_is_read_only_for_reports_and_never_migrated(tmp_path):
+    script = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "from django.db import router; from feedback.models import Buyer; "
+        "from reporting import replica; "
+        "r = s.DATABASES['replica']; "
+        "print(r['HOST'], r['TEST']['MIRROR'], r['OPTIONS']); "
+        "print(router.db_for_read(Buyer), router.db_for_write(Buyer)); "
+        "replica._reading_replica.set(True); "
+        "print(router.db_for_read(Buyer), router.db_for_write(Buyer)); "
+        "print(router.allow_migrate('replica', 'feedback'), "
+        "router.allow_migrate('default', 'feedback'))"
+    )
+    env = {
+        **KEY_ENV,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "LEADBACK_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": "postgres://u@primary:5432/d",
+        "DATABASE_REPLICA_URL": "postgres://u@replica:5432/d",
+    }
+
+    result = run_python("-c", script, env=env, check=True)
+
+    assert result.stdout.splitlines() == [
+        "replica default {'server_side_binding': True, 'prepare_threshold': 5}",
+        "default default",
+        "replica default",
+        "False True",
+    ]
