@@ -127,6 +127,13 @@ elif env_bool("DATABASE_PREPARED_STATEMENTS", True):
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         server_side_binding=True, prepare_threshold=5
     )
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    # Large reads (exports, batch files) stream through a server-side cursor. A
+    # pooler in transaction mode (PgBouncer) hands each transaction its own server
+    # connection, where such a cursor does not survive: switch them off there.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = not env_bool(
+        "DATABASE_SERVER_SIDE_CURSORS", True
+    )
 # A PostgreSQL streaming replica for the reports (reporting/replica.py): report
 # pages and their CSV exports read there, everything else stays on the primary.
 DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
@@ -152,6 +159,9 @@ if DATABASE_REPLICA_URL:
     DATABASES["replica"].setdefault("OPTIONS", {}).update(
         DATABASES["default"].get("OPTIONS", {})
     )
+    DATABASES["replica"]["DISABLE_SERVER_SIDE_CURSORS"] = DATABASES["default"][
+        "DISABLE_SERVER_SIDE_CURSORS"
+    ]
     DATABASE_ROUTERS = ["reporting.replica.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
