@@ -8,25 +8,20 @@ figures and say how far behind it is; once replay resumes they catch up.
 """
 
 import csv
-import glob
 import io
 import os
-import pwd
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.e2e.clusters import PrivatePostgres
 from tests.e2e.processes import PROJECT_DIR, free_port, wait_for
 
 pytestmark = pytest.mark.service
@@ -34,126 +29,20 @@ pytestmark = pytest.mark.service
 PASSWORD = "replica-test-password"
 
 
-def pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        found = [shutil.which(name) or ""]
-    assert found[-1], f"PostgreSQL's {name} is not installed"
-    return found[-1]
-
-
-class Cluster:
-    """A throwaway PostgreSQL cluster run as the postgres user (root cannot)."""
-
-    def __init__(self, root: Path, name: str, port: int) -> None:
-        self.data = root / name
-        self.log = root / f"{name}.log"
-        self.root = root
-        self.port = port
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = list(args)
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        return subprocess.run(
-            command, capture_output=True, text=True, timeout=120, check=check
-        )
-
-    def configure(self) -> None:
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(
-                textwrap.dedent(f"""
-                port = {self.port}
-                listen_addresses = '127.0.0.1'
-                unix_socket_directories = '{self.root}'
-                wal_level = replica
-                max_wal_senders = 4
-                fsync = off
-                synchronous_commit = off
-                full_page_writes = off
-                """)
-            )
-
-    def start(self) -> None:
-        self.run(
-            pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "start"
-        )
-
-    def stop(self) -> None:
-        self.run(
-            pg_bin("pg_ctl"),
-            "-D",
-            str(self.data),
-            "-m",
-            "immediate",
-            "stop",
-            check=False,
-        )
-
-    def sql(self, statement: str, database: str = "postgres") -> str:
-        result = self.run(
-            pg_bin("psql"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            "postgres",
-            "-d",
-            database,
-            "-Atc",
-            statement,
-        )
-        return result.stdout.strip()
-
-    def url(self, database: str) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
-
-
 @contextmanager
-def primary_and_replica() -> Iterator[tuple[Cluster, Cluster]]:
-    root = Path(tempfile.mkdtemp(prefix="leadback-replica-", dir="/tmp"))
-    root.chmod(0o755)
-    if os.geteuid() == 0:
-        postgres = pwd.getpwnam("postgres")
-        os.chown(root, postgres.pw_uid, postgres.pw_gid)
-    primary = Cluster(root, "primary", free_port())
-    replica = Cluster(root, "replica", free_port())
+def primary_and_replica() -> Iterator[tuple[PrivatePostgres, PrivatePostgres]]:
+    primary = PrivatePostgres()
+    replica: PrivatePostgres | None = None
     try:
-        primary.run(
-            pg_bin("initdb"),
-            "-D",
-            str(primary.data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-        )
-        primary.configure()
         primary.start()
-        primary.sql("CREATE DATABASE leadback")
-        primary.run(
-            pg_bin("pg_basebackup"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(primary.port),
-            "-U",
-            "postgres",
-            "-D",
-            str(replica.data),
-            "-R",
-            "-X",
-            "stream",
-        )
-        with (replica.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"\nport = {replica.port}\n")
+        primary.value("CREATE DATABASE leadback")
+        replica = PrivatePostgres(standby_of=primary)
         replica.start()
         yield primary, replica
     finally:
-        replica.stop()
+        if replica is not None:
+            replica.stop()
         primary.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -208,19 +97,18 @@ def delivered(session: requests.Session, base: str) -> tuple[int, str]:
     return int(row["Delivered"]), note.group(1)
 
 
-def caught_up(primary: Cluster, replica: Cluster) -> bool:
-    position = primary.sql("SELECT pg_current_wal_lsn()")
-    return (
-        replica.sql(
+def caught_up(primary: PrivatePostgres, replica: PrivatePostgres) -> bool:
+    position = primary.value("SELECT pg_current_wal_lsn()::text")
+    return bool(
+        replica.value(
             f"SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{position}') >= 0"
         )
-        == "t"
     )
 
 
 def test_reports_read_the_replica_and_say_how_far_behind(tmp_path):
     with primary_and_replica() as (primary, replica):
-        assert replica.sql("SELECT pg_is_in_recovery()") == "t"
+        assert replica.value("SELECT pg_is_in_recovery()") is True
         env = {
             "PATH": os.environ["PATH"],
             "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -286,7 +174,7 @@ def test_reports_read_the_replica_and_say_how_far_behind(tmp_path):
             )
 
             # Replay stops: what is written now reaches the primary only.
-            replica.sql("SELECT pg_wal_replay_pause()")
+            replica.value("SELECT pg_wal_replay_pause()")
             manage(env, "shell", "-c", MORE)
             answer = requests.post(
                 f"{base}/api/v1/feedback",
@@ -295,16 +183,11 @@ def test_reports_read_the_replica_and_say_how_far_behind(tmp_path):
                 timeout=30,
             )
             assert answer.status_code == 201, answer.text
-            assert (
-                primary.sql("SELECT count(*) FROM feedback_deliveryevent", "leadback")
-                == "50"
-            )
-            assert (
-                primary.sql("SELECT count(*) FROM feedback_feedback", "leadback") == "1"
-            )
-            assert (
-                replica.sql("SELECT count(*) FROM feedback_feedback", "leadback") == "0"
-            )
+            count_deliveries = "SELECT count(*) FROM feedback_deliveryevent"
+            count_feedback = "SELECT count(*) FROM feedback_feedback"
+            assert primary.value(count_deliveries, "leadback") == 50
+            assert primary.value(count_feedback, "leadback") == 1
+            assert replica.value(count_feedback, "leadback") == 0
 
             count, note = delivered(session, base)
             assert count == 30
@@ -314,14 +197,14 @@ def test_reports_read_the_replica_and_say_how_far_behind(tmp_path):
                 note,
             ), note
 
-            replica.sql("SELECT pg_wal_replay_resume()")
+            replica.value("SELECT pg_wal_replay_resume()")
             wait_for(lambda: caught_up(primary, replica), timeout=30, what="replay")
             count, note = delivered(session, base)
             assert count == 50
             assert note.endswith("which is up to date.")
 
             # With the replica gone, the report falls back to the primary and says so.
-            replica.stop()
+            replica.halt()
             count, note = delivered(session, base)
             assert count == 50
             assert note == (
@@ -337,7 +220,10 @@ def test_reports_read_the_replica_and_say_how_far_behind(tmp_path):
             log.close()
 
 
-def _first_event(primary: Cluster) -> str:
-    return primary.sql(
-        "SELECT event_id FROM feedback_deliveryevent ORDER BY id LIMIT 1", "leadback"
+def _first_event(primary: PrivatePostgres) -> str:
+    return str(
+        primary.value(
+            "SELECT event_id FROM feedback_deliveryevent ORDER BY id LIMIT 1",
+            "leadback",
+        )
     )

@@ -12,7 +12,6 @@ restarting the cluster the test session itself runs on would cut every other
 test's connection too.
 """
 
-import glob
 import json
 import os
 import secrets
@@ -20,18 +19,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 import requests
 
+from tests.e2e.clusters import PrivatePostgres
 from tests.e2e.processes import (
     PROJECT_DIR,
     WORKER_POOL_OPTIONS,
@@ -48,52 +47,6 @@ pytestmark = pytest.mark.service
 DELIVERIES = 200
 LOAD_SECONDS = 45
 RATE = 10  # feedback per second
-
-
-class PrivatePostgres:
-    """A PostgreSQL cluster of the test's own, run as the postgres user."""
-
-    def __init__(self) -> None:
-        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-        if not binaries or shutil.which("runuser") is None:
-            pytest.skip("needs PostgreSQL's server binaries and runuser")
-        self.bin = Path(binaries[-1])
-        self.root = Path(tempfile.mkdtemp(prefix="leadback-pg-"))
-        self.root.chmod(0o755)
-        self.data = self.root / "data"
-        self.port = free_port()
-        shutil.chown(self.root, "postgres", "postgres")
-        self._as_postgres(
-            "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"
-        )
-
-    def _as_postgres(self, command: str, *args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(self.bin / command), *args],
-            check=True,
-            capture_output=True,
-        )
-
-    def _pg_ctl(self, *args: str) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
-        self._as_postgres(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"),
-            "-o", options, "-w", *args,
-        )  # fmt: skip
-
-    def start(self) -> None:
-        self._pg_ctl("start")
-
-    def restart(self) -> None:
-        self._pg_ctl("-m", "fast", "restart")
-
-    def stop(self) -> None:
-        with suppress(subprocess.CalledProcessError):
-            self._pg_ctl("-m", "immediate", "stop")
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def url(self, database: str) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
 
 class PrivateRedis:
