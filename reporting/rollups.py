@@ -72,11 +72,14 @@ def rollups_refresh(*, full: bool = False) -> int:
     """Recompute the rollups of every delivery day that got new deliveries or new
     feedback since the last refresh (all days with `full`). Returns the number of
     rows written."""
+    if not RollupState.objects.exists():
+        # Two beats (one per node) may refresh at once: the one row is made
+        # once, and the lock below lets one refresh run while the other waits
+        # and then finds nothing new.
+        RollupState.objects.get_or_create(pk=1)
     with transaction.atomic():
-        state = RollupState.objects.select_for_update().first()
-        if state is None:
-            state = RollupState.objects.create()
-            full = True
+        state = RollupState.objects.select_for_update().order_by("pk")[0]
+        full = full or state.refreshed_at is None
         top_feedback = Feedback.objects.aggregate(top=Max("pk"))["top"] or 0
         top_delivery = DeliveryEvent.objects.aggregate(top=Max("pk"))["top"] or 0
         written = 0

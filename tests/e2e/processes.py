@@ -156,12 +156,14 @@ class CeleryProcess:
 class CeleryWorker(CeleryProcess):
     """A worker; each start gets its own node name so it can be pinged."""
 
-    def __init__(self, args: list[str], *, env: Mapping[str, str]):
-        super().__init__("worker", args, env=env)
+    def __init__(
+        self, args: list[str], *, env: Mapping[str, str], name: str = "worker"
+    ):
+        super().__init__(name, args, env=env)
         self.hostname = ""
 
     def start(self, *extra_args: str) -> None:
-        self.hostname = f"faults-{os.getpid()}-{self.starts + 1}@localhost"
+        self.hostname = f"{self.name}-{os.getpid()}-{self.starts + 1}@localhost"
         super().start(f"--hostname={self.hostname}", *extra_args)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
