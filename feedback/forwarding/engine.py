@@ -163,15 +163,27 @@ def notifications_deliver_due(*, limit: int | None = None) -> int:
 
 def notifications_enqueue_on_commit(notifications: Sequence[Notification]) -> None:
     """The fast path: once the intake commits, queue its new pending rows.
-    Off with LEADBACK_QUEUE_ON_COMMIT: the rows wait, unclaimed, for the next
-    sweep or `deliver_notifications --once`."""
+    Rows born leased (`notifications_create(queue=True)`) are queued under
+    their lease as they are; others are claimed first. Off with
+    LEADBACK_QUEUE_ON_COMMIT: the rows wait, unclaimed, for the next sweep or
+    `deliver_notifications --once`."""
     if not settings.LEADBACK_QUEUE_ON_COMMIT:
         return
-    ids = [n.pk for n in notifications if n.status == Status.PENDING]
-    if ids:
-        transaction.on_commit(
-            lambda: notifications_enqueue(notifications_claim_due(ids=ids))
-        )
+    pending = [n for n in notifications if n.status == Status.PENDING]
+    leased = [
+        Claim(n.pk, n.lease_token, n.config_id)
+        for n in pending
+        if n.lease_token is not None
+    ]
+    unleased = [n.pk for n in pending if n.lease_token is None]
+    if not pending:
+        return
+
+    def enqueue() -> None:
+        claims = leased + (notifications_claim_due(ids=unleased) if unleased else [])
+        notifications_enqueue(claims)
+
+    transaction.on_commit(enqueue)
 
 
 # Delivering ---------------------------------------------------------------------

@@ -2,12 +2,15 @@
 kind, criteria read at once (DESIGN §5.4). Runs inside the intake's transaction,
 so a feedback and its notifications are stored together or not at all."""
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from feedback.forwarding.models import Notification
+from feedback.leases import lease_until
 from feedback.models import Feedback
 from feedback.variables import feedback_variables
 from sources.models import FeedbackConfig, Kind
@@ -21,16 +24,33 @@ Configs = dict[tuple[int, str], list[FeedbackConfig]]
 
 
 def notifications_create(
-    *, feedbacks: Sequence[Feedback], configs: Configs | None = None
+    *,
+    feedbacks: Sequence[Feedback],
+    configs: Configs | None = None,
+    queue: bool = False,
 ) -> list[Notification]:
     """Notification rows for accepted feedback, one per enabled config of its
     source and kind. Runs in the intake's transaction, so a feedback and its
     notifications are stored together or not at all.
 
+    With `queue` (and LEADBACK_QUEUE_ON_COMMIT on), the rows a worker will send
+    are born leased to one token for a queue lease, so the caller can queue them
+    once the transaction commits without claiming them again: one statement and
+    one commit fewer per feedback. A process that dies between the commit and
+    the queueing leaves them to the sweep once the lease runs out, as a lost
+    message would. Sync configs' rows are left unleased: the intake sends them
+    itself.
+
     Each feedback's `notifications` are set to the rows just created, in the
     order a prefetch would give, so the intake's answer lists them without
     reading them back."""
     rows = notifications_build(feedbacks=feedbacks, configs=configs)
+    if queue and settings.LEADBACK_QUEUE_ON_COMMIT:
+        token = uuid.uuid4()
+        expires = lease_until(settings.LEADBACK_QUEUE_LEASE_S)
+        for row in rows:
+            if row["status"] == Status.PENDING and not row["config"].sync:
+                row["lease_token"], row["lease_expires_at"] = token, expires
     created = Notification.objects.bulk_create(Notification(**row) for row in rows)
     notifications_remember(feedbacks, created)
     return created

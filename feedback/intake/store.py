@@ -84,7 +84,9 @@ def _write_live(
                 Feedback.objects.bulk_create(feedbacks)
             returns_record(feedbacks, admissions, policies=policies)
             _cap(pending, admissions)
-            notifications = notifications_create(feedbacks=feedbacks, configs=configs)
+            notifications = notifications_create(
+                feedbacks=feedbacks, configs=configs, queue=True
+            )
     except IntegrityError:
         # Another request returned one of these deliveries since we looked. Store
         # one by one so only the loser of that race becomes "already returned".
@@ -94,7 +96,9 @@ def _write_live(
                 _store_one(result, feedback)
             returns_record(feedbacks, admissions, policies=policies)
             _cap(pending, admissions)
-            notifications = notifications_create(feedbacks=feedbacks, configs=configs)
+            notifications = notifications_create(
+                feedbacks=feedbacks, configs=configs, queue=True
+            )
     # Sync configs are sent right here once committed (`_deliver_sync`), unless an
     # outer transaction is open: then they take the queue like the others.
     outer = connection.in_atomic_block

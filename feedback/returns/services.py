@@ -180,7 +180,9 @@ def _forward_approved(feedback: Feedback) -> None:
     if not configs:
         return
     created = notifications_create(
-        feedbacks=[feedback], configs={(feedback.source_id, Kind.RETURN): configs}
+        feedbacks=[feedback],
+        configs={(feedback.source_id, Kind.RETURN): configs},
+        queue=True,
     )
     notifications_enqueue_on_commit(created)
 

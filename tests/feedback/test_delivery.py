@@ -40,6 +40,10 @@ SCHEDULE = [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
 
 @pytest.fixture(autouse=True)
 def engine_settings(settings):
+    # These tests drive the engine by hand: feedback's rows wait unclaimed for
+    # a claim, as without the fast path (whose on-commit queueing a test's
+    # transaction never runs anyway). The fast path's own tests switch it on.
+    settings.LEADBACK_QUEUE_ON_COMMIT = False
     settings.LEADBACK_OUTBOUND_ALLOWLIST = ["127.0.0.1/32"]
     settings.LEADBACK_RETRY_SCHEDULE_S = SCHEDULE
     settings.LEADBACK_RETRY_JITTER = 0.2
@@ -714,21 +718,29 @@ def test_without_the_fast_path_a_cron_run_sends_a_new_notification_at_once(
 def test_with_the_fast_path_a_new_notification_is_held_for_the_workers(
     buyer, receiver, engine_settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    """The default: the intake queues the row and leases it to the message, so a
-    cron run in the meantime leaves it to the worker (the lease protects it)."""
+    """The default: the intake writes the row leased to the message it queues
+    on commit, so a cron run in the meantime leaves it to the worker (the lease
+    protects it)."""
     from feedback.forwarding import tasks
 
-    assert engine_settings.LEADBACK_QUEUE_ON_COMMIT is True
+    engine_settings.LEADBACK_QUEUE_ON_COMMIT = True
     queued: list[object] = []
     monkeypatch.setattr(tasks.deliver_notifications_task, "delay", queued.append)
     make_config(SourceFactory(), receiver.url())
     source = FeedbackConfig.objects.get().source
 
-    with django_capture_on_commit_callbacks(execute=True):
+    with (
+        CaptureQueriesContext(connection) as statements,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         feedback = returned(buyer, source=source)
 
     notification = Notification.objects.get(feedback=feedback)
-    assert len(queued) == 1
-    assert notification.lease_token is not None
+    assert queued == [[[notification.pk, str(notification.lease_token)]]]
+    # Born leased: queueing it after the commit took no claim of its own.
+    assert not [
+        q["sql"] for q in statements if q["sql"].startswith('UPDATE "feedback_notif')
+    ]
+    assert notification.lease_expires_at > timezone.now() + timedelta(seconds=50)
     assert notifications_deliver_due() == 0
     assert receiver.requests == []
