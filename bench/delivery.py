@@ -144,6 +144,8 @@ def layouts(names: list[str], threads: int) -> list[Layout]:
     tag = os.getpid()
     result = []
     for name in names:
+        if name in ("", "none"):  # the in-process profile only
+            continue
         if name == "prefork":
             # Celery's default pool: one worker, two child processes.
             hosts = [f"bench-prefork-{tag}@localhost"]
@@ -794,7 +796,7 @@ STAGES = [
     ("variables", "feedback/variables.py", "feedback_variables"),
     ("build the request", "sources/services.py", "feedback_config_build_request"),
     ("send and read the answer", "sources/services.py", "feedback_config_send"),
-    ("record the attempt", "feedback/delivery.py", "_record"),
+    ("record the attempts", "feedback/forwarding/engine.py", "_record"),
 ]
 LAYERS = [
     ("PostgreSQL driver (psycopg, waits on the server)", ("psycopg",)),
@@ -840,24 +842,56 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def profile_deliver(seeded: Seeded, events: Events, count: int) -> dict[str, Any]:
-    """Deliver `count` notifications one after another in this process: once timed
-    (SQL statements, this process's and its PostgreSQL backend's CPU), once under
-    cProfile."""
+def profile_deliver(
+    seeded: Seeded, events: Events, count: int, receiver_url: str
+) -> dict[str, Any]:
+    """Deliver `count` notifications in this process as a worker does, in messages
+    of LEADBACK_DELIVERY_BATCH rows: once timed (SQL statements, this process's
+    and its PostgreSQL backend's CPU), once under cProfile. Beside it, the same
+    number of the engine's own request posted by a plain `requests.Session` loop
+    in this process: the ceiling's CPU per request, measured the same way."""
+    from django.conf import settings
     from django.db import connection
 
-    from feedback.forwarding.engine import notification_deliver, notifications_claim_due
+    from feedback.forwarding.engine import (
+        notifications_claim_due,
+        notifications_deliver,
+    )
     from feedback.forwarding.models import Notification
 
-    def claims(n: int) -> list[Any]:
+    size = max(1, settings.LEADBACK_DELIVERY_BATCH)
+
+    def claims(n: int) -> list[list[Any]]:
         first, last = receive(seeded, events, n)
         # Nothing consumes the queue now: take the rows back from the messages.
         rows = Notification.objects.filter(pk__gte=first, pk__lte=last)
         rows.update(lease_token=None, lease_expires_at=None)
-        return notifications_claim_due(ids=range(first, last + 1), limit=n)
+        taken = notifications_claim_due(ids=range(first, last + 1), limit=n)
+        return [taken[i : i + size] for i in range(0, len(taken), size)]
 
-    for claim in claims(20):  # warm the connection, the session and imports
-        notification_deliver(claim=claim)
+    def deliver(messages: list[list[Any]]) -> int:
+        delivered = 0
+        for message in messages:
+            rows = notifications_deliver(claims=message)
+            delivered += sum(
+                row.status == Notification.Status.SUCCEEDED for row in rows
+            )
+        return delivered
+
+    deliver(claims(2 * size))  # warm the connection, the session and imports
+
+    url, body, headers = engine_request(seeded)
+    session = requests.Session()
+    session.post(url, data=body, headers=headers, timeout=10).content  # noqa: B018
+    started, cpu = time.perf_counter(), time.process_time()
+    for number in range(count):
+        headers["webhook-id"] = f"profile-ceiling-{number}"
+        response = session.post(url, data=body, headers=headers, timeout=10)
+        assert response.status_code == 200
+    ceiling_ms = (time.perf_counter() - started) * 1000 / count
+    ceiling_cpu_ms = (time.process_time() - cpu) * 1000 / count
+    session.close()
+
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = int(cursor.fetchone()[0])
@@ -871,14 +905,19 @@ def profile_deliver(seeded: Seeded, events: Events, count: int) -> dict[str, Any
             executed.append((time.perf_counter() - started, sql))
 
     batch = claims(count)
+    before = receiver_stats(receiver_url)["requests"]
     started = time.perf_counter()
     cpu, backend_cpu = time.process_time(), process_cpu(backend)
     with connection.execute_wrapper(record):
-        for claim in batch:
-            assert notification_deliver(claim=claim) is not None
+        succeeded = deliver(batch)
     plain_ms = (time.perf_counter() - started) * 1000 / count
     cpu_ms = (time.process_time() - cpu) * 1000 / count
     backend_ms = (process_cpu(backend) - backend_cpu) * 1000 / count
+    received = receiver_stats(receiver_url)["requests"] - before
+    if succeeded != count or received != count:
+        raise RuntimeError(
+            f"profile: {succeeded} of {count} succeeded, the receiver saw {received}"
+        )
     by_statement: dict[str, list[float]] = {}
     for seconds, sql in executed:
         by_statement.setdefault(statement(sql), []).append(seconds * 1000)
@@ -886,8 +925,7 @@ def profile_deliver(seeded: Seeded, events: Events, count: int) -> dict[str, Any
     batch = claims(count)
     profiler = cProfile.Profile()
     profiler.enable()
-    for claim in batch:
-        notification_deliver(claim=claim)
+    deliver(batch)
     profiler.disable()
     raw = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
 
@@ -898,9 +936,9 @@ def profile_deliver(seeded: Seeded, events: Events, count: int) -> dict[str, Any
             if filename.endswith(suffix) and function == name
         )
 
-    total = cumulative("feedback/delivery.py", "notification_deliver")
+    total = cumulative("feedback/forwarding/engine.py", "notifications_deliver")
     stages = {label: cumulative(suffix, name) for label, suffix, name in STAGES}
-    stages = {"load and lease the row": total - sum(stages.values()), **stages}
+    stages = {"lease and load the rows": total - sum(stages.values()), **stages}
     layers: Counter[str] = Counter()
     for (filename, _, function), row in raw.items():
         layers[layer(filename, function)] += row[2]
@@ -911,9 +949,12 @@ def profile_deliver(seeded: Seeded, events: Events, count: int) -> dict[str, Any
     (VAR / "profile-delivery.txt").write_text(text.getvalue())
     return {
         "count": count,
+        "message_rows": size,
         "ms_per_delivery": round(plain_ms, 3),
         "cpu_ms": round(cpu_ms, 3),
         "backend_cpu_ms": round(backend_ms, 3),
+        "ceiling_ms": round(ceiling_ms, 3),
+        "ceiling_cpu_ms": round(ceiling_cpu_ms, 3),
         "sql_statements": round(len(executed) / count, 2),
         "sql_ms": round(sum(s for s, _ in executed) * 1000 / count, 3),
         "statements": {
@@ -1153,16 +1194,22 @@ def render_targets(
 
 
 def render_profile(profile: dict[str, Any]) -> list[str]:
+    engine_cpu = profile["cpu_ms"] + profile["backend_cpu_ms"]
     out = [
-        f"#### One delivery, in-process ({profile['count']} notifications one "
-        "after another, no Celery)",
+        f"#### One delivery, in-process ({profile['count']} notifications in "
+        f"messages of {profile['message_rows']} rows as a worker takes them, "
+        "no Celery)",
         "",
-        f"{profile['ms_per_delivery']:.1f} ms per delivery (≈ "
+        f"{profile['ms_per_delivery']:.2f} ms per delivery (≈ "
         f"{1000 / profile['ms_per_delivery']:,.0f}/s for one process), of which "
-        f"{profile['cpu_ms']:.1f} ms of this process's CPU and "
-        f"{profile['backend_cpu_ms']:.1f} ms of its PostgreSQL backend's CPU; "
-        f"{profile['sql_statements']:g} statements (BEGIN/COMMIT not counted) "
-        f"taking {profile['sql_ms']:.1f} ms:",
+        f"{profile['cpu_ms']:.2f} ms of this process's CPU and "
+        f"{profile['backend_cpu_ms']:.2f} ms of its PostgreSQL backend's CPU; "
+        f"the plain loop's request took {profile['ceiling_ms']:.2f} ms and "
+        f"{profile['ceiling_cpu_ms']:.2f} ms of CPU in the same process "
+        f"(engine CPU ÷ loop CPU: "
+        f"{engine_cpu / profile['ceiling_cpu_ms']:.2f}). "
+        f"{profile['sql_statements']:g} statements per delivery (BEGIN/COMMIT not "
+        f"counted) taking {profile['sql_ms']:.2f} ms:",
         "",
         "| statement | per delivery | median ms |",
         "|---|---:|---:|",
@@ -1367,7 +1414,20 @@ def main() -> None:
         flush_broker(options.broker_url)
         if options.profile:
             print("profiling in-process …", flush=True)
-            results.profile = profile_deliver(seeded, events, options.profile)
+            # The rounds stopped every process: the receiver comes back alone.
+            receiver = processes.start(
+                "receiver-profile",
+                [
+                    sys.executable,
+                    "bench/delivery_receiver.py",
+                    f"--port={receiver_port}",
+                ],
+            )
+            receiver_url = f"http://127.0.0.1:{receiver_port}/stats"
+            wait_for_http(receiver_url, receiver, "receiver-profile")
+            results.profile = profile_deliver(
+                seeded, events, options.profile, receiver_url
+            )
     finally:
         processes.stop_all()
         from django.db import connections

@@ -1,9 +1,14 @@
-"""Writing many rows at once on PostgreSQL with COPY.
+"""Writing many rows at once on PostgreSQL with COPY, and updating them with
+one array per column.
 
 `bulk_create` spends most of its time building one huge INSERT (a placeholder and
 an adapted value per cell); COPY streams the same values through the same
 constraints and triggers. COPY returns no ids, so callers that need them reserve
 them from the table's sequence first.
+
+`bulk_update` builds a `CASE WHEN id = ... THEN ...` expression per field and
+row, and resolving those expressions costs more than the statement itself:
+`instances_update` sends each column as one array and joins them with `unnest`.
 """
 
 import json
@@ -11,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import Field, Model
 
 
 def ids_reserve(model: type[Model], count: int) -> list[int]:
@@ -69,3 +74,57 @@ def instances_copy(instances: Sequence[Model]) -> None:
     for instance in instances:
         instance._state.adding = False
         instance._state.db = connection.alias
+
+
+def instances_insert(instances: Sequence[Model]) -> None:
+    """Insert unsaved instances of one model whose ids nobody needs: with COPY
+    on PostgreSQL (the instances keep no id), elsewhere with `bulk_create`."""
+    if not instances:
+        return
+    model = type(instances[0])
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create(instances)
+        return
+    attnames = [f.attname for f in model._meta.concrete_fields if not f.primary_key]
+    rows_copy(
+        model,
+        [[getattr(instance, name) for name in attnames] for instance in instances],
+        with_pk=False,
+    )
+
+
+def instances_update(instances: Sequence[Model], fields: Sequence[str]) -> None:
+    """Save `fields` of saved instances of one model in one UPDATE, as
+    `bulk_update` would (no signals, no `save()`, no `auto_now`): on PostgreSQL
+    with one array parameter per column, elsewhere through `bulk_update`."""
+    if not instances:
+        return
+    model = type(instances[0])
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_update(instances, fields)
+        return
+    meta = model._meta
+    columns: list[Field[Any, Any]] = [meta.pk]  # type: ignore[list-item]
+    for name in fields:
+        field = meta.get_field(name)
+        if not isinstance(field, Field):  # a reverse relation has no column
+            raise TypeError(f"{model.__name__}.{name} is not a column")
+        columns.append(field)
+    quote = connection.ops.quote_name
+    names = [quote(str(f.column)) for f in columns]
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in columns)
+    sets = ", ".join(f"{name} = v.{name}" for name in names[1:])
+    sql = (
+        f"UPDATE {quote(meta.db_table)} t SET {sets} "  # noqa: S608 - names from _meta
+        f"FROM unnest({arrays}) AS v({', '.join(names)}) "
+        f"WHERE t.{names[0]} = v.{names[0]}"
+    )
+    params = [
+        [
+            field.get_db_prep_save(getattr(instance, field.attname), connection)
+            for instance in instances
+        ]
+        for field in columns
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)

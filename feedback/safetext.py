@@ -37,6 +37,19 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+def storable(text: str) -> str:
+    """`text` with what the database cannot store replaced by U+FFFD: for what
+    Leadback records rather than accepts (a source's answer), where refusing is
+    no option."""
+    if text_problem(text) is None:
+        return text
+    return (
+        text.replace("\x00", "\ufffd")
+        .encode("utf-8", "surrogatepass")
+        .decode("utf-8", "replace")
+    )
+
+
 def shown(name: str) -> str:
     """`name` as an error can quote it: NUL and surrogates as \\u escapes."""
     if text_problem(name) is None:

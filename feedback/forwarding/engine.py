@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from feedback.bulk import instances_insert, instances_update
 from feedback.forwarding.models import Notification, NotificationAttempt
 from feedback.forwarding.schedule import retry_after_seconds, retry_delay
 from feedback.leases import (
@@ -37,6 +38,7 @@ from feedback.metrics import (
     NOTIFICATIONS_FINISHED,
 )
 from feedback.models import Feedback
+from feedback.safetext import storable
 from feedback.variables import feedback_variables
 from sources.models import FeedbackConfig
 from sources.outbound.types import (
@@ -471,8 +473,8 @@ def _record(sent: Sequence[_Sent]) -> list[Notification]:
                 )
             attempts.append(_attempt(row, item))
             rows.append(row)
-        Notification.objects.bulk_update(still_ours, RECORDED_FIELDS)
-        NotificationAttempt.objects.bulk_create(attempts)
+        instances_update(still_ours, RECORDED_FIELDS)
+        instances_insert(attempts)
         for config, reason in disable:
             _config_disable(config, reason=reason)
     for row, attempt in zip(rows, attempts, strict=True):
@@ -507,10 +509,10 @@ def _move_on(row: Notification, item: _Sent, *, now: datetime) -> None:
     interpretation = item.interpretation
     row.attempt_count += 1
     row.schedule_tries += 1
-    row.reason = interpretation.reason[:1000]
+    row.reason = storable(interpretation.reason[:1000])
     row.lease_token = None
     row.lease_expires_at = None
-    row.reference = interpretation.reference[:255] or row.reference
+    row.reference = storable(interpretation.reference[:255]) or row.reference
     row.updated_at = now
     if interpretation.outcome == Outcome.SUCCESS:
         row.status, row.next_attempt_at, row.finished_at = Status.SUCCEEDED, None, now
@@ -545,10 +547,14 @@ def _attempt(row: Notification, item: _Sent) -> NotificationAttempt:
             else ""
         ),
         response_status=response.status,
-        response_headers=dict(response.headers),
-        response_body=response.text[: NotificationAttempt.MAX_BODY_CHARS],
+        # What a source sends back is recorded, never refused: what PostgreSQL
+        # cannot store is replaced.
+        response_headers={
+            storable(name): storable(value) for name, value in response.headers.items()
+        },
+        response_body=storable(response.text[: NotificationAttempt.MAX_BODY_CHARS]),
         outcome=item.interpretation.outcome,
-        reason=item.interpretation.reason[:1000],
+        reason=storable(item.interpretation.reason[:1000]),
         error_class=item.error_class,
     )
 

@@ -1,10 +1,13 @@
 """The one check every way in applies: text the database can store, and nesting."""
 
+import pytest
+
 from feedback.safetext import (
     MAX_DEPTH,
     find_problem,
     find_variable_problem,
     shown,
+    storable,
     text_problem,
 )
 
@@ -47,3 +50,18 @@ def test_form_and_query_variables_are_checked_by_name_and_value():
     problem = find_variable_problem([("re\x00", ["ok"])])
     assert problem.field == "re\\u0000"
     assert problem.message.startswith("the name ")
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("plain", "plain"),
+        ("héllo ✓", "héllo ✓"),
+        ("a\x00b\x00", "a\ufffdb\ufffd"),
+        ("x\ud800y", "x\ufffd\ufffd\ufffdy"),
+        ("", ""),
+    ],
+)
+def test_storable_replaces_only_what_postgresql_cannot_store(text, stored):
+    assert storable(text) == stored
+    assert text_problem(storable(text)) is None
