@@ -108,7 +108,9 @@ class DeliveryFilter(django_filters.FilterSet):
     def __init__(self, *args: Any, buyer: Buyer, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.filters["flow"].queryset = flow_list_for_buyer(buyer=buyer)
-        self.form.fields["q"].help_text = "Event id, your reference, email or phone."
+        self.form.fields[
+            "q"
+        ].help_text = "Event id, your reference, email, phone or name."
 
     def filter_delivered_from(
         self, queryset: QuerySet[DeliveryEvent], name: str, value: date
@@ -140,8 +142,9 @@ class DeliveryFilter(django_filters.FilterSet):
     def filter_search(
         self, queryset: QuerySet[DeliveryEvent], name: str, value: str
     ) -> QuerySet[DeliveryEvent]:
-        """Exact matches only, each on an indexed column: event id, reference,
-        normalised email or phone."""
+        """Exact matches only, each on an index: event id, reference,
+        normalised email or phone, or a name (last name, or first and last),
+        any case."""
         text = value.strip()
         if not text:
             return queryset
@@ -153,4 +156,12 @@ class DeliveryFilter(django_filters.FilterSet):
         phone = normalize_phone(text)
         if len(phone) >= 7 and not re.search(r"[A-Za-z]", text):
             match |= Q(lead__phone_normalized=phone)
+        if "@" not in text and re.search(r"[^\W\d_]", text):
+            words = text.split()
+            match |= Q(lead__data__last_name__iexact=" ".join(words))
+            if len(words) > 1:
+                match |= Q(
+                    lead__data__first_name__iexact=words[0],
+                    lead__data__last_name__iexact=" ".join(words[1:]),
+                )
         return queryset.filter(match)

@@ -9,6 +9,8 @@ from django.core.validators import (
 )
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Upper
 from django.utils import timezone
 
 from sources.models import Kind, Source
@@ -258,7 +260,15 @@ class Lead(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["source", "received_at"])]
+        indexes = [
+            models.Index(fields=["source", "received_at"]),
+            # The portal's search by name: `data__last_name__iexact` compiles
+            # to exactly this expression, so PostgreSQL can use the index.
+            models.Index(
+                Upper(Cast(KT("data__last_name"), models.TextField())),
+                name="lead_last_name_upper",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.public_id

@@ -9,7 +9,7 @@ from django.db.models import Exists, F, OuterRef, QuerySet
 from feedback.models import ApiKey, Buyer, DeliveryEvent, Feedback, Flow
 from feedback.rows import Columns, default_connection
 from feedback.services import hash_api_key
-from sources.models import Kind
+from sources.models import Kind, Source
 
 _KEY = Columns(ApiKey, "k")
 _KEY_BUYER = Columns(Buyer, "b")
@@ -114,6 +114,12 @@ def delivery_list_for_buyer(*, buyer: Buyer) -> QuerySet[DeliveryEvent]:
         .annotate(**delivery_feedback_status_annotations())
         .order_by("-delivered_at", "-event_id")
     )
+
+
+def source_list_for_buyer(*, buyer: Buyer) -> QuerySet[Source]:
+    """Sources the buyer has received leads from, by name."""
+    delivered = DeliveryEvent.objects.filter(buyer=buyer, source=OuterRef("pk"))
+    return Source.objects.filter(Exists(delivered)).order_by("name")
 
 
 def flow_list_for_buyer(*, buyer: Buyer) -> QuerySet[Flow]:

@@ -53,6 +53,9 @@ class FeedbackForm(forms.Form):
         max_length=MAX_NOTE_CHARS,
         widget=forms.Textarea(attrs={"rows": 2}),
     )
+    # Set by the "record it anyway" button once the page has said what
+    # conflicting feedback does to the reports.
+    confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def __init__(
         self,
@@ -82,6 +85,10 @@ class FeedbackForm(forms.Form):
         else:
             del self.fields["outcome_code"]
         reason = self.fields["reason"]
+        if kind == Kind.CONVERSION and not allowed_reasons:
+            # A conversion needs no reason unless the source lists its own.
+            del self.fields["reason"]
+            return
         if allowed_reasons:
             reason.widget = forms.Select(
                 choices=[("", "Choose a reason"), *((r, r) for r in allowed_reasons)]
@@ -127,7 +134,11 @@ class BulkFeedbackForm(forms.Form):
             (Kind.STATUS, "Status update"),
         ],
         widget=forms.RadioSelect,
-        initial=Kind.CONVERSION,
+        # Nothing chosen for the buyer: a slip of the thumb must not return
+        # fifty leads.
+        error_messages={
+            "required": "Choose what to mark the selected deliveries as.",
+        },
     )
     revenue = revenue_field("Revenue (conversions)")
     reason = forms.CharField(
@@ -137,12 +148,45 @@ class BulkFeedbackForm(forms.Form):
         help_text="Some sources accept listed return reasons only.",
         widget=forms.TextInput(attrs={"list": "bulk-reasons", "autocomplete": "off"}),
     )
+    other_reason = forms.CharField(
+        label="Or type a reason",
+        required=False,
+        max_length=MAX_REASON_CHARS,
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
     note = forms.CharField(
         label="Note",
         required=False,
         max_length=MAX_NOTE_CHARS,
         widget=forms.Textarea(attrs={"rows": 2}),
     )
+
+    def __init__(
+        self,
+        *args: Any,
+        reason_groups: list[tuple[str, list[str]]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """`reason_groups`: (heading, reasons) to pick from, e.g. each source's
+        accepted list and the buyer's usual reasons; without them the reason is
+        typed, with the usual ones suggested."""
+        super().__init__(*args, **kwargs)
+        self.reason_groups = [(label, r) for label, r in reason_groups or [] if r]
+        if self.reason_groups:
+            reason = self.fields["reason"]
+            reason.widget = forms.Select(
+                choices=[
+                    ("", "Choose a reason"),
+                    *(
+                        (label, [(r, r) for r in reasons])
+                        for label, reasons in self.reason_groups
+                    ),
+                ]
+            )
+            reason.help_text = (
+                "Each source accepts the reasons listed under its name; "
+                "a reason a source does not list is refused for its leads."
+            )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -155,6 +199,8 @@ class BulkFeedbackForm(forms.Form):
                 f"Select at most {self.MAX_SELECTED} deliveries at a time."
             )
         data["event_ids"] = event_ids
+        if data.get("other_reason"):
+            data["reason"] = data["other_reason"]
         if data.get("kind") != Kind.CONVERSION:
             data["revenue"] = None
         return data

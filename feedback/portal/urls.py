@@ -1,10 +1,11 @@
 from django.urls import path
 
-from feedback.portal import returns, views
+from feedback.portal import returns, summary, views
 
 app_name = "portal"
 urlpatterns = [
     path("", views.delivery_list, name="delivery-list"),
+    path("deliveries.csv", views.delivery_csv, name="delivery-csv"),
     path(
         "deliveries/feedback/",
         views.delivery_bulk_feedback,
@@ -16,6 +17,7 @@ urlpatterns = [
         views.delivery_feedback,
         name="delivery-feedback",
     ),
+    path("summary/", summary.summary, name="summary"),
     path("returns/", returns.return_list, name="return-list"),
     path("returns/<uuid:public_id>/", returns.return_detail, name="return-detail"),
     path(

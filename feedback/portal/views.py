@@ -2,6 +2,7 @@
 service, redirect. Every object a URL names is fetched through a selector that
 answers 404 for another buyer's object."""
 
+import io
 import uuid
 from typing import Any
 
@@ -11,6 +12,8 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from rest_framework import serializers
 
@@ -38,6 +41,7 @@ from feedback.portal.forms import (
     FeedbackForm,
     ImportUploadForm,
 )
+from feedback.portal.labels import lead_fields
 from feedback.portal.pagination import keyset_page
 from feedback.selectors import (
     api_key_list_for_buyer,
@@ -45,8 +49,10 @@ from feedback.selectors import (
     feedback_usual_reasons,
     get_api_key_for_buyer,
     get_delivery_for_buyer,
+    source_list_for_buyer,
 )
 from feedback.services import api_key_create, api_key_revoke
+from sources.csvcells import write_csv
 from sources.models import Kind
 
 PAGE_SIZE = 50
@@ -78,7 +84,7 @@ def delivery_list(request: HttpRequest) -> HttpResponse:
         newer=request.GET.get("newer"),
         page_size=PAGE_SIZE,
     )
-    suggestions = _reason_suggestions(portal, page.items)
+    usual = feedback_usual_reasons(buyer=portal.buyer, kind=Kind.RETURN)
     return render(
         request,
         "portal/delivery_list.html",
@@ -87,11 +93,86 @@ def delivery_list(request: HttpRequest) -> HttpResponse:
             "page": page,
             "query": _query_without_cursor(request),
             "filtered": any(request.GET.get(name) for name in filterset.form.fields),
-            "bulk_form": BulkFeedbackForm(),
-            "reason_suggestions": suggestions,
+            "bulk_form": BulkFeedbackForm(
+                reason_groups=_reason_groups(page.items, usual)
+            ),
+            "reason_suggestions": usual,
             "nav": "deliveries",
         },
     )
+
+
+# A download is the filtered list, newest first, up to this many rows: enough
+# for a month of a busy buyer, small enough to build in one request.
+CSV_MAX_ROWS = 50_000
+CSV_HEADER = [
+    "delivered_at",
+    "event_id",
+    "reference",
+    "lead_id",
+    "name",
+    "email",
+    "phone",
+    "flow",
+    "source",
+    "price",
+    "feedback",
+]
+
+
+@require_GET
+@buyer_required
+def delivery_csv(request: HttpRequest) -> HttpResponse:
+    """The deliveries the list's filters select, as CSV (every cell formula-safe)."""
+    portal = _portal(request)
+    filterset = DeliveryFilter(
+        request.GET or None,
+        queryset=delivery_list_for_buyer(buyer=portal.buyer),
+        buyer=portal.buyer,
+    )
+    if filterset.is_bound and not filterset.is_valid():
+        problems = "; ".join(
+            f"{name}: {' '.join(errors)}" for name, errors in filterset.errors.items()
+        )
+        return HttpResponse(
+            f"These filters cannot be applied: {problems}",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    rows = (
+        [
+            timezone.localtime(d.delivered_at),
+            d.event_id,
+            d.reference,
+            d.lead.public_id,
+            d.lead.display_name,
+            d.lead.data.get("email", ""),
+            d.lead.data.get("phone_1", ""),
+            d.flow.name,
+            d.source.name,
+            d.price,
+            _feedback_word(d),
+        ]
+        for d in filterset.qs[:CSV_MAX_ROWS].iterator(chunk_size=2000)
+    )
+    stream = io.StringIO()
+    write_csv(stream, rows, header=CSV_HEADER)
+    response = HttpResponse(stream.getvalue(), content_type="text/csv; charset=utf-8")
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = (
+        f'attachment; filename="deliveries-{portal.buyer.slug}-{stamp}.csv"'
+    )
+    return response
+
+
+def _feedback_word(delivery: DeliveryEvent) -> str:
+    if getattr(delivery, "is_returned", False):
+        return "returned"
+    if getattr(delivery, "is_converted", False):
+        return "converted"
+    if getattr(delivery, "is_refused", False):
+        return "refused"
+    return "feedback" if getattr(delivery, "has_feedback", False) else ""
 
 
 def _query_without_cursor(request: HttpRequest) -> str:
@@ -101,15 +182,28 @@ def _query_without_cursor(request: HttpRequest) -> str:
     return query.urlencode()
 
 
-def _reason_suggestions(
-    portal: PortalRequest, deliveries: list[DeliveryEvent]
-) -> list[str]:
-    """Return reasons to offer: the buyer's usual ones, then those the page's
-    sources list (a source's list is what it will accept)."""
-    reasons = feedback_usual_reasons(buyer=portal.buyer, kind=Kind.RETURN)
-    for delivery in deliveries:
-        reasons.extend(delivery.source.allowed_reasons(Kind.RETURN))
-    return list(dict.fromkeys(reasons))
+def _reason_groups(
+    deliveries: list[DeliveryEvent], usual: list[str]
+) -> list[tuple[str, list[str]]]:
+    """Return reasons to pick from for a selection of the page: each source's
+    accepted list under its name (one heading when the page has one source),
+    then the buyer's usual reasons when some source accepts any reason."""
+    sources = list({d.source_id: d.source for d in deliveries}.values())
+    listed = [s for s in sources if s.allowed_reasons(Kind.RETURN)]
+    if not listed:
+        return []
+    groups = [
+        (
+            "Accepted by all of these leads' source"
+            if len(sources) == 1
+            else f"Accepted by {source.name}",
+            source.allowed_reasons(Kind.RETURN),
+        )
+        for source in sorted(listed, key=lambda s: s.name)
+    ]
+    if len(listed) < len(sources):
+        groups.append(("Your usual reasons (other sources)", usual))
+    return groups
 
 
 def _delivery_or_404(portal: PortalRequest, event_id: str) -> DeliveryEvent:
@@ -143,15 +237,54 @@ def _feedback_forms(
     return forms
 
 
+def _standing(history: list[Feedback]) -> tuple[Feedback | None, list[Feedback]]:
+    """The lead's return that stands (accepted, not rejected on review), and
+    its accepted conversions, oldest first, from its history (newest first)."""
+    accepted = [f for f in reversed(history) if f.outcome == Feedback.Outcome.SUCCESS]
+    returned = next(
+        (
+            f
+            for f in accepted
+            if f.kind == Kind.RETURN and f.review_state != Feedback.ReviewState.REJECTED
+        ),
+        None,
+    )
+    return returned, [f for f in accepted if f.kind == Kind.CONVERSION]
+
+
+def _conflict(kind: str, conversions: list[Feedback]) -> str:
+    """What recording `kind` on top of the lead's conversions does to the
+    reports, when it is more than a buyer may expect; "" when nothing conflicts."""
+    if not conversions or kind not in (Kind.RETURN, Kind.CONVERSION):
+        return ""
+    first = conversions[0]
+    when = date_format(timezone.localtime(first.received_at), "M j, Y")
+    if kind == Kind.RETURN:
+        return (
+            f"This lead was reported converted on {when}. Returning it keeps that "
+            "conversion: the reports will count the lead as both converted and "
+            "returned, and the source is told of the return."
+        )
+    worth = f" with revenue {first.revenue}" if first.revenue is not None else ""
+    count = len(conversions) + 1
+    return (
+        f"This lead was already reported converted on {when}{worth}. Another "
+        f"conversion is counted as well: the reports will show {count} conversions "
+        "for this lead and add up their revenue."
+    )
+
+
 def _render_delivery(
     request: HttpRequest,
     delivery: DeliveryEvent,
     *,
     bound: FeedbackForm | None = None,
+    conflict: str = "",
     status: int = 200,
 ) -> HttpResponse:
     portal = _portal(request)
     history = list(feedback_history_for_delivery(delivery=delivery))
+    returned, _ = _standing(history)
     for feedback in history:
         for notification in feedback.notifications.all():
             # What the source said, without what only the seller should see.
@@ -163,8 +296,11 @@ def _render_delivery(
         {
             "delivery": delivery,
             "lead": delivery.lead,
-            "lead_fields": sorted(delivery.lead.data.items()),
+            "lead_fields": lead_fields(delivery.lead.data),
             "history": history,
+            "returned": returned,
+            "conflict": conflict,
+            "conflict_kind": bound.prefix if conflict and bound is not None else "",
             "forms": [
                 (kind, Kind(kind).label, forms[kind], delivery.source.accepts(kind))
                 for kind in FEEDBACK_KINDS
@@ -201,6 +337,21 @@ def delivery_feedback(request: HttpRequest, event_id: str, kind: str) -> HttpRes
     )
     if not form.is_valid():
         return _render_delivery(request, delivery, bound=form, status=400)
+    _, conversions = _standing(list(feedback_history_for_delivery(delivery=delivery)))
+    conflict = _conflict(kind, conversions)
+    if conflict and not form.cleaned_data.get("confirmed"):
+        # Say what it will do, and ask again with the same values.
+        again = FeedbackForm(
+            {**request.POST.dict(), f"{kind}-confirmed": "True"},
+            prefix=kind,
+            kind=kind,
+            allowed_reasons=delivery.source.allowed_reasons(kind),
+            suggestions=form.suggestions,
+        )
+        again.is_valid()
+        return _render_delivery(
+            request, delivery, bound=again, conflict=conflict, status=409
+        )
     result = feedback_receive(
         buyer=portal.buyer,
         data=form.feedback_data(event_id=delivery.event_id),
@@ -480,6 +631,7 @@ def integration(request: HttpRequest) -> HttpResponse:
         "docs_url": f"{base}{reverse('api-docs')}",
         "fields": field_reference(),
         "outcome_codes": OutcomeCode.objects.filter(is_active=True),
+        "sources": source_list_for_buyer(buyer=portal.buyer),
         "nav": "integration",
     }
     return render(request, "portal/integration.html", context)

@@ -453,6 +453,9 @@ def test_return_then_a_second_return_is_refused_inline_with_its_reason(portal, b
     body = response.content.decode()
     inline = re.search(r'id="report-return".*?</section>', body, re.S).group(0)
     assert "Refused: event_id: Lead already returned" in inline
+    # The lead's page no longer offers a return, and says when it was made.
+    assert "This lead was returned on" in inline
+    assert "<form" not in inline
     outcomes = sorted(Feedback.objects.filter(delivery=made).values_list("outcome"))
     assert outcomes == [("failure",), ("success",)]
 

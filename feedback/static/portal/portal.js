@@ -37,6 +37,23 @@
     boxes.forEach(function (box) { box.addEventListener("change", sync); });
   });
 
+  // The bulk bar shows only the fields the chosen feedback takes (none until a
+  // kind is chosen), so it stays small enough to keep in sight.
+  document.querySelectorAll("[data-bulk]").forEach(function (bar) {
+    var show = function () {
+      var chosen = bar.querySelector('input[name="kind"]:checked');
+      var kind = chosen ? chosen.value : "";
+      bar.querySelectorAll("[data-for-kind]").forEach(function (part) {
+        var kinds = part.getAttribute("data-for-kind").split(" ");
+        part.hidden = kinds.indexOf(kind) === -1;
+      });
+    };
+    bar.querySelectorAll('input[name="kind"]').forEach(function (radio) {
+      radio.addEventListener("change", show);
+    });
+    show();
+  });
+
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
       if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
