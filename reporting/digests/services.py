@@ -105,6 +105,7 @@ def digest_problems(
 
 def digest_save(
     *,
+    digest: Digest | None = None,
     slug: str,
     source: Source,
     enabled: bool,
@@ -115,8 +116,8 @@ def digest_save(
     channel: str,
     recipients: list[str],
 ) -> Digest:
-    """Create or update the digest `slug`; a ValidationError when its settings
-    are wrong."""
+    """Update `digest`, or create or update the digest `slug` (configuration as
+    code); a ValidationError when its settings are wrong."""
     problems = digest_problems(
         source=source,
         channel=channel,
@@ -126,10 +127,12 @@ def digest_save(
     if problems:
         raise ValidationError({field: message for field, message in problems})
     with transaction.atomic():
-        digest, _created = Digest.objects.select_for_update().get_or_create(
-            slug=slug,
-            defaults={"source": source},
-        )
+        if digest is None:
+            digest = (
+                Digest.objects.select_for_update().filter(slug=slug).first()
+                or Digest(slug=slug, source=source)
+            )
+        digest.slug = slug
         digest.source = source
         digest.enabled = enabled
         digest.every = every
