@@ -67,7 +67,15 @@ class SendTestForm(forms.Form):
 
 class DigestSendInline(ReadOnlyInline[DigestSend, Digest]):
     model = DigestSend
-    fields = ["period_start", "period_end", "channel", "status", "tries", "sent_at", "detail"]
+    fields = [
+        "period_start",
+        "period_end",
+        "channel",
+        "status",
+        "tries",
+        "sent_at",
+        "detail",
+    ]
     readonly_fields = fields
     ordering = ["-period_start"]
     verbose_name = "send"
@@ -205,12 +213,15 @@ class DigestAdmin(admin.ModelAdmin[Digest]):
         if not self.has_view_permission(request, digest):
             return HttpResponse(status=403)
         rendered = digest_preview(digest=digest)
-        response = HttpResponse(rendered.returns_csv, content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{rendered.returns_name}"'
+        response = HttpResponse(
+            rendered.returns_csv, content_type="text/csv; charset=utf-8"
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="{rendered.returns_name}"'
+        )
         return response
 
     @admin.display(description="Preview")
     def preview_link(self, obj: Digest) -> SafeString:
         url = reverse("admin:reporting_digest_preview", args=[obj.pk])
         return format_html('<a href="{}">Preview</a>', url)
-

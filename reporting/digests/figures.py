@@ -103,7 +103,7 @@ MEASURES = (
 
 def show(kind: str, value: float | int | None) -> str:
     if value is None:
-        return "–"
+        return "\u2013"  # an en dash: no value
     if kind == "rate":
         return f"{value * 100:.1f}%"
     if kind == "number":

@@ -89,9 +89,7 @@ def period_sent_at(digest: Digest, send_time: datetime.datetime) -> Period:
     )
 
 
-def digest_last_complete_period(
-    digest: Digest, *, now: datetime.datetime
-) -> Period:
+def digest_last_complete_period(digest: Digest, *, now: datetime.datetime) -> Period:
     """The latest period that has ended by `now` (what a preview shows): the
     days before today in the digest's time zone, whatever the time of day."""
     today = now.astimezone(zone_of(digest.timezone)).date()

@@ -29,8 +29,7 @@ def digest_render(figures: DigestFigures) -> RenderedDigest:
     period = figures.period
     context = {"figures": figures, "digest": figures.digest}
     stem = (
-        f"digest-{figures.digest.source.slug}-"
-        f"{period.start:%Y%m%d}-{period.end:%Y%m%d}"
+        f"digest-{figures.digest.source.slug}-{period.start:%Y%m%d}-{period.end:%Y%m%d}"
     )
     return RenderedDigest(
         subject=f"{figures.source_name}: feedback digest for {period.describe()}",

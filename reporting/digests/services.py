@@ -77,9 +77,7 @@ def digest_problems(
             try:
                 validate_email(address)
             except ValidationError:
-                problems.append(
-                    ("recipients", f"{address!r} is not an email address.")
-                )
+                problems.append(("recipients", f"{address!r} is not an email address."))
         if channel == Digest.Channel.EMAIL and not recipients:
             problems.append(
                 ("recipients", "The email channel needs at least one recipient.")
@@ -125,13 +123,12 @@ def digest_save(
         recipients=recipients,
     )
     if problems:
-        raise ValidationError({field: message for field, message in problems})
+        raise ValidationError(dict(problems))
     with transaction.atomic():
         if digest is None:
-            digest = (
-                Digest.objects.select_for_update().filter(slug=slug).first()
-                or Digest(slug=slug, source=source)
-            )
+            digest = Digest.objects.select_for_update().filter(
+                slug=slug
+            ).first() or Digest(slug=slug, source=source)
         digest.slug = slug
         digest.source = source
         digest.enabled = enabled
@@ -195,12 +192,16 @@ def digest_claim(*, digest: Digest, period: Period) -> DigestSend | None:
     except IntegrityError:
         pass
     with transaction.atomic():
-        taken = DigestSend.objects.filter(
-            digest=digest,
-            period_start=period.start,
-            status=DigestSend.Status.FAILED,
-            tries__lt=MAX_TRIES,
-        ).select_for_update(skip_locked=True).first()
+        taken = (
+            DigestSend.objects.filter(
+                digest=digest,
+                period_start=period.start,
+                status=DigestSend.Status.FAILED,
+                tries__lt=MAX_TRIES,
+            )
+            .select_for_update(skip_locked=True)
+            .first()
+        )
         if taken is None:
             return None
         taken.status = DigestSend.Status.SENDING
@@ -247,7 +248,9 @@ def digest_send_mark(*, send: DigestSend, ok: bool, detail: str) -> DigestSend:
     return send
 
 
-def digest_send_test(*, digest: Digest, to: str, now: datetime.datetime | None = None) -> str:
+def digest_send_test(
+    *, digest: Digest, to: str, now: datetime.datetime | None = None
+) -> str:
     """Email the digest of the last complete period to `to` (staff's own
     address), whatever the digest's channel; records no send. Raises
     DigestError."""
@@ -284,9 +287,7 @@ def digest_deliver(
                 f"{digest.source.name} has no batch feedback config to send through."
             )
         return digest_batch(config=config, rendered=rendered, message_id=message_id)
-    return digest_email(
-        rendered=rendered, recipients=recipients, message_id=message_id
-    )
+    return digest_email(rendered=rendered, recipients=recipients, message_id=message_id)
 
 
 def mail_connection() -> BaseEmailBackend:
@@ -326,7 +327,9 @@ def digest_email(
         raise DigestError(f"Email not sent: {type(exc).__name__}: {exc}") from None
     if not sent:
         raise DigestError("Email not sent: the mail backend sent nothing.")
-    return f"Emailed to {len(recipients)} recipient{'s' if len(recipients) > 1 else ''}."
+    return (
+        f"Emailed to {len(recipients)} recipient{'s' if len(recipients) > 1 else ''}."
+    )
 
 
 def digest_batch(
@@ -346,7 +349,9 @@ def digest_batch(
     return " ".join(results)
 
 
-def digest_preview(*, digest: Digest, now: datetime.datetime | None = None) -> RenderedDigest:
+def digest_preview(
+    *, digest: Digest, now: datetime.datetime | None = None
+) -> RenderedDigest:
     """The digest of the last complete period, as it would be sent."""
     period = digest_last_complete_period(digest, now=now or timezone.now())
     return digest_render(digest_figures(digest=digest, period=period))
