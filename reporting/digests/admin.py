@@ -81,9 +81,6 @@ class DigestSendInline(ReadOnlyInline[DigestSend, Digest]):
     verbose_name = "send"
     verbose_name_plural = "sends (one per period)"
 
-    def get_queryset(self, request: HttpRequest) -> Any:
-        return super().get_queryset(request)[:20]
-
 
 @admin.register(Digest)
 class DigestAdmin(admin.ModelAdmin[Digest]):
