@@ -67,7 +67,7 @@ class SendTestForm(forms.Form):
 
 class DigestSendInline(ReadOnlyInline[DigestSend, Digest]):
     model = DigestSend
-    fields = [
+    fields = readonly_fields = (
         "period_start",
         "period_end",
         "channel",
@@ -75,8 +75,7 @@ class DigestSendInline(ReadOnlyInline[DigestSend, Digest]):
         "tries",
         "sent_at",
         "detail",
-    ]
-    readonly_fields = fields
+    )
     ordering = ["-period_start"]
     verbose_name = "send"
     verbose_name_plural = "sends (one per period)"
