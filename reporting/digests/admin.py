@@ -88,7 +88,7 @@ class DigestAdmin(admin.ModelAdmin[Digest]):
         "slug",
         "source",
         "schedule",
-        "channel",
+        "channel_text",
         "enabled",
         "next_send",
         "preview_link",
@@ -113,6 +113,13 @@ class DigestAdmin(admin.ModelAdmin[Digest]):
             day = Digest.Weekday(obj.weekday).label
             return f"{day}s at {when} {obj.timezone}"
         return f"Daily at {when} {obj.timezone}"
+
+    @admin.display(description="Channel", ordering="channel")
+    def channel_text(self, obj: Digest) -> str:
+        if obj.channel == Digest.Channel.BATCH:
+            return "Batch files"
+        count = len(obj.recipients or [])
+        return f"Email, {count} recipient{'s' if count != 1 else ''}"
 
     @admin.display(description="Next send (UTC)")
     def next_send(self, obj: Digest) -> str:

@@ -127,7 +127,8 @@ def test_the_preview_shows_the_last_complete_period(staff_client, digest):
     body = response.content.decode()
     # Wednesday 9 December: the last complete week is 2 to 8 December.
     assert "Wed 02 Dec to Tue 08 Dec 2026 (Europe/Berlin)" in body
-    assert 'sandbox="" srcdoc="' in body
+    # The email is one attribute value: escaped whole, so nothing leaks out.
+    assert 'sandbox="" srcdoc="&lt;!DOCTYPE html&gt;' in body
     html = response.context["rendered"].html
     assert "&lt;b&gt;Bad phone&lt;/b&gt;" in html  # the reason is escaped
     assert "Returns: 1 (previous 0, +1)" in response.context["rendered"].text
