@@ -152,7 +152,12 @@ def digests_due(*, now: datetime.datetime | None = None) -> list[DueDigest]:
     moment = now or timezone.now()
     due = []
     for digest in digest_list(enabled_only=True):
-        send_time = digest_last_send_time(digest, now=moment)
+        try:
+            send_time = digest_last_send_time(digest, now=moment)
+        except ValueError as exc:
+            # One digest's bad time zone must not stop the others.
+            logger.warning("digest %s: %s", digest.slug, exc)
+            continue
         # A new digest starts with its next scheduled time, not with a period
         # that ended before anyone asked for it.
         if send_time < digest.created_at:
@@ -222,7 +227,8 @@ def digest_send(*, digest: Digest, period: Period) -> DigestSend | None:
             digest=digest,
             rendered=rendered,
             recipients=list(digest.recipients),
-            message_id=f"digest-{send.pk}-{send.tries}",
+            # The same on every try, so a mail system can drop a second copy.
+            message_id=f"digest-{send.pk}",
         )
     except DigestError as exc:
         return digest_send_mark(send=send, ok=False, detail=str(exc))

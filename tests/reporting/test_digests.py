@@ -346,3 +346,10 @@ def test_the_command_lists_due_digests_on_a_dry_run(smtp):
     assert "bluesky-weekly: 2026-11-30 to 2026-12-06 by email" in out.getvalue()
     assert "bluesky-weekly: 2026-11-30 to 2026-12-06 sent" in out.getvalue()
     assert len(smtp.messages) == 1
+
+
+def test_a_digest_with_an_unknown_time_zone_does_not_stop_the_others():
+    good = make_digest()
+    make_digest(slug="broken", source=good.source, timezone="Mars/Olympus")
+    with time_machine.travel(datetime.datetime(2026, 12, 7, 7, 5, tzinfo=UTC)):
+        assert [d.digest for d in digests_due()] == [good]
