@@ -90,12 +90,17 @@ def period_sent_at(digest: Digest, send_time: datetime.datetime) -> Period:
 
 
 def digest_last_complete_period(digest: Digest, *, now: datetime.datetime) -> Period:
-    """The latest period that has ended by `now` (what a preview shows): the
-    days before today in the digest's time zone, whatever the time of day."""
+    """The latest period of the digest's schedule whose days are all past by
+    `now` (what a preview shows): a weekly Monday digest on a Wednesday shows
+    Monday to Sunday of the week before, even before its send time."""
     today = now.astimezone(zone_of(digest.timezone)).date()
+    back = 0
+    if digest.every == Digest.Every.WEEK:
+        back = (today.weekday() - digest.weekday) % 7
+    send_day = today - datetime.timedelta(days=back)
     return Period(
-        today - datetime.timedelta(days=digest_length(digest)),
-        today - datetime.timedelta(days=1),
+        send_day - datetime.timedelta(days=digest_length(digest)),
+        send_day - datetime.timedelta(days=1),
     )
 
 

@@ -13,7 +13,11 @@ from django.core.management import call_command
 from django.db import connection
 
 from feedback.models import Feedback
-from reporting.digests.periods import Period, digest_last_send_time
+from reporting.digests.periods import (
+    Period,
+    digest_last_complete_period,
+    digest_last_send_time,
+)
 from reporting.digests.services import (
     MAX_TRIES,
     digest_claim,
@@ -353,3 +357,22 @@ def test_a_digest_with_an_unknown_time_zone_does_not_stop_the_others():
     make_digest(slug="broken", source=good.source, timezone="Mars/Olympus")
     with time_machine.travel(datetime.datetime(2026, 12, 7, 7, 5, tzinfo=UTC)):
         assert [d.digest for d in digests_due()] == [good]
+
+
+@pytest.mark.parametrize(
+    ("every", "now", "expected"),
+    [
+        # Weekly on Mondays: the last whole Monday-to-Sunday week, even on the
+        # Monday before the send time.
+        ("week", "2026-12-07T05:00", ("2026-11-30", "2026-12-06")),
+        ("week", "2026-12-13T22:00", ("2026-11-30", "2026-12-06")),
+        # 23:30 UTC on Sunday is already Monday in Berlin.
+        ("week", "2026-12-13T23:30", ("2026-12-07", "2026-12-13")),
+        ("day", "2026-12-09T12:00", ("2026-12-08", "2026-12-08")),
+    ],
+)
+def test_the_preview_period_is_the_last_complete_one(every, now, expected):
+    digest = Digest(every=every, weekday=0, timezone="Europe/Berlin")
+    moment = datetime.datetime.fromisoformat(now).replace(tzinfo=UTC)
+    period = digest_last_complete_period(digest, now=moment)
+    assert (period.start.isoformat(), period.end.isoformat()) == expected

@@ -125,8 +125,8 @@ def test_the_preview_shows_the_last_complete_period(staff_client, digest):
 
     assert response.status_code == 200
     body = response.content.decode()
-    # Wednesday 9 December: the last complete week is 2 to 8 December.
-    assert "Wed 02 Dec to Tue 08 Dec 2026 (Europe/Berlin)" in body
+    # Wednesday 9 December: the last complete Monday-to-Sunday week.
+    assert "Mon 30 Nov to Sun 06 Dec 2026 (Europe/Berlin)" in body
     # The email is one attribute value: escaped whole, so nothing leaks out.
     assert 'sandbox="" srcdoc="&lt;!DOCTYPE html&gt;' in body
     html = response.context["rendered"].html
