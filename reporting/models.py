@@ -127,8 +127,8 @@ class Digest(models.Model):
         WEEK = "week", "Every week"
 
     class Channel(models.TextChoices):
-        EMAIL = "email", "Email (HTML, text and the returns as CSV)"
-        BATCH = "batch", "The source's batch transport (CSV files)"
+        EMAIL = "email", "Email"
+        BATCH = "batch", "Batch files (the source's transport)"
 
     class Weekday(models.IntegerChoices):
         MONDAY = 0
@@ -168,7 +168,9 @@ class Digest(models.Model):
     recipients = models.JSONField(
         default=list,
         blank=True,
-        help_text='Email channel: a list of addresses, e.g. ["ops@source.example"].',
+        help_text='Email channel: a list of addresses, e.g. ["ops@source.example"]. '
+        "Email sends HTML, plain text and the returns as CSV; batch sends a summary "
+        "and the returns as CSV files through the source's batch feedback config.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -43,6 +43,7 @@ class DigestForm(forms.ModelForm[Digest]):
             "channel",
             "recipients",
         ]
+        widgets = {"at": forms.TimeInput(format="%H:%M")}
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
