@@ -5,8 +5,9 @@ from datetime import UTC
 
 import pytest
 import time_machine
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core import mail
+from django.core.management import call_command
 from django.urls import reverse
 
 from reporting.models import Digest
@@ -167,3 +168,19 @@ def test_view_only_staff_may_preview_but_not_send(client, digest):
     assert client.get(url).status_code == 200
     assert client.post(url, {"to": "me@seller.example"}).status_code == 403
     assert mail.outbox == []
+
+
+def test_the_analyst_role_previews_and_the_seller_admin_sends(client, digest):
+    call_command("setup_roles", verbosity=0)
+    url = reverse("admin:reporting_digest_preview", args=[digest.pk])
+    analyst = UserFactory(username="ann", is_staff=True)
+    analyst.groups.add(Group.objects.get(name="Analyst"))
+    client.force_login(analyst)
+    assert client.get(url).status_code == 200
+    assert client.post(url, {"to": "me@seller.example"}).status_code == 403
+
+    seller = UserFactory(username="sam", is_staff=True)
+    seller.groups.add(Group.objects.get(name="Seller admin"))
+    client.force_login(seller)
+    assert client.post(url, {"to": "me@seller.example"}).status_code == 302
+    assert len(mail.outbox) == 1
