@@ -376,3 +376,15 @@ def test_the_preview_period_is_the_last_complete_one(every, now, expected):
     moment = datetime.datetime.fromisoformat(now).replace(tzinfo=UTC)
     period = digest_last_complete_period(digest, now=moment)
     assert (period.start.isoformat(), period.end.isoformat()) == expected
+
+
+def test_beat_runs_the_digest_task(settings, smtp):
+    entry = settings.CELERY_BEAT_SCHEDULE["send-digests"]
+    assert entry["task"] == "reporting.tasks.send_digests_task"
+    assert entry["schedule"] == 60.0
+    make_digest()
+    with time_machine.travel(datetime.datetime(2026, 12, 7, 7, 5, tzinfo=UTC)):
+        # As a worker runs it: by its registered name.
+        result = send_digests_task.apply()
+    assert result.get() == 1
+    assert len(smtp.messages) == 1
