@@ -34,7 +34,13 @@ from tests.factories import (
     FeedbackFactory,
     SourceFactory,
 )
-from tests.sources.file_servers import PASSWORD, USERNAME, FtpServer, SmtpServer
+from tests.sources.file_servers import (
+    PASSWORD,
+    USERNAME,
+    FtpServer,
+    SftpServer,
+    SmtpServer,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -273,11 +279,13 @@ def test_a_failed_send_is_tried_again_then_given_up(settings):
 # Channels ---------------------------------------------------------------------
 
 
-def test_the_batch_channel_uploads_through_the_sources_ftp_transport(tmp_path):
-    root = tmp_path / "ftp"
+@pytest.mark.parametrize("transport", ["ftp", "sftp"])
+def test_the_batch_channel_uploads_through_the_sources_transport(tmp_path, transport):
+    root = tmp_path / transport
     (root / "in").mkdir(parents=True)
     source = SourceFactory(slug="bluesky-leads", name="Bluesky Leads")
-    with FtpServer(root) as server:
+    server_class = FtpServer if transport == "ftp" else SftpServer
+    with server_class(root) as server:
         FeedbackConfig.objects.create(
             source=source,
             kind=Kind.RETURN,
@@ -285,7 +293,8 @@ def test_the_batch_channel_uploads_through_the_sources_ftp_transport(tmp_path):
             batch_every=FeedbackConfig.BatchEvery.DAY,
             batch_at=datetime.time(6, 0),
             batch_timezone="UTC",
-            batch_transport=FeedbackConfig.Transport.FTP,
+            batch_transport=transport,
+            batch_host_key=server.public_host_key if transport == "sftp" else "",
             batch_host="127.0.0.1",
             batch_port=server.port,
             batch_username=USERNAME,
