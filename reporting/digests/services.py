@@ -250,7 +250,14 @@ def digest_send_mark(*, send: DigestSend, ok: bool, detail: str) -> DigestSend:
         send.sent_at = timezone.now() if ok else None
         send.save(update_fields=["status", "detail", "sent_at"])
     if not ok:
-        logger.warning("digest %s: %s", send.digest_id, send.detail)
+        # Not the detail: a refusal may quote recipients' addresses. Staff read
+        # it on the digest's page.
+        logger.warning(
+            "digest %s: the send of %s failed (try %d)",
+            send.digest_id,
+            send.period_start,
+            send.tries,
+        )
     return send
 
 
