@@ -138,3 +138,13 @@ def test_the_batch_channel_accepts_a_source_with_a_batch_config(source):
     assert config_validate(document=document) == []
     config_import(document=document, dry_run=False)
     assert Digest.objects.get().channel == "batch"
+
+
+def test_a_digest_may_name_a_source_defined_in_the_same_file():
+    document = {
+        "sources": [{"slug": "harbor-digital", "name": "Harbor Digital"}],
+        "digests": [{**WEEKLY, "slug": "harbor-weekly", "source": "harbor-digital"}],
+    }
+    assert config_validate(document=document) == []
+    config_import(document=document, dry_run=False)
+    assert Digest.objects.get().source.slug == "harbor-digital"
