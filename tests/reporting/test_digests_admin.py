@@ -184,3 +184,10 @@ def test_the_analyst_role_previews_and_the_seller_admin_sends(client, digest):
     client.force_login(seller)
     assert client.post(url, {"to": "me@seller.example"}).status_code == 302
     assert len(mail.outbox) == 1
+
+
+def test_the_admin_index_lists_digests_under_reporting(staff_client):
+    for url in (reverse("admin:index"), reverse("admin:app_list", args=["reporting"])):
+        response = staff_client.get(url)
+        assert response.status_code == 200
+        assert reverse("admin:reporting_digest_changelist") in response.content.decode()
