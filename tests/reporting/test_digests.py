@@ -106,6 +106,10 @@ def returned(source, *, reason: str, at: datetime.datetime) -> Feedback:
         # Daily across the spring change (29 March 2026): 07:00 then 06:00 UTC.
         ("day", "08:00", "Europe/Berlin", "2026-03-28T07:30", "2026-03-28T07:00"),
         ("day", "08:00", "Europe/Berlin", "2026-03-29T06:30", "2026-03-29T06:00"),
+        # 02:30 does not exist on 29 March: sent just after the gap, 03:30 CEST.
+        ("day", "02:30", "Europe/Berlin", "2026-03-29T01:45", "2026-03-29T01:30"),
+        # 02:30 happens twice on 25 October: sent at the first, once.
+        ("day", "02:30", "Europe/Berlin", "2026-10-25T01:45", "2026-10-25T00:30"),
         # West of UTC the local day lags: Sunday evening UTC is still Sunday.
         ("day", "06:00", "America/Chicago", "2026-12-07T11:59", "2026-12-06T12:00"),
         ("day", "06:00", "America/Chicago", "2026-12-07T12:00", "2026-12-07T12:00"),
