@@ -366,6 +366,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 3600.0,
     },
     # Keeps the reports' daily rollups within this many seconds of the data.
+    # Sends the source digests whose time has come (each period once).
+    "send-digests": {
+        "task": "reporting.tasks.send_digests_task",
+        "schedule": env_float("LEADBACK_DIGEST_INTERVAL_S", 60.0),
+        "options": {"expires": 120},
+    },
     "refresh-report-rollups": {
         "task": "reporting.tasks.refresh_rollups_task",
         "schedule": env_float("LEADBACK_ROLLUP_INTERVAL_S", 300.0),

@@ -1,3 +1,5 @@
+import datetime
+
 from django.db import models
 
 # The permissions the report pages check (docs/roles.md).
@@ -109,3 +111,108 @@ class TimingRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dimension} {self.key} {self.month:%Y-%m} bin {self.bin}"
+
+
+class Digest(models.Model):
+    """A scheduled summary of one source's feedback (DESIGN §11, "Source digests").
+
+    Each period (the previous day, or the previous seven days) is measured with
+    the reports' own code (reporting/digests/figures.py) and sent by email or
+    through the source's batch transport, once: a DigestSend row per period is
+    taken before anything leaves.
+    """
+
+    class Every(models.TextChoices):
+        DAY = "day", "Every day"
+        WEEK = "week", "Every week"
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        BATCH = "batch", "Batch files (the source's transport)"
+
+    class Weekday(models.IntegerChoices):
+        MONDAY = 0
+        TUESDAY = 1
+        WEDNESDAY = 2
+        THURSDAY = 3
+        FRIDAY = 4
+        SATURDAY = 5
+        SUNDAY = 6
+
+    slug = models.SlugField(max_length=100, unique=True)
+    source = models.ForeignKey(
+        "sources.Source", on_delete=models.CASCADE, related_name="digests"
+    )
+    enabled = models.BooleanField(default=True)
+    every = models.CharField(max_length=8, choices=Every.choices, default=Every.WEEK)
+    weekday = models.PositiveSmallIntegerField(
+        choices=Weekday.choices,
+        default=Weekday.MONDAY,
+        help_text="Weekly digests: the day they are sent, covering the seven days "
+        "before it.",
+    )
+    at = models.TimeField(
+        "time of day",
+        default=datetime.time(8, 0),
+        help_text="When the digest is sent, in its time zone.",
+    )
+    timezone = models.CharField(
+        "time zone",
+        max_length=64,
+        default="UTC",
+        help_text="An IANA name such as Europe/Berlin; days start at midnight here.",
+    )
+    channel = models.CharField(
+        max_length=8, choices=Channel.choices, default=Channel.EMAIL
+    )
+    recipients = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Email channel: a list of addresses, e.g. ["ops@source.example"]. '
+        "Email sends HTML, plain text and the returns as CSV; batch sends a summary "
+        "and the returns as CSV files through the source's batch feedback config.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class DigestSend(models.Model):
+    """One period of a digest, taken before it is sent: the unique constraint is
+    what stops two beats, two nodes or a retry from sending it twice."""
+
+    class Status(models.TextChoices):
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    digest = models.ForeignKey(Digest, on_delete=models.CASCADE, related_name="sends")
+    # The period's first and last day (inclusive), in the digest's time zone.
+    period_start = models.DateField()
+    period_end = models.DateField()
+    channel = models.CharField(max_length=8, choices=Digest.Channel.choices)
+    status = models.CharField(
+        max_length=8, choices=Status.choices, default=Status.SENDING
+    )
+    # Tries so far: a failed send is tried again by later beats, up to
+    # reporting.digests.services.MAX_TRIES, while its period is the latest.
+    tries = models.PositiveSmallIntegerField(default=1)
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-period_start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["digest", "period_start"], name="digest_send_once_per_period"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.digest} {self.period_start:%Y-%m-%d}"

@@ -14,3 +14,15 @@ def refresh_rollups_task() -> int:
     written = rollups_refresh()
     logger.info("report rollups refreshed: %d rows written", written)
     return written
+
+
+@shared_task(ignore_result=True)
+def send_digests_task() -> int:
+    from reporting.digests.services import digests_send_due
+
+    sends = digests_send_due()
+    for send in sends:
+        logger.info(
+            "digest %s for %s: %s", send.digest_id, send.period_start, send.status
+        )
+    return len(sends)

@@ -60,6 +60,8 @@ def test_make_demo_seeds_serves_and_stops_on_ctrl_c(tmp_path):
         assert key_file.stat().st_mode & 0o077 == 0
         text = log.read_text()
         assert "user admin  password leadback-demo" in text
+        # A source digest is configured, ready to preview in the admin.
+        assert "Digest bluesky-leads-weekly: preview it at /admin/" in text
         curl = next(line for line in text.splitlines() if line.startswith("curl "))
 
         args = shlex.split(curl.replace("http://127.0.0.1:8000", base))

@@ -1,0 +1,3 @@
+from reporting.digests.admin import DigestAdmin
+
+__all__ = ["DigestAdmin"]
