@@ -9,6 +9,7 @@ CONCERN_MODELS = (
     "feedback.imports.models",
     "feedback.returns.models",
     "feedback.returns.proxies",
+    "feedback.sourcestatus.models",
 )
 
 
