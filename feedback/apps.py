@@ -10,6 +10,7 @@ CONCERN_MODELS = (
     "feedback.returns.models",
     "feedback.returns.proxies",
     "feedback.sourcestatus.models",
+    "feedback.webhooks.models",
 )
 
 
@@ -29,3 +30,7 @@ class FeedbackConfig(AppConfig):
         from sources.variables import event_variables_provide
 
         event_variables_provide(feedback_variables_for_event)
+
+        from feedback.webhooks.configuration import register as register_webhooks
+
+        register_webhooks()

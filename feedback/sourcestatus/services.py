@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from feedback.models import ApiKey
 from feedback.sourcestatus.models import SourceStatusChange
+from feedback.webhooks.services import webhook_emit
 from sources.models import Source
 
 MAX_REASON_LENGTH = 500
@@ -21,6 +22,18 @@ Action = SourceStatusChange.Action
 
 def _locked(source: Source) -> Source:
     return Source.objects.select_for_update().get(pk=source.pk)
+
+
+def source_status_data(source: Source, *, via: str) -> dict[str, object]:
+    """The `data` of a source.paused or source.resumed webhook."""
+    paused = source.status == Status.PAUSED
+    return {
+        "source": {"slug": source.slug, "name": source.name},
+        "status": source.status,
+        "paused_reason": source.paused_reason if paused else None,
+        "paused_at": source.paused_at if paused else None,
+        "via": via,
+    }
 
 
 def _refresh(source: Source, locked: Source) -> None:
@@ -61,6 +74,7 @@ def source_pause(
             api_key=api_key,
             created_at=locked.paused_at,
         )
+        webhook_emit(event="source.paused", payload=source_status_data(locked, via=via))
         _refresh(source, locked)
     return True
 
@@ -90,6 +104,9 @@ def source_resume(
             via=via[:120],
             user=actor,
             api_key=api_key,
+        )
+        webhook_emit(
+            event="source.resumed", payload=source_status_data(locked, via=via)
         )
         _refresh(source, locked)
     return True
