@@ -73,7 +73,15 @@ class SourceStatusAdmin(SourceAdmin):
     readonly_fields = (*SourceAdmin.readonly_fields, "status_panel")  # type: ignore[assignment]
     fieldsets = (  # type: ignore[assignment]
         SourceAdmin.fieldsets[0],
-        ("Status", {"fields": ("status_panel",)}),
+        (
+            "Status",
+            {
+                "fields": ("status_panel",),
+                "description": "A paused source still receives and forwards "
+                "feedback; the status tells the lead distribution system to "
+                "stop buying from it (API and webhooks).",
+            },
+        ),
         *SourceAdmin.fieldsets[1:],
     )
     actions = ["pause_selected", "resume_selected"]
@@ -105,7 +113,7 @@ class SourceStatusAdmin(SourceAdmin):
             return format_html("<p>{}</p><p>Never paused.</p>", head)
         rows = format_html_join(
             "",
-            "<li>{} {} via {} by {}{}</li>",
+            '<li style="list-style: none; padding: 0">{} {} via {} by {}{}</li>',
             (
                 (
                     change.created_at.strftime("%Y-%m-%d %H:%M"),
@@ -118,7 +126,11 @@ class SourceStatusAdmin(SourceAdmin):
             ),
         )
         return format_html(
-            '<p>{}</p><ul class="source-status-history">{}</ul>', head, rows
+            '<p>{}</p><p class="source-status-history-title">Changes, newest first:</p>'
+            '<ul class="source-status-history" style="margin: 0.2em 0 0; '
+            'padding: 0; list-style: none">{}</ul>',
+            head,
+            rows,
         )
 
     # Buttons on the source page ------------------------------------------------

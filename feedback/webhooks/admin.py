@@ -51,7 +51,13 @@ def status_badge(message: WebhookMessage) -> SafeString:
 
 
 class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
-    url = forms.URLField(label="URL", max_length=2000, assume_scheme="https")
+    url = forms.URLField(
+        label="URL",
+        max_length=2000,
+        assume_scheme="https",
+        widget=forms.URLInput(attrs={"class": "vURLField", "size": 70}),
+        help_text="Where the events are POSTed, as JSON.",
+    )
     events = forms.MultipleChoiceField(
         choices=EVENTS,
         widget=forms.CheckboxSelectMultiple,
