@@ -549,3 +549,19 @@ def test_the_message_page_shows_attempts_and_resends(client, staff_user):
         )
         message.refresh_from_db()
         assert message.status == Status.PENDING
+
+
+def test_deliver_notifications_once_sends_due_webhook_messages_too(receiver):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    endpoint(receiver.url("/hooks"))
+    webhook_emit(event="source.paused", payload={})
+    out = StringIO()
+    call_command("deliver_notifications", "--once", stdout=out)
+    assert out.getvalue().splitlines() == [
+        "Delivered 0 notification(s).",
+        "Delivered 1 webhook message(s).",
+    ]
+    assert WebhookMessage.objects.get().status == Status.SUCCEEDED
