@@ -565,3 +565,31 @@ def test_deliver_notifications_once_sends_due_webhook_messages_too(receiver):
         "Delivered 1 webhook message(s).",
     ]
     assert WebhookMessage.objects.get().status == Status.SUCCEEDED
+
+
+def test_support_resends_messages_but_cannot_change_endpoints_or_pause(client):
+    from django.contrib.auth.models import Group
+
+    from feedback.roles import roles_setup
+
+    roles_setup()
+    support = UserFactory(username="support", is_staff=True)
+    support.groups.add(Group.objects.get(name="Support"))
+    hook = endpoint("https://a.example/hooks")
+    webhook_emit(event="source.paused", payload={})
+    message = WebhookMessage.objects.get()
+    WebhookMessage.objects.filter(pk=message.pk).update(status=Status.DEAD)
+    source = SourceFactory()
+    client.force_login(support)
+
+    resend = reverse("admin:feedback_webhookmessage_resend", args=[message.pk])
+    client.post(resend)
+    message.refresh_from_db()
+    assert message.status == Status.PENDING
+
+    change = reverse("admin:feedback_webhookendpoint_change", args=[hook.pk])
+    page = client.get(change)
+    assert page.status_code == 200
+    assert 'name="url"' not in page.content.decode()  # read-only for them
+    pause = reverse("admin:sources_source_pause", args=[source.pk])
+    assert client.post(pause, {"reason": "x"}).status_code == 403
