@@ -115,8 +115,9 @@ class _Tried:
 
 def webhook_messages_deliver(*, claims: Sequence[Claim]) -> list[WebhookMessage]:
     """Send claimed messages one after another; returns those tried. After an
-    error the rest of the batch is handed back untried, due at once: a
-    receiver that is down costs one try per message, not a timeout each."""
+    error the rest of the batch is handed back untried, to wait as long as the
+    message that failed, as the forwarding engine does: a receiver that is
+    down is probed by one request per retry rather than hammered."""
     tried: list[WebhookMessage] = []
     for index, (pk, token) in enumerate(claims):
         message = webhook_message_deliver(message_id=pk, token=token)
@@ -127,7 +128,11 @@ def webhook_messages_deliver(*, claims: Sequence[Claim]) -> list[WebhookMessage]
             for rest_pk, rest_token in claims[index + 1 :]:
                 WebhookMessage.objects.filter(
                     pk=rest_pk, lease_token=rest_token
-                ).update(lease_token=None, lease_expires_at=None)
+                ).update(
+                    lease_token=None,
+                    lease_expires_at=None,
+                    next_attempt_at=message.next_attempt_at,
+                )
             break
     return tried
 

@@ -386,6 +386,9 @@ def test_after_an_error_the_rest_of_a_batch_is_handed_back_untried():
     untried = WebhookMessage.objects.exclude(pk=tried[0].pk)
     assert {m.lease_token for m in untried} == {None}
     assert {m.status for m in untried} == {Status.PENDING}
+    # They wait as long as the one that failed, then go out.
+    assert {m.next_attempt_at for m in untried} == {tried[0].next_attempt_at}
+    assert webhook_messages_claim_due() == []
 
 
 # Configuration as code ------------------------------------------------------
