@@ -338,3 +338,45 @@ def test_a_paused_source_still_receives_feedback(buyer_client, buyer, source):
     )
     assert response.status_code in (200, 201), response.content
     assert response.json()["outcome"] == "success"
+
+
+# PostgreSQL -----------------------------------------------------------------
+
+
+@pytest.mark.service
+@pytest.mark.django_db(transaction=True)
+def test_racing_pauses_pause_once_with_one_row_and_one_event(
+    live_server, integration_key
+):
+    import concurrent.futures
+
+    import requests
+
+    from feedback.webhooks.models import WebhookMessage
+    from feedback.webhooks.services import webhook_endpoint_save
+
+    webhook_endpoint_save(
+        slug="erp",
+        url="https://seller.example/hooks",
+        secret="whsec_" + "A" * 44,
+        events=["source.paused"],
+    )
+    SourceFactory(slug="bluesky-leads")
+    url = f"{live_server.url}/api/v1/sources/bluesky-leads/pause"
+
+    def send(index):
+        return requests.post(
+            url,
+            json={"reason": f"racer {index}"},
+            headers={"X-API-Key": integration_key[1]},
+            timeout=30,
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(send, range(8)))
+
+    assert [a.status_code for a in answers] == [200] * 8
+    reasons = {a.json()["paused_reason"] for a in answers}
+    assert len(reasons) == 1  # every answer shows the one pause that won
+    assert SourceStatusChange.objects.count() == 1
+    assert WebhookMessage.objects.count() == 1
