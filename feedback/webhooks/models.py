@@ -5,6 +5,13 @@ A message is one event for one endpoint. It is claimed, leased, tried and
 retried like a notification (`feedback.leases.Scheduled`, the retry schedule
 of `feedback.forwarding.schedule`), and its tries are attempt rows like a
 notification's. Registered with the feedback app by `feedback.apps`.
+
+Rows of their own on the shared `Scheduled` base, as batch runs are, rather
+than notifications aimed at an endpoint: a notification is a "feedback sent"
+event (its feedback, source, kind and delivery date are what the reports, the
+delivery-health figures and the monitors count), and a webhook message has
+none of them. Making those columns optional would put a webhook into every
+forwarding figure unless each query remembered to leave it out.
 """
 
 import json
