@@ -23,6 +23,7 @@ from feedback.api.auth import KeyPrincipal
 from feedback.api.errors import PROBLEM_CONTENT_TYPE, flatten_errors, problem_body
 from feedback.api.idempotency import NotExecutedResponse, idempotent
 from feedback.api.permissions import IsIntegrationKey
+from feedback.models import ApiKey
 from feedback.sourcestatus.selectors import source_get
 from feedback.sourcestatus.services import (
     MAX_REASON_LENGTH,
@@ -68,7 +69,7 @@ def _unknown_source() -> Response:
     return _problem(404, "Unknown source.")
 
 
-def _api_key(request: Request) -> Any:
+def _api_key(request: Request) -> ApiKey | None:
     principal = request.user
     return principal.api_key if isinstance(principal, KeyPrincipal) else None
 
