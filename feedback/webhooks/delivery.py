@@ -30,6 +30,7 @@ from feedback.leases import (
     leases_take,
     messages_send,
 )
+from feedback.safetext import text_problem
 from feedback.webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 from sources.outbound.sending import send
 from sources.outbound.signing import SigningSecretError, sign
@@ -199,6 +200,19 @@ def _interpret(response: OutboundResponse) -> tuple[Outcome, str, str]:
     return Outcome.ERROR, f"Answered {status}.", error_class
 
 
+def _storable(text: str) -> str:
+    """What a receiver sent back, with what PostgreSQL cannot store (NUL, a
+    lone surrogate) replaced by U+FFFD: refusing to record the attempt would
+    leave the message to be sent again and again, its schedule never moving."""
+    if text_problem(text) is None:
+        return text
+    return (
+        text.replace("\x00", "\ufffd")
+        .encode("utf-8", "surrogatepass")
+        .decode("utf-8", "replace")
+    )
+
+
 def _skip(message: WebhookMessage, token: uuid.UUID) -> WebhookMessage:
     with transaction.atomic():
         WebhookMessage.objects.filter(pk=message.pk, lease_token=token).update(
@@ -227,10 +241,15 @@ def _record(message: WebhookMessage, token: uuid.UUID, tried: _Tried) -> Webhook
             request_url=tried.request.url[:2000],
             request_headers=dict(tried.request.headers),
             response_status=tried.response.status,
-            response_headers=dict(tried.response.headers),
-            response_body=tried.response.text[: WebhookAttempt.MAX_BODY_CHARS],
+            response_headers={
+                _storable(name): _storable(value)
+                for name, value in tried.response.headers.items()
+            },
+            response_body=_storable(
+                tried.response.text[: WebhookAttempt.MAX_BODY_CHARS]
+            ),
             outcome=tried.outcome,
-            reason=tried.reason[:1000],
+            reason=_storable(tried.reason[:1000]),
             error_class=tried.error_class,
         )
         row.attempt_count = number
@@ -241,7 +260,7 @@ def _record(message: WebhookMessage, token: uuid.UUID, tried: _Tried) -> Webhook
             # attempt is on record, its status is theirs to decide.
             row.save(update_fields=fields)
             return row
-        row.reason = tried.reason[:1000]
+        row.reason = _storable(tried.reason[:1000])
         row.lease_token = None
         row.lease_expires_at = None
         fields += ["reason", "lease_token", "lease_expires_at", "status"]

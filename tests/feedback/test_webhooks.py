@@ -596,3 +596,14 @@ def test_support_resends_messages_but_cannot_change_endpoints_or_pause(client):
     assert 'name="url"' not in page.content.decode()  # read-only for them
     pause = reverse("admin:sources_source_pause", args=[source.pk])
     assert client.post(pause, {"reason": "x"}).status_code == 403
+
+
+def test_an_answer_with_a_nul_byte_is_recorded_and_the_schedule_moves_on():
+    with RecordingServer(Reply(500, b"broken \x00 answer")) as server:
+        endpoint(server.url("/hooks"))
+        webhook_emit(event="source.paused", payload={})
+        webhook_messages_deliver_due()
+    message = WebhookMessage.objects.get()
+    assert message.status == Status.RETRYING
+    assert message.attempt_count == 1
+    assert WebhookAttempt.objects.get().response_body == "broken \ufffd answer"
