@@ -180,7 +180,16 @@ def _try(message: WebhookMessage, endpoint: WebhookEndpoint) -> _Tried:
         response = OutboundResponse(status=None, error=reason)
         return _Tried(started, request, response, Outcome.ERROR, reason, "SecretError")
     request = OutboundRequest("POST", endpoint.url, headers, body)
-    response = send(request, timeout_s=endpoint.timeout_s)
+    try:
+        response = send(request, timeout_s=endpoint.timeout_s)
+    except Exception as exc:
+        # A bug, not the network (send reports those): recorded, so the message
+        # follows the retry schedule instead of coming back every lease, unseen.
+        logger.exception("webhook message %s: unexpected error", message.public_id)
+        reason = f"Unexpected error ({type(exc).__name__}); see the worker's log."
+        response = OutboundResponse(status=None, error=reason)
+        error_class = type(exc).__name__[:100]
+        return _Tried(started, request, response, Outcome.ERROR, reason, error_class)
     outcome, reason, error_class = _interpret(response)
     return _Tried(started, request, response, outcome, reason, error_class)
 

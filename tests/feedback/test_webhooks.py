@@ -607,3 +607,18 @@ def test_an_answer_with_a_nul_byte_is_recorded_and_the_schedule_moves_on():
     assert message.status == Status.RETRYING
     assert message.attempt_count == 1
     assert WebhookAttempt.objects.get().response_body == "broken \ufffd answer"
+
+
+def test_an_unexpected_error_while_sending_is_an_attempt_on_the_schedule(monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(delivery, "send", broken)
+    endpoint("https://a.example/hooks")
+    webhook_emit(event="source.paused", payload={})
+    webhook_messages_deliver_due()
+    message = WebhookMessage.objects.get()
+    assert message.status == Status.RETRYING
+    attempt = WebhookAttempt.objects.get()
+    assert attempt.error_class == "KeyError"
+    assert "see the worker's log" in attempt.reason
