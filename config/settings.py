@@ -349,6 +349,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("LEADBACK_SWEEP_INTERVAL_S", 5.0),
         "options": {"expires": 30},
     },
+    # The same for webhook messages to the seller's systems.
+    "sweep-webhook-messages": {
+        "task": "feedback.tasks.sweep_webhook_messages_task",
+        "schedule": env_float("LEADBACK_SWEEP_INTERVAL_S", 5.0),
+        "options": {"expires": 30},
+    },
     # Creates the batch runs whose period has ended and sends those that are due.
     "run-batches": {
         "task": "feedback.tasks.run_batches_task",

@@ -9,6 +9,8 @@ CONCERN_MODELS = (
     "feedback.imports.models",
     "feedback.returns.models",
     "feedback.returns.proxies",
+    "feedback.sourcestatus.models",
+    "feedback.webhooks.models",
 )
 
 
@@ -28,3 +30,7 @@ class FeedbackConfig(AppConfig):
         from sources.variables import event_variables_provide
 
         event_variables_provide(feedback_variables_for_event)
+
+        from feedback.webhooks.configuration import register as register_webhooks
+
+        register_webhooks()

@@ -35,7 +35,8 @@ ROLES: tuple[Role, ...] = (
     Role(
         "Support",
         "Every admin page of sources, buyers, deliveries, feedback, notifications, "
-        "batch runs and imports read-only; resends notifications and batch runs, "
+        "batch runs, webhooks and imports read-only; resends notifications, batch "
+        "runs and webhook messages, "
         "queues stalled imports again, and unlocks locked-out logins. No reports: "
         "they show revenue.",
         (
@@ -47,6 +48,7 @@ ROLES: tuple[Role, ...] = (
             "feedback.change_deadnotification",
             "feedback.change_batchrun",
             "feedback.change_feedbackimport",
+            "feedback.change_webhookmessage",
             # Deleting a login's failed attempts unlocks it.
             "axes.view_accessattempt",
             "axes.delete_accessattempt",

@@ -11,8 +11,14 @@ from celery import shared_task
 from feedback.forwarding import tasks as forwarding_tasks
 from feedback.imports import tasks as import_tasks
 from feedback.services import idempotency_keys_purge
+from feedback.webhooks import tasks as webhook_tasks
 
-__all__ = ["forwarding_tasks", "import_tasks", "purge_idempotency_keys_task"]
+__all__ = [
+    "forwarding_tasks",
+    "import_tasks",
+    "purge_idempotency_keys_task",
+    "webhook_tasks",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,17 @@ class Kind(models.TextChoices):
 
 
 class Source(models.Model):
-    """A lead vendor: leads come from it; feedback about them may go back to it."""
+    """A lead vendor: leads come from it; feedback about them may go back to it.
+
+    `status` is advice to the lead distribution system (DESIGN §11): a paused
+    source still receives and forwards feedback; the distribution system reads
+    the status to stop buying from it. Changed only by the pause and resume
+    services, which keep the audit trail.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
 
     slug = models.SlugField(max_length=100, unique=True, validators=[validate_slug])
     name = models.CharField(max_length=200)
@@ -64,6 +74,11 @@ class Source(models.Model):
         validators=[validate_reason_list],
         help_text="Allowed status reasons; empty allows any reason.",
     )
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.ACTIVE, editable=False
+    )
+    paused_reason = models.CharField(max_length=500, blank=True, editable=False)
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -72,6 +87,10 @@ class Source(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_paused(self) -> bool:
+        return self.status == self.Status.PAUSED
 
     def accepts(self, kind: str) -> bool:
         return bool(getattr(self, f"accepts_{Kind(kind).value}"))

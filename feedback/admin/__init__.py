@@ -9,5 +9,15 @@ from feedback.admin import buyers, records
 from feedback.forwarding import admin as forwarding
 from feedback.imports import admin as imports
 from feedback.returns import admin as returns
+from feedback.sourcestatus import admin as sourcestatus
+from feedback.webhooks import admin as webhooks
 
-__all__ = ["buyers", "forwarding", "imports", "records", "returns"]
+__all__ = [
+    "buyers",
+    "forwarding",
+    "imports",
+    "records",
+    "returns",
+    "sourcestatus",
+    "webhooks",
+]

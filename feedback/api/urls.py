@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback.api import imports, returns, views
+from feedback.api import imports, returns, sources, views
 
 app_name = "api"
 urlpatterns = [
@@ -39,4 +39,15 @@ urlpatterns = [
         name="return-dispute",
     ),
     path("credits", returns.CreditListApi.as_view(), name="credit-list"),
+    path("sources/<str:slug>", sources.SourceDetailApi.as_view(), name="source-detail"),
+    path(
+        "sources/<str:slug>/pause",
+        sources.SourcePauseApi.as_view(),
+        name="source-pause",
+    ),
+    path(
+        "sources/<str:slug>/resume",
+        sources.SourceResumeApi.as_view(),
+        name="source-resume",
+    ),
 ]

@@ -30,6 +30,7 @@ from feedback.returns.admission import (
 )
 from feedback.returns.models import Credit, ReturnTransition
 from feedback.selectors import feedback_list
+from feedback.webhooks.services import webhook_emit
 from sources.models import FeedbackConfig, Kind
 
 State = Feedback.ReviewState
@@ -210,13 +211,47 @@ def _decide(
         locked = _locked(feedback)
         if locked.review_state not in states:
             raise TransitionRefused(_not_from(locked, wanted), feedback=locked)
+        disputed = locked.review_state == State.DISPUTED
         if decision == APPROVE:
             _approve(
                 locked, user=user, api_key=api_key, note=note, amount=credit_amount
             )
         else:
             _reject(locked, user=user, api_key=api_key, note=note)
+        webhook_emit(
+            event="return.decided",
+            payload=return_decided_data(
+                locked, note=note, final=disputed, actor=_actor(user, api_key)
+            ),
+        )
     return locked
+
+
+def return_decided_data(
+    feedback: Feedback, *, note: str, final: bool, actor: str
+) -> dict[str, Any]:
+    """The `data` of a return.decided webhook: the return, the decision and
+    its credit. No contact details of the lead."""
+    credit = (
+        Credit.objects.filter(feedback=feedback, voided_at__isnull=True)
+        .values_list("amount", flat=True)
+        .first()
+    )
+    return {
+        "feedback_id": str(feedback.public_id),
+        "event_id": feedback.delivery.event_id,
+        "reference": feedback.delivery.reference,
+        "buyer": feedback.buyer.slug,
+        "source": feedback.source.slug,
+        "flow": feedback.flow.slug,
+        "reason": feedback.reason,
+        "review_state": feedback.review_state,
+        "decision_reason": note,
+        "after_dispute": final,
+        "decided_by": actor,
+        "credit_amount": None if credit is None else f"{credit.quantize(CENT):f}",
+        "decided_at": timezone.now(),
+    }
 
 
 def return_approve(

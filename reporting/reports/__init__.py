@@ -25,6 +25,7 @@ from reporting.reports.base import (
     month_of,
     percentile,
     rate,
+    source_badges,
 )
 from reporting.reports.breakdowns import (
     BREAKDOWN_COLUMNS,
@@ -100,5 +101,6 @@ __all__ = [
     "percentile",
     "rate",
     "rollup_usable",
+    "source_badges",
     "source_score",
 ]

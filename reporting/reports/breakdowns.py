@@ -40,6 +40,7 @@ from reporting.reports.base import (
     as_dicts,
     labels_for,
     rate,
+    source_badges,
 )
 from reporting.rollups import (
     FEEDBACK_SIDE as ROLLUP_FEEDBACK_SIDE,
@@ -70,6 +71,8 @@ class Dimension:
     field: str  # on Feedback (and on DeliveryEvent when `on_delivery`)
     on_delivery: bool
     label_for: Callable[[Iterable[Any]], dict[Any, str]]
+    # A word shown beside some groups' labels ("Paused"), read in one query.
+    badge_for: Callable[[Iterable[Any]], dict[Any, str]] | None = None
 
 
 DIMENSIONS: dict[str, Dimension] = {
@@ -81,7 +84,12 @@ DIMENSIONS: dict[str, Dimension] = {
         lambda keys: {key: key or "(no reason)" for key in keys},
     ),
     "source": Dimension(
-        "source", "Source", "source_id", True, lambda keys: labels_for(Source, keys)
+        "source",
+        "Source",
+        "source_id",
+        True,
+        lambda keys: labels_for(Source, keys),
+        source_badges,
     ),
     "flow": Dimension(
         "flow", "Flow", "flow_id", True, lambda keys: labels_for(Flow, keys)
@@ -157,9 +165,11 @@ def breakdown_rows(filters: ReportFilters, dimension: Dimension) -> "Breakdown":
     else:
         by_key = _live_breakdown(filters, dimension)
     labels = dimension.label_for(by_key.keys())
+    badges = dimension.badge_for(by_key.keys()) if dimension.badge_for else {}
     rows = []
     for key, values in by_key.items():
         row = finish_row({"key": key, "label": labels.get(key, str(key)), **values})
+        row["badge"] = badges.get(key)
         rows.append(row)
     rows.sort(key=lambda r: (-r["delivered"], -r["received"], r["label"]))
     totals = None

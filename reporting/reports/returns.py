@@ -42,6 +42,7 @@ from reporting.reports.base import (
     labels_for,
     percentile,
     rate,
+    source_badges,
 )
 from sources.models import Kind, Source
 
@@ -152,8 +153,10 @@ class ReturnsResolutionReport(Report):
             "buyer_id": labels_for(Buyer, keys["buyer_id"]),
             "reason": _no_reason(keys["reason"]),
         }
+        badges = source_badges(keys["source_id"])
         return [
-            self._table(section, *found[section.key], labels) for section in sections
+            self._table(section, *found[section.key], labels, badges)
+            for section in sections
         ]
 
     def section_charts(self, section: Section, table: ReportTable) -> list[SafeString]:
@@ -332,11 +335,18 @@ class ReturnsResolutionReport(Report):
         found: dict[Any, dict[str, Any]],
         totals: dict[str, Any],
         labels: dict[str, dict[Any, str]],
+        badges: dict[Any, str],
     ) -> ReportTable:
         label = {"source_id": "Source", "buyer_id": "Buyer", "reason": "Reason"}[field]
         names = labels[field]
+        shown = badges if field == "source_id" else {}
         rows = [
-            {"key": key, "label": names.get(key, str(key)), **values}
+            {
+                "key": key,
+                "label": names.get(key, str(key)),
+                "badge": shown.get(key),
+                **values,
+            }
             for key, values in found.items()
         ]
         if section.group == CREDITS:

@@ -49,8 +49,15 @@ class TimeToFeedbackReport(Report):
         if rows_by_key is None:
             rows_by_key = self._live()
         labels = self.dimension.label_for(rows_by_key.keys())
+        badge_for = self.dimension.badge_for
+        badges = badge_for(rows_by_key.keys()) if badge_for else {}
         rows = [
-            {"key": key, "label": labels.get(key, str(key)), **values}
+            {
+                "key": key,
+                "label": labels.get(key, str(key)),
+                "badge": badges.get(key),
+                **values,
+            }
             for key, values in rows_by_key.items()
         ]
         rows.sort(key=lambda r: (-r["feedback"], r["label"]))

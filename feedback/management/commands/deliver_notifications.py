@@ -3,13 +3,18 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from feedback.forwarding.engine import notifications_deliver_due, notifications_sweep
+from feedback.webhooks.delivery import (
+    webhook_messages_deliver_due,
+    webhook_messages_sweep,
+)
 
 
 class Command(BaseCommand):
     help = (
-        "Deliver due notifications. With --once, claim and send them in this "
-        "process and exit (no broker needed: cron-less installs, debugging); "
-        "without it, queue them for the Celery workers, like the beat sweeper."
+        "Deliver due notifications and webhook messages. With --once, claim and "
+        "send them in this process and exit (no broker needed: cron-less "
+        "installs, debugging); without it, queue them for the Celery workers, "
+        "like the beat sweepers."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -29,6 +34,12 @@ class Command(BaseCommand):
         if options["once"]:
             count = notifications_deliver_due(limit=options["limit"])
             self.stdout.write(f"Delivered {count} notification(s).")
+            hooks = webhook_messages_deliver_due(limit=options["limit"])
+            verb = "Delivered"
         else:
             count = notifications_sweep()
             self.stdout.write(f"Queued {count} notification(s).")
+            hooks = webhook_messages_sweep()
+            verb = "Queued"
+        if hooks:
+            self.stdout.write(f"{verb} {hooks} webhook message(s).")
