@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
 
-.PHONY: install lint test demo lock clean
+.PHONY: install lint test demo lock clean screenshots
 
 $(STAMP): requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ lint: install
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Walk the pages in headless Chromium at 1366 and 390 px and keep what it saw
+# in var/screenshots/ for a reviewer to look at.
+screenshots: install
+	$(BIN)/pytest -q -m browser -p no:cacheprovider $$(grep -l "var/screenshots" tests/e2e/*_browser.py)
+	@echo "Screenshots: $$(ls var/screenshots | wc -l) files in var/screenshots/"
 
 # The demo serves on 127.0.0.1:$(LEADBACK_DEMO_PORT) (default 8000).
 LEADBACK_DEMO_PORT ?= 8000

@@ -174,15 +174,10 @@ def test_a_buyer_finds_returns_and_converts_leads_and_manages_keys(
         expect(history.first).to_contain_text("Accepted")
         expect(history.first).to_contain_text("Duplicate")
 
-        # A second return is refused, and the page says why next to the form.
+        # The lead is returned: its page offers no second return, and says so.
         returning = page.locator("#report-return")
-        returning.get_by_label("Reason").select_option("Wrong number")
-        returning.get_by_role("button", name="Return lead").click()
-        expect(page.locator("#report-return .error")).to_contain_text(
-            "Lead already returned"
-        )
-        expect(history).to_have_count(2)
-        expect(history.first).to_contain_text("Refused")
+        expect(returning).to_contain_text("This lead was returned on")
+        expect(returning.locator("form")).to_have_count(0)
 
         # Convert a selection from the list, choosing the rows from the keyboard.
         page.get_by_role("link", name="← Deliveries").click()
@@ -270,7 +265,7 @@ def test_the_portal_fits_a_phone_without_sideways_scrolling(
         expect(page.locator("[data-selected-count]")).to_have_text("")
         page.get_by_label(f"Select {deliveries[2].event_id}").check()
         page.get_by_label("Status update").check()
-        page.get_by_label("Reason").fill("Left a voicemail")
+        page.get_by_label("Or type a reason").fill("Left a voicemail")
         page.get_by_role("button", name="Record for selected").click()
         expect(page.get_by_role("status")).to_contain_text("1 accepted")
         assert sideways_overflow(page) <= 0
