@@ -15,9 +15,11 @@ that caps read are rebuilt from the rows.
 
 The demo sources forward feedback to the built-in demo receiver
 (feedback/demo/receiver.py): a real-time JSON config, an XML one and a SOAP one.
-The history is not forwarded (it never went through the engine); feedback posted
-while the demo runs is, by its worker, so the admin shows real notifications and
-attempts.
+The history's last days come with the forwarding the engine would have left
+(forwarding.py): notifications in every state with their attempts, and a daily
+email batch config's runs, so delivery health, dead letters and batch runs have
+something to show; feedback posted while the demo runs is forwarded for real by
+its worker.
 """
 
 import random
@@ -42,6 +44,7 @@ from feedback.demo.data import (
     SOURCES,
     BuyerSpec,
 )
+from feedback.demo.forwarding import ForwardingHistory, forwarding_history_generate
 from feedback.demo.history import history_generate
 from feedback.demo.reviews import reviews_record
 from feedback.models import (
@@ -113,6 +116,8 @@ class DemoSeed:
     feedback_by_outcome: dict[str, int] = field(default_factory=dict)
     # The enabled configs of the demo sources, whatever created them.
     configs: list[FeedbackConfig] = field(default_factory=list)
+    # The forwarding history written with a new history (None when kept).
+    forwarding: ForwardingHistory | None = None
 
 
 def demo_seed(
@@ -165,6 +170,15 @@ def demo_seed(
             staff=User.objects.get(username=ADMIN_USERNAME),
             users={slug: login[0] for slug, login in logins.items()},
         )
+        forwarding = (
+            forwarding_history_generate(
+                rng=random.Random(seed),  # noqa: S311
+                now=now,
+                sources=sources,
+            )
+            if created
+            else None
+        )
         if created or reviewed:
             # The history and its reviews were written around the month counters.
             months_recount(buyer_ids=[buyer.pk for buyer in buyers.values()])
@@ -202,6 +216,7 @@ def demo_seed(
             )
         ],
         seconds=(timezone.now() - started).total_seconds(),
+        forwarding=forwarding,
         configs=list(
             FeedbackConfig.objects.select_related("source").filter(
                 source__slug__in=[spec.slug for spec in SOURCES], enabled=True

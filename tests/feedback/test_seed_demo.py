@@ -23,6 +23,7 @@ from feedback.demo.data import (
     PRINTED_BUYER,
 )
 from feedback.demo.seed import DEMO_PASSWORD, demo_feedback_target
+from feedback.forwarding.models import BatchRun, Notification
 from feedback.intake.judge import ALREADY_RETURNED_REASON
 from feedback.intake.pipeline import feedback_receive
 from feedback.models import (
@@ -360,7 +361,9 @@ def test_negative_lead_count_is_refused():
 def test_demo_sources_forward_to_the_demo_receiver():
     output = seed_demo(*SMALL)
 
-    configs = list(FeedbackConfig.objects.select_related("source"))
+    configs = list(
+        FeedbackConfig.objects.select_related("source").exclude(method="batch")
+    )
     assert len(configs) == len(DEMO_CONFIGS)
     assert {c.method for c in configs} == {"json", "xml", "soap"}
     receiver = "http://127.0.0.1:8000/demo/receiver/"
@@ -403,9 +406,8 @@ def demo_target() -> DeliveryEvent:
 def test_base_url_moves_the_receiver_and_the_printed_urls():
     output = seed_demo(*SMALL, "--base-url", "http://127.0.0.1:8765/")
 
-    assert {c.url.split("/demo/")[0] for c in FeedbackConfig.objects.all()} == {
-        "http://127.0.0.1:8765"
-    }
+    real_time = FeedbackConfig.objects.exclude(method="batch")
+    assert {c.url.split("/demo/")[0] for c in real_time} == {"http://127.0.0.1:8765"}
     assert "Admin      http://127.0.0.1:8765/admin/" in output
     assert urlsplit(printed_curl(output)[3]).netloc == "127.0.0.1:8765"
 
@@ -422,7 +424,7 @@ def test_existing_configs_are_kept_and_none_added_for_their_kind():
     returns = FeedbackConfig.objects.filter(source=source, kind=Kind.RETURN)
     assert list(returns) == [own]
     assert returns.get().url == "https://crm.example/r"
-    assert FeedbackConfig.objects.count() == len(DEMO_CONFIGS)
+    assert FeedbackConfig.objects.exclude(method="batch").count() == len(DEMO_CONFIGS)
     assert not FeedbackConfig.objects.filter(url__contains=":9000").exists()
 
 
@@ -656,3 +658,42 @@ def test_second_run_keeps_review_steps_and_credits_as_they_were():
     before = review()
     seed_demo(*SMALL)
     assert review() == before
+
+
+def test_the_last_days_have_forwarding_in_every_state():
+    """Delivery health, dead letters and batch runs have something to show."""
+    output = seed_demo()
+
+    notifications = Notification.objects.exclude(config__method="batch")
+    states = set(notifications.values_list("status", flat=True))
+    assert {"succeeded", "failed", "retrying", "dead"} <= states
+    retried = notifications.filter(status="succeeded", attempt_count__gt=1)
+    assert retried.exists()
+    for notification in notifications.prefetch_related("attempts"):
+        attempts = list(notification.attempts.all())
+        assert len(attempts) == notification.attempt_count
+        assert [a.number for a in attempts] == list(range(1, len(attempts) + 1))
+        assert notification.created_at <= attempts[0].started_at
+        assert notification.created_at > timezone.now() - timedelta(days=11)
+        # What was sent is what the config's mappings make: ids, never contact data.
+        assert notification.feedback.delivery.event_id in attempts[0].request_body
+        assert notification.feedback.lead.data["email"] not in attempts[0].request_body
+    dead = notifications.filter(status="dead").first()
+    assert [a.outcome for a in dead.attempts.all()] == ["error"] * dead.attempt_count
+    assert notifications.filter(status="retrying", next_attempt_at__gt=timezone.now())
+
+    runs = BatchRun.objects.all()
+    assert set(runs.values_list("status", flat=True)) == {"sent", "failed"}
+    assert runs.filter(status="sent", attempt_count=2).count() == 1
+    for run in runs.exclude(status="empty"):
+        assert run.row_count == run.notifications.count()
+        assert bytes(run.content).startswith(b"event_id,converted_at,revenue")
+    assert "Forwarding history for the last days:" in output
+    assert "dead" in output
+
+
+def test_a_second_run_adds_no_forwarding_history():
+    seed_demo(*SMALL)
+    before = (Notification.objects.count(), BatchRun.objects.count())
+    seed_demo(*SMALL)
+    assert (Notification.objects.count(), BatchRun.objects.count()) == before

@@ -100,6 +100,16 @@ class Command(BaseCommand):
                 f"Returns from {buyer.name} wait for review ({waiting}) in the admin's "
                 "Returns review queue."
             )
+        if result.forwarding is not None:
+            sent = result.forwarding.notifications
+            runs = result.forwarding.batch_runs
+            self.stdout.write(
+                "Forwarding history for the last days: "
+                + ", ".join(f"{n:,} {fate}" for fate, n in sorted(sent.items()))
+                + " notifications; batch runs "
+                + ", ".join(f"{n:,} {state}" for state, n in sorted(runs.items()))
+                + " (admin: Notifications, Dead letters, Batch runs)."
+            )
         for buyer, line in result.allowances:
             scope = "" if line.scope == "All flows" else f" ({line.scope})"
             self.stdout.write(
