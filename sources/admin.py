@@ -19,8 +19,10 @@ from sources.services import (
     feedback_config_batch_preview,
     feedback_config_build_request,
     feedback_config_criteria_check,
+    feedback_config_destination,
     feedback_config_enable,
     feedback_config_problems,
+    feedback_config_same_destination,
     feedback_config_send_test,
     field_mapping_problem,
     request_redact,
@@ -204,6 +206,10 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             "batch_file_name": forms.TextInput(attrs={"size": 70}),
         }
 
+    # Another enabled config of the same source and kind sending to the same
+    # place, found by clean(): the page offers to save anyway.
+    duplicate_of: FeedbackConfig | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in SECRET_FIELDS:
@@ -254,7 +260,22 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             target = field if field in self.fields else None
             for message in messages:
                 self.add_error(target, message)
+        if not self.errors and candidate.enabled:
+            self.duplicate_of = feedback_config_same_destination(
+                candidate, exclude_pk=self.instance.pk
+            )
+            if self.duplicate_of is not None and not self.data.get("save_duplicate"):
+                self.add_error(None, _duplicate_message(candidate, self.duplicate_of))
         return cleaned_data
+
+
+def _duplicate_message(config: FeedbackConfig, other: FeedbackConfig) -> str:
+    kind = Kind(config.kind).label.lower()
+    return (
+        f"The config “{other}” already sends {config.source.name}'s {kind} feedback "
+        f"to {feedback_config_destination(other)}. With both enabled, every {kind} is "
+        "forwarded twice. Change the destination, or tick “Save anyway” to keep both."
+    )
 
 
 class FieldMappingForm(forms.ModelForm[FieldMapping]):
@@ -302,6 +323,8 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
     autocomplete_fields = ("source",)
     readonly_fields = ("disabled_reason", "created_at", "updated_at")
     change_form_template = "admin/sources/feedbackconfig/change_form.html"
+    # The sections a method does not use are hidden by config_form.js (each
+    # fieldset's class names the methods it is for); without it all show.
     fieldsets = (
         (
             None,
@@ -321,6 +344,14 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
             },
         ),
         (
+            "Criteria",
+            {
+                "fields": ("criteria",),
+                "description": "Feedback that fails these conditions is not sent "
+                "(skipped, with the reason).",
+            },
+        ),
+        (
             "Authentication",
             {
                 "fields": (
@@ -329,27 +360,33 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
                     "auth_header_name",
                     "auth_secret",
                     "wsse_password_digest",
-                )
+                ),
+                "classes": ("for-methods", "query", "form", "json", "xml", "soap"),
             },
         ),
-        ("Signing", {"fields": ("signing_enabled", "signing_secret")}),
-        ("SOAP", {"fields": ("soap_operation", "soap_version")}),
+        (
+            "Signing",
+            {
+                "fields": ("signing_enabled", "signing_secret"),
+                "classes": ("for-methods", "query", "form", "json", "xml", "collapse"),
+            },
+        ),
+        (
+            "SOAP",
+            {
+                "fields": ("soap_operation", "soap_version"),
+                "classes": ("for-methods", "soap"),
+            },
+        ),
         (
             "Batch file",
             {
                 "fields": BATCH_FIELDS,
-                "description": "For method “Batch file”: the period's feedback as "
-                "one CSV file whose columns are the fields below, sent on this "
-                "schedule. File names may use {{ period.start }}, {{ period.end }}, "
-                "{{ source.slug }}, {{ kind }} and {{ run.id }}.",
-            },
-        ),
-        (
-            "Criteria",
-            {
-                "fields": ("criteria",),
-                "description": "Feedback that fails these conditions is not sent "
-                "(skipped, with the reason).",
+                "classes": ("for-methods", "batch"),
+                "description": "The period's feedback as one CSV file whose columns "
+                "are the fields below, sent on this schedule. File names may use "
+                "{{ period.start }}, {{ period.end }}, {{ source.slug }}, {{ kind }} "
+                "and {{ run.id }}.",
             },
         ),
         (
@@ -362,7 +399,8 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
                     "reason_path",
                     "default_reason",
                     "reference_path",
-                )
+                ),
+                "classes": ("for-methods", "query", "form", "json", "xml", "soap"),
             },
         ),
         ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),

@@ -242,6 +242,42 @@ def _without(text: str, secrets: list[str]) -> str:
     return text
 
 
+def feedback_config_destination(config: FeedbackConfig) -> str:
+    """Where a config sends, as a person would name it: the URL, or the batch
+    transport's host and directory, bucket and prefix, or recipients."""
+    if config.method != FeedbackConfig.Method.BATCH:
+        return config.url.strip()
+    transport = config.batch_transport
+    if transport == FeedbackConfig.Transport.EMAIL:
+        recipients = sorted(str(r).strip().lower() for r in config.batch_email_to or [])
+        return "email to " + ", ".join(recipients)
+    if transport == FeedbackConfig.Transport.S3:
+        return f"s3://{config.batch_s3_bucket}/{config.batch_directory}".rstrip("/")
+    host = config.batch_host.strip().lower()
+    directory = config.batch_directory.strip().rstrip("/")
+    return f"{transport}://{host}/{directory.lstrip('/')}".rstrip("/")
+
+
+def feedback_config_same_destination(
+    config: FeedbackConfig, *, exclude_pk: int | None = None
+) -> FeedbackConfig | None:
+    """Another enabled config of the same source and kind that sends to the same
+    place as `config`: both would forward every feedback."""
+    others = FeedbackConfig.objects.filter(
+        source_id=config.source_id, kind=config.kind, enabled=True
+    ).select_related("source")
+    if exclude_pk is not None:
+        others = others.exclude(pk=exclude_pk)
+    where = feedback_config_destination(config)
+    for other in others:
+        if (
+            other.method == config.method
+            and feedback_config_destination(other) == where
+        ):
+            return other
+    return None
+
+
 def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
     """What is wrong with a config, by field name, beyond each field's own checks."""
     problems: dict[str, list[str]] = {}

@@ -25,6 +25,9 @@
     }
   };
 
+  // Browsers with CSS field-sizing grow a text box with its content themselves.
+  const sizesItself = window.CSS?.supports?.("field-sizing", "content") ?? false;
+
   const element = (tag, props = {}, children = []) => {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(props)) {
@@ -240,19 +243,38 @@
         row.value.hidden = this.unary.has(row.op);
         this.write();
       });
-      row.value = element("input", {
-        type: "text",
+      // A text box that grows with its value, so a long list of states or
+      // ZIP codes shows whole; Enter does not start a new line.
+      row.value = element("textarea", {
         class: "rb-value",
+        rows: 1,
         value: displayValue(rule.rhv),
         "aria-label": "Value",
       });
       row.value.hidden = this.unary.has(rule.op);
+      const fit = () => {
+        if (sizesItself) return;
+        row.value.style.height = "auto";
+        row.value.style.height = `${row.value.scrollHeight + 2}px`;
+      };
+      row.value.addEventListener("keydown", (event) => {
+        if (event.key === "Enter") event.preventDefault();
+      });
       // Once typed into, the value is the text as typed (a comma-separated
       // string is a list to the engine); until then a list or number stays as is.
       row.value.addEventListener("input", () => {
-        row.rhv = row.value.value;
+        row.rhv = row.value.value.replace(/[\r\n]+/g, " ");
+        fit();
         this.write();
       });
+      // Fit again whenever the box's width changes (layout, a phone turned).
+      let width = 0;
+      new ResizeObserver(() => {
+        if (row.value.clientWidth !== width) {
+          width = row.value.clientWidth;
+          fit();
+        }
+      }).observe(row.value);
       row.remove = element("button", {
         type: "button",
         class: "rb-remove",
