@@ -34,7 +34,8 @@ def staff_client(client, staff_user):
 def fieldsets(page: str) -> dict[str, str]:
     """Each fieldset's heading and its class attribute."""
     found = re.findall(
-        r'<fieldset class="module aligned ([^"]*)"[^>]*>.*?class="fieldset-heading">([^<]+)<',
+        r'<fieldset class="module aligned ([^"]*)"[^>]*>'
+        r'.*?class="fieldset-heading">([^<]+)<',
         page,
         re.S,
     )
