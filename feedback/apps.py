@@ -9,6 +9,7 @@ CONCERN_MODELS = (
     "feedback.imports.models",
     "feedback.returns.models",
     "feedback.returns.proxies",
+    "feedback.suppression.models",
 )
 
 
@@ -28,3 +29,8 @@ class FeedbackConfig(AppConfig):
         from sources.variables import event_variables_provide
 
         event_variables_provide(feedback_variables_for_event)
+
+        from feedback.configuration import section_register
+        from feedback.suppression.configuration import SECTION as SUPPRESSION
+
+        section_register(SUPPRESSION)

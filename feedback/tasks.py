@@ -11,8 +11,14 @@ from celery import shared_task
 from feedback.forwarding import tasks as forwarding_tasks
 from feedback.imports import tasks as import_tasks
 from feedback.services import idempotency_keys_purge
+from feedback.suppression.services import suppression_entries_expire
 
-__all__ = ["forwarding_tasks", "import_tasks", "purge_idempotency_keys_task"]
+__all__ = [
+    "expire_suppression_entries_task",
+    "forwarding_tasks",
+    "import_tasks",
+    "purge_idempotency_keys_task",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -21,4 +27,11 @@ logger = logging.getLogger(__name__)
 def purge_idempotency_keys_task() -> int:
     deleted = idempotency_keys_purge()
     logger.info("purged %d expired idempotency keys", deleted)
+    return deleted
+
+
+@shared_task
+def expire_suppression_entries_task() -> int:
+    deleted = suppression_entries_expire()
+    logger.info("expired %d suppression entries", deleted)
     return deleted

@@ -8,5 +8,7 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret-" + "k" * 40)
 os.environ.setdefault("LEADBACK_HTTPS", "false")
+# Every test sees the suppression lists it just wrote, whatever the process.
+os.environ.setdefault("LEADBACK_SUPPRESSION_CACHE_S", "0")
 
 from config.settings import *  # noqa: F403

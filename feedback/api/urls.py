@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback.api import imports, returns, views
+from feedback.api import imports, returns, suppression, views
 
 app_name = "api"
 urlpatterns = [
@@ -39,4 +39,14 @@ urlpatterns = [
         name="return-dispute",
     ),
     path("credits", returns.CreditListApi.as_view(), name="credit-list"),
+    path(
+        "suppression/check",
+        suppression.SuppressionCheckApi.as_view(),
+        name="suppression-check",
+    ),
+    path(
+        "suppression/<slug:slug>/entries",
+        suppression.SuppressionEntriesApi.as_view(),
+        name="suppression-entries",
+    ),
 ]
