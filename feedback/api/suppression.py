@@ -7,7 +7,11 @@ stored) or, for the check, as the SHA-256 hex digest of the normalised value.
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -93,9 +97,11 @@ class ContactSerializer(serializers.Serializer):
         problem = find_problem(dict(attrs))
         if problem is not None:
             raise serializers.ValidationError({problem.field: problem.message})
-        if not any(attrs.get(name) for name in self.fields):
-            names = ", ".join(self.fields)
-            raise serializers.ValidationError(f"Send at least one of {names}.")
+        names = [str(name) for name in self.fields.keys() if name in CONTACT_FIELDS]
+        if not any(attrs.get(name) for name in names):
+            raise serializers.ValidationError(
+                f"Send at least one of {', '.join(names)}."
+            )
         return attrs
 
 
@@ -143,7 +149,9 @@ def _pairs(values: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _digests(values: dict[str, Any]) -> list[Digest]:
     return [
-        digest(field, values[field]) for field in ("email", "phone") if values.get(field)
+        digest(field, values[field])
+        for field in ("email", "phone")
+        if values.get(field)
     ]
 
 
@@ -199,9 +207,7 @@ class SuppressionCheckApi(APIView):
         except UnknownLists as exc:
             return _problem({"lists": [f"No list {slug!r}." for slug in exc.slugs]})
         return Response(
-            self.OutputSerializer(
-                {"suppressed": bool(hits), "hits": hits}
-            ).data
+            self.OutputSerializer({"suppressed": bool(hits), "hits": hits}).data
         )
 
 

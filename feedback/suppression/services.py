@@ -198,9 +198,7 @@ _INSERT_SQL = (
 )
 
 
-def _entries_write(
-    wanted: dict[tuple[int, str, str], Digest], *, origin: str
-) -> None:
+def _entries_write(wanted: dict[tuple[int, str, str], Digest], *, origin: str) -> None:
     now = timezone.now()
     keys = sorted(wanted)  # one order for every writer: no deadlock between them
     if connection.vendor == "postgresql":

@@ -11,10 +11,18 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from config.settings import CELERY_BEAT_SCHEDULE
-from feedback.configuration import ConfigurationError, config_export, config_import
-from feedback.configuration import config_validate
-from feedback.intake.pipeline import FILE, ReceiveStatus, feedback_receive
-from feedback.intake.pipeline import feedback_receive_many
+from feedback.configuration import (
+    ConfigurationError,
+    config_export,
+    config_import,
+    config_validate,
+)
+from feedback.intake.pipeline import (
+    FILE,
+    ReceiveStatus,
+    feedback_receive,
+    feedback_receive_many,
+)
 from feedback.models import BuyerPolicy, Feedback
 from feedback.returns.services import return_approve, return_reject
 from feedback.suppression.digests import digest, email_value, phone_value
@@ -155,7 +163,10 @@ def test_lists_are_imported_exported_and_updated_as_code():
 @pytest.mark.parametrize(
     ("item", "problem"),
     [
-        ({**LIST_DOC, "ttl_days": 0}, "$.suppression_lists[0].ttl_days: must be at least 1"),
+        (
+            {**LIST_DOC, "ttl_days": 0},
+            "$.suppression_lists[0].ttl_days: must be at least 1",
+        ),
         (
             {**LIST_DOC, "add_on": {"kinds": ["refund"]}},
             "$.suppression_lists[0].add_on.kinds[0]: must be one of",
@@ -288,12 +299,19 @@ def test_a_csv_chunk_adds_entries_inside_the_chunks_transaction(buyer):
     class Abandoned(Exception):
         pass
 
-    with pytest.raises(Abandoned), transaction.atomic():
-        feedback_receive_many(
-            buyer=buyer, items=items, channel=Feedback.Channel.CSV, strategy=FILE
-        )
-        assert SuppressionEntry.objects.filter(field="email").count() == 3
-        raise Abandoned
+    seen = []
+
+    def chunk_then_fail() -> None:
+        with transaction.atomic():
+            feedback_receive_many(
+                buyer=buyer, items=items, channel=Feedback.Channel.CSV, strategy=FILE
+            )
+            seen.append(SuppressionEntry.objects.filter(field="email").count())
+            raise Abandoned
+
+    with pytest.raises(Abandoned):
+        chunk_then_fail()
+    assert seen == [3]
     # Rolled back with the chunk: no entry without its feedback.
     assert not SuppressionEntry.objects.exists()
     assert not Feedback.objects.exists()
@@ -320,7 +338,8 @@ def test_the_table_holds_no_plaintext_contact(buyer):
     returns_list()
     send(buyer, delivery_to(buyer))
     dump = json.dumps(
-        list(SuppressionEntry.objects.values()) + list(SuppressionList.objects.values()),
+        list(SuppressionEntry.objects.values())
+        + list(SuppressionList.objects.values()),
         default=str,
     ).lower()
     for plain in ("mel.tester", "example.com", "5125550100", "555-0100", "555"):
@@ -412,7 +431,9 @@ def test_the_check_is_an_index_scan_on_postgresql(buyer):
         pytest.skip("EXPLAIN is PostgreSQL's")
     listed = returns_list()
     SuppressionEntry.objects.bulk_create(
-        SuppressionEntry(list=listed, field="email", sha256=sha256(str(i)), md5="0" * 32)
+        SuppressionEntry(
+            list=listed, field="email", sha256=sha256(str(i)), md5="0" * 32
+        )
         for i in range(2000)
     )
     with connection.cursor() as cursor:

@@ -136,7 +136,11 @@ def test_text_the_database_cannot_store_is_refused(integration_client, lists):
 
 def test_buyer_keys_and_anonymous_callers_are_refused(buyer_client, client, lists):
     for caller, status in [(buyer_client, 403), (client, 401)]:
-        for method, path in [("post", CHECK), ("post", entries()), ("delete", entries())]:
+        for method, path in [
+            ("post", CHECK),
+            ("post", entries()),
+            ("delete", entries()),
+        ]:
             answer = getattr(caller, method)(
                 path, {"email": "a@example.com"}, content_type="application/json"
             )
@@ -145,9 +149,7 @@ def test_buyer_keys_and_anonymous_callers_are_refused(buyer_client, client, list
     assert not SuppressionEntry.objects.exists()
 
 
-def test_the_check_reads_the_entries_in_one_query(
-    integration_client, lists, settings
-):
+def test_the_check_reads_the_entries_in_one_query(integration_client, lists, settings):
     settings.LEADBACK_SUPPRESSION_CACHE_S = 60
     suppression_rules_forget()
     integration_client.post(entries(), {"email": "mel@example.com"}, format="json")
@@ -159,7 +161,5 @@ def test_the_check_reads_the_entries_in_one_query(
         )
     suppression_rules_forget()
     assert answer.json()["suppressed"] is True
-    touching = [
-        q["sql"] for q in queries.captured_queries if "suppression" in q["sql"]
-    ]
+    touching = [q["sql"] for q in queries.captured_queries if "suppression" in q["sql"]]
     assert len(touching) == 1
