@@ -9,5 +9,6 @@ from feedback.admin import buyers, records
 from feedback.forwarding import admin as forwarding
 from feedback.imports import admin as imports
 from feedback.returns import admin as returns
+from feedback.suppression import admin as suppression
 
-__all__ = ["buyers", "forwarding", "imports", "records", "returns"]
+__all__ = ["buyers", "forwarding", "imports", "records", "returns", "suppression"]
