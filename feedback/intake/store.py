@@ -74,14 +74,17 @@ def _write_live(
     what accepted returns write (returns/admission.py) and the suppression
     entries accepted feedback adds (suppression/services.py)."""
     feedbacks = [feedback for _, feedback in pending]
-    if (
-        not _has_returns(feedbacks)
-        and _nothing_to_notify(feedbacks, configs)
-        and not suppression_wanted(feedbacks)
-    ):
-        # A single INSERT is a transaction of its own: no BEGIN and COMMIT.
-        for result, feedback in pending:
-            _store_one(result, feedback)
+    if not _has_returns(feedbacks) and _nothing_to_notify(feedbacks, configs):
+        if suppression_wanted(feedbacks):
+            # The feedback and the entries it adds commit together.
+            with transaction.atomic():
+                for result, feedback in pending:
+                    _store_one(result, feedback)
+                suppression_add_for_feedback(feedbacks)
+        else:
+            # A single INSERT is a transaction of its own: no BEGIN and COMMIT.
+            for result, feedback in pending:
+                _store_one(result, feedback)
         notifications_remember(feedbacks, [])  # the answer reads none back
         return []
     try:

@@ -75,10 +75,11 @@ def suppression_rules(*, fresh: bool = False) -> tuple[ListRule, ...]:
     return rules
 
 
-def suppression_rules_forget() -> None:
-    """Read the lists again on next use (after a change, or in tests)."""
+def suppression_rules_forget(*, none_exist: bool = False) -> None:
+    """Read the lists again on next use (after a change), or, with
+    `none_exist`, take it that there are none (tests start from no list)."""
     global _cached
-    _cached = None
+    _cached = (time.monotonic(), ()) if none_exist else None
 
 
 def suppression_wanted(feedbacks: Sequence[Any]) -> bool:
