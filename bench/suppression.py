@@ -1,6 +1,6 @@
-"""Suppression check benchmark: gunicorn on PostgreSQL, 1 M entries, against a ceiling in the same run.
+"""Suppression check benchmark: 1 M entries, against a ceiling in the same run.
 
-    .venv/bin/python bench/suppression.py [--entries 1000000] [--duration 10] [--rounds 3]
+    .venv/bin/python bench/suppression.py [--entries N] [--duration 10] [--rounds 3]
 
 Creates a fresh PostgreSQL database, migrates it, creates a suppression list and an
 integration key, and loads the entries with COPY: half emails, half phones, as
@@ -114,7 +114,7 @@ def body_for(n: int) -> bytes:
 
 
 def builder(path: str, port: int, key: str | None, people: int) -> Callable[[], bytes]:
-    chooser = random.Random(7)  # noqa: S311 - picking people, not secrets
+    chooser = random.Random(7)  # picking people, not secrets
 
     def build() -> bytes:
         # Half the people asked for are on the list, half are not.
@@ -253,7 +253,8 @@ def render(
             *[s for s in statements if "feedback_suppressionentry" in s],
             "```",
             "",
-            "Its plan on the loaded table (`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)`):",
+            "Its plan on the loaded table "
+            "(`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)`):",
             "",
             "```",
             plan,
