@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('slug', models.SlugField(max_length=100, unique=True)),
                 ('name', models.CharField(max_length=200)),
-                ('ttl_days', models.PositiveIntegerField(blank=True, help_text='Entries expire this many days after they were last added; empty: never.', null=True)),
+                ('ttl_days', models.PositiveIntegerField(blank=True, help_text='Entries expire this many days after they were last added; empty: never.', null=True, verbose_name='TTL (days)')),
                 ('add_kinds', models.JSONField(blank=True, default=list)),
                 ('add_reasons', models.JSONField(blank=True, default=list)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),

@@ -78,6 +78,12 @@ class SuppressionListAdmin(admin.ModelAdmin[SuppressionList]):
     readonly_fields = ["created_at", "updated_at"]
     actions = None  # deleting goes through the service, one list at a time
 
+    def get_fields(
+        self, request: HttpRequest, obj: SuppressionList | None = None
+    ) -> tuple[str, ...]:
+        fields = ("slug", "name", "ttl_days", "add_kinds", "add_reasons")
+        return fields if obj is None else (*fields, "created_at", "updated_at")
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[SuppressionList]:
         return super().get_queryset(request).annotate(entry_count=Count("entries"))
 
@@ -196,8 +202,8 @@ class SuppressionEntryAdmin(admin.ModelAdmin[SuppressionEntry]):
         "sha256_column",
         "md5_column",
         "origin",
-        "added_at",
-        "expires_at",
+        "added_column",
+        "expires_column",
     ]
     list_filter = ["list", "field", "origin"]
     list_select_related = ["list"]
@@ -223,6 +229,16 @@ class SuppressionEntryAdmin(admin.ModelAdmin[SuppressionEntry]):
     @admin.display(description="MD5", ordering="md5")
     def md5_column(self, obj: SuppressionEntry) -> SafeString:
         return format_html('<code title="{}">{}…</code>', obj.md5, obj.md5[:12])
+
+    @admin.display(description="added", ordering="added_at")
+    def added_column(self, obj: SuppressionEntry) -> str:
+        return f"{timezone.localtime(obj.added_at):%Y-%m-%d %H:%M}"
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires_column(self, obj: SuppressionEntry) -> str:
+        if obj.expires_at is None:
+            return "never"
+        return f"{timezone.localtime(obj.expires_at):%Y-%m-%d}"
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
@@ -318,6 +334,7 @@ class SuppressionEntryAdmin(admin.ModelAdmin[SuppressionEntry]):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
+        extra_context = {"title": "Suppression entries", **(extra_context or {})}
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None)
         cl = context.get("cl") if context is not None else None

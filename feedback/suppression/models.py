@@ -13,6 +13,7 @@ class SuppressionList(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200)
     ttl_days = models.PositiveIntegerField(
+        "TTL (days)",
         null=True,
         blank=True,
         help_text="Entries expire this many days after they were last added; "
