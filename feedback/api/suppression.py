@@ -97,7 +97,7 @@ class ContactSerializer(serializers.Serializer):
         problem = find_problem(dict(attrs))
         if problem is not None:
             raise serializers.ValidationError({problem.field: problem.message})
-        names = [str(name) for name in self.fields.keys() if name in CONTACT_FIELDS]
+        names = [name for name in CONTACT_FIELDS if name in self.fields]
         if not any(attrs.get(name) for name in names):
             raise serializers.ValidationError(
                 f"Send at least one of {', '.join(names)}."
