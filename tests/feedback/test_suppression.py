@@ -2,10 +2,12 @@
 approved returns add in the intake's transaction, digests only, expiry."""
 
 import hashlib
+import io
 import json
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -444,3 +446,15 @@ def test_the_check_is_an_index_scan_on_postgresql(buyer):
     plan = entries.explain()
     assert "suppression_entry_unique" in plan
     assert "Seq Scan" not in plan
+
+
+def test_the_command_expires_entries_as_beat_does(buyer):
+    returns_list(ttl_days=30)
+    send(buyer, delivery_to(buyer))
+    SuppressionEntry.objects.filter(field="email").update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    out = io.StringIO()
+    call_command("expire_suppression_entries", stdout=out)
+    assert out.getvalue().strip() == "Deleted 1 expired suppression entry."
+    assert list(SuppressionEntry.objects.values_list("field", flat=True)) == ["phone"]
