@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from feedback.api.errors import flatten_errors, problem_response
+from feedback.api.idempotency import idempotent
 from feedback.api.permissions import IsIntegrationKey
 from feedback.safetext import find_problem
 from feedback.suppression.digests import (
@@ -199,6 +200,7 @@ class SuppressionCheckApi(APIView):
             422: INVALID,
         },
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         values = _validated(self.InputSerializer, request.data)
         if isinstance(values, Response):
@@ -265,6 +267,7 @@ class SuppressionEntriesApi(APIView):
             422: INVALID,
         },
     )
+    @idempotent
     def post(self, request: Request, slug: str) -> Response:
         values = _validated(self.AddSerializer, request.data)
         if isinstance(values, Response):

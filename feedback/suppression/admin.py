@@ -75,7 +75,6 @@ class SuppressionListAdmin(admin.ModelAdmin[SuppressionList]):
     form = SuppressionListForm
     list_display = ["slug", "name", "ttl_column", "added_on", "entries_column"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["created_at", "updated_at"]
     actions = None  # deleting goes through the service, one list at a time
 
     def get_fields(
@@ -83,6 +82,13 @@ class SuppressionListAdmin(admin.ModelAdmin[SuppressionList]):
     ) -> tuple[str, ...]:
         fields = ("slug", "name", "ttl_days", "add_kinds", "add_reasons")
         return fields if obj is None else (*fields, "created_at", "updated_at")
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: SuppressionList | None = None
+    ) -> tuple[str, ...]:
+        # Lists are saved by slug, as the configuration document names them.
+        fixed = ("created_at", "updated_at")
+        return fixed if obj is None else ("slug", *fixed)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SuppressionList]:
         return super().get_queryset(request).annotate(entry_count=Count("entries"))
@@ -113,7 +119,7 @@ class SuppressionListAdmin(admin.ModelAdmin[SuppressionList]):
     ) -> None:
         data = form.cleaned_data
         saved = suppression_list_save(
-            slug=data["slug"],
+            slug=obj.slug if change else data["slug"],
             name=data["name"],
             ttl_days=data["ttl_days"],
             add_kinds=data["add_kinds"],

@@ -146,3 +146,24 @@ def test_entries_cannot_be_edited(admin_client, returns_list):
     )
     assert page.status_code == 200
     assert 'name="sha256"' not in page.content.decode()
+
+
+def test_a_list_is_changed_in_place_and_keeps_its_slug(admin_client, returns_list):
+    answer = admin_client.post(
+        reverse("admin:feedback_suppressionlist_change", args=[returns_list.pk]),
+        {
+            "slug": "renamed",
+            "name": "Returns, a year",
+            "ttl_days": "",
+            "add_kinds": ["return"],
+            "add_reasons": "",
+        },
+    )
+    assert answer.status_code == 302, answer.content.decode()[:2000]
+    row = SuppressionList.objects.get()
+    assert (row.pk, row.slug, row.name, row.ttl_days) == (
+        returns_list.pk,
+        "returns",
+        "Returns, a year",
+        None,
+    )

@@ -163,3 +163,17 @@ def test_the_check_reads_the_entries_in_one_query(integration_client, lists, set
     assert answer.json()["suppressed"] is True
     touching = [q["sql"] for q in queries.captured_queries if "suppression" in q["sql"]]
     assert len(touching) == 1
+
+
+def test_adding_honours_an_idempotency_key(integration_client, lists):
+    for _ in range(2):
+        answer = integration_client.post(
+            entries(),
+            {"email": "mel@example.com"},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="add-mel-1",
+        )
+        assert answer.status_code == 201
+        assert answer.json() == {"list": "returns", "added": 1}
+    assert answer.headers.get("Idempotency-Replayed") == "true"
+    assert SuppressionEntry.objects.count() == 1
