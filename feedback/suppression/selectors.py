@@ -49,16 +49,23 @@ def suppression_check(
     one index lookup on the entries' digest, whatever the number of lists."""
     rules = _rules_named(lists)
     wanted = set(digests)
-    if not wanted or not rules:
+    if not wanted:
         return []
     slugs = {rule.id: rule.slug for rule in rules}
-    digests_asked = sorted({sha256 for _, sha256 in wanted})
+    # A digest asked as an email is no phone hit.
+    rows = [
+        row
+        for row in _entries_matching(sorted({sha256 for _, sha256 in wanted}))
+        if (row[1], row[2]) in wanted
+    ]
+    if lists is None and any(row[0] not in slugs for row in rows):
+        # A list created in another process since this one read them.
+        slugs = {rule.id: rule.slug for rule in suppression_rules(fresh=True)}
     hits = [
         Hit(list=slugs[list_id], field=field, added_at=added_at)
-        for list_id, field, sha256, added_at in _entries_matching(digests_asked)
-        # A digest asked as an email is no phone hit; a list deleted since the
-        # rules were read, or not asked for, is no hit.
-        if (field, sha256) in wanted and list_id in slugs
+        for list_id, field, _, added_at in rows
+        # Not a list asked for, or one deleted since: no hit.
+        if list_id in slugs
     ]
     return sorted(hits, key=lambda hit: (hit.list, hit.field))
 

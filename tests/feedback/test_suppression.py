@@ -458,3 +458,19 @@ def test_the_command_expires_entries_as_beat_does(buyer):
     call_command("expire_suppression_entries", stdout=out)
     assert out.getvalue().strip() == "Deleted 1 expired suppression entry."
     assert list(SuppressionEntry.objects.values_list("field", flat=True)) == ["phone"]
+
+
+def test_the_check_finds_a_list_another_process_created(buyer, settings):
+    settings.LEADBACK_SUPPRESSION_CACHE_S = 60
+    suppression_rules_forget()
+    assert suppression_rules() == ()  # this process read no list a moment ago
+    listed = SuppressionList.objects.create(  # as another process would
+        slug="returns", name="Returned leads", add_kinds=["return"]
+    )
+    SuppressionEntry.objects.create(
+        list=listed, field="email", sha256=sha256("mel@example.com"), md5="0" * 32
+    )
+    suppression_rules_forget(none_exist=True)
+    hits = suppression_check(digests=[("email", sha256("mel@example.com"))])
+    suppression_rules_forget()
+    assert [(h.list, h.field) for h in hits] == [("returns", "email")]
