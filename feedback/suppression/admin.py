@@ -127,6 +127,12 @@ class SuppressionListAdmin(admin.ModelAdmin[SuppressionList]):
         )
         obj.pk = saved.pk
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {"title": "Suppression lists", **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
     def delete_model(self, request: HttpRequest, obj: SuppressionList) -> None:
         suppression_list_delete(suppression_list=obj)
 
