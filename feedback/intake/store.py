@@ -76,10 +76,13 @@ def _write_live(
     feedbacks = [feedback for _, feedback in pending]
     if not _has_returns(feedbacks) and _nothing_to_notify(feedbacks, configs):
         if suppression_wanted(feedbacks):
-            # The feedback and the entries it adds commit together.
+            # The feedback and the entries it adds commit together. No savepoint
+            # around the INSERT: only an accepted return can break the one
+            # constraint `_store_one` catches, and there is none here.
             with transaction.atomic():
-                for result, feedback in pending:
-                    _store_one(result, feedback)
+                for _, feedback in pending:
+                    feedback.pk = None
+                    _insert_feedback(feedback)
                 suppression_add_for_feedback(feedbacks)
         else:
             # A single INSERT is a transaction of its own: no BEGIN and COMMIT.
