@@ -109,13 +109,14 @@ def test_entries_are_removed_and_exported_as_a_csv_of_digests(
     )
     assert export.status_code == 200
     assert "suppression-returns.csv" in export["Content-Disposition"]
-    rows = list(csv.reader(io.StringIO(export.content.decode())))
+    content = b"".join(export.streaming_content).decode()
+    rows = list(csv.reader(io.StringIO(content)))
     assert rows[0] == ["list", "field", "sha256", "md5", "added_at", "expires_at"]
     assert [(r[0], r[1], r[2]) for r in rows[1:]] == [
         ("returns", "email", sha256("mel@example.com")),
         ("returns", "phone", sha256("5125550100")),
     ]
-    assert "mel@" not in export.content.decode()
+    assert "mel@" not in content
 
     email = SuppressionEntry.objects.get(list=returns_list, field="email")
     answer = admin_client.post(
@@ -167,3 +168,16 @@ def test_a_list_is_changed_in_place_and_keeps_its_slug(admin_client, returns_lis
         "Returns, a year",
         None,
     )
+
+
+def test_selected_entries_are_exported_by_the_action(admin_client, returns_list):
+    add(admin_client, returns_list, emails="mel@example.com\nann@example.com")
+    chosen = SuppressionEntry.objects.get(sha256=sha256("ann@example.com"))
+    answer = admin_client.post(
+        ENTRIES, {"action": "export_entries", "_selected_action": [chosen.pk]}
+    )
+    assert "suppression-selected.csv" in answer["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(b"".join(answer.streaming_content).decode())))
+    assert [(r[0], r[1], r[2]) for r in rows[1:]] == [
+        ("returns", "email", sha256("ann@example.com"))
+    ]
