@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
@@ -261,6 +262,18 @@ def test_a_pending_return_adds_nothing_until_approved(buyer):
 
     return_approve(feedback=feedback, note="Checked")
     assert on_list() == sorted(MEL)
+
+
+def test_a_return_over_the_cap_adds_nothing(buyer):
+    BuyerPolicyFactory(buyer=buyer, cap_percent=Decimal(0), cap_min=1)
+    returns_list()
+    first = delivery_to(buyer, email="first@example.com", phone="5125550001")
+    second = delivery_to(buyer, email="second@example.com", phone="5125550002")
+    assert send(buyer, first).status == ReceiveStatus.ACCEPTED
+    assert send(buyer, second).status == ReceiveStatus.REFUSED
+    assert sorted(e[1] for e in on_list()) == sorted(
+        [sha256("first@example.com"), sha256("5125550001")]
+    )
 
 
 def test_a_rejected_return_adds_nothing(buyer):
