@@ -14,6 +14,10 @@ does one INSERT through the ORM (the ceiling, bench/views.py). Then, in rounds:
 3. the ceiling at that same rate, the latency floor for comparison;
 4. POST /api/v1/feedback {"items": [...1000...]} back to back: feedback per second.
 
+With --suppression a suppression list takes every conversion, so each accepted
+feedback also writes the digests of its lead (compare the ratio with a run
+without it; the results are printed, not written to the docs).
+
 With --forwarding the source has an enabled real-time config and the broker is
 Redis (--broker-url): each accepted feedback also writes its notification and
 queues it on commit, as in production (no worker runs, so nothing is sent); the
@@ -487,6 +491,19 @@ def forwarding_configure() -> None:
         FieldMapping.objects.create(
             config=config, position=0, target="event", value="{{ event.id }}"
         )
+
+
+def suppression_configure() -> None:
+    """A suppression list that every accepted conversion adds its lead to: each
+    feedback also writes the digests of its lead's email and phone."""
+    from feedback.suppression.services import suppression_list_save
+
+    suppression_list_save(
+        slug="bench-converted",
+        name="Converted (bench)",
+        ttl_days=365,
+        add_kinds=["conversion"],
+    )
 
 
 def broker_flush(broker_url: str) -> None:
@@ -984,6 +1001,11 @@ def parse_args() -> argparse.Namespace:
         help="a real-time config on the source and a Redis broker (see above)",
     )
     parser.add_argument(
+        "--suppression",
+        action="store_true",
+        help="a suppression list of conversions: every feedback adds two entries",
+    )
+    parser.add_argument(
         "--broker-url",
         default=DEFAULT_BROKER_URL,
         help="the Redis database --forwarding queues into (flushed)",
@@ -1030,6 +1052,8 @@ def main() -> None:
         if options.forwarding:
             forwarding_configure()
             broker_flush(broker_url)
+        if options.suppression:
+            suppression_configure()
         print(f"  seeded in {time.monotonic() - t0:.1f} s", flush=True)
         info = machine()
         load_before = os.getloadavg()[0]

@@ -367,6 +367,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("LEADBACK_IMPORT_SWEEP_INTERVAL_S", 30.0),
         "options": {"expires": 60},
     },
+    # Deletes suppression entries older than their list's ttl_days.
+    "expire-suppression-entries": {
+        "task": "feedback.tasks.expire_suppression_entries_task",
+        "schedule": env_float("LEADBACK_SUPPRESSION_EXPIRE_INTERVAL_S", 3600.0),
+        "options": {"expires": 1800},
+    },
     "purge-idempotency-keys": {
         "task": "feedback.tasks.purge_idempotency_keys_task",
         "schedule": 3600.0,
@@ -411,6 +417,9 @@ LEADBACK_OUTBOUND_ALLOWLIST = env_list("LEADBACK_OUTBOUND_ALLOWLIST", [])
 # served under /demo/receiver/. `make demo` turns it on; never needed in production.
 LEADBACK_DEMO_RECEIVER = env_bool("LEADBACK_DEMO_RECEIVER", False)
 LEADBACK_BATCH_MAX_ITEMS = 1000
+# Seconds each process keeps its copy of the suppression lists (which feedback
+# adds to which list); a change made elsewhere takes effect within that time.
+LEADBACK_SUPPRESSION_CACHE_S = env_float("LEADBACK_SUPPRESSION_CACHE_S", 5.0)
 # Delivery engine (DESIGN §5.4). Seconds to wait after the n-th failed try; a
 # notification is dead once the schedule is spent. Each wait varies by ±jitter.
 LEADBACK_RETRY_SCHEDULE_S = env_float_list(

@@ -11,6 +11,7 @@ CONCERN_MODELS = (
     "feedback.returns.proxies",
     "feedback.sourcestatus.models",
     "feedback.webhooks.models",
+    "feedback.suppression.models",
 )
 
 
@@ -34,3 +35,8 @@ class FeedbackConfig(AppConfig):
         from feedback.webhooks.configuration import register as register_webhooks
 
         register_webhooks()
+
+        from feedback.configuration import section_register
+        from feedback.suppression.configuration import SECTION as SUPPRESSION
+
+        section_register(SUPPRESSION)

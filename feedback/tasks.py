@@ -11,9 +11,11 @@ from celery import shared_task
 from feedback.forwarding import tasks as forwarding_tasks
 from feedback.imports import tasks as import_tasks
 from feedback.services import idempotency_keys_purge
+from feedback.suppression.services import suppression_entries_expire
 from feedback.webhooks import tasks as webhook_tasks
 
 __all__ = [
+    "expire_suppression_entries_task",
     "forwarding_tasks",
     "import_tasks",
     "purge_idempotency_keys_task",
@@ -27,4 +29,11 @@ logger = logging.getLogger(__name__)
 def purge_idempotency_keys_task() -> int:
     deleted = idempotency_keys_purge()
     logger.info("purged %d expired idempotency keys", deleted)
+    return deleted
+
+
+@shared_task
+def expire_suppression_entries_task() -> int:
+    deleted = suppression_entries_expire()
+    logger.info("expired %d suppression entries", deleted)
     return deleted

@@ -55,6 +55,15 @@ def _fresh_cache():
     caches["default"].clear()
 
 
+@pytest.fixture(autouse=True)
+def _no_suppression_lists():
+    """Every test starts with no suppression list, as its database does; the
+    services that write lists make the process read them again."""
+    from feedback.suppression.services import suppression_rules_forget
+
+    suppression_rules_forget(none_exist=True)
+
+
 @pytest.fixture
 def buyer(db):
     return BuyerFactory(slug="acme-insurance", name="Acme Insurance")

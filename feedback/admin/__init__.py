@@ -10,6 +10,7 @@ from feedback.forwarding import admin as forwarding
 from feedback.imports import admin as imports
 from feedback.returns import admin as returns
 from feedback.sourcestatus import admin as sourcestatus
+from feedback.suppression import admin as suppression
 from feedback.webhooks import admin as webhooks
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "records",
     "returns",
     "sourcestatus",
+    "suppression",
     "webhooks",
 ]

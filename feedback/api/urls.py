@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback.api import imports, returns, sources, views
+from feedback.api import imports, returns, sources, suppression, views
 
 app_name = "api"
 urlpatterns = [
@@ -49,5 +49,15 @@ urlpatterns = [
         "sources/<str:slug>/resume",
         sources.SourceResumeApi.as_view(),
         name="source-resume",
+    ),
+    path(
+        "suppression/check",
+        suppression.SuppressionCheckApi.as_view(),
+        name="suppression-check",
+    ),
+    path(
+        "suppression/<slug:slug>/entries",
+        suppression.SuppressionEntriesApi.as_view(),
+        name="suppression-entries",
     ),
 ]

@@ -22,6 +22,7 @@ from feedback.forwarding.notifications import Configs
 from feedback.intake.parse import FieldError, Parsed, lookup_key
 from feedback.models import Buyer, BuyerPolicy, DeliveryEvent, Feedback, Flow, Lead
 from feedback.rows import Columns
+from feedback.suppression.services import suppression_wanted
 from sources.models import FeedbackConfig, Kind, Source
 
 # From this many items an intake takes its bulk paths: the sources and flows of
@@ -252,12 +253,12 @@ def _deliveries_as_rows(
     all_rows = rows + unique_references
     sources = Source.objects.in_bulk({row[4] for row in all_rows})
     flows = Flow.objects.in_bulk({row[5] for row in all_rows})
-    # Rule sets and forwarding criteria read the lead's fields; otherwise the
-    # lead id is all a feedback row needs.
-    needs_leads = any(
-        policy.rules or policy.auto_approve for policy in policies.values()
-    ) or (
-        FeedbackConfig.objects.filter(
+    # Rule sets, forwarding criteria and suppression lists read the lead's
+    # fields; otherwise the lead id is all a feedback row needs.
+    needs_leads = (
+        any(policy.rules or policy.auto_approve for policy in policies.values())
+        or suppression_wanted(parsed)
+        or FeedbackConfig.objects.filter(
             enabled=True, source_id__in=list(sources)
         ).exists()
     )

@@ -47,6 +47,10 @@ from feedback.returns.admission import (
 )
 from feedback.returns.services import return_refused_after_acceptance
 from feedback.rows import Insert
+from feedback.suppression.services import (
+    suppression_add_for_feedback,
+    suppression_wanted,
+)
 from sources.models import Kind, Source
 
 
@@ -66,13 +70,24 @@ def _write_live(
     configs: Configs | None,
     policies: Policies,
 ) -> list[Notification]:
-    """Insert the feedback and, in the same transaction, its notifications and
-    what accepted returns write (returns/admission.py)."""
+    """Insert the feedback and, in the same transaction, its notifications,
+    what accepted returns write (returns/admission.py) and the suppression
+    entries accepted feedback adds (suppression/services.py)."""
     feedbacks = [feedback for _, feedback in pending]
     if not _has_returns(feedbacks) and _nothing_to_notify(feedbacks, configs):
-        # A single INSERT is a transaction of its own: no BEGIN and COMMIT.
-        for result, feedback in pending:
-            _store_one(result, feedback)
+        if suppression_wanted(feedbacks):
+            # The feedback and the entries it adds commit together. No savepoint
+            # around the INSERT: only an accepted return can break the one
+            # constraint `_store_one` catches, and there is none here.
+            with transaction.atomic():
+                for _, feedback in pending:
+                    feedback.pk = None
+                    _insert_feedback(feedback)
+                suppression_add_for_feedback(feedbacks)
+        else:
+            # A single INSERT is a transaction of its own: no BEGIN and COMMIT.
+            for result, feedback in pending:
+                _store_one(result, feedback)
         notifications_remember(feedbacks, [])  # the answer reads none back
         return []
     try:
@@ -84,6 +99,7 @@ def _write_live(
                 Feedback.objects.bulk_create(feedbacks)
             returns_record(feedbacks, admissions, policies=policies)
             _cap(pending, admissions)
+            suppression_add_for_feedback(feedbacks)
             notifications = notifications_create(
                 feedbacks=feedbacks, configs=configs, queue=True
             )
@@ -96,6 +112,7 @@ def _write_live(
                 _store_one(result, feedback)
             returns_record(feedbacks, admissions, policies=policies)
             _cap(pending, admissions)
+            suppression_add_for_feedback(feedbacks)
             notifications = notifications_create(
                 feedbacks=feedbacks, configs=configs, queue=True
             )
@@ -318,6 +335,7 @@ def store_copy(
             _copy_feedback(rows)
             returns_record(rows, admissions, policies=policies)
             _cap(pending, admissions)
+            suppression_add_for_feedback(rows)
     except IntegrityError:
         # A return of one of these deliveries was accepted elsewhere since we
         # looked: one by one, so only that row becomes "already returned".
@@ -332,6 +350,7 @@ def store_copy(
                 row.review_state = feedback.review_state
             returns_record(rows, admissions, policies=policies)
             _cap(pending, admissions)
+            suppression_add_for_feedback(rows)
     _copy_notifications(rows)
 
 

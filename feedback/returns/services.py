@@ -30,6 +30,7 @@ from feedback.returns.admission import (
 )
 from feedback.returns.models import Credit, ReturnTransition
 from feedback.selectors import feedback_list
+from feedback.suppression.services import suppression_add_for_feedback
 from feedback.webhooks.services import webhook_emit
 from sources.models import FeedbackConfig, Kind
 
@@ -165,6 +166,7 @@ def _approve(
         decided_by=user,
         api_key=api_key,
     )
+    suppression_add_for_feedback([feedback])
     _forward_approved(feedback)
 
 
