@@ -32,7 +32,7 @@ class AlertPagination(FeedbackPagination):
 class AlertListApi(GenericAPIView[Alert]):
     """Alerts, newest first: each change of a monitor's state with its numbers."""
 
-    class OutputSerializer(serializers.Serializer[Alert]):
+    class OutputSerializer(serializers.Serializer):
         id = serializers.CharField(source="public_id")
         monitor = serializers.CharField(source="monitor.slug")
         metric = serializers.CharField(source="monitor.metric")

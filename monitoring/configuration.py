@@ -44,7 +44,7 @@ def monitor_schema() -> Document:
         {
             "slug": SLUG_SCHEMA,
             "name": NAME_SCHEMA,
-            "scope": object_schema({name: SLUG_SCHEMA for name in SCOPE_MODELS}),
+            "scope": object_schema(dict.fromkeys(SCOPE_MODELS, SLUG_SCHEMA)),
             "metric": {"enum": list(Metric.values)},
             "window_days": {"type": "integer", "minimum": 1, "maximum": 366},
             "basis": {"enum": list(Monitor.Basis.values)},
@@ -90,7 +90,7 @@ def monitor_schema() -> Document:
     )
 
 
-def _known(document: Document, name: str) -> set[str]:
+def _known(document: Document, name: str) -> set[Any]:
     """Slugs of `name` (source, buyer, flow) defined in the document itself."""
     if name == "source":
         return {s.get("slug") for _, s in dict_items(document.get("sources"))}
@@ -103,16 +103,21 @@ def _known(document: Document, name: str) -> set[str]:
     }
 
 
-def monitor_problems(item: Document, path: JsonPath, document: Document) -> list[Problem]:
+def monitor_problems(
+    item: Document, path: JsonPath, document: Document
+) -> list[Problem]:
     """What the schema cannot say: that the scope exists, the threshold fits
     the metric, and each action can run."""
     problems: list[Problem] = []
-    scope = item.get("scope") if isinstance(item.get("scope"), dict) else {}
+    scope: dict[str, Any] = item["scope"] if isinstance(item.get("scope"), dict) else {}
     for name, model in SCOPE_MODELS.items():
         slug = scope.get(name)
-        if isinstance(slug, str) and slug not in _known(document, name):
-            if not model.objects.filter(slug=slug).exists():
-                problems.append(Problem((*path, "scope", name), f"no {name} {slug!r}"))
+        if (
+            isinstance(slug, str)
+            and slug not in _known(document, name)
+            and not model.objects.filter(slug=slug).exists()
+        ):
+            problems.append(Problem((*path, "scope", name), f"no {name} {slug!r}"))
     condition = item.get("condition")
     metric = item.get("metric")
     if isinstance(condition, dict) and metric in THRESHOLD_RANGES:
@@ -141,7 +146,9 @@ def monitor_problems(item: Document, path: JsonPath, document: Document) -> list
                     validate_email(address)
                 except (ValidationError, TypeError):
                     problems.append(
-                        Problem((*where, "to", n), f"{address!r} is not an email address")
+                        Problem(
+                            (*where, "to", n), f"{address!r} is not an email address"
+                        )
                     )
         url = action.get("url")
         if kind == "notify" and isinstance(url, str) and url and url != REDACTED:
@@ -156,7 +163,9 @@ def monitor_normalise(item: Document) -> Document:
     return {
         "slug": item["slug"],
         "name": item["name"],
-        "scope": {k: item["scope"][k] for k in SCOPE_MODELS if k in item.get("scope", {})},
+        "scope": {
+            k: item["scope"][k] for k in SCOPE_MODELS if k in item.get("scope", {})
+        },
         "metric": item["metric"],
         "window_days": item.get("window_days", DEFAULT_WINDOW_DAYS),
         "basis": item.get("basis", Monitor.Basis.DELIVERY.value),

@@ -189,10 +189,11 @@ def series_many(
     One query per scope dimension and source of numbers, not one per monitor
     (a monitor scoped to two dimensions at once counts live on its own)."""
     last = last or today()
-    result = {
-        m.pk: Series(window=Window.ending(last, m.window_days)) for m in monitors
-    }
-    for kind, metrics in (("rollup", FEEDBACK_METRICS), ("notes", NOTIFICATION_METRICS)):
+    result = {m.pk: Series(window=Window.ending(last, m.window_days)) for m in monitors}
+    for kind, metrics in (
+        ("rollup", FEEDBACK_METRICS),
+        ("notes", NOTIFICATION_METRICS),
+    ):
         chosen = [m for m in monitors if m.metric in metrics]
         groups: dict[str, list[Monitor]] = defaultdict(list)
         for monitor in chosen:
@@ -318,7 +319,7 @@ def _live_days(scope: dict[str, int], window: Window) -> DayMap:
     feedback = Feedback.objects.filter(
         delivery__delivered_at__gte=since, delivery__delivered_at__lt=until, **where
     )
-    for row in (
+    for side in (
         feedback.annotate(day=_day("delivery__delivered_at"))
         .values("day")
         .annotate(
@@ -329,11 +330,11 @@ def _live_days(scope: dict[str, int], window: Window) -> DayMap:
         )
         .order_by()
     ):
-        counts = days[row["day"]]
-        counts.returns = row["returns"]
-        counts.conversions = row["conversions"]
-        counts.quality_sum = row["quality_sum"] or 0
-        counts.quality_count = row["quality_count"]
+        counts = days[side["day"]]
+        counts.returns = side["returns"]
+        counts.conversions = side["conversions"]
+        counts.quality_sum = side["quality_sum"] or 0
+        counts.quality_count = side["quality_count"]
     return dict(days)
 
 
@@ -382,7 +383,9 @@ def _notification_days(
     return by_key
 
 
-def day_values(monitor: Monitor, series: Series) -> list[tuple[datetime.date, float | None]]:
+def day_values(
+    monitor: Monitor, series: Series
+) -> list[tuple[datetime.date, float | None]]:
     """The metric of each day of the window on its own, for a sparkline."""
     return [
         (day, reading(monitor, series.days.get(day, Counts())).value)

@@ -85,7 +85,9 @@ class Alert(models.Model):
     public_id = models.CharField(
         "alert id", max_length=40, unique=True, default=new_alert_id, editable=False
     )
-    monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="alerts")
+    monitor = models.ForeignKey(
+        Monitor, on_delete=models.CASCADE, related_name="alerts"
+    )
     state = models.CharField(max_length=10, choices=State.choices)
     value = models.FloatField(null=True, blank=True)
     low = models.FloatField(null=True, blank=True)

@@ -54,7 +54,9 @@ def monitor_save(*, item: Document) -> Monitor:
                 "buyer": Buyer.objects.get(slug=scope["buyer"])
                 if "buyer" in scope
                 else None,
-                "flow": Flow.objects.get(slug=scope["flow"]) if "flow" in scope else None,
+                "flow": Flow.objects.get(slug=scope["flow"])
+                if "flow" in scope
+                else None,
                 "metric": item["metric"],
                 "window_days": item["window_days"],
                 "basis": item["basis"],
@@ -175,7 +177,9 @@ def alert_actions_enqueue() -> None:
     the broker is down."""
     from monitoring.tasks import run_alert_actions_task
 
-    messages_send([None], lambda _: run_alert_actions_task.delay(), what="alert actions")
+    messages_send(
+        [None], lambda _: run_alert_actions_task.delay(), what="alert actions"
+    )
 
 
 def alert_actions_run(*, limit: int | None = None) -> int:
@@ -210,7 +214,9 @@ def alert_action_run(*, action_id: int, token: uuid.UUID) -> str:
         return "stale"
     runner = actions.RUNNERS.get(action.type)
     if runner is None:
-        unknown = TransportError(f"Unknown action type {action.type!r}.", permanent=True)
+        unknown = TransportError(
+            f"Unknown action type {action.type!r}.", permanent=True
+        )
         return _failed(action, token=token, error=unknown)
     if action.type in actions.IN_TRANSACTION:
         try:

@@ -32,7 +32,7 @@ def normal_quantile(confidence: float) -> float:
 def wilson_interval(successes: float, trials: int, *, confidence: float) -> Interval:
     """The Wilson score interval of a proportion `successes / trials`.
 
-    Unlike the textbook p ± z·√(p(1−p)/n) it stays inside [0, 1] and does not
+    Unlike the textbook p ± z·√(p(1-p)/n) it stays inside [0, 1] and does not
     collapse to a point at 0 or n successes, which is where a monitor on a
     small source lives. `successes` may be fractional (a rescaled mean)."""
     if trials <= 0:

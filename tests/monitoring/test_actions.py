@@ -139,9 +139,7 @@ def test_a_failing_service_is_retried_then_given_up(receiver, source, settings):
     assert len(receiver.requests) == 4
 
 
-def test_an_action_abandoned_by_a_dead_worker_runs_once_its_lease_is_out(
-    smtp, source
-):
+def test_an_action_abandoned_by_a_dead_worker_runs_once_its_lease_is_out(smtp, source):
     from feedback.leases import due, leases_claim
 
     alert = firing([{"type": "email", "to": ["ops@seller.example"]}], source=source)

@@ -21,7 +21,12 @@ MONITOR = {
     "metric": "return_rate",
     "window_days": 14,
     "basis": "delivery",
-    "condition": {"op": "above", "threshold": 0.15, "min_sample": 50, "confidence": 0.95},
+    "condition": {
+        "op": "above",
+        "threshold": 0.15,
+        "min_sample": 50,
+        "confidence": 0.95,
+    },
     "actions": [
         {"type": "email", "to": ["ops@seller.example"]},
         {"type": "webhook"},
@@ -151,7 +156,7 @@ def item(**changes):
         ),
         (
             item(metric="average_quality", condition={"threshold": 7}),
-            "$.monitors[0].condition.threshold: must be from 1 to 5 for average_quality",
+            "$.monitors[0].condition.threshold: must be from 1 to 5 for average_",
         ),
         (
             item(condition={"threshold": 0.1, "confidence": 1}),

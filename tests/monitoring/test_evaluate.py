@@ -104,7 +104,9 @@ def test_each_scope_reads_its_own_numbers():
     source, other = SourceFactory(), SourceFactory()
     buyer, flow = BuyerFactory(), FlowFactory()
     deliver(60, returned=30, converted=6, quality=2, lead__source=source, buyer=buyer)
-    deliver(40, returned=2, converted=20, quality=5, lead__source=other, lead__flow=flow)
+    deliver(
+        40, returned=2, converted=20, quality=5, lead__source=other, lead__flow=flow
+    )
     monitors = [
         make_monitor("all"),
         make_monitor("by-source", source=source),
@@ -189,7 +191,9 @@ def test_forwarding_failure_rate_and_dead_notifications_from_notifications():
     )
 
     series = series_many([failures, dead, everywhere])
-    got = {m.slug: reading(m, series[m.pk].total()) for m in (failures, dead, everywhere)}
+    got = {
+        m.slug: reading(m, series[m.pk].total()) for m in (failures, dead, everywhere)
+    }
 
     assert (got["failures"].value, got["failures"].sample) == (0.4, 10)
     assert (got["dead"].value, got["dead"].sample) == (2.0, 11)

@@ -1,7 +1,7 @@
 """The Wilson interval and the firing rule, against intervals computed by hand.
 
 Each expected interval was worked out from the closed form
-    (p + z²/2n ± z·√(p(1−p)/n + z²/4n²)) / (1 + z²/n)
+    (p + z²/2n ± z·√(p(1-p)/n + z²/4n²)) / (1 + z²/n)
 with z = 1.959964 (95 %) or 1.644854 (90 %), to four decimals.
 """
 
@@ -52,7 +52,7 @@ def test_normal_quantile(confidence, z):
     [(1, 0, 0.95), (11, 10, 0.95), (-1, 10, 0.95), (1, 10, 1.0), (1, 10, 0.0)],
 )
 def test_impossible_inputs_are_refused(successes, trials, confidence):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must|needs"):
         wilson_interval(successes, trials, confidence=confidence)
 
 
@@ -105,8 +105,22 @@ def monitor(state="ok", **fields):
         ("back under resolves", "firing", 10, 100, {}, "resolved"),
         # Resolving needs no min_sample: the estimate is what it is.
         ("resolves on a small sample", "firing", 1, 10, {}, "resolved"),
-        ("below: a low rate fires", "ok", 2, 200, {"op": "below", "threshold": 0.05}, "firing"),
-        ("below: at the threshold resolves", "firing", 10, 200, {"op": "below", "threshold": 0.05}, "resolved"),
+        (
+            "below: a low rate fires",
+            "ok",
+            2,
+            200,
+            {"op": "below", "threshold": 0.05},
+            "firing",
+        ),
+        (
+            "below: at the threshold resolves",
+            "firing",
+            10,
+            200,
+            {"op": "below", "threshold": 0.05},
+            "resolved",
+        ),
     ],
 )
 def test_monitor_decide(case, state, returns, delivered, fields, expected):
