@@ -61,7 +61,8 @@ def alert_payload(alert: Alert) -> dict[str, Any]:
     }
 
 
-def _number(value: float | None, metric: str) -> str:
+def format_value(value: float | None, metric: str) -> str:
+    """A metric's value as people read it: rates in %, others as numbers."""
     if value is None:
         return "-"
     if metric in (Monitor.Metric.AVERAGE_QUALITY, Monitor.Metric.DEAD_NOTIFICATIONS):
@@ -80,10 +81,10 @@ def alert_text(alert: Alert) -> str:
     return (
         f"{monitor.name} ({monitor.slug}) is {alert.state}: the {label} over "
         f"{alert.window_start:%Y-%m-%d} to {alert.window_end:%Y-%m-%d} is "
-        f"{_number(alert.value, metric)} "
-        f"(interval {_number(alert.low, metric)} to {_number(alert.high, metric)} "
+        f"{format_value(alert.value, metric)} "
+        f"(interval {format_value(alert.low, metric)} to {format_value(alert.high, metric)} "
         f"at {monitor.confidence:.0%} confidence, sample {alert.sample}); "
-        f"the threshold is {monitor.op} {_number(alert.threshold, metric)}."
+        f"the threshold is {monitor.op} {format_value(alert.threshold, metric)}."
     )
 
 
