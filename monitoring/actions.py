@@ -78,11 +78,12 @@ def alert_title(alert: Alert) -> str:
 def alert_text(alert: Alert) -> str:
     monitor, metric = alert.monitor, alert.monitor.metric
     label = Monitor.Metric(metric).label.lower()
+    low, high = format_value(alert.low, metric), format_value(alert.high, metric)
     return (
         f"{monitor.name} ({monitor.slug}) is {alert.state}: the {label} over "
         f"{alert.window_start:%Y-%m-%d} to {alert.window_end:%Y-%m-%d} is "
         f"{format_value(alert.value, metric)} "
-        f"(interval {format_value(alert.low, metric)} to {format_value(alert.high, metric)} "
+        f"(interval {low} to {high} "
         f"at {monitor.confidence:.0%} confidence, sample {alert.sample}); "
         f"the threshold is {monitor.op} {format_value(alert.threshold, metric)}."
     )
