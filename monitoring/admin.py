@@ -43,11 +43,9 @@ class MonitorAdmin(ReadOnlyAdmin[Monitor]):
 
     list_display = (
         "name",
-        "slug",
         "metric",
         "scope",
         "condition",
-        "window_days",
         "state_shown",
         "evaluated_at",
     )
@@ -65,8 +63,9 @@ class MonitorAdmin(ReadOnlyAdmin[Monitor]):
     @admin.display(description="condition")
     def condition(self, obj: Monitor) -> str:
         return (
-            f"{obj.op} {format_value(obj.threshold, obj.metric)}, "
-            f"at least {obj.min_sample}, {obj.confidence:.0%} confidence"
+            f"{obj.op} {format_value(obj.threshold, obj.metric)} over "
+            f"{obj.window_days} days (sample at least {obj.min_sample}, "
+            f"{obj.confidence:.0%} confidence)"
         )
 
     @admin.display(description="state", ordering="state")
@@ -100,16 +99,29 @@ class AlertAdmin(ReadOnlyAdmin[Alert]):
         "public_id",
         "monitor",
         "state",
-        "value",
-        "low",
-        "high",
+        "value_shown",
+        "interval",
         "sample",
-        "threshold",
+        "threshold_shown",
         "window_start",
         "window_end",
         "at",
     )
     readonly_fields = fields
+
+    @admin.display(description="value")
+    def value_shown(self, obj: Alert) -> str:
+        return format_value(obj.value, obj.monitor.metric)
+
+    @admin.display(description="interval")
+    def interval(self, obj: Alert) -> str:
+        metric = obj.monitor.metric
+        low, high = format_value(obj.low, metric), format_value(obj.high, metric)
+        return f"{low} to {high} at {obj.monitor.confidence:.0%} confidence"
+
+    @admin.display(description="threshold")
+    def threshold_shown(self, obj: Alert) -> str:
+        return f"{obj.monitor.op} {format_value(obj.threshold, obj.monitor.metric)}"
 
     def get_urls(self) -> list[URLPattern]:
         return [

@@ -158,4 +158,4 @@ class AlertAction(Scheduled):
         ]
 
     def __str__(self) -> str:
-        return f"{self.alert_id} #{self.index} {self.type}: {self.status}"
+        return f"{self.type} (action {self.index + 1}): {self.get_status_display()}"
