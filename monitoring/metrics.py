@@ -207,7 +207,7 @@ def series_many(
             if kind == "rollup":
                 by_key = _rollup_days(dimension, members, first=first, last=last)
             else:
-                by_key = _notification_days(dimension, members, first=first)
+                by_key = _notification_days(dimension, members, first=first, last=last)
             for monitor in members:
                 result[monitor.pk].days = by_key.get(_monitor_key(monitor), {})
     return result
@@ -339,11 +339,16 @@ def _live_days(scope: dict[str, int], window: Window) -> DayMap:
 
 
 def _notification_days(
-    dimension: str, monitors: Sequence[Monitor], *, first: datetime.date
+    dimension: str,
+    monitors: Sequence[Monitor],
+    *,
+    first: datetime.date,
+    last: datetime.date,
 ) -> dict[Any, DayMap]:
     """Notification counts per day created, by monitor key."""
     rows: QuerySet[Notification] = Notification.objects.filter(
-        created_at__gte=start_of(first)
+        created_at__gte=start_of(first),
+        created_at__lt=start_of(last + datetime.timedelta(days=1)),
     )
     if dimension == "*":
         group: list[str] = []

@@ -5,7 +5,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -91,16 +91,19 @@ def monitor_decide(*, monitor: Monitor, value: Reading) -> str | None:
     return None
 
 
-def monitors_evaluate(*, monitors: Sequence[Monitor] | None = None) -> Evaluation:
+def monitors_evaluate(
+    *, monitors: Sequence[Monitor] | None = None, last: date | None = None
+) -> Evaluation:
     """Evaluate every monitor (or these) now, raising an alert for each change.
 
     The rollups are brought up to date first (only what is new since their
     last refresh is read); the numbers of all monitors are then read in a few
-    grouped queries (monitoring/metrics.py)."""
+    grouped queries (monitoring/metrics.py). `last` is the window's last day
+    (today; a benchmark on old data names another)."""
     rollups_refresh()
     if monitors is None:
         monitors = list(Monitor.objects.select_related("source", "buyer", "flow"))
-    last = today()
+    last = last or today()
     series = series_many(monitors, last=last)
     fired = resolved = 0
     for monitor in monitors:

@@ -25,6 +25,7 @@ Status = AlertAction.Status
 @pytest.fixture
 def smtp(settings):
     with SmtpServer() as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
         settings.EMAIL_HOST = "127.0.0.1"
         settings.EMAIL_PORT = server.port
         settings.EMAIL_USE_TLS = False
@@ -188,3 +189,15 @@ def test_every_change_runs_its_actions(smtp, source):
         f"[Leadback] Resolved: {alert.monitor.name}",
     ]
     assert Monitor.objects.get().state == Monitor.State.OK
+
+
+def test_another_email_backend_is_used_as_configured(source, mailoutbox):
+    # pytest-django's locmem backend stands for the demo's console one.
+    alert = firing([{"type": "email", "to": ["ops@seller.example"]}], source=source)
+
+    alert_actions_run()
+
+    [message] = mailoutbox
+    assert message.to == ["ops@seller.example"]
+    assert message.subject == f"[Leadback] Firing: {alert.monitor.name}"
+    assert alert.actions.get().status == Status.SUCCEEDED

@@ -129,6 +129,7 @@ def smtp_settings(settings):
     from tests.sources.file_servers import SmtpServer
 
     with SmtpServer() as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
         settings.EMAIL_HOST = "127.0.0.1"
         settings.EMAIL_PORT = server.port
         settings.LEADBACK_OUTBOUND_ALLOWLIST = ["127.0.0.1/32"]
