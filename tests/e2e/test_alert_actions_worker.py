@@ -2,6 +2,7 @@
 however many messages ask for it, and an action whose worker is killed mid-way
 is finished by the next run once its lease is out."""
 
+import contextlib
 import os
 import signal
 import time
@@ -51,10 +52,8 @@ def kill_with_children(pid: int) -> None:
         if int(fields[1]) == pid:
             children.append(int(stat.parent.name))
     for victim in [pid, *children]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_actions_run_once_and_survive_a_killed_worker(
