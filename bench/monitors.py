@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import load_average, median, verdict  # noqa: E402
-from reports import (  # noqa: E402
+from common import load_average, median, verdict
+from reports import (
     SEEDED_TABLES,
     YEAR_END,
     check_name,

@@ -247,7 +247,10 @@ class _FeedbackWriter:
         roll = self.rng.random()
         return_rate = RETURN_RATE
         recent = self.now - timedelta(days=RECENT_DAYS)
-        if source_spec.recent_return_rate is not None and delivery.delivered_at >= recent:
+        if (
+            source_spec.recent_return_rate is not None
+            and delivery.delivered_at >= recent
+        ):
             return_rate = source_spec.recent_return_rate
         if roll < CONVERSION_RATE:
             self._conversion(delivery, contact_first=buyer_spec.status_enabled)
