@@ -217,3 +217,17 @@ def test_a_monitor_changed_meanwhile_is_not_alerted_twice():
 
     assert result.fired == 0
     assert Alert.objects.count() == 1
+
+
+def test_a_small_noisy_sample_over_the_threshold_does_not_fire():
+    source = SourceFactory()
+    # 3 returns of 10 deliveries: 30 %, twice the threshold, and min_sample met;
+    # but the interval (10.8 % to 60.3 %) reaches below 15 %.
+    deliver(10, returned=3, lead__source=source)
+    monitor = make_monitor(source=source, min_sample=10)
+
+    monitors_evaluate()
+
+    assert not Alert.objects.exists()
+    monitor.refresh_from_db()
+    assert monitor.state == Monitor.State.OK
