@@ -186,8 +186,9 @@ def series_many(
 ) -> dict[int, Series]:
     """Each monitor's counts per day of its window ending `last` (today), by pk.
 
-    One query per scope dimension and source of numbers, not one per monitor
-    (a monitor scoped to two dimensions at once counts live on its own)."""
+    One query per scope dimension and source of numbers, not one per monitor;
+    the monitors scoped to two or three dimensions at once share two live
+    queries."""
     last = last or today()
     result = {m.pk: Series(window=Window.ending(last, m.window_days)) for m in monitors}
     for kind, metrics in (
@@ -196,12 +197,18 @@ def series_many(
     ):
         chosen = [m for m in monitors if m.metric in metrics]
         groups: dict[str, list[Monitor]] = defaultdict(list)
+        combined: list[Monitor] = []
         for monitor in chosen:
             scope = scope_of(monitor)
             if len(scope) > 1 and kind == "rollup":
-                result[monitor.pk].days = _live_days(scope, result[monitor.pk].window)
+                combined.append(monitor)
                 continue
             groups["*" if not scope else _key_dimension(scope)].append(monitor)
+        if combined:
+            first = min(result[m.pk].window.first for m in combined)
+            live = _live_days(combined, Window(first=first, last=last))
+            for monitor in combined:
+                result[monitor.pk].days = live[monitor.pk]
         for dimension, members in groups.items():
             first = min(result[m.pk].window.first for m in members)
             if kind == "rollup":
@@ -299,29 +306,39 @@ def _day(name: str) -> TruncDate:
     return TruncDate(name, tzinfo=timezone.get_current_timezone())
 
 
-def _live_days(scope: dict[str, int], window: Window) -> DayMap:
-    """Counts per delivery day of a scope the rollups do not keep, counted live."""
-    since, until = start_of(window.first), start_of(window.last + datetime.timedelta(1))
-    where = {DIMENSION_FIELDS[name]: pk for name, pk in scope.items()}
-    deliveries = DeliveryEvent.objects.filter(
-        delivered_at__gte=since, delivered_at__lt=until, **where
-    )
+def _live_days(monitors: Sequence[Monitor], window: Window) -> dict[int, DayMap]:
+    """Counts per delivery day of scopes the rollups do not keep (two or three
+    dimensions at once), counted live over the window, by monitor pk: one
+    grouped query for the deliveries and one for the feedback of them all."""
+    since = start_of(window.first)
+    until = start_of(window.last + datetime.timedelta(days=1))
+    scopes = {m.pk: scope_of(m) for m in monitors}
+    match = Q()
+    for scope in scopes.values():
+        match |= Q(**{DIMENSION_FIELDS[name]: pk for name, pk in scope.items()})
+    group = [DIMENSION_FIELDS[name] for name in SCOPE_DIMENSIONS]
+    rows: dict[tuple[Any, ...], Counts] = defaultdict(Counts)
     any_feedback = Feedback.objects.filter(delivery=OuterRef("pk"))
-    days: DayMap = defaultdict(Counts)
     for row in (
-        deliveries.annotate(day=_day("delivered_at"))
-        .values("day")
+        DeliveryEvent.objects.filter(
+            match, delivered_at__gte=since, delivered_at__lt=until
+        )
+        .annotate(day=_day("delivered_at"))
+        .values(*group, "day")
         .annotate(n=Count("pk"), covered=Count("pk", filter=Q(Exists(any_feedback))))
         .order_by()
     ):
-        days[row["day"]].delivered = row["n"]
-        days[row["day"]].covered = row["covered"]
-    feedback = Feedback.objects.filter(
-        delivery__delivered_at__gte=since, delivery__delivered_at__lt=until, **where
-    )
+        counts = rows[(*(row[g] for g in group), row["day"])]
+        counts.delivered = row["n"]
+        counts.covered = row["covered"]
     for side in (
-        feedback.annotate(day=_day("delivery__delivered_at"))
-        .values("day")
+        Feedback.objects.filter(
+            match,
+            delivery__delivered_at__gte=since,
+            delivery__delivered_at__lt=until,
+        )
+        .annotate(day=_day("delivery__delivered_at"))
+        .values(*group, "day")
         .annotate(
             returns=Count("pk", filter=ACCEPTED & Q(kind=Kind.RETURN)),
             conversions=Count("pk", filter=ACCEPTED & Q(kind=Kind.CONVERSION)),
@@ -330,12 +347,18 @@ def _live_days(scope: dict[str, int], window: Window) -> DayMap:
         )
         .order_by()
     ):
-        counts = days[side["day"]]
+        counts = rows[(*(side[g] for g in group), side["day"])]
         counts.returns = side["returns"]
         counts.conversions = side["conversions"]
         counts.quality_sum = side["quality_sum"] or 0
         counts.quality_count = side["quality_count"]
-    return dict(days)
+    result: dict[int, DayMap] = {pk: {} for pk in scopes}
+    for (*ids, day), counts in rows.items():
+        values = dict(zip(SCOPE_DIMENSIONS, ids, strict=True))
+        for pk, scope in scopes.items():
+            if all(values[name] == wanted for name, wanted in scope.items()):
+                result[pk].setdefault(day, Counts()).add(counts)
+    return result
 
 
 def _notification_days(

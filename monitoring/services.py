@@ -92,15 +92,20 @@ def monitor_decide(*, monitor: Monitor, value: Reading) -> str | None:
 
 
 def monitors_evaluate(
-    *, monitors: Sequence[Monitor] | None = None, last: date | None = None
+    *,
+    monitors: Sequence[Monitor] | None = None,
+    last: date | None = None,
+    refresh: bool = True,
 ) -> Evaluation:
     """Evaluate every monitor (or these) now, raising an alert for each change.
 
-    The rollups are brought up to date first (only what is new since their
-    last refresh is read); the numbers of all monitors are then read in a few
-    grouped queries (monitoring/metrics.py). `last` is the window's last day
-    (today; a benchmark on old data names another)."""
-    rollups_refresh()
+    With `refresh` the rollups are brought up to date first; beat leaves that
+    to its own rollup refresh (LEADBACK_ROLLUP_INTERVAL_S), which runs anyway.
+    The numbers of all monitors are then read in a few grouped queries
+    (monitoring/metrics.py). `last` is the window's last day (today; a
+    benchmark on old data names another)."""
+    if refresh:
+        rollups_refresh()
     if monitors is None:
         monitors = list(Monitor.objects.select_related("source", "buyer", "flow"))
     last = last or today()

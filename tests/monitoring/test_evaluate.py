@@ -113,6 +113,8 @@ def test_each_scope_reads_its_own_numbers():
         make_monitor("by-buyer", buyer=buyer),
         make_monitor("by-flow", flow=flow),
         make_monitor("source-and-buyer", source=source, buyer=buyer),
+        make_monitor("source-and-flow", source=other, flow=flow),
+        make_monitor("nobody", source=other, buyer=buyer),
         make_monitor("conversions", metric="conversion_rate", source=other),
         make_monitor("coverage", metric="feedback_coverage", source=source),
         make_monitor("quality", metric="average_quality", threshold=3, source=other),
@@ -133,6 +135,11 @@ def test_each_scope_reads_its_own_numbers():
     # Two dimensions at once: counted live, same numbers as the rollups give.
     assert values["source-and-buyer"].value == pytest.approx(0.5)
     assert values["source-and-buyer"].sample == 60
+    assert (values["source-and-flow"].value, values["source-and-flow"].sample) == (
+        pytest.approx(0.05),
+        40,
+    )
+    assert (values["nobody"].value, values["nobody"].sample) == (None, 0)
     assert values["conversions"].value == pytest.approx(0.5)
     assert values["coverage"].value == pytest.approx(36 / 60)
     assert (values["quality"].value, values["quality"].sample) == (5.0, 22)
