@@ -60,6 +60,7 @@ def test_make_demo_seeds_serves_and_stops_on_ctrl_c(tmp_path):
         assert key_file.stat().st_mode & 0o077 == 0
         text = log.read_text()
         assert "user admin  password leadback-demo" in text
+        assert "Evaluated 3 monitor(s)" in text  # the demo's monitors, as code
         curl = next(line for line in text.splitlines() if line.startswith("curl "))
 
         args = shlex.split(curl.replace("http://127.0.0.1:8000", base))
