@@ -52,6 +52,32 @@ class MonitorAdmin(ReadOnlyAdmin[Monitor]):
     list_filter = ("state", "metric")
     search_fields = ("slug", "name")
     actions = ["evaluate_now"]
+    fields = (
+        "slug",
+        "name",
+        "metric",
+        "scope",
+        "condition",
+        "actions_shown",
+        "state_shown",
+        "evaluated_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="actions")
+    def actions_shown(self, obj: Monitor) -> str:
+        # An Apprise URL carries the service's tokens: only its scheme is shown.
+        parts = []
+        for action in obj.actions:
+            kind = action.get("type", "")
+            if kind == "email":
+                parts.append(f"email to {', '.join(action.get('to', []))}")
+            elif kind == "notify":
+                scheme = str(action.get("url", "")).split("://", 1)[0]
+                parts.append(f"notify via {scheme}://…")
+            else:
+                parts.append(kind)
+        return "; ".join(parts) or "none"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Monitor]:
         return monitor_list()

@@ -134,3 +134,17 @@ def smtp_settings(settings):
         settings.EMAIL_PORT = server.port
         settings.LEADBACK_OUTBOUND_ALLOWLIST = ["127.0.0.1/32"]
         yield server
+
+
+def test_a_monitor_page_hides_the_tokens_of_its_apprise_url(staff, db):
+    monitor = make_monitor(
+        actions=[
+            {"type": "email", "to": ["ops@seller.example"]},
+            {"type": "notify", "url": "slack://T0001/B0002/s3cr3tt0k3n"},
+        ]
+    )
+    page = staff.get(
+        reverse("admin:monitoring_monitor_change", args=[monitor.pk])
+    ).content.decode()
+    assert "email to ops@seller.example; notify via slack://…" in page
+    assert "s3cr3tt0k3n" not in page
