@@ -88,6 +88,10 @@ def test_staff_read_the_alerts_page(page: Page, live_server, staff_user, setting
         expect(page.get_by_text("Acme conversions")).to_be_visible()
         snapshot(page, "monitoring-monitors")
 
+        page.get_by_role("link", name="Bluesky returns").click()
+        expect(page.get_by_text("notify via json://…")).to_be_visible()
+        snapshot(page, "monitoring-monitor")
+
         page.goto(f"{live_server.url}/admin/monitoring/alertaction/")
         expect(page.get_by_text("Retrying").first).to_be_visible()
         snapshot(page, "monitoring-alert-actions")
