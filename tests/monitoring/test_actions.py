@@ -201,3 +201,18 @@ def test_another_email_backend_is_used_as_configured(source, mailoutbox):
     assert message.to == ["ops@seller.example"]
     assert message.subject == f"[Leadback] Firing: {alert.monitor.name}"
     assert alert.actions.get().status == Status.SUCCEEDED
+
+
+def test_apprise_slack_compatible_webhook_reaches_a_local_receiver(receiver, source):
+    # Mattermost's incoming webhooks take Slack's schema ({"text": ...}).
+    url = f"mmost://127.0.0.1:{receiver.port}/abcdefghijklmnop"
+    alert = firing([{"type": "notify", "url": url}], source=source, name="Returns")
+
+    alert_actions_run()
+
+    request = receiver.last
+    assert (request.method, request.path) == ("POST", "/hooks/abcdefghijklmnop")
+    body = json.loads(request.body)
+    assert "[Leadback] Firing: Returns" in body["text"]
+    assert "40.00 %" in body["text"]
+    assert alert.actions.get().status == Status.SUCCEEDED
