@@ -98,7 +98,13 @@ class MonitorAdmin(ReadOnlyAdmin[Monitor]):
     def state_shown(self, obj: Monitor) -> str:
         return state_badge(obj.state, obj.get_state_display())
 
-    @admin.action(description="Evaluate the selected monitors now")
+    def has_evaluate_permission(self, request: HttpRequest) -> bool:
+        # The page stays read-only (monitors are code); evaluating needs change.
+        return request.user.has_perm("monitoring.change_monitor")
+
+    @admin.action(
+        description="Evaluate the selected monitors now", permissions=["evaluate"]
+    )
     def evaluate_now(self, request: HttpRequest, queryset: QuerySet[Monitor]) -> None:
         result = monitors_evaluate(monitors=list(queryset))
         self.message_user(
@@ -192,7 +198,11 @@ class AlertActionAdmin(ReadOnlyAdmin[AlertAction]):
     # The copy of the action may hold an Apprise URL with a service's token.
     exclude = ("spec",)
 
-    @admin.action(description="Run the selected actions again")
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        # The page stays read-only: running again needs the change permission.
+        return request.user.has_perm("monitoring.change_alertaction")
+
+    @admin.action(description="Run the selected actions again", permissions=["resend"])
     def run_again(self, request: HttpRequest, queryset: QuerySet[AlertAction]) -> None:
         count = alert_actions_resend(ids=queryset.values_list("pk", flat=True))
         self.message_user(

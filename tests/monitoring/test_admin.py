@@ -148,3 +148,26 @@ def test_a_monitor_page_hides_the_tokens_of_its_apprise_url(staff, db):
     ).content.decode()
     assert "email to ops@seller.example; notify via slack://…" in page
     assert "s3cr3tt0k3n" not in page
+
+
+@pytest.mark.parametrize(
+    ("role", "may_run_again", "may_evaluate"),
+    [("Support", True, False), ("Analyst", False, False), ("Seller admin", True, True)],
+)
+def test_roles_run_actions_and_evaluate_as_their_permissions_say(
+    client, alerts, role, may_run_again, may_evaluate
+):
+    from tests.feedback.test_roles import member_of, setup_roles
+
+    setup_roles()
+    client.force_login(member_of(role))
+
+    actions = client.get(
+        reverse("admin:monitoring_alertaction_changelist")
+    ).content.decode()
+    monitors = client.get(reverse("admin:monitoring_monitor_changelist"))
+    alerts_page = client.get(reverse("admin:monitoring_alert_changelist"))
+
+    assert ('value="run_again"' in actions) is may_run_again
+    assert ('value="evaluate_now"' in monitors.content.decode()) is may_evaluate
+    assert alerts_page.status_code == 200
