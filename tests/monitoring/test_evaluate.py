@@ -238,3 +238,26 @@ def test_a_small_noisy_sample_over_the_threshold_does_not_fire():
     assert not Alert.objects.exists()
     monitor.refresh_from_db()
     assert monitor.state == Monitor.State.OK
+
+
+def test_the_evaluate_monitors_command_refreshes_evaluates_and_runs_actions(
+    mailoutbox,
+):
+    import io
+
+    from django.core.management import call_command
+
+    source = SourceFactory()
+    deliver(100, returned=40, lead__source=source)
+    make_monitor(source=source)
+    out = io.StringIO()
+
+    call_command("evaluate_monitors", stdout=out)
+
+    assert out.getvalue().splitlines() == [
+        "Evaluated 1 monitor(s): 1 fired, 0 resolved.",
+        "Ran 1 alert action(s).",
+    ]
+    assert len(mailoutbox) == 1
+    call_command("evaluate_monitors", "--no-actions", stdout=io.StringIO())
+    assert Alert.objects.count() == 1
