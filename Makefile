@@ -51,6 +51,7 @@ demo: install $(DEMO_KEY_FILE)
 		$(BIN)/python manage.py seed_demo --leads $(LEADBACK_DEMO_LEADS) \
 		--base-url http://127.0.0.1:$(LEADBACK_DEMO_PORT)
 	$(DEMO_KEY) $(BIN)/python manage.py seed_demo_digests
+	$(DEMO_KEY) $(BIN)/python manage.py seed_demo_monitors
 	$(DEMO_KEY) DEBUG=true LEADBACK_OUTBOUND_ALLOWLIST=127.0.0.1/32 \
 		LEADBACK_DEMO_RECEIVER=true $(BIN)/honcho -f Procfile.demo start
 

@@ -44,7 +44,7 @@ def revision() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-    app = ["config", "feedback", "sources", "reporting"]
+    app = ["config", "feedback", "sources", "reporting", "monitoring"]
     dirty = subprocess.run(
         ["git", "diff", "--quiet", "HEAD", "--", *app], cwd=ROOT, check=False
     ).returncode

@@ -193,7 +193,8 @@ def seed(feedback_rows: int) -> dict[str, int]:
         """
         INSERT INTO feedback_feedback (public_id, delivery_id, lead_id, buyer_id,
             source_id, flow_id, kind, outcome_code_id, reason, revenue, quality_score,
-            occurred_at, received_at, custom, note, channel, outcome, outcome_reason)
+            occurred_at, received_at, custom, note, channel, outcome, outcome_reason,
+            review_state)
         SELECT gen_random_uuid(), d.id, d.lead_id, d.buyer_id, d.source_id,
             d.flow_id, s.kind,
             CASE s.kind
@@ -209,7 +210,10 @@ def seed(feedback_rows: int) -> dict[str, int]:
             '{}'::jsonb, '', 'api',
             CASE WHEN s.r2 < 0.85 AND (s.kind <> 'return' OR s.i <= %(first_pass)s)
                 THEN 'success' ELSE 'failure' END,
-            ''
+            '',
+            -- An accepted return without review starts approved, as the intake has it.
+            CASE WHEN s.kind = 'return' AND s.r2 < 0.85 AND s.i <= %(first_pass)s
+                THEN 'approved' ELSE '' END
         FROM (
             SELECT i,
                 CASE WHEN i <= %(first_pass)s

@@ -389,6 +389,18 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("LEADBACK_ROLLUP_INTERVAL_S", 300.0),
         "options": {"expires": 600},
     },
+    # Evaluates the monitors (DESIGN §11) and raises their alerts.
+    "evaluate-monitors": {
+        "task": "monitoring.tasks.evaluate_monitors_task",
+        "schedule": env_float("LEADBACK_MONITOR_INTERVAL_S", 300.0),
+        "options": {"expires": 600},
+    },
+    # Runs alert actions to retry and those a dead worker left behind.
+    "run-alert-actions": {
+        "task": "monitoring.tasks.run_alert_actions_task",
+        "schedule": env_float("LEADBACK_SWEEP_INTERVAL_S", 5.0) * 6,
+        "options": {"expires": 60},
+    },
 }
 CELERY_TIMEZONE = "UTC"
 

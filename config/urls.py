@@ -37,6 +37,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("feedback", LeadConduitFeedbackApi.as_view(), name="lc-feedback"),
     path("api/v1/", include("feedback.api.urls")),
+    path("api/v1/", include("monitoring.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
         "api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"

@@ -25,19 +25,31 @@ ROLES: tuple[Role, ...] = (
         "Everything in the admin: sources and their configs, buyers, policies, API "
         "keys, users and groups, login lockouts, resending, deciding returns, and "
         "every report including billing.",
-        ("sources.*", "feedback.*", "reporting.*", "auth.*", "axes.*"),
+        (
+            "sources.*",
+            "feedback.*",
+            "reporting.*",
+            "monitoring.*",
+            "auth.*",
+            "axes.*",
+        ),
     ),
     Role(
         "Analyst",
         "Every report and its CSV, billing included; every admin page read-only.",
-        ("sources.view_*", "feedback.view_*", "reporting.view_*"),
+        (
+            "sources.view_*",
+            "feedback.view_*",
+            "reporting.view_*",
+            "monitoring.view_*",
+        ),
     ),
     Role(
         "Support",
         "Every admin page of sources, buyers, deliveries, feedback, notifications, "
         "batch runs, webhooks and imports read-only; resends notifications, batch "
-        "runs and webhook messages, "
-        "queues stalled imports again, and unlocks locked-out logins. No reports: "
+        "runs and webhook messages, queues stalled imports again, runs alert "
+        "actions again, and unlocks locked-out logins. No reports: "
         "they show revenue.",
         (
             "sources.view_*",
@@ -49,6 +61,9 @@ ROLES: tuple[Role, ...] = (
             "feedback.change_batchrun",
             "feedback.change_feedbackimport",
             "feedback.change_webhookmessage",
+            # Monitors and alerts read-only; runs an alert's actions again.
+            "monitoring.view_*",
+            "monitoring.change_alertaction",
             # Deleting a login's failed attempts unlocks it.
             "axes.view_accessattempt",
             "axes.delete_accessattempt",

@@ -35,6 +35,10 @@ CONVERSION_RATE = 0.10
 RETURN_RATE = 0.10
 
 
+# How far back a source's recent_return_rate applies.
+RECENT_DAYS = 14
+
+
 STATUS_RATE = 0.30
 
 
@@ -50,6 +54,9 @@ class SourceSpec:
     accepts_return: bool = True
     return_reasons: tuple[str, ...] = ()
     status_reasons: tuple[str, ...] = ()
+    # A source going bad: its return rate for deliveries of the last
+    # RECENT_DAYS days, so the demo's monitor has something to alert on.
+    recent_return_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ SOURCES = (
         (1800, 3200),
         return_reasons=("Duplicate", "Bad phone", "Disconnected phone", "Fraud"),
         status_reasons=("Contacted", "Appointment set", "Left voicemail", "No answer"),
+        recent_return_rate=0.30,
     ),
     # Sells non-refundable leads: every return sent for them is refused.
     SourceSpec(

@@ -293,17 +293,24 @@ def _batch_history(
         )
         for f in feedback
     )
-    ends = _period_ends(now)
-    failed_day, retried_day = rng.sample(range(len(ends) - 1), 2)
     counts: dict[str, int] = {}
-    for index, end in enumerate(ends):
+    pending: list[BatchRun] = []
+    for end in _period_ends(now):
         run = batch_run_create(config=config, period_end=end, now=end)
-        if run is None or run.status != BatchRun.Status.PENDING:
-            if run is not None:
-                counts[run.status] = counts.get(run.status, 0) + 1
+        if run is None:
             continue
-        tries = 2 if index == retried_day else 1
-        refused = index == failed_day
+        if run.status == BatchRun.Status.PENDING:
+            pending.append(run)
+        else:  # a day without conversions: an empty run, nothing sent
+            counts[run.status] = counts.get(run.status, 0) + 1
+    # One file the mail server refused, one it took on the second try.
+    failed_run, retried_run = (
+        rng.sample(pending, 2) if len(pending) >= 2 else (None, None)
+    )
+    for run in pending:
+        end = run.period_end
+        tries = 2 if run is retried_run else 1
+        refused = run is failed_run
         at = end + timedelta(seconds=rng.uniform(1, 20))
         attempts = []
         for number in range(1, tries + 1):

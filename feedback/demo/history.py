@@ -25,6 +25,7 @@ from feedback.demo.data import (
     LEAD_ID_PREFIX,
     MAIL_DOMAINS,
     PROJECTS,
+    RECENT_DAYS,
     RETURN_CODES,
     RETURN_NOTES,
     RETURN_RATE,
@@ -244,9 +245,16 @@ class _FeedbackWriter:
         self, delivery: DeliveryEvent, *, source_spec: SourceSpec, buyer_spec: BuyerSpec
     ) -> None:
         roll = self.rng.random()
+        return_rate = RETURN_RATE
+        recent = self.now - timedelta(days=RECENT_DAYS)
+        if (
+            source_spec.recent_return_rate is not None
+            and delivery.delivered_at >= recent
+        ):
+            return_rate = source_spec.recent_return_rate
         if roll < CONVERSION_RATE:
             self._conversion(delivery, contact_first=buyer_spec.status_enabled)
-        elif roll < CONVERSION_RATE + RETURN_RATE:
+        elif roll < CONVERSION_RATE + return_rate:
             self._return(delivery, source_spec)
         elif self.rng.random() < (STATUS_RATE if buyer_spec.status_enabled else 0.03):
             self._statuses(delivery, source_spec)

@@ -62,6 +62,7 @@ def test_make_demo_seeds_serves_and_stops_on_ctrl_c(tmp_path):
         assert "user admin  password leadback-demo" in text
         # A source digest is configured, ready to preview in the admin.
         assert "Digest bluesky-leads-weekly: preview it at /admin/" in text
+        assert "Evaluated 3 monitor(s)" in text  # the demo's monitors, as code
         curl = next(line for line in text.splitlines() if line.startswith("curl "))
 
         args = shlex.split(curl.replace("http://127.0.0.1:8000", base))
