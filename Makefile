@@ -27,7 +27,7 @@ test: lint
 # Walk the pages in headless Chromium at 1366 and 390 px and keep what it saw
 # in var/screenshots/ for a reviewer to look at.
 screenshots: install
-	$(BIN)/pytest -q -m browser -p no:cacheprovider $$(grep -l "var/screenshots" tests/e2e/*_browser.py)
+	$(BIN)/pytest -q -m browser -p no:cacheprovider $$(grep -l "screenshots" tests/e2e/*_browser.py)
 	@echo "Screenshots: $$(ls var/screenshots | wc -l) files in var/screenshots/"
 
 # The demo serves on 127.0.0.1:$(LEADBACK_DEMO_PORT) (default 8000).
