@@ -22,6 +22,7 @@ from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from feedback.intake.parse import FieldError
 from feedback.safetext import TextProblem
 from feedback.services import ConflictError
 
@@ -55,7 +56,7 @@ class InputRefused(exceptions.APIException):
         self.status_code = status_code
         self.field = field
         self.message = message
-        super().__init__(f"{field}: {message}" if field else message)
+        super().__init__(FieldError(field, message).sentence())
 
     @classmethod
     def from_problem(cls, problem: TextProblem) -> "InputRefused":

@@ -18,6 +18,7 @@ from feedback.api.errors import (
     problem_body,
     problem_http_response,
 )
+from feedback.intake.parse import FieldError
 from feedback.safetext import find_problem, find_variable_problem
 
 
@@ -50,7 +51,7 @@ class RefuseUnstorableUrlText:
             return None
         if not is_api_path(request.path_info):
             return defaults.bad_request(request, ValueError(problem.message))
-        detail = f"{problem.field}: {problem.message}"
+        detail = FieldError(problem.field, problem.message).sentence()
         body = problem_body(
             status.HTTP_422_UNPROCESSABLE_ENTITY,
             detail,

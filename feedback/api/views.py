@@ -239,7 +239,9 @@ class EventDetailApi(APIView):
         try:
             event = get_delivery_for_key(api_key=principal.api_key, event_id=event_id)
         except DeliveryEvent.DoesNotExist:
-            return problem_response(status.HTTP_404_NOT_FOUND, "Unknown event id.")
+            return problem_response(
+                status.HTTP_404_NOT_FOUND, "No delivery of yours has this event id."
+            )
         return Response(EventOutputSerializer(event).data)
 
 
@@ -271,7 +273,10 @@ def _unknown_fields(item: Any) -> ReceiveResult | None:
         return None
     return ReceiveResult(
         ReceiveStatus.INVALID,
-        errors=[FieldError(name, "Unknown field.") for name in unknown],
+        errors=[
+            FieldError(name, f"{name} is not a field Leadback knows.")
+            for name in unknown
+        ],
     )
 
 
@@ -338,7 +343,8 @@ class FeedbackApi(GenericAPIView[Feedback]):
             200: OpenApiResponse(description="Per-item results of an items batch."),
             404: OpenApiResponse(description="Unknown event id or reference."),
             409: OpenApiResponse(
-                description="Feedback is forbidden for this buyer, or already returned."
+                description="This kind of feedback is not enabled for the buyer, "
+                "or the lead was already returned."
             ),
             422: OpenApiResponse(description="Refused, naming the field and reason."),
         },
@@ -521,7 +527,9 @@ class LeadConduitFeedbackApi(APIView):
                 "reason": result.reason or None,
                 "lead": lead_summary(feedback.lead),
             }
-            if feedback.outcome == Feedback.Outcome.SUCCESS:
+            if feedback.pk is not None:
+                # Refused feedback is stored too: the id finds it in the portal
+                # and the API, accepted or not.
                 body_out["feedback_id"] = str(feedback.public_id)
             if feedback.review_state:
                 body_out["review_state"] = feedback.review_state

@@ -41,6 +41,7 @@ from feedback.demo.data import (
     SourceSpec,
 )
 from feedback.intake.judge import ALREADY_RETURNED_REASON, FORBIDDEN_REASON
+from feedback.intake.parse import FieldError, join_errors
 from feedback.models import (
     ApiKey,
     Buyer,
@@ -426,24 +427,32 @@ def demo_refusal(
     Mirrors the order of services._judge for the cases the demo produces.
     """
     if not policy.enabled:
-        return f"type: {FORBIDDEN_REASON}"
-    errors: list[str] = []
+        return join_errors([FieldError("type", FORBIDDEN_REASON)])
+    errors: list[FieldError] = []
     source = delivery.source
     if not source.accepts(kind):
-        errors.append(f"type: {source.name} does not accept {kind.value} feedback.")
+        errors.append(
+            FieldError("type", f"{source.name} does not accept {kind.value} feedback.")
+        )
     if kind == Kind.RETURN and received_at - delivery.delivered_at > timedelta(
         days=policy.max_age_days
     ):
         errors.append(
-            f"type: Return window of {policy.max_age_days} days after delivery "
-            "has passed."
+            FieldError(
+                "type",
+                f"The return window of {policy.max_age_days} days after delivery "
+                "has passed.",
+            )
         )
     allowed = source.allowed_reasons(kind)
     if allowed and reason and reason.lower() not in {a.lower() for a in allowed}:
         errors.append(
-            f"reason: {reason!r} is not an accepted {kind.value} reason; "
-            f"accepted: {', '.join(allowed)}."
+            FieldError(
+                "reason",
+                f"“{reason}” is not a {kind.value} reason {source.name} accepts. "
+                f"It accepts: {', '.join(allowed)}.",
+            )
         )
     if not errors and kind == Kind.RETURN and already_returned:
-        errors.append(f"event_id: {ALREADY_RETURNED_REASON}")
-    return "; ".join(errors)[:500]
+        errors.append(FieldError("event_id", ALREADY_RETURNED_REASON))
+    return join_errors(errors)[:500]

@@ -20,10 +20,10 @@ from feedback.variables import feedback_variables
 from sources import rules
 from sources.models import Kind
 
-FORBIDDEN_REASON = "Feedback is forbidden"
+FORBIDDEN_REASON = "Your account may not send this kind of feedback."
 
 
-ALREADY_RETURNED_REASON = "Lead already returned"
+ALREADY_RETURNED_REASON = "This lead was already returned."
 
 
 def judge(
@@ -54,8 +54,9 @@ def judge(
                 errors.append(
                     FieldError(
                         "reason",
-                        f"{item.reason!r} is not an accepted {item.kind} reason; "
-                        f"accepted: {', '.join(allowed)}.",
+                        f"“{item.reason}” is not a {item.kind} reason "
+                        f"{delivery.source.name} accepts. It accepts: "
+                        f"{', '.join(allowed)}.",
                     )
                 )
         if not errors and policy.rules:
@@ -63,7 +64,7 @@ def judge(
             # feedback as it would be stored.
             failed = rules.evaluate(policy.rules, feedback_variables(feedback=feedback))
             if failed:
-                errors.append(FieldError("rules", failed))
+                errors.append(FieldError("rules", f"Your rules refused it: {failed}"))
         if not errors and item.kind == Kind.RETURN and delivery.pk in returned:
             status = ReceiveStatus.ALREADY_RETURNED
             errors = [FieldError("event_id", ALREADY_RETURNED_REASON)]
@@ -91,7 +92,7 @@ def _check_against_delivery(
             errors.append(
                 FieldError(
                     "type",
-                    f"Return window of {policy.max_age_days} days after delivery "
+                    f"The return window of {policy.max_age_days} days after delivery "
                     "has passed.",
                 )
             )

@@ -360,7 +360,7 @@ def _refuse_ambiguous(parsed: list[Parsed], by_reference: dict[str, list[Any]]) 
             item.fatal.append(
                 FieldError(
                     "reference",
-                    f"{len(matches)} deliveries have this reference; "
-                    "send event_id instead.",
+                    f"{len(matches)} deliveries have this reference: "
+                    "send the event_id instead.",
                 )
             )

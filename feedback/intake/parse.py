@@ -103,6 +103,11 @@ class ReceiveStatus(StrEnum):
     INVALID = "invalid"
 
 
+# A message that says something of its field ("Must be a decimal number.")
+# reads as a sentence once the field leads it: "revenue must be a decimal number."
+PREDICATES = ("must ", "cannot ", "is ", "has ", "needs ")
+
+
 @dataclass(frozen=True)
 class FieldError:
     field: str
@@ -110,6 +115,16 @@ class FieldError:
 
     def as_dict(self) -> dict[str, str]:
         return {"field": self.field, "message": self.message}
+
+    def sentence(self) -> str:
+        """The error as a sentence a person reads: the field leads a message
+        about it, a message that names its subject stands alone."""
+        text = self.message.strip()
+        if self.field and text.lower().startswith(PREDICATES):
+            text = f"{self.field} {text[0].lower()}{text[1:]}"
+        elif text:
+            text = text[0].upper() + text[1:]
+        return text if text.endswith((".", "?", "!")) else f"{text}."
 
 
 @dataclass
@@ -128,10 +143,9 @@ class ReceiveResult:
 
 
 def join_errors(errors: list[FieldError]) -> str:
-    return "; ".join(
-        f"{error.field}: {error.message}" if error.field else error.message
-        for error in errors
-    )
+    """The errors as plain sentences, for people and the `reason` of answers;
+    the API keeps each one's field beside it in `errors`."""
+    return " ".join(error.sentence() for error in errors)
 
 
 @dataclass
@@ -160,7 +174,11 @@ def lookup_key(item: Parsed) -> tuple[str, str]:
 
 def not_found(item: Parsed) -> ReceiveResult:
     name = lookup_key(item)[0]
-    message = "Unknown event id." if name == "event_id" else "Unknown reference."
+    message = (
+        "No delivery of yours has this event id."
+        if name == "event_id"
+        else "No delivery of yours has this reference."
+    )
     return ReceiveResult(ReceiveStatus.NOT_FOUND, errors=[FieldError(name, message)])
 
 
@@ -184,7 +202,7 @@ def parse_item(
     if item.event_id and not re.fullmatch(EVENT_ID_PATTERN, item.event_id):
         item.fatal.append(FieldError("event_id", "Must be 24 hexadecimal characters."))
     if not item.event_id and not item.reference:
-        item.fatal.append(FieldError("event_id", "Send event_id or reference."))
+        item.fatal.append(FieldError("event_id", "Send an event_id or a reference."))
 
     kind = _text(data.get("type")).lower()
     code_name = _text(data.get("outcome_code")).lower()
@@ -211,18 +229,20 @@ def parse_item(
             item.outcome_code = code
             kind = code.kind
     if not kind and not code_name:
-        item.fatal.append(FieldError("type", "Send type or outcome_code."))
+        item.fatal.append(FieldError("type", "Send a type or an outcome_code."))
     item.kind = kind
 
     item.reason = _free_text(data.get("reason"), "reason", item.errors)
     if len(item.reason) > MAX_REASON_CHARS:
         item.errors.append(
-            FieldError("reason", f"At most {MAX_REASON_CHARS} characters.")
+            FieldError("reason", f"Must be at most {MAX_REASON_CHARS} characters.")
         )
         item.reason = item.reason[:MAX_REASON_CHARS]
     item.note = _free_text(data.get("note"), "note", item.errors)
     if len(item.note) > MAX_NOTE_CHARS:
-        item.errors.append(FieldError("note", f"At most {MAX_NOTE_CHARS} characters."))
+        item.errors.append(
+            FieldError("note", f"Must be at most {MAX_NOTE_CHARS} characters.")
+        )
         item.note = item.note[:MAX_NOTE_CHARS]
     item.revenue = _revenue(data.get("revenue"), item.errors)
     item.quality_score = _quality_score(data.get("quality_score"), item.errors)
@@ -289,7 +309,7 @@ def _revenue(value: object, errors: list[FieldError]) -> Decimal | None:
         errors.append(FieldError("revenue", "Cannot be negative."))
         return None
     if exponent < -2:
-        errors.append(FieldError("revenue", "At most 2 decimal places."))
+        errors.append(FieldError("revenue", "Must have at most 2 decimal places."))
         return None
     if amount >= Decimal("10000000000"):
         errors.append(FieldError("revenue", "Must be less than 10,000,000,000."))

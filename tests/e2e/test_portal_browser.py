@@ -344,7 +344,9 @@ def test_a_csv_upload_is_imported_by_the_worker_while_the_bar_fills(
         results = progress.locator("table.import-results tbody tr")
         expect(results).to_have_count(500)
         expect(results.nth(7)).to_contain_text("Refused")
-        expect(results.nth(7)).to_contain_text("Unknown event id.")
+        expect(results.nth(7)).to_contain_text(
+            "No delivery of yours has this event id."
+        )
         expect(results.nth(0)).to_contain_text("Accepted")
 
         with page.expect_download() as download_info:

@@ -81,7 +81,7 @@ def test_duplicate_return_is_409(buyer_client, delivery):
     response = post(buyer_client, {"event_id": delivery.event_id, "type": "return"})
 
     assert response.status_code == 409
-    assert response.json()["detail"] == "event_id: Lead already returned"
+    assert response.json()["detail"] == "This lead was already returned."
 
 
 def test_forbidden_kind_is_409(buyer, buyer_client, delivery):
@@ -90,7 +90,9 @@ def test_forbidden_kind_is_409(buyer, buyer_client, delivery):
     response = post(buyer_client, {"event_id": delivery.event_id, "type": "status"})
 
     assert response.status_code == 409
-    assert "Feedback is forbidden" in response.json()["detail"]
+    assert (
+        "Your account may not send this kind of feedback." in response.json()["detail"]
+    )
 
 
 def test_unknown_event_is_404_problem(buyer_client):
@@ -109,7 +111,7 @@ def test_unknown_fields_are_refused_by_name(buyer_client, delivery):
 
     assert response.status_code == 422
     assert response.json()["errors"] == [
-        {"field": "revenu", "message": "Unknown field."}
+        {"field": "revenu", "message": "revenu is not a field Leadback knows."}
     ]
     assert Feedback.objects.count() == 0
 

@@ -99,7 +99,7 @@ def test_ambiguous_reference_asks_for_event_id(buyer, delivery):
     )
 
     assert result.status == ReceiveStatus.INVALID
-    assert "send event_id" in result.errors[0].message
+    assert "send the event_id instead" in result.errors[0].message
 
 
 def test_disabled_kind_is_forbidden_and_recorded(buyer, delivery):
@@ -108,7 +108,7 @@ def test_disabled_kind_is_forbidden_and_recorded(buyer, delivery):
     result = receive(buyer, delivery, type="conversion")
 
     assert result.status == ReceiveStatus.FORBIDDEN
-    assert result.reason == "type: Feedback is forbidden"
+    assert result.reason == "Your account may not send this kind of feedback."
     assert Feedback.objects.get().outcome == Feedback.Outcome.FAILURE
 
 
@@ -138,7 +138,7 @@ def test_return_after_the_policy_window_is_refused(buyer):
     assert receive(buyer, fresh, type="return").status == ReceiveStatus.ACCEPTED
     result = receive(buyer, stale, type="return")
     assert result.status == ReceiveStatus.REFUSED
-    assert "Return window of 7 days" in result.reason
+    assert "The return window of 7 days" in result.reason
 
 
 def test_the_buyer_policy_rule_set_refuses_with_its_reason(buyer, delivery):
@@ -156,7 +156,7 @@ def test_the_buyer_policy_rule_set_refuses_with_its_reason(buyer, delivery):
 
     blank = receive(buyer, delivery, type="return")
     assert blank.status == ReceiveStatus.REFUSED
-    assert blank.reason.startswith("rules: feedback.reason")
+    assert blank.reason.startswith("Your rules refused it: feedback.reason")
     assert "blank" in blank.reason
     accepted = receive(buyer, delivery, type="return", reason="Wrong number")
     assert accepted.status == ReceiveStatus.ACCEPTED
@@ -204,7 +204,7 @@ def test_reason_must_be_in_the_sources_list_case_insensitively(buyer):
     assert accepted.status == ReceiveStatus.ACCEPTED
     assert accepted.feedback.reason == "Wrong number"  # the source's spelling
     assert refused.status == ReceiveStatus.REFUSED
-    assert "not an accepted return reason" in refused.reason
+    assert "“Changed mind” is not a return reason" in refused.reason
 
 
 def test_source_that_does_not_accept_a_kind_refuses_it(buyer):
@@ -221,7 +221,7 @@ def test_source_that_does_not_accept_a_kind_refuses_it(buyer):
     ("field", "value", "message"),
     [
         ("revenue", "-1", "Cannot be negative"),
-        ("revenue", "12.345", "At most 2 decimal places"),
+        ("revenue", "12.345", "at most 2 decimal places"),
         ("revenue", "abc", "decimal number"),
         ("revenue", "NaN", "decimal number"),
         ("revenue", "Infinity", "decimal number"),
@@ -273,7 +273,7 @@ def test_second_successful_return_is_refused_as_already_returned(buyer, delivery
 
     assert first.status == ReceiveStatus.ACCEPTED
     assert second.status == ReceiveStatus.ALREADY_RETURNED
-    assert second.reason == "event_id: Lead already returned"
+    assert second.reason == "This lead was already returned."
     assert list(Feedback.objects.values_list("outcome", flat=True).order_by("id")) == [
         "success",
         "failure",

@@ -193,9 +193,9 @@ def test_rows_are_imported_with_per_row_results(buyer, buyer_user, deliveries):
         (6, "failure", "invalid"),
     ]
     assert results[1].reference == deliveries[1].reference
-    assert results[2].reason == "event_id: Unknown event id."
+    assert results[2].reason == "No delivery of yours has this event id."
     assert results[2].feedback_id is None
-    assert "revenue: Cannot be negative" in results[3].reason
+    assert "revenue cannot be negative" in results[3].reason
     # Refused feedback about a known delivery is recorded, as from the API.
     refused = Feedback.objects.get(public_id=results[3].feedback_id)
     assert refused.outcome == Feedback.Outcome.FAILURE
@@ -257,9 +257,9 @@ def test_returns_of_one_delivery_in_one_chunk_and_across_chunks(
     ]
     assert outcomes == [
         ("success", ""),
-        ("failure", "event_id: Lead already returned"),
-        ("failure", "event_id: Lead already returned"),
-        ("failure", "event_id: Lead already returned"),
+        ("failure", "This lead was already returned."),
+        ("failure", "This lead was already returned."),
+        ("failure", "This lead was already returned."),
     ]
     assert (
         Feedback.objects.filter(
@@ -294,7 +294,7 @@ def test_a_return_accepted_elsewhere_mid_chunk_loses_only_that_row(
     assert [(r.status, r.reason) for r in results] == [
         ("accepted", ""),
         # Worded as when the earlier return was seen before writing.
-        ("already_returned", "event_id: Lead already returned"),
+        ("already_returned", "This lead was already returned."),
         ("accepted", ""),
     ]
     stored = Feedback.objects.filter(channel=CSV)
@@ -743,10 +743,10 @@ def test_refused_csv_has_the_original_cells_row_and_reason(buyer, deliveries):
         "return",
         '\'=HYPERLINK("http://evil")',  # formula-safe
         "3",
-        "event_id: Unknown event id.",
+        "No delivery of yours has this event id.",
     ]
     assert rows[2][:4] == [deliveries[1].event_id, "refund", "x", "4"]
-    assert "type: Must be one of" in rows[2][4]
+    assert "type must be one of" in rows[2][4]
     assert len(rows) == 3
 
 

@@ -49,7 +49,7 @@ def test_list_and_detail_show_progress_and_link_the_refused_rows(
     assert (
         download.content.decode()
         .splitlines()[1]
-        .endswith(",3,event_id: Unknown event id.")
+        .endswith(",3,No delivery of yours has this event id.")
     )
 
 

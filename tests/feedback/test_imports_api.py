@@ -115,7 +115,7 @@ def test_progress_counts_and_row_results(buyer_client, content, deliveries):
         "row_number": 4,
         "outcome": "failure",
         "status": "not_found",
-        "reason": "event_id: Unknown event id.",
+        "reason": "No delivery of yours has this event id.",
         "feedback_id": None,
         "event_id": "f" * 24,
         "reference": "",

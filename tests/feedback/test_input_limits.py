@@ -203,7 +203,7 @@ def test_nul_in_a_query_variable_on_the_leadconduit_url_is_problem_json(
 
     body = assert_problem(response, 422, "reason", "must not contain NUL characters")
     assert body["outcome"] == "error"
-    assert body["reason"] == "reason: must not contain NUL characters"
+    assert body["reason"] == "reason must not contain NUL characters."
     assert Feedback.objects.count() == 0
 
 
@@ -551,8 +551,8 @@ def test_xml_elements_with_children_where_text_is_expected(client, delivery, aut
     # A bad reason is a refusal, recorded; without a readable type nothing is.
     assert reason.status_code == 201, reason.content
     assert reason.json()["outcome"] == "failure"
-    assert "reason: Must be text" in reason.json()["reason"]
+    assert "reason must be text" in reason.json()["reason"]
     assert kind.status_code == 422
-    assert kind.json()["reason"].startswith("type: Must be text")
+    assert kind.json()["reason"].startswith("type must be text")
     assert Feedback.objects.count() == 1
     assert Feedback.objects.get().reason == ""

@@ -176,7 +176,7 @@ def test_another_buyers_event_is_unknown_to_one_item_as_to_a_batch(buyer, other_
     first, _ = feedback_receive_many(buyer=buyer, items=[item, item], channel=API)
 
     assert one.status == first.status == ReceiveStatus.NOT_FOUND
-    assert one.reason == first.reason == "event_id: Unknown event id."
+    assert one.reason == first.reason == "No delivery of yours has this event id."
     assert not Feedback.objects.exists()
 
 
@@ -238,12 +238,12 @@ def test_a_second_return_is_refused_by_the_constraint(buyer, monkeypatch):
 
     assert first.status == ReceiveStatus.ACCEPTED
     assert second.status == ReceiveStatus.ALREADY_RETURNED
-    assert second.reason == "event_id: Lead already returned"
+    assert second.reason == "This lead was already returned."
     # A return is written with its review step, credit and month count in one
     # transaction; the constraint's refusal retries the item on its own.
     assert opened == [True, True]
     refused = Feedback.objects.get(outcome=Feedback.Outcome.FAILURE)
-    assert refused.outcome_reason == "event_id: Lead already returned"
+    assert refused.outcome_reason == "This lead was already returned."
     assert Feedback.objects.count() == 2
 
 

@@ -175,7 +175,7 @@ def test_kept_variables_count_toward_customs_limit(client, delivery, auth):
     assert response.status_code == 201
     body = response.json()
     assert body["outcome"] == "failure"
-    assert body["reason"].startswith("custom: Must be at most 4096 bytes as JSON, not ")
+    assert body["reason"].startswith("custom must be at most 4096 bytes as JSON, not ")
     assert Feedback.objects.get().custom == {}
 
 
@@ -276,8 +276,10 @@ def test_refused_feedback_is_201_failure_and_recorded(client, delivery, auth):
     assert response.status_code == 201
     body = response.json()
     assert body["outcome"] == "failure"
-    assert "not an accepted return reason" in body["reason"]
-    assert "feedback_id" not in body
+    assert "“Changed mind” is not a return reason" in body["reason"]
+    # Like an accepted one, the refused feedback is stored and named.
+    stored = Feedback.objects.get(delivery=delivery)
+    assert body["feedback_id"] == str(stored.public_id)
     assert body["lead"]["id"] == delivery.lead.public_id
     feedback = Feedback.objects.get()
     assert feedback.outcome == Feedback.Outcome.FAILURE
@@ -290,7 +292,9 @@ def test_forbidden_kind_is_409(client, delivery, auth, buyer):
     response = client.get(url(delivery, type="return"), **auth)
 
     assert response.status_code == 409
-    assert response.json()["reason"] == "type: Feedback is forbidden"
+    assert (
+        response.json()["reason"] == "Your account may not send this kind of feedback."
+    )
 
 
 def test_unknown_event_is_404_and_not_recorded(client, auth):
@@ -307,7 +311,7 @@ def test_missing_type_is_an_error_not_recorded(client, delivery, auth):
     assert response.status_code == 422
     assert response.json() == {
         "outcome": "error",
-        "reason": "type: Send type or outcome_code.",
+        "reason": "Send a type or an outcome_code.",
     }
     assert Feedback.objects.count() == 0
 

@@ -452,7 +452,7 @@ def test_return_then_a_second_return_is_refused_inline_with_its_reason(portal, b
     response = portal.post(url, data, follow=True)
     body = response.content.decode()
     inline = re.search(r'id="report-return".*?</section>', body, re.S).group(0)
-    assert "Refused: event_id: Lead already returned" in inline
+    assert "Refused: This lead was already returned." in inline
     # The lead's page no longer offers a return, and says when it was made.
     assert "This lead was returned on" in inline
     assert "<form" not in inline
@@ -470,7 +470,8 @@ def test_a_reason_outside_the_sources_list_is_refused(portal, buyer):
     )
     body = response.content.decode()
     inline = re.search(r'id="report-return".*?</section>', body, re.S).group(0)
-    assert "is not an accepted return reason; accepted: Wrong number." in inline
+    assert "“Made up” is not a return reason" in inline
+    assert "It accepts: Wrong number." in inline
     feedback = Feedback.objects.get(delivery=made)
     assert feedback.outcome == Feedback.Outcome.FAILURE  # kept, and reported on
 
@@ -514,7 +515,7 @@ def test_convert_a_selection_reports_each_delivery(portal, buyer, other_buyer):
     assert response.status_code == 200
     body = response.content.decode()
     assert "<strong>3</strong> accepted, <strong>1</strong> refused" in body
-    assert "Unknown event id." in body
+    assert "No delivery of yours has this event id." in body
     assert (
         Feedback.objects.filter(
             delivery__in=mine, kind="conversion", revenue=Decimal("99.00")
@@ -537,7 +538,7 @@ def test_return_a_selection_shows_refusals_inline(portal, buyer):
     )
     body = response.content.decode()
     assert "<strong>1</strong> accepted, <strong>1</strong> refused" in body
-    assert "Return window of 90 days after delivery has passed." in body
+    assert "The return window of 90 days after delivery has passed." in body
 
 
 def test_an_empty_selection_says_so(portal, buyer):

@@ -81,8 +81,8 @@ def test_upload_queues_an_import_then_shows_progress_and_results(
     assert "2 accepted · 2 refused" in body
     assert body.count('class="ok"') == 2
     assert body.count('class="refused"') == 2
-    assert "Unknown event id." in body
-    assert "revenue: Cannot be negative." in body
+    assert "No delivery of yours has this event id." in body
+    assert "revenue cannot be negative." in body
     assert "<html" not in body  # a fragment, not a page
 
     feedback = Feedback.objects.get(delivery=deliveries[0])
@@ -106,7 +106,7 @@ def test_upload_queues_an_import_then_shows_progress_and_results(
         "refusal_reason",
     ]
     assert [row[5] for row in rows[1:]] == ["4", "5"]
-    assert rows[1][6] == "event_id: Unknown event id."
+    assert rows[1][6] == "No delivery of yours has this event id."
 
 
 def test_the_same_file_again_shows_the_first_import_and_adds_nothing(

@@ -177,7 +177,7 @@ def test_the_selection_form_treats_another_buyers_delivery_as_unknown(
         "/portal/deliveries/feedback/",
         {"event_ids": [theirs.event_id], "kind": "return", "reason": "Duplicate"},
     )
-    assert "Unknown event id." in response.content.decode()
+    assert "No delivery of yours has this event id." in response.content.decode()
     assert theirs.lead.display_name not in response.content.decode()
     assert not Feedback.objects.exists()
 
