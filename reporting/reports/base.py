@@ -64,11 +64,17 @@ class ReportTable:
 
     def csv_rows(self) -> Iterable[list[Any]]:
         """Rows as CSV cells: rates as percentages, durations in seconds."""
-        rows = list(self.rows)
-        if self.totals is not None:
-            rows.append(self.totals)
-        for row in rows:
+        for row in self.rows:
             yield [csv_value(column, row.get(column.key)) for column in self.columns]
+        if self.totals is not None:
+            cells = [
+                csv_value(column, self.totals.get(column.key))
+                for column in self.columns
+            ]
+            # The total row says what it is where its first column is empty.
+            if cells and cells[0] in (None, ""):
+                cells[0] = self.totals.get("label") or "Total"
+            yield cells
 
     def csv_header(self) -> list[str]:
         return [csv_label(column) for column in self.columns]

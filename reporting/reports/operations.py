@@ -38,6 +38,7 @@ from reporting.reports.base import (
 )
 from reporting.rollups import (
     RECEIVED,
+    next_month,
     rollup_state,
     rollups_enabled,
 )
@@ -289,6 +290,12 @@ class BillingReport(Report):
         ):
             months[month_of(values.pop("month"))].update(values)
 
+        # Every month of the range, those without events as zeros: an invoice
+        # period with nothing to bill is still a period.
+        month = month_of(f.start)
+        while month <= f.end:
+            months.setdefault(month, {})
+            month = next_month(month)
         rows: list[dict[str, Any]] = []
         for month in sorted(months):
             values = months[month]

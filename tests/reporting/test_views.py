@@ -4,6 +4,7 @@ queries that does not grow with the number of groups."""
 import csv
 import datetime
 import io
+import re
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -364,3 +365,32 @@ def test_a_refused_report_page_says_why_and_what_to_ask_for(client):
     assert "You can&#x27;t open this page" in text or "You can't open this page" in text
     assert "Reports need the view reports permission." in text
     assert "Analyst" in text
+
+
+def test_billing_csv_lists_every_month_and_labels_its_total(staff_client):
+    dataset.build()
+    response = staff_client.get(
+        url("billing"), {"start": "2024-11-01", "end": END.isoformat(), "export": "csv"}
+    )
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    months = [row[0] for row in rows[1:-1]]
+    # Every month of the range, the quiet ones (before the data) as zeros.
+    expected, month = [], datetime.date(2024, 11, 1)
+    while month <= END:
+        expected.append(month.strftime("%Y-%m"))
+        month = (month + datetime.timedelta(days=32)).replace(day=1)
+    assert months == expected
+    assert rows[1][1:] == ["0", "0", "0", "0", "0"]
+    assert rows[-1][0] == "Total"
+
+
+def test_money_in_csv_has_two_decimals(staff_client):
+    dataset.build()
+    response = staff_client.get(url("by-source"), {**RANGE, "export": "csv"})
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    header = rows[0]
+    money = [i for i, name in enumerate(header) if name in ("Revenue", "Cost")]
+    assert money
+    cells = [row[i] for row in rows[1:] for i in money if row[i]]
+    assert cells
+    assert all(re.fullmatch(r"-?\d+\.\d\d", cell) for cell in cells), cells
