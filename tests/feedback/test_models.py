@@ -116,10 +116,12 @@ def test_no_index_is_the_leading_part_of_another(model):
         for name, info in found.items()
         if (info["index"] or info["unique"]) and name not in partial
     }
+    # An expression index (the portal's search by last name) has no plain
+    # columns to lead with.
     plain = {
         name: columns
         for name, columns in full.items()
-        if found[name]["index"] and not found[name]["unique"]
+        if found[name]["index"] and not found[name]["unique"] and any(columns)
     }
 
     covered = [
