@@ -358,7 +358,7 @@ def test_a_csv_upload_is_imported_by_the_worker_while_the_bar_fills(
         )
         assert len(report_lines) == 1 + refused
         assert report_lines[-1].endswith(
-            f",{UPLOAD_ROWS + 2},revenue: Cannot be negative."
+            f",{UPLOAD_ROWS + 2},revenue cannot be negative."
         )
 
         # The same file again: the first import, and no feedback written twice.
