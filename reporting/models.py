@@ -71,11 +71,15 @@ class DailyRollup(models.Model):
 class RollupState(models.Model):
     """How far the daily rollups have read: one row.
 
-    Feedback and deliveries are only ever inserted, so the highest ids read tell
-    what is new; the delivery days they touch are recomputed whole."""
+    The highest feedback and delivery ids read tell what is new. Ids below them
+    that were not there when they were read (a transaction that had taken its
+    id but not committed yet, or one that rolled back) are kept in `gaps` for
+    a while, so a late commit is still counted, once (reporting/rollups.py)."""
 
     last_feedback_id = models.BigIntegerField(default=0)
     last_delivery_id = models.BigIntegerField(default=0)
+    # {"feedback": [[seen at (epoch seconds), [ids…]], …], "delivery": […]}
+    gaps = models.JSONField(default=dict, blank=True)
     refreshed_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:

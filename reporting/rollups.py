@@ -13,11 +13,13 @@ counted live (docs/reports.md).
 """
 
 import datetime
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import (
     Count,
@@ -33,6 +35,7 @@ from django.db.models import (
 from django.db.models.functions import Trunc, TruncDate
 from django.utils import timezone
 
+from feedback.bulk import instances_update
 from feedback.models import DeliveryEvent, Feedback
 from reporting.measures import (
     DIMENSION_FIELDS,
@@ -44,7 +47,7 @@ from reporting.models import DailyRollup, RollupState, TimingRollup
 from reporting.timing import binned
 
 # Feedback committed late (a long transaction that took its id before the last
-# refresh read the highest id) is caught by looking this far back again.
+# refresh read the highest id) is caught if it commits within this time.
 LATE_COMMIT_MARGIN = datetime.timedelta(minutes=10)
 DAY = datetime.timedelta(days=1)
 # The dimensions time to feedback is reported by, with a histogram per month.
@@ -69,9 +72,9 @@ def rollup_state() -> RollupState | None:
 
 
 def rollups_refresh(*, full: bool = False) -> int:
-    """Recompute the rollups of every delivery day that got new deliveries or new
-    feedback since the last refresh (all days with `full`). Returns the number of
-    rows written."""
+    """Bring the rollups up to date: add what new deliveries and new feedback
+    count to their days' rows (every day rebuilt with `full`, or when the
+    rollups were never built). Returns the number of rows written."""
     if not RollupState.objects.exists():
         # Two beats (one per node) may refresh at once: the one row is made
         # once, and the lock below lets one refresh run while the other waits
@@ -79,33 +82,10 @@ def rollups_refresh(*, full: bool = False) -> int:
         RollupState.objects.get_or_create(pk=1)
     with transaction.atomic():
         state = RollupState.objects.select_for_update().order_by("pk")[0]
-        full = full or state.refreshed_at is None
-        top_feedback = Feedback.objects.aggregate(top=Max("pk"))["top"] or 0
-        top_delivery = DeliveryEvent.objects.aggregate(top=Max("pk"))["top"] or 0
-        written = 0
-        span = _changed_span(state, full=full)
-        if span is not None:
-            since, until = span
-            DailyRollup.objects.filter(day__gte=since, day__lt=until).exclude(
-                dimension__startswith=RECEIVED
-            ).delete()
-            rows = list(_build(start_of(since), start_of(until)))
-            DailyRollup.objects.bulk_create(rows, batch_size=2000)
-            written += len(rows)
-            first, end = month_start(since), next_month(month_start(until - DAY))
-            TimingRollup.objects.filter(month__gte=first, month__lt=end).delete()
-            timing = list(_build_timing(first, end))
-            TimingRollup.objects.bulk_create(timing, batch_size=5000)
-            written += len(timing)
-        span = _changed_received_span(state, full=full)
-        if span is not None:
-            since, until = span
-            DailyRollup.objects.filter(
-                day__gte=since, day__lt=until, dimension__startswith=RECEIVED
-            ).delete()
-            rows = list(_build_received(start_of(since), start_of(until)))
-            DailyRollup.objects.bulk_create(rows, batch_size=2000)
-            written += len(rows)
+        if full or state.refreshed_at is None:
+            written = _rebuild(state)
+        else:
+            written = _add_new(state)
         if written and connection.vendor == "postgresql":
             # Fresh statistics, or the planner sorts a year of rows on disk
             # until autovacuum gets round to the tables.
@@ -114,13 +94,273 @@ def rollups_refresh(*, full: bool = False) -> int:
                     cursor.execute(
                         f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}"
                     )
-        state.last_feedback_id = top_feedback
-        state.last_delivery_id = top_delivery
         state.refreshed_at = timezone.now()
         state.save(
-            update_fields=["last_feedback_id", "last_delivery_id", "refreshed_at"]
+            update_fields=[
+                "last_feedback_id",
+                "last_delivery_id",
+                "gaps",
+                "refreshed_at",
+            ]
         )
     return written
+
+
+def _rebuild(state: RollupState) -> int:
+    """Every day's rows from the records."""
+    state.last_feedback_id = Feedback.objects.aggregate(top=Max("pk"))["top"] or 0
+    state.last_delivery_id = DeliveryEvent.objects.aggregate(top=Max("pk"))["top"] or 0
+    state.gaps = {}
+    DailyRollup.objects.all().delete()
+    TimingRollup.objects.all().delete()
+    written = 0
+    span = _span(
+        DeliveryEvent.objects.aggregate(
+            first=Min("delivered_at"), last=Max("delivered_at")
+        )
+    )
+    if span is not None:
+        since, until = span
+        rows = list(_build(start_of(since), start_of(until)))
+        DailyRollup.objects.bulk_create(rows, batch_size=2000)
+        written += len(rows)
+        first, end = month_start(since), next_month(month_start(until - DAY))
+        timing = list(_build_timing(first, end))
+        TimingRollup.objects.bulk_create(timing, batch_size=5000)
+        written += len(timing)
+    span = _span(
+        Feedback.objects.aggregate(first=Min("received_at"), last=Max("received_at"))
+    )
+    if span is not None:
+        since, until = span
+        rows = list(_build_received(start_of(since), start_of(until)))
+        DailyRollup.objects.bulk_create(rows, batch_size=2000)
+        written += len(rows)
+    return written
+
+
+def _span(bounds: dict[str, Any]) -> tuple[datetime.date, datetime.date] | None:
+    """[first day, last day + 1) of aggregated first/last datetimes, or None."""
+    if bounds["first"] is None:
+        return None
+    tz = timezone.get_current_timezone()
+    first = bounds["first"].astimezone(tz).date()
+    last = bounds["last"].astimezone(tz).date()
+    return first, last + DAY
+
+
+def _add_new(state: RollupState) -> int:
+    """Add the rows inserted since the last refresh to the rollups.
+
+    Every measure is a sum or a count of distinct deliveries; a delivery adds
+    to a distinct count when its first feedback of the group arrives, so each
+    new row is read once, with its delivery's earlier feedback, and nothing
+    already counted is read again. The cost follows what is new, not the
+    days it touches."""
+    feedback_new, feedback_seen = _new_since(
+        state, "feedback", Feedback, state.last_feedback_id
+    )
+    deliveries_new, _ = _new_since(
+        state, "delivery", DeliveryEvent, state.last_delivery_id
+    )
+    written = 0
+    if feedback_new is not None or deliveries_new is not None:
+        written += _add_daily(
+            _daily_increments(
+                Feedback.objects.filter(feedback_new or Q(pk__in=[])),
+                feedback_seen,
+                DeliveryEvent.objects.filter(deliveries_new or Q(pk__in=[])),
+            )
+        )
+    if feedback_new is not None:
+        written += _add_timing(Feedback.objects.filter(feedback_new))
+    return written
+
+
+def _new_since(
+    state: RollupState, name: str, model: type[Any], last: int
+) -> tuple[Q | None, Q]:
+    """The rows of `model` not yet counted (None when there are none) and the
+    rows already counted, as filters; moves `state` past the new rows.
+
+    New rows are those above `last` and those of the gaps below it that have
+    appeared since. A gap is kept for LATE_COMMIT_MARGIN and then taken for a
+    rollback."""
+    now = time.time()
+    gaps: list[list[Any]] = state.gaps.get(name, [])
+    open_ids = [pk for _, ids in gaps for pk in ids]
+    top = model.objects.aggregate(top=Max("pk"))["top"] or last
+    found: set[int] = set()
+    if open_ids:
+        found = set(model.objects.filter(pk__in=open_ids).values_list("pk", flat=True))
+    seen = Q(pk__lte=last) & ~Q(pk__in=open_ids) if open_ids else Q(pk__lte=last)
+    missing: list[int] = []
+    if top > last:
+        present = model.objects.filter(pk__gt=last, pk__lte=top)
+        if present.count() < top - last:
+            ids = set(present.values_list("pk", flat=True))
+            missing = [pk for pk in range(last + 1, top + 1) if pk not in ids]
+    margin = LATE_COMMIT_MARGIN.total_seconds()
+    kept = [
+        [at, [pk for pk in ids if pk not in found]]
+        for at, ids in gaps
+        if now - at < margin
+    ]
+    kept = [entry for entry in kept if entry[1]]
+    if missing:
+        kept.append([now, missing])
+    state.gaps = {**state.gaps, name: kept}
+    setattr(state, f"last_{name}_id", top)
+    parts = []
+    if top > last:
+        parts.append(Q(pk__gt=last, pk__lte=top))
+    if found:
+        parts.append(Q(pk__in=sorted(found)))
+    if not parts:
+        return None, seen
+    new = parts[0]
+    for part in parts[1:]:
+        new |= part
+    return new, seen
+
+
+def _daily_increments(
+    feedback: QuerySet[Feedback],
+    seen: Q,
+    deliveries: QuerySet[DeliveryEvent],
+) -> dict[tuple[str, datetime.date, str, str], dict[str, Any]]:
+    """What new feedback (with `seen`, the feedback already counted) and new
+    deliveries add to each daily rollup row, by (dimension, day, key, kind)."""
+    increments: dict[tuple[str, datetime.date, str, str], dict[str, Any]] = {}
+
+    def add(dimension: str, day: Any, key: Any, kind: str, **values: Any) -> None:
+        row = increments.setdefault((dimension, _as_date(day), _key(key), kind), {})
+        for name, value in values.items():
+            row[name] = row.get(name, 0) + (value or 0)
+
+    by_day = feedback.annotate(day=_day("delivery__delivered_at"))
+    measures = feedback_measures(outcome_vocabulary())
+    side = {name: measures[name] for name in FEEDBACK_SIDE}
+    for dimension, field in DIMENSION_FIELDS.items():
+        for row in by_day.values("day", field, "kind").annotate(**side).order_by():
+            add(
+                dimension,
+                row["day"],
+                row[field],
+                row["kind"],
+                **{name: row[name] for name in FEEDBACK_SIDE},
+            )
+        # A delivery counts once per group: with its first feedback there.
+        same = {"delivery": OuterRef("delivery"), field: OuterRef(field)}
+        of_kind = {**same, "kind": OuterRef("kind")}
+        earlier_of_kind = Feedback.objects.filter(seen, **of_kind)
+        firsts = by_day.filter(~Exists(earlier_of_kind))
+        for (day, key, kind), (count, cost) in distinct_deliveries(
+            firsts, ["day", field, "kind"]
+        ).items():
+            if dimension in ON_DELIVERY:
+                add(dimension, day, key, kind, covered=count)
+            else:
+                add(
+                    dimension, day, key, kind, covered=count, delivered=count, cost=cost
+                )
+        earlier = Feedback.objects.filter(seen, **same)
+        firsts = by_day.filter(~Exists(earlier))
+        for (day, key), (count, cost) in distinct_deliveries(
+            firsts, ["day", field]
+        ).items():
+            if dimension in ON_DELIVERY:
+                add(dimension, day, key, "", covered=count)
+            else:
+                add(dimension, day, key, "", covered=count, delivered=count, cost=cost)
+        if dimension in ON_DELIVERY:
+            for row in (
+                deliveries.annotate(day=_day("delivered_at"))
+                .values("day", field)
+                .annotate(delivered=Count("pk"), cost=Sum("price"))
+                .order_by()
+            ):
+                add(
+                    dimension,
+                    row["day"],
+                    row[field],
+                    "",
+                    delivered=row["delivered"],
+                    cost=row["cost"],
+                )
+    # Billing's counts by the day the feedback arrived.
+    for row in _build_received_from(feedback):
+        add(
+            row.dimension,
+            row.day,
+            row.key,
+            row.kind,
+            received=row.received,
+            accepted=row.accepted,
+            refused=row.refused,
+        )
+    return increments
+
+
+def _add_daily(
+    increments: dict[tuple[str, datetime.date, str, str], dict[str, Any]],
+) -> int:
+    """Add `increments` to the daily rollup rows, creating the rows missing."""
+    return _add_rows(
+        DailyRollup,
+        ("dimension", "day", "key", "kind"),
+        increments,
+        day__in={day for _, day, _, _ in increments},
+        dimension__in={dimension for dimension, _, _, _ in increments},
+    )
+
+
+def _add_timing(feedback: QuerySet[Feedback]) -> int:
+    """Add new feedback to the timing histograms of their delivery months."""
+    increments: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in _build_timing_from(feedback):
+        group = (row.dimension, row.month, row.key, row.bucket, row.bin)
+        counts = increments.setdefault(group, {"count": 0})
+        counts["count"] += row.count
+    return _add_rows(
+        TimingRollup,
+        ("dimension", "month", "key", "bucket", "bin"),
+        increments,
+        month__in={group[1] for group in increments},
+    )
+
+
+def _add_rows(
+    model: type[DailyRollup] | type[TimingRollup],
+    key_fields: tuple[str, ...],
+    increments: Mapping[tuple[Any, ...], dict[str, Any]],
+    **narrow: Any,
+) -> int:
+    """Add each group's values to its row of `model` (found by `key_fields`
+    among the rows `narrow` selects), creating the rows missing. Returns how
+    many rows were written."""
+    if not increments:
+        return 0
+    existing = {
+        tuple(getattr(row, name) for name in key_fields): row
+        for row in model.objects.filter(**narrow)
+    }
+    changed: list[Any] = []
+    created: list[Any] = []
+    for group, values in increments.items():
+        row = existing.get(group)
+        if row is None:
+            row = model(**dict(zip(key_fields, group, strict=True)))
+            for name in values:
+                setattr(row, name, getattr(row, name, None) or 0)
+            created.append(row)
+        else:
+            changed.append(row)
+        for name, value in values.items():
+            setattr(row, name, getattr(row, name) + value)
+    instances_update(changed, sorted({name for v in increments.values() for name in v}))
+    model.objects.bulk_create(created, batch_size=2000)
+    return len(changed) + len(created)
 
 
 def month_start(day: datetime.date) -> datetime.date:
@@ -142,61 +382,19 @@ def _day(field: str) -> TruncDate:
     return TruncDate(field, tzinfo=timezone.get_current_timezone())
 
 
-def _changed_span(
-    state: RollupState, *, full: bool
-) -> tuple[datetime.date, datetime.date] | None:
-    """The delivery days to recompute, as [first, last + 1 day), or None."""
-    deliveries = DeliveryEvent.objects.all()
-    feedback = Feedback.objects.all()
-    if not full:
-        margin = (state.refreshed_at or timezone.now()) - LATE_COMMIT_MARGIN
-        deliveries = deliveries.filter(
-            Q(pk__gt=state.last_delivery_id) | Q(created_at__gte=margin)
-        )
-        feedback = feedback.filter(
-            Q(pk__gt=state.last_feedback_id) | Q(received_at__gte=margin)
-        )
-    bounds = [
-        deliveries.aggregate(first=Min("delivered_at"), last=Max("delivered_at")),
-        feedback.aggregate(
-            first=Min("delivery__delivered_at"), last=Max("delivery__delivered_at")
-        ),
-    ]
-    firsts = [b["first"] for b in bounds if b["first"] is not None]
-    lasts = [b["last"] for b in bounds if b["last"] is not None]
-    if not firsts:
-        return None
-    tz = timezone.get_current_timezone()
-    first = min(firsts).astimezone(tz).date()
-    last = max(lasts).astimezone(tz).date()
-    return first, last + datetime.timedelta(days=1)
-
-
-def _changed_received_span(
-    state: RollupState, *, full: bool
-) -> tuple[datetime.date, datetime.date] | None:
-    """The received days to recompute, as [first, last + 1 day), or None."""
-    feedback = Feedback.objects.all()
-    if not full:
-        margin = (state.refreshed_at or timezone.now()) - LATE_COMMIT_MARGIN
-        feedback = feedback.filter(
-            Q(pk__gt=state.last_feedback_id) | Q(received_at__gte=margin)
-        )
-    bounds = feedback.aggregate(first=Min("received_at"), last=Max("received_at"))
-    if bounds["first"] is None:
-        return None
-    tz = timezone.get_current_timezone()
-    first = bounds["first"].astimezone(tz).date()
-    last = bounds["last"].astimezone(tz).date()
-    return first, last + datetime.timedelta(days=1)
-
-
 def _build_timing(first: datetime.date, end: datetime.date) -> Iterable[TimingRollup]:
     """The timing histograms of the delivery months [first, end)."""
-    feedback = Feedback.objects.filter(
-        delivery__delivered_at__gte=start_of(first),
-        delivery__delivered_at__lt=start_of(end),
-    ).annotate(
+    return _build_timing_from(
+        Feedback.objects.filter(
+            delivery__delivered_at__gte=start_of(first),
+            delivery__delivered_at__lt=start_of(end),
+        )
+    )
+
+
+def _build_timing_from(feedback: QuerySet[Feedback]) -> Iterable[TimingRollup]:
+    """The timing histogram rows of `feedback`, by delivery month."""
+    feedback = feedback.annotate(
         month=Trunc(
             "delivery__delivered_at",
             "month",
@@ -221,9 +419,14 @@ def _build_received(
     since: datetime.datetime, until: datetime.datetime
 ) -> Iterable[DailyRollup]:
     """Feedback counts per received day, for billing: dimension `received:<d>`."""
-    feedback = Feedback.objects.filter(
-        received_at__gte=since, received_at__lt=until
-    ).annotate(day=_day("received_at"))
+    return _build_received_from(
+        Feedback.objects.filter(received_at__gte=since, received_at__lt=until)
+    )
+
+
+def _build_received_from(feedback: QuerySet[Feedback]) -> Iterable[DailyRollup]:
+    """The billing rows of `feedback`, by the day it arrived."""
+    feedback = feedback.annotate(day=_day("received_at"))
     measures = feedback_measures({})
     counts = {name: measures[name] for name in ("received", "accepted", "refused")}
     for dimension in ("source", "flow", "buyer", "kind"):
@@ -325,7 +528,10 @@ def distinct_deliveries(
     A GROUP BY over a DISTINCT is the one statement the ORM cannot write; the
     inner query, with every filter, is the ORM's own."""
     pairs = feedback.values(*groups, "delivery_id").distinct().order_by()
-    inner, params = pairs.query.sql_with_params()
+    try:
+        inner, params = pairs.query.sql_with_params()
+    except EmptyResultSet:  # a filter that matches nothing (no new feedback)
+        return {}
     quote = connection.ops.quote_name
     columns = ", ".join(f"pairs.{quote(_column(pairs.model, name))}" for name in groups)
     delivery_table = quote(DeliveryEvent._meta.db_table)

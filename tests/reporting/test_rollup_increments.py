@@ -1,0 +1,195 @@
+"""The incremental refresh adds what is new and nothing twice: after any mix of
+new deliveries, first and repeated feedback, late commits and rollbacks, its
+rollups are the rows a full rebuild writes."""
+
+import datetime
+import random
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from feedback.models import DeliveryEvent, Feedback
+from reporting.models import DailyRollup, RollupState, TimingRollup
+from reporting.rollups import LATE_COMMIT_MARGIN, rollups_refresh
+from sources.models import Kind
+from tests.factories import LeadFactory
+from tests.reporting import dataset
+from tests.reporting.dataset import UTC
+
+pytestmark = pytest.mark.django_db
+
+MEASURES = (
+    "delivered",
+    "cost",
+    "covered",
+    "received",
+    "accepted",
+    "refused",
+    "revenue",
+    "quality_sum",
+    "quality_count",
+    "contacted",
+    "not_contacted",
+)
+
+
+def snapshot() -> tuple[dict, dict]:
+    """Every rollup row's figures, without the rows that count nothing."""
+    daily = {}
+    for row in DailyRollup.objects.all():
+        figures = tuple(getattr(row, name) for name in MEASURES)
+        if any(figures):
+            daily[row.dimension, row.day, row.key, row.kind] = figures
+    timing = {
+        (r.dimension, r.month, r.key, r.bucket, r.bin): r.count
+        for r in TimingRollup.objects.all()
+        if r.count
+    }
+    return daily, timing
+
+
+def rebuilt() -> tuple[dict, dict]:
+    """What a full rebuild gives, leaving the incremental state as it was."""
+    state = RollupState.objects.values().get()
+    kept = snapshot()
+    rollups_refresh(full=True)
+    expected = snapshot()
+    # Put the incremental rows and state back: the test goes on from them.
+    DailyRollup.objects.all().delete()
+    TimingRollup.objects.all().delete()
+    RollupState.objects.update(**{k: v for k, v in state.items() if k != "id"})
+    _restore(kept)
+    return expected
+
+
+def _restore(kept: tuple[dict, dict]) -> None:
+    daily, timing = kept
+    DailyRollup.objects.bulk_create(
+        DailyRollup(
+            dimension=d,
+            day=day,
+            key=key,
+            kind=kind,
+            **dict(zip(MEASURES, f, strict=True)),
+        )
+        for (d, day, key, kind), f in daily.items()
+    )
+    TimingRollup.objects.bulk_create(
+        TimingRollup(dimension=d, month=m, key=k, bucket=b, bin=n, count=c)
+        for (d, m, k, b, n), c in timing.items()
+    )
+
+
+def new_feedback(rng: random.Random, delivery: DeliveryEvent, **fields) -> Feedback:
+    kind = fields.pop("kind", rng.choice([Kind.CONVERSION, Kind.STATUS, Kind.RETURN]))
+    outcome = Feedback.Outcome.SUCCESS
+    if (
+        kind == Kind.RETURN
+        and delivery.feedback.filter(
+            kind=Kind.RETURN, outcome=Feedback.Outcome.SUCCESS
+        ).exists()
+    ):
+        outcome = Feedback.Outcome.FAILURE
+    return Feedback.objects.create(
+        delivery=delivery,
+        lead=delivery.lead,
+        buyer=delivery.buyer,
+        source=delivery.source,
+        flow=delivery.flow,
+        kind=kind,
+        outcome=fields.pop("outcome", outcome),
+        reason=rng.choice(dataset.REASONS),
+        revenue=Decimal("42.50") if kind == Kind.CONVERSION else None,
+        quality_score=rng.choice([None, 2, 4]),
+        received_at=delivery.delivered_at
+        + datetime.timedelta(hours=rng.randrange(1, 2000)),
+        channel=Feedback.Channel.API,
+        **fields,
+    )
+
+
+def new_delivery(rng: random.Random, data, index: int) -> DeliveryEvent:
+    source = rng.choice(data.sources)
+    return DeliveryEvent.objects.create(
+        event_id=f"abc{index:021x}",
+        lead=LeadFactory(source=source, flow=data.flows[0]),
+        buyer=rng.choice(data.buyers),
+        source=source,
+        flow=rng.choice(data.flows),
+        price=Decimal(rng.choice(["9.99", "30.00"])),
+        delivered_at=datetime.datetime(2025, 3, 1, tzinfo=UTC)
+        + datetime.timedelta(hours=rng.randrange(0, 40 * 24)),
+    )
+
+
+def test_rounds_of_new_rows_add_up_to_the_full_rebuild():
+    rng = random.Random(11)
+    data = dataset.build(groups=3, per_group=10)
+    rollups_refresh()
+    deliveries = list(DeliveryEvent.objects.all())
+    for round_ in range(4):
+        for index in range(rng.randrange(2, 5)):
+            deliveries.append(new_delivery(rng, data, round_ * 10 + index))
+        for _ in range(rng.randrange(5, 15)):
+            # Old and new deliveries alike, some of them a second time.
+            new_feedback(rng, rng.choice(deliveries))
+        written = rollups_refresh()
+        assert written > 0
+        assert snapshot() == rebuilt(), f"round {round_}"
+
+
+def test_a_late_commit_is_counted_once_and_a_rollback_is_forgotten():
+    rng = random.Random(5)
+    data = dataset.build()
+    rollups_refresh()
+    delivery = data.deliveries[0].obj
+    # Two transactions take ids; the first has not committed at the refresh.
+    late = new_feedback(rng, delivery, kind=Kind.CONVERSION)
+    new_feedback(rng, data.deliveries[1].obj, kind=Kind.STATUS)
+    held = Feedback.objects.filter(pk=late.pk)
+    row = held.values().get()
+    held.delete()
+    rollups_refresh()
+    assert RollupState.objects.get().gaps["feedback"][0][1] == [late.pk]
+    # It commits: the next refresh counts it, and the one after adds nothing.
+    Feedback.objects.create(**row)
+    rollups_refresh()
+    assert snapshot() == rebuilt()
+    assert RollupState.objects.get().gaps["feedback"] == []
+    before = snapshot()
+    rollups_refresh()
+    assert snapshot() == before
+
+    # A rolled-back id is given up once the margin has passed.
+    gone = new_feedback(rng, delivery, kind=Kind.STATUS)
+    new_feedback(rng, data.deliveries[2].obj, kind=Kind.STATUS)
+    Feedback.objects.filter(pk=gone.pk).delete()
+    rollups_refresh()
+    assert RollupState.objects.get().gaps["feedback"][0][1] == [gone.pk]
+    later = timezone.now() + LATE_COMMIT_MARGIN + datetime.timedelta(seconds=1)
+    with time_machine.travel(later):
+        rollups_refresh()
+    assert RollupState.objects.get().gaps["feedback"] == []
+    assert snapshot() == rebuilt()
+
+
+def test_a_refresh_with_nothing_new_reads_no_records_and_writes_nothing():
+    dataset.build()
+    rollups_refresh()
+    before = snapshot()
+    with CaptureQueriesContext(connection) as queries:
+        assert rollups_refresh() == 0
+    statements = [q["sql"] for q in queries]
+    # The state row, the two highest ids and the state's update: no scans.
+    record_reads = [
+        s
+        for s in statements
+        if Feedback._meta.db_table in s or DeliveryEvent._meta.db_table in s
+    ]
+    assert len(record_reads) == 2, record_reads
+    assert all("MAX(" in s.upper() for s in record_reads)
+    assert snapshot() == before
