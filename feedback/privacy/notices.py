@@ -176,7 +176,7 @@ def erasure_notice_send(*, notice_id: int, token: uuid.UUID) -> ErasureNotice | 
     if interpretation.outcome == Outcome.FAILURE:
         return _finish(notice, Status.FAILED, interpretation.reason, response=response)
     delay = retry_delay(
-        notice.schedule_tries - 1,
+        notice.schedule_tries,
         retry_after_s=retry_after_seconds(response, now=started),
     )
     if delay is None:
