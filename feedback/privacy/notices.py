@@ -28,32 +28,13 @@ from sources.services import (
     RequestError,
     feedback_config_build_request,
     feedback_config_send,
+    on_erase_problem,
 )
 
 logger = logging.getLogger(__name__)
 
 Status = ErasureNotice.Status
 SEND_LEASE_S = 120.0
-
-
-def on_erase_problem(value: object) -> str | None:
-    """Why an `on_erase` mapping cannot be used, or None."""
-    if value in (None, {}):
-        return None
-    if not isinstance(value, dict):
-        return "on_erase must be an object."
-    url = value.get("url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        return "on_erase.url must be an http or https URL."
-    method = value.get("method", "json")
-    if method not in {"json", "form", "query", "xml"}:
-        return "on_erase.method must be json, form, query or xml."
-    mappings = value.get("mappings")
-    if not isinstance(mappings, dict) or not mappings:
-        return "on_erase.mappings must be an object of field: template."
-    if not all(isinstance(v, str) for v in mappings.values()):
-        return "on_erase.mappings values must be templates (strings)."
-    return None
 
 
 def _erase_configs(source_ids: set[int]) -> list[FeedbackConfig]:

@@ -553,3 +553,36 @@ def test_the_worker_sends_the_erasure_notice_queued_on_commit(
             time.sleep(0.1)
     assert json.loads(server.requests[0].body)["lead_id"] == lead.public_id
     assert Lead.objects.get(pk=lead.pk).data == {}
+
+
+@pytest.mark.parametrize(
+    ("on_erase", "problem"),
+    [
+        (None, None),
+        ({"url": "https://s.example/e", "mappings": {"id": "{{ lead.id }}"}}, None),
+        ([], "on_erase must be an object."),
+        ({"url": "ftp://s.example", "mappings": {"a": "b"}}, "http or https URL"),
+        (
+            {"url": "https://s.example", "method": "soap", "mappings": {"a": "b"}},
+            "json",
+        ),
+        ({"url": "https://s.example", "mappings": {}}, "field: template"),
+        ({"url": "https://s.example", "mappings": {"a": 1}}, "templates (strings)"),
+    ],
+)
+def test_a_config_with_a_broken_erasure_mapping_is_refused(on_erase, problem):
+    from sources.services import feedback_config_problems
+
+    config = FeedbackConfig(
+        source=SourceFactory(),
+        kind="return",
+        method="json",
+        url="https://s.example/r",
+        on_erase=on_erase,
+    )
+    found = feedback_config_problems(config).get("on_erase", [])
+    if problem is None:
+        assert found == []
+    else:
+        assert len(found) == 1
+        assert problem in found[0]
