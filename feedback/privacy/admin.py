@@ -5,12 +5,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import InlineModelAdmin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from feedback.adminkit import ReadOnlyInline
@@ -86,7 +87,7 @@ class ErasureAdmin(admin.ModelAdmin[Erasure]):
         "requested_by",
         "leads",
         "notices",
-        "suppression_list",
+        "list_column",
     ]
     list_filter = ["via"]
     search_fields = ["=public_id", "=email_sha256", "=phone_sha256"]
@@ -106,7 +107,6 @@ class ErasureAdmin(admin.ModelAdmin[Erasure]):
         "suppression_list",
     ]
     exclude = ["counts"]
-    inlines = [ErasureNoticeInline]
     list_select_related = ["user", "api_key"]
     add_form_template = "admin/feedback/erasure/add_form.html"
 
@@ -114,15 +114,25 @@ class ErasureAdmin(admin.ModelAdmin[Erasure]):
     def created_column(self, obj: Erasure) -> str:
         return f"{timezone.localtime(obj.created_at):%Y-%m-%d %H:%M}"
 
+    @admin.display(description="suppressed on", ordering="suppression_list")
+    def list_column(self, obj: Erasure) -> str:
+        return obj.suppression_list or "-"
+
     @admin.display(description="removed")
     def counts_table(self, obj: Erasure) -> SafeString:
         if not obj.counts:
             return format_html("{}", "nothing (no lead matched)")
-        rows = format_html("").join(
-            format_html("<li>{}: {}</li>", kind.replace("_", " "), count)
-            for kind, count in obj.counts.items()
+        return format_html_join(
+            format_html("<br>"),
+            "{}: {}",
+            ((kind.replace("_", " "), count) for kind, count in obj.counts.items()),
         )
-        return format_html("<ul>{}</ul>", rows)
+
+    def get_inlines(
+        self, request: HttpRequest, obj: Erasure | None
+    ) -> list[type[InlineModelAdmin[Any, Any]]]:
+        # The notices' table only where there are notices to show.
+        return [ErasureNoticeInline] if obj is not None and obj.notices else []
 
     def has_change_permission(
         self, request: HttpRequest, obj: Erasure | None = None

@@ -57,7 +57,12 @@ class Erasure(models.Model):
         related_name="+",
     )
     api_key = models.ForeignKey(
-        ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        ApiKey,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="API key",
     )
     # Who, in words: a user name, an API key's name, or the command's operator.
     requested_by = models.CharField(max_length=200, blank=True)
