@@ -56,6 +56,7 @@ ERASED = "[erased]"
 # that is not the lead's own: they would wipe other people's words.
 MIN_TERM_CHARS = 3
 MAX_IDENTIFIER_CHARS = 254
+TERMS_PER_QUERY = 100
 
 
 class ErasureInputError(ValueError):
@@ -208,13 +209,19 @@ class Scrubber:
         cleaned = self.text(text)
         return raw if cleaned == text else cleaned.encode("utf-8", "surrogateescape")
 
-    def contains_q(self, *fields: str) -> Q:
-        """Rows where a field contains a term: the candidates to scrub."""
-        query = Q(pk__in=[])
-        for term in self.terms:
-            for name in fields:
-                query |= Q(**{f"{name}__icontains": term})
-        return query
+    def containing(self, model: type[Any], *fields: str) -> list[int]:
+        """The pks of `model`'s rows where a field contains a term: the
+        candidates to scrub. A few terms per query: SQLite parses a long OR
+        chain as deep as it is long, and refuses one over 1,000."""
+        pks: set[int] = set()
+        terms = sorted(self.terms)
+        for start in range(0, len(terms), TERMS_PER_QUERY):
+            query = Q(pk__in=[])
+            for term in terms[start : start + TERMS_PER_QUERY]:
+                for name in fields:
+                    query |= Q(**{f"{name}__icontains": term})
+            pks.update(model.objects.filter(query).values_list("pk", flat=True))
+        return sorted(pks)
 
 
 def _without_query(url: str) -> str:
@@ -299,9 +306,15 @@ def _attempt_bodies_clear(queryset: QuerySet[NotificationAttempt]) -> int:
     return len(rows)
 
 
-def leads_personal_data_remove(*, leads: Sequence[Lead], scrubber: Scrubber) -> Removal:
+def leads_personal_data_remove(
+    *, leads: Sequence[Lead], scrubber: Scrubber, everywhere: bool = True
+) -> Removal:
     """Remove these leads' personal data everywhere it is kept (see the
-    module's docstring). Runs inside the caller's transaction."""
+    module's docstring). Runs inside the caller's transaction.
+
+    `everywhere=False` (retention) leaves out the searches of tables not tied
+    to a lead: webhook messages carry no lead fields, their answers go with
+    the attempt bodies' retention, and stored API answers within a day."""
     removal = Removal()
     if not leads:
         return removal
@@ -353,7 +366,10 @@ def leads_personal_data_remove(*, leads: Sequence[Lead], scrubber: Scrubber) -> 
     since = min(lead.received_at for lead in leads) - timedelta(days=1)
     imports = FeedbackImport.objects.filter(buyer_id__in=buyers, created_at__gte=since)
     counts["import_files"] = _scrub_rows(
-        imports, scrubber, text_fields=["error", "filename"], blob_fields=["content"]
+        imports.exclude(content=b""),
+        scrubber,
+        text_fields=["error", "filename"],
+        blob_fields=["content"],
     )
     counts["import_results"] = _scrub_rows(
         FeedbackImportChunk.objects.filter(feedback_import__in=imports),
@@ -371,15 +387,17 @@ def leads_personal_data_remove(*, leads: Sequence[Lead], scrubber: Scrubber) -> 
         scrubber,
         text_fields=["void_reason"],
     )
-    if scrubber.terms:
+    if scrubber.terms and everywhere:
         counts["webhook_messages"] = _scrub_rows(
-            WebhookMessage.objects.filter(scrubber.contains_q("body", "reason")),
+            WebhookMessage.objects.filter(
+                pk__in=scrubber.containing(WebhookMessage, "body", "reason")
+            ),
             scrubber,
             text_fields=["body", "reason"],
         )
         counts["webhook_attempts"] = _scrub_rows(
             WebhookAttempt.objects.filter(
-                scrubber.contains_q("response_body", "reason")
+                pk__in=scrubber.containing(WebhookAttempt, "response_body", "reason")
             ),
             scrubber,
             text_fields=["response_body", "reason"],
@@ -562,7 +580,7 @@ def retention_due(*, now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-RETENTION_BATCH = 500
+RETENTION_BATCH = 200
 
 
 def retention_apply(*, now: datetime | None = None) -> dict[str, int]:
@@ -593,7 +611,7 @@ def retention_apply(*, now: datetime | None = None) -> dict[str, int]:
         while leads := list(_expired_leads(cutoff).order_by("pk")[:RETENTION_BATCH]):
             with transaction.atomic():
                 removal = leads_personal_data_remove(
-                    leads=leads, scrubber=Scrubber(lead_terms(leads))
+                    leads=leads, scrubber=Scrubber(lead_terms(leads)), everywhere=False
                 )
                 transaction.on_commit(partial(_evidence_delete, removal.files))
             counts["lead_data"] += len(leads)

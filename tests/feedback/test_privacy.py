@@ -586,3 +586,15 @@ def test_a_config_with_a_broken_erasure_mapping_is_refused(on_erase, problem):
     else:
         assert len(found) == 1
         assert problem in found[0]
+
+
+def test_many_terms_are_searched_a_hundred_at_a_time():
+    from feedback.privacy.services import Scrubber
+
+    terms = {f"person{n:04d}@example.com" for n in range(1500)}
+    hit = WebhookMessage.objects.create(
+        event="return.decided", body="person1499@example.com"
+    )
+    WebhookMessage.objects.create(event="return.decided", body="someone@example.com")
+
+    assert Scrubber(terms).containing(WebhookMessage, "body", "reason") == [hit.pk]
