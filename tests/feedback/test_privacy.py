@@ -11,6 +11,8 @@ import time_machine
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from feedback.forwarding.models import BatchRun, Notification, NotificationAttempt
 from feedback.imports.models import FeedbackImport
@@ -36,6 +38,7 @@ from tests.factories import (
     SourceFactory,
     UserFactory,
 )
+from tests.feedback.test_hostile_input import hostile, post_json, values
 from tests.sources.servers import RecordingServer, Reply
 
 pytestmark = pytest.mark.django_db
@@ -598,3 +601,26 @@ def test_many_terms_are_searched_a_hundred_at_a_time():
     WebhookMessage.objects.create(event="return.decided", body="someone@example.com")
 
     assert Scrubber(terms).containing(WebhookMessage, "body", "reason") == [hit.pk]
+
+
+@hostile
+@given(
+    body=st.one_of(
+        values,
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "email": values,
+                "phone": values,
+                "lead_id": values,
+                "suppression_list": values,
+            },
+        ),
+    )
+)
+@example(body={"email": "a\x00@b.com"})
+@example(body={"phone": "\ud800"})
+@example(body={"lead_id": "x" * 10_000})
+def test_hostile_bodies_get_a_4xx_or_a_receipt_never_a_5xx(integration_client, body):
+    response = post_json(integration_client, URL, body)
+    assert response.status_code in (201, 400, 415, 422), response.content
