@@ -373,6 +373,18 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("LEADBACK_SUPPRESSION_EXPIRE_INTERVAL_S", 3600.0),
         "options": {"expires": 1800},
     },
+    # Clears what the retention settings no longer keep (DESIGN §12), and
+    # sends the erasure notices a lost message or a source's error left behind.
+    "apply-retention": {
+        "task": "feedback.tasks.apply_retention_task",
+        "schedule": env_float("LEADBACK_RETENTION_INTERVAL_S", 3600.0),
+        "options": {"expires": 1800},
+    },
+    "send-erasure-notices": {
+        "task": "feedback.tasks.send_erasure_notices_task",
+        "schedule": env_float("LEADBACK_SWEEP_INTERVAL_S", 5.0) * 12,
+        "options": {"expires": 120},
+    },
     "purge-idempotency-keys": {
         "task": "feedback.tasks.purge_idempotency_keys_task",
         "schedule": 3600.0,
@@ -405,6 +417,21 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 CELERY_TIMEZONE = "UTC"
 
 # Leadback -------------------------------------------------------------------
+# Retention of personal data (DESIGN §12, docs/privacy.md), in days; 0 keeps it.
+# Request and response bodies of forwarding and webhook attempts:
+LEADBACK_RETAIN_ATTEMPT_BODIES_DAYS = env_int(
+    "LEADBACK_RETAIN_ATTEMPT_BODIES_DAYS", 90, minimum=0
+)
+# Uploaded CSV import files, once the import has finished:
+LEADBACK_RETAIN_IMPORT_FILES_DAYS = env_int(
+    "LEADBACK_RETAIN_IMPORT_FILES_DAYS", 90, minimum=0
+)
+# Batch files, once their run is sent or given up:
+LEADBACK_RETAIN_BATCH_FILES_DAYS = env_int(
+    "LEADBACK_RETAIN_BATCH_FILES_DAYS", 90, minimum=0
+)
+# A lead's personal data, counted from its last delivery:
+LEADBACK_RETAIN_LEAD_DATA_DAYS = env_int("LEADBACK_RETAIN_LEAD_DATA_DAYS", 0, minimum=0)
 # Proxies in front of the app that each append the address they were reached from
 # to X-Forwarded-For (a load balancer, nginx). 0 trusts no header: the connection's
 # address is the client's. Rate limits and login lockouts count per client address,

@@ -12,6 +12,7 @@ CONCERN_MODELS = (
     "feedback.sourcestatus.models",
     "feedback.webhooks.models",
     "feedback.suppression.models",
+    "feedback.privacy.models",
 )
 
 

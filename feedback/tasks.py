@@ -10,6 +10,7 @@ from celery import shared_task
 
 from feedback.forwarding import tasks as forwarding_tasks
 from feedback.imports import tasks as import_tasks
+from feedback.privacy import tasks as privacy_tasks
 from feedback.services import idempotency_keys_purge
 from feedback.suppression.services import suppression_entries_expire
 from feedback.webhooks import tasks as webhook_tasks
@@ -18,6 +19,7 @@ __all__ = [
     "expire_suppression_entries_task",
     "forwarding_tasks",
     "import_tasks",
+    "privacy_tasks",
     "purge_idempotency_keys_task",
     "webhook_tasks",
 ]

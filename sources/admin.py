@@ -190,11 +190,13 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             "method",
             "url",
             "criteria",
+            "on_erase",
             *FeedbackConfig.HTTP_FIELDS,
             *BATCH_FIELDS,
         )
         widgets = {
             "criteria": RuleSetWidget(attrs={"rows": 6, "cols": 70}),
+            "on_erase": forms.Textarea(attrs={"rows": 3, "cols": 70}),
             "headers": forms.Textarea(attrs={"rows": 2, "cols": 70}),
             "auth_secret": forms.PasswordInput(render_value=False),
             "signing_secret": forms.PasswordInput(render_value=False),
@@ -401,6 +403,15 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
                     "reference_path",
                 ),
                 "classes": ("for-methods", "query", "form", "json", "xml", "soap"),
+            },
+        ),
+        (
+            "Erasure notice",
+            {
+                "fields": ("on_erase",),
+                "classes": ("collapse",),
+                "description": "Where this source is told that a lead was erased "
+                "(docs/privacy.md); leave empty to send nothing.",
             },
         ),
         ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),

@@ -237,6 +237,15 @@ class FeedbackConfig(models.Model):
         blank=True,
         help_text="A rule set the feedback must pass to be sent; else it is skipped.",
     )
+    # DESIGN §12: where an erased lead's source is told of the erasure.
+    on_erase = models.JSONField(
+        "erasure notice",
+        null=True,
+        blank=True,
+        help_text='Optional: {"url": "https://…", "method": "json", "mappings": '
+        '{"lead_id": "{{ lead.id }}"}}; sent when a lead of this source is erased. '
+        "Variables: lead.id, events (ids), erasure.id.",
+    )
     soap_operation = models.CharField("SOAP operation", max_length=200, blank=True)
     soap_version = models.CharField(
         "SOAP version",

@@ -278,12 +278,37 @@ def feedback_config_same_destination(
     return None
 
 
+def on_erase_problem(value: object) -> str | None:
+    """Why a config's `on_erase` mapping (DESIGN §12: where an erased lead's
+    source is told) cannot be used, or None."""
+    if value in (None, {}):
+        return None
+    if not isinstance(value, dict):
+        return "on_erase must be an object."
+    url = value.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        return "on_erase.url must be an http or https URL."
+    method = value.get("method", "json")
+    if method not in {"json", "form", "query", "xml"}:
+        return "on_erase.method must be json, form, query or xml."
+    mappings = value.get("mappings")
+    if not isinstance(mappings, dict) or not mappings:
+        return "on_erase.mappings must be an object of field: template."
+    if not all(isinstance(v, str) for v in mappings.values()):
+        return "on_erase.mappings values must be templates (strings)."
+    return None
+
+
 def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
     """What is wrong with a config, by field name, beyond each field's own checks."""
     problems: dict[str, list[str]] = {}
 
     def add(field: str, message: str) -> None:
         problems.setdefault(field, []).append(message)
+
+    erase_problem = on_erase_problem(config.on_erase)
+    if erase_problem:
+        add("on_erase", erase_problem)
 
     if config.forward_on == FeedbackConfig.ForwardOn.APPROVED:
         # Only returns are reviewed, and a sync send answers the buyer's own

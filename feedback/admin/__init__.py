@@ -8,6 +8,7 @@ the forwarding, CSV import and returns admins included.
 from feedback.admin import buyers, records
 from feedback.forwarding import admin as forwarding
 from feedback.imports import admin as imports
+from feedback.privacy import admin as privacy
 from feedback.returns import admin as returns
 from feedback.sourcestatus import admin as sourcestatus
 from feedback.suppression import admin as suppression
@@ -17,6 +18,7 @@ __all__ = [
     "buyers",
     "forwarding",
     "imports",
+    "privacy",
     "records",
     "returns",
     "sourcestatus",

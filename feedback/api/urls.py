@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback.api import imports, returns, sources, suppression, views
+from feedback.api import imports, privacy, returns, sources, suppression, views
 
 app_name = "api"
 urlpatterns = [
@@ -26,6 +26,11 @@ urlpatterns = [
         "feedback/<uuid:feedback_id>",
         views.FeedbackDetailApi.as_view(),
         name="feedback-detail",
+    ),
+    path(
+        "privacy/erasures",
+        privacy.ErasureCreateApi.as_view(),
+        name="privacy-erasure-create",
     ),
     path("returns", returns.ReturnListApi.as_view(), name="return-list"),
     path(

@@ -131,6 +131,16 @@ def feedback_import_refused_csv(*, feedback_import: FeedbackImport) -> str:
         .values_list("content", flat=True)
         .get()
     )
+    if not content:
+        # The file was cleared by the retention settings (docs/privacy.md):
+        # the row numbers and the reasons are all that is left.
+        stream = io.StringIO()
+        write_csv(
+            stream,
+            ([number, reason] for number, reason in sorted(refused.items())),
+            header=[REPORT_ROW_COLUMN, REPORT_REASON_COLUMN],
+        )
+        return stream.getvalue()
     layout, rows = read_layout(decode(bytes(content)))
     # An uploaded report brings the two report columns: write them afresh.
     keep = [
