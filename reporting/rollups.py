@@ -56,6 +56,7 @@ FEEDBACK_SIDE = (
     "accepted",
     "refused",
     "revenue",
+    "returned_cost",
     "quality_sum",
     "quality_count",
     "contacted",
