@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from reporting.exports import report_csv_response
-from reporting.filters import filter_form_for
+from reporting.filters import ALL_KINDS, filter_form_for
 from reporting.models import VIEW_REPORTS
 from reporting.replica import ReplicaStatus, replica_reads
 from reporting.reports import REPORTS, Column, Report, Section
@@ -32,10 +32,25 @@ def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     return {
         **admin.site.each_context(request),
         "sections": reports_for(request),
+        "nav_query": _nav_query(request),
+        # Wide tables need the width: the admin's app list stays on its index.
+        "is_nav_sidebar_enabled": False,
         "chosen": [],
         "table": None,
         **extra,
     }
+
+
+def _nav_query(request: HttpRequest) -> str:
+    """The filters the tabs carry to the other reports: not the chosen columns
+    (each report has its own), and not "all kinds", so each report opens at its
+    own kind (by reason at returns) unless one kind was chosen."""
+    query = request.GET.copy()
+    for key in ("col", "export", "table"):
+        query.pop(key, None)
+    if query.get("kind") == ALL_KINDS:
+        query.pop("kind")
+    return query.urlencode()
 
 
 def reports_for(request: HttpRequest) -> list[tuple[str, list[type[Report]]]]:

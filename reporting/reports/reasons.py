@@ -132,6 +132,8 @@ class ReasonBreakdownReport(Report):
         previous = filters.previous()
         before, before_totals = _reason_rows(previous)
         attach_previous(rows, totals, before, before_totals)
+        # Every total is 100 % of itself: nothing to compare.
+        totals["previous"].pop("share", None)
         self.summary = (
             f"{totals['delivered_all']:,} deliveries in the filter; the rate on "
             "all deliveries divides a reason's count by them."

@@ -68,18 +68,31 @@ def money(value: Decimal) -> str:
 
 @register.filter
 def previous_cell(row: dict[str, Any], column: Column) -> str:
-    """The previous period's figure beside a compared one: "was 108 (+12 %)"."""
-    before = (row.get("previous") or {}).get(column.key)
+    """The previous period's figure under a compared one: "was 108 (+12)", or
+    for a rate "was 4.2 % (+1.1 pt)". A group absent then had none of it; a
+    figure the previous period does not give (a total's share) is left out."""
+    previous = row.get("previous")
+    if previous is None or (previous and column.key not in previous):
+        return ""
+    before = previous.get(column.key)
+    if before is None and column.kind == "count":
+        before = 0
     if before is None:
         return "was —"
     text = "was " + cell({"v": before}, Column("v", "", column.kind))
     now = row.get(column.key)
-    if column.kind == "rate" and now is not None:
-        points = (now - before) * 100
-        return f"{text} ({points:+.1f} pt)"
-    if column.kind == "count" and isinstance(now, int) and before:
-        return f"{text} ({(now - before) / before * 100:+.0f} %)"
+    if now is None:
+        return text
+    if column.kind == "rate":
+        return f"{text} ({(now - before) * 100:+.1f} pt)"
+    if column.kind == "count":
+        return f"{text} ({now - before:+,})" if now != before else text
     return text
+
+
+@register.filter
+def has_optional(columns: list[Column]) -> bool:
+    return any(not column.default for column in columns)
 
 
 @register.filter

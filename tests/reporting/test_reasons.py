@@ -133,7 +133,7 @@ def test_conversion_reasons_count_conversions_and_their_revenue(data):
 
 
 def test_credits_per_reason_count_live_credits_of_the_counted_returns(data):
-    deliveries, feedback = counted(data, "delivery", NOW)
+    _deliveries, _feedback = counted(data, "delivery", NOW)
     returns = Feedback.objects.filter(kind="return", outcome="success").select_related(
         "delivery"
     )
@@ -220,7 +220,7 @@ def test_a_source_that_takes_no_returns_is_scored_without_the_return_rate(data):
     closed.save(update_fields=["accepts_return"])
     table = ScorecardReport(filters()).generate()
     rows = {row["key"]: row for row in table.rows}
-    deliveries, feedback = counted(data, "delivery", NOW)
+    _deliveries, feedback = counted(data, "delivery", NOW)
     for source in data.sources:
         row = rows[source.pk]
         takes = source.pk != closed.pk
