@@ -521,6 +521,9 @@ class ScorecardReport(Report):
             takes_returns = row["key"] not in refusing
             row["score"] = source_score(row, takes_returns=takes_returns)
             row["note"] = "" if takes_returns else NO_RETURNS_NOTE
+            if not takes_returns:
+                # Its 0 % says nothing: shown as no rate, like the score ignores it.
+                row["return_rate"] = None
             if row["score"] is not None:
                 scored.append(row)
         scored.sort(key=lambda r: (-r["score"], r["label"]))

@@ -4,6 +4,7 @@ report at 1366 and 390 px, with screenshots in var/screenshots/."""
 
 import csv
 import io
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from playwright.sync_api import Page, expect
 from feedback.models import Feedback
 from reporting.reports import REPORTS
 from sources.models import Kind
+from tests.factories import DeliveryEventFactory, FeedbackFactory, LeadFactory
 from tests.reporting import dataset
 from tests.reporting.dataset import END, START
 
@@ -141,6 +143,15 @@ def walk_data():
         outcome=Feedback.Outcome.FAILURE,
         outcome_reason=f"{closed.name} does not accept return feedback.",
     )
+    # This month's deliveries for the dashboard: five, two converted, one returned.
+    lead = LeadFactory(source=data.sources[1], flow=data.flows[0])
+    today = [
+        DeliveryEventFactory(lead=lead, buyer=data.buyers[0], price=Decimal("30.00"))
+        for _ in range(5)
+    ]
+    for delivery in today[:2]:
+        FeedbackFactory(delivery=delivery, revenue=Decimal("150.00"))
+    FeedbackFactory(delivery=today[4], kind=Kind.RETURN, reason="Wrong number")
     return data
 
 
@@ -157,7 +168,8 @@ def test_walk_the_dashboard_and_every_report(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     page.goto(f"{live_server.url}/")
-    expect(page.locator(".dashboard-figure").first).to_be_visible()
+    delivered = page.locator(".dashboard-figure").filter(has_text="Delivered")
+    expect(delivered.locator(".figure-value")).to_have_text("5")
     assert page_overflow(page) <= 0, "the dashboard scrolls sideways"
     page.screenshot(path=str(SCREENSHOTS / f"dashboard-{width}.png"), full_page=True)
 
