@@ -529,15 +529,23 @@ class ScorecardReport(Report):
         scored.sort(key=lambda r: (-r["score"], r["label"]))
         for rank, row in enumerate(scored, 1):
             row["rank"] = rank
+        previous = self.filters.previous()
+        before = breakdown_rows(previous, DIMENSIONS["source"]).rows
+        for row in before:
+            takes_returns = row["key"] not in refusing
+            row["score"] = source_score(row, takes_returns=takes_returns)
+            if not takes_returns:
+                row["return_rate"] = None
+        attach_previous(scored, None, before, None)
         columns = [
             Column("label", "Source", "text"),
             Column("rank", "Rank"),
-            Column("score", "Score", "score"),
+            Column("score", "Score", "score", compare=True),
             Column("delivered", "Delivered"),
             Column("conversions", "Conversions"),
-            Column("conversion_rate", "Conversion rate", "rate"),
+            Column("conversion_rate", "Conversion rate", "rate", compare=True),
             Column("returns", "Returns"),
-            Column("return_rate", "Return rate", "rate"),
+            Column("return_rate", "Return rate", "rate", compare=True),
             Column("refused_returns", "Refused returns"),
             Column("contacted", "Contacted", default=False),
             Column("not_contacted", "Not contacted", default=False),
@@ -546,4 +554,4 @@ class ScorecardReport(Report):
             Column("coverage", "Feedback coverage", "rate"),
             Column("note", "Note", "text"),
         ]
-        return ReportTable(columns, scored)
+        return ReportTable(columns, scored, previous=previous)

@@ -87,6 +87,8 @@ def previous_cell(row: dict[str, Any], column: Column) -> str:
         return f"{text} ({(now - before) * 100:+.1f} pt)"
     if column.kind == "count":
         return f"{text} ({now - before:+,})" if now != before else text
+    if column.kind == "score":
+        return f"{text} ({now - before:+.1f})"
     return text
 
 
@@ -99,7 +101,7 @@ def has_optional(columns: list[Column]) -> bool:
 def shown(columns: list[Column], chosen: Any) -> list[Column]:
     """The columns the page shows: the chosen keys, else the defaults; the first
     column always."""
-    keys = set(chosen or ())
+    keys = set(chosen or ()) & {column.key for column in columns}
     return [
         column
         for n, column in enumerate(columns)

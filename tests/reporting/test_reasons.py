@@ -297,3 +297,42 @@ def test_the_column_chooser_shows_the_chosen_columns(data, staff_client):
     header = csv_of(client.get(url, {**RANGE, "col": "returns", "export": "csv"}))[0]
     assert "Feedback received" in header
     assert "Cost per conversion" in header
+
+
+def test_the_scorecard_compares_each_score_with_the_previous_period(data):
+    table = ScorecardReport(filters()).generate()
+    before = {
+        row["key"]: row
+        for row in SourceBreakdownReport(
+            ReportFilters(
+                start=datetime.date(2025, 2, 9), end=datetime.date(2025, 2, 28)
+            )
+        )
+        .generate()
+        .rows
+    }
+    for row in table.rows:
+        assert row["previous"]["score"] == pytest.approx(
+            source_score(before[row["key"]])
+        )
+    header = table.csv_header()
+    assert header[header.index("Score") + 1] == "Score, previous period"
+
+
+def test_refused_returns_and_returned_cost_from_the_rollups_match_the_live_count(
+    data,
+):
+    live = {r["key"]: r for r in SourceBreakdownReport(filters()).generate().rows}
+    rollups_refresh()
+    report = SourceBreakdownReport(filters())
+    table = report.generate()
+    assert report.rollups_as_of is not None
+    _, feedback = counted(data, "delivery", NOW)
+    for row in table.rows:
+        mine = [f for f in feedback if f.source_id == row["key"] and f.kind == "return"]
+        assert row["refused_returns"] == live[row["key"]]["refused_returns"]
+        assert row["refused_returns"] == sum(1 for f in mine if f.outcome == "failure")
+        assert row["returned_cost"] == live[row["key"]]["returned_cost"]
+        assert row["returned_cost"] == sum(
+            (f.delivery.price for f in mine if f.outcome == "success"), Decimal("0.00")
+        )
