@@ -336,3 +336,60 @@ def test_refused_returns_and_returned_cost_from_the_rollups_match_the_live_count
         assert row["returned_cost"] == sum(
             (f.delivery.price for f in mine if f.outcome == "success"), Decimal("0.00")
         )
+
+
+def test_the_matrix_csv_has_a_count_and_a_share_per_reason_and_safe_headers(
+    data, staff_client
+):
+    client = staff_client("view_reports")
+    url = reverse("reporting:report-detail", args=["returns-by-source-and-reason"])
+    rows = csv_of(client.get(url, {**RANGE, "export": "csv"}))
+    header = rows[0]
+    # A reason a buyer typed as a formula heads a column: text in the spreadsheet.
+    assert '\'=HYPERLINK("x")' in header
+    assert '\'=HYPERLINK("x"), share (%)' in header
+    assert header[-2:] == ["All returns", "All returns, previous period"]
+    table = ReturnsMatrixReport(filters()).generate()
+    assert rows[-1][0] == "Total"
+    assert int(rows[-1][-2]) == table.totals["returns"]
+    page = client.get(url, RANGE).content.decode()
+    assert "Other reasons" not in page  # four reasons: each has its column
+
+
+def test_the_matrix_adds_up_the_reasons_beyond_six_under_other_reasons(data):
+    free = [
+        d
+        for d in data.deliveries
+        if NOW[0] <= d.delivered_at < NOW[1]
+        and not any(f.kind == "return" and f.outcome == "success" for f in d.feedback)
+    ]
+    extra = ["Fake name", "Fake name", "Fake name", "No intent", "No intent", "Spam"]
+    for delivery, reason in zip(free, extra, strict=False):
+        d = delivery.obj
+        Feedback.objects.create(
+            delivery=d,
+            lead=d.lead,
+            buyer=d.buyer,
+            source=d.source,
+            flow=d.flow,
+            kind="return",
+            outcome="success",
+            reason=reason,
+            occurred_at=delivery.delivered_at,
+            received_at=delivery.delivered_at,
+            channel=Feedback.Channel.API,
+        )
+    table = ReturnsMatrixReport(filters()).generate()
+    _, feedback = counted(data, "delivery", NOW)
+    accepted = [
+        f.reason for f in feedback if f.kind == "return" and f.outcome == "success"
+    ]
+    accepted += extra[: len(free)]
+    counts = {reason: accepted.count(reason) for reason in set(accepted)}
+    ranked = sorted(counts, key=lambda r: (-counts[r], r))
+    labels = [column.label for column in table.columns[1:-2]]
+    assert labels == [reason or "(no reason)" for reason in ranked[:6]]
+    other = table.columns[-2]
+    assert other.label == f"Other reasons ({len(ranked) - 6})"
+    assert table.totals[other.key][0] == sum(counts[r] for r in ranked[6:])
+    assert table.totals["returns"] == len(accepted)
