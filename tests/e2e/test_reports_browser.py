@@ -38,7 +38,9 @@ def test_staff_filters_a_report_and_downloads_its_csv(
     page.locator("#id_username").fill(staff_user.username)
     page.locator("#id_password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    page.locator("#reports-module").get_by_role("link", name="By source").click()
+    page.locator("#reports-module").get_by_role(
+        "link", name="By source", exact=True
+    ).click()
     expect(page).to_have_url(f"{live_server.url}/reports/by-source/")
     expect(page.locator("#report-basis")).to_contain_text("Counted by delivery date")
 
