@@ -1,7 +1,7 @@
 """The filter bar every report shares: dates, the date basis and four dimensions."""
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django import forms
 from django.db import models
@@ -12,8 +12,10 @@ from feedback.models import Buyer, Flow
 from sources.models import Kind, Source
 
 DEFAULT_DAYS = 30
+ALL_KINDS = "all"
 # A year and a leap day, twice: more than that is a query nobody reads on one page.
 MAX_DAYS = 731
+ONE_DAY = datetime.timedelta(days=1)
 
 
 class Basis(models.TextChoices):
@@ -88,6 +90,11 @@ class ReportFilters:
             q &= Q(**{f"{prefix}kind": self.kind})
         return q
 
+    def previous(self) -> "ReportFilters":
+        """The same filters over the period of the same length just before."""
+        length = self.end - self.start + datetime.timedelta(days=1)
+        return replace(self, start=self.start - length, end=self.start - ONE_DAY)
+
     def describe(self) -> str:
         """The sentence the page shows so nobody misreads the numbers."""
         dates = f"{self.start.isoformat()} to {self.end.isoformat()}"
@@ -143,7 +150,11 @@ class ReportFilterForm(forms.Form):
     buyer = forms.ModelChoiceField(
         queryset=Buyer.objects.order_by("name"), required=False, empty_label="All"
     )
-    kind = forms.ChoiceField(choices=[("", "All"), *Kind.choices], required=False)
+    # "all" is asked for: a report that narrows to one kind by default (by
+    # reason: returns) shows every kind only when told to.
+    kind = forms.ChoiceField(
+        choices=[(ALL_KINDS, "All"), *Kind.choices], required=False
+    )
 
     def clean(self) -> dict[str, object]:
         cleaned = super().clean() or {}
@@ -171,17 +182,22 @@ class ReportFilterForm(forms.Form):
             source_id=data["source"].pk if data.get("source") else None,
             flow_id=data["flow"].pk if data.get("flow") else None,
             buyer_id=data["buyer"].pk if data.get("buyer") else None,
-            kind=data.get("kind") or None,
+            kind=data.get("kind") if data.get("kind") not in ("", ALL_KINDS) else None,
         )
 
 
-def filter_form_for(params: dict[str, str]) -> ReportFilterForm:
-    """A bound form for a query string, with the defaults filled in where absent."""
+def filter_form_for(
+    params: dict[str, str], *, default_kind: str | None = None
+) -> ReportFilterForm:
+    """A bound form for a query string, with the defaults filled in where absent
+    (`default_kind` when the query names no kind)."""
     defaults = default_filters()
     data = {
         "start": defaults.start.isoformat(),
         "end": defaults.end.isoformat(),
         "basis": defaults.basis,
     }
+    if default_kind:
+        data["kind"] = default_kind
     data.update({key: value for key, value in params.items() if value != ""})
     return ReportFilterForm(data)

@@ -38,8 +38,11 @@ def feedback_measures(vocabulary: dict[str, int]) -> dict[str, Aggregate]:
         "refused": Count("pk", filter=REFUSED),
         "conversions": Count("pk", filter=ACCEPTED & Q(kind=Kind.CONVERSION)),
         "returns": Count("pk", filter=ACCEPTED & Q(kind=Kind.RETURN)),
+        "refused_returns": Count("pk", filter=REFUSED & Q(kind=Kind.RETURN)),
         "status_updates": Count("pk", filter=ACCEPTED & Q(kind=Kind.STATUS)),
         "revenue": Sum("revenue", filter=ACCEPTED),
+        # What the returned leads cost: one accepted return per delivery at most.
+        "returned_cost": Sum("delivery__price", filter=ACCEPTED & Q(kind=Kind.RETURN)),
         "quality_sum": Sum("quality_score", filter=ACCEPTED),
         "quality_count": Count("quality_score", filter=ACCEPTED),
         "contacted": Count("pk", filter=ACCEPTED & Q(outcome_code_id__in=contact)),

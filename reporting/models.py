@@ -50,6 +50,8 @@ class DailyRollup(models.Model):
     accepted = models.PositiveIntegerField(default=0)
     refused = models.PositiveIntegerField(default=0)
     revenue = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    # The price of the deliveries returned (accepted returns), for by reason.
+    returned_cost = models.DecimalField(max_digits=16, decimal_places=2, default=0)
     quality_sum = models.PositiveIntegerField(default=0)
     quality_count = models.PositiveIntegerField(default=0)
     contacted = models.PositiveIntegerField(default=0)

@@ -59,6 +59,7 @@ FEEDBACK_SIDE = (
     "accepted",
     "refused",
     "revenue",
+    "returned_cost",
     "quality_sum",
     "quality_count",
     "contacted",

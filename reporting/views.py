@@ -10,10 +10,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from reporting.exports import report_csv_response
-from reporting.filters import filter_form_for
+from reporting.filters import ALL_KINDS, filter_form_for
 from reporting.models import VIEW_REPORTS
 from reporting.replica import ReplicaStatus, replica_reads
-from reporting.reports import REPORTS, Report, Section
+from reporting.reports import REPORTS, Column, Report, Section
 
 # The order of the index and the tabs.
 SECTIONS: list[tuple[str, list[str]]] = [
@@ -23,7 +23,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
         "Sources and buyers",
         ["scorecard", "time-to-feedback-by-source", "time-to-feedback-by-buyer"],
     ),
-    ("Returns", ["returns-resolution"]),
+    ("Returns", ["returns-by-source-and-reason", "returns-resolution"]),
     ("Forwarding and billing", ["delivery-health", "billing"]),
 ]
 
@@ -32,8 +32,25 @@ def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     return {
         **admin.site.each_context(request),
         "sections": reports_for(request),
+        "nav_query": _nav_query(request),
+        # Wide tables need the width: the admin's app list stays on its index.
+        "is_nav_sidebar_enabled": False,
+        "chosen": [],
+        "table": None,
         **extra,
     }
+
+
+def _nav_query(request: HttpRequest) -> str:
+    """The filters the tabs carry to the other reports: not the chosen columns
+    (each report has its own), and not "all kinds", so each report opens at its
+    own kind (by reason at returns) unless one kind was chosen."""
+    query = request.GET.copy()
+    for key in ("col", "export", "table"):
+        query.pop(key, None)
+    if query.get("kind") == ALL_KINDS:
+        query.pop("kind")
+    return query.urlencode()
 
 
 def reports_for(request: HttpRequest) -> list[tuple[str, list[type[Report]]]]:
@@ -88,7 +105,7 @@ def report_detail(request: HttpRequest, code: str) -> HttpResponse:
 def _report_detail(
     request: HttpRequest, report_class: type[Report], replica: ReplicaStatus | None
 ) -> HttpResponse:
-    form = filter_form_for(request.GET.dict())
+    form = filter_form_for(request.GET.dict(), default_kind=report_class.default_kind)
     context = _context(
         request,
         title=report_class.name,
@@ -105,17 +122,27 @@ def _report_detail(
     if report_class.sections:
         return _sections_detail(request, report, context)
     table = report.generate()
+    table.columns = _columns_for(request, table.columns)
     if request.GET.get("export") == "csv":
         return report_csv_response(report, table)
     query = request.GET.copy()
     query["export"] = "csv"
+    query.pop("col", None)
     context.update(
         report=report,
         table=table,
+        chosen=request.GET.getlist("col"),
         charts=report.charts(table),
         csv_query=query.urlencode(),
     )
     return TemplateResponse(request, "reporting/report_detail.html", context)
+
+
+def _columns_for(request: HttpRequest, columns: list[Column]) -> list[Column]:
+    """The columns this user may see (on the page and in the CSV alike)."""
+    return [
+        c for c in columns if not c.permission or request.user.has_perm(c.permission)
+    ]
 
 
 def _sections_detail(

@@ -18,6 +18,7 @@ from reporting.reports.base import (
     ReportTable,
     Section,
     as_dicts,
+    attach_previous,
     csv_label,
     csv_value,
     is_postgresql,
@@ -39,7 +40,6 @@ from reporting.reports.breakdowns import (
     Dimension,
     FlowBreakdownReport,
     KindBreakdownReport,
-    ReasonBreakdownReport,
     ScorecardReport,
     SourceBreakdownReport,
     TrendReport,
@@ -47,8 +47,10 @@ from reporting.reports.breakdowns import (
     finish_row,
     rollup_usable,
     source_score,
+    sources_refusing_returns,
 )
 from reporting.reports.operations import BillingReport, DeliveryHealthReport
+from reporting.reports.reasons import ReasonBreakdownReport, ReturnsMatrixReport
 from reporting.reports.registry import REPORTS
 from reporting.reports.returns import ReturnsResolutionReport
 from reporting.reports.time_to_feedback import (
@@ -83,6 +85,7 @@ __all__ = [
     "ReasonBreakdownReport",
     "Report",
     "ReportTable",
+    "ReturnsMatrixReport",
     "ReturnsResolutionReport",
     "ScorecardReport",
     "Section",
@@ -91,6 +94,7 @@ __all__ = [
     "TimeToFeedbackReport",
     "TrendReport",
     "as_dicts",
+    "attach_previous",
     "breakdown_rows",
     "csv_label",
     "csv_value",
@@ -103,4 +107,5 @@ __all__ = [
     "rollup_usable",
     "source_badges",
     "source_score",
+    "sources_refusing_returns",
 ]

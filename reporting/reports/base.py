@@ -35,11 +35,17 @@ CENT = Decimal("0.01")
 @dataclass(frozen=True)
 class Column:
     """One column: `kind` says how to show it (count, money, rate, score, seconds,
-    number, text, date, month)."""
+    number, text, date, month). A column not shown by `default` is offered by
+    the page's column chooser (the CSV has every column); a `compare` column
+    shows the previous period's figure beside its own when the table has one."""
 
     key: str
     label: str
     kind: str = "count"
+    default: bool = True
+    compare: bool = False
+    # A permission needed to see the column at all (credits are money).
+    permission: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,28 +67,52 @@ class ReportTable:
     columns: list[Column]
     rows: list[dict[str, Any]]
     totals: dict[str, Any] | None = None
+    # The filters of the period compared with, when the report counted one:
+    # rows (and totals) then hold its figures under "previous".
+    previous: Any = None
 
     def csv_rows(self) -> Iterable[list[Any]]:
         """Rows as CSV cells: rates as percentages, durations in seconds."""
         for row in self.rows:
-            yield [csv_value(column, row.get(column.key)) for column in self.columns]
+            yield self._cells(row)
         if self.totals is not None:
-            cells = [
-                csv_value(column, self.totals.get(column.key))
-                for column in self.columns
-            ]
+            cells = self._cells(self.totals)
             # The total row says what it is where its first column is empty.
             if cells and cells[0] in (None, ""):
                 cells[0] = self.totals.get("label") or "Total"
             yield cells
 
     def csv_header(self) -> list[str]:
-        return [csv_label(column) for column in self.columns]
+        header = []
+        for column in self.columns:
+            header.append(csv_label(column))
+            if column.kind == "count_share":
+                header.append(f"{column.label}, share (%)")
+            if self.compares(column):
+                header.append(csv_label(column, previous=True))
+        return header
+
+    def compares(self, column: Column) -> bool:
+        return column.compare and self.previous is not None
+
+    def _cells(self, row: dict[str, Any]) -> list[Any]:
+        cells: list[Any] = []
+        for column in self.columns:
+            value = row.get(column.key)
+            if column.kind == "count_share":
+                count, share = value or (None, None)
+                cells += [count, None if share is None else round(share * 100, 2)]
+                continue
+            cells.append(csv_value(column, value))
+            if self.compares(column):
+                before = (row.get("previous") or {}).get(column.key)
+                cells.append(csv_value(column, before))
+        return cells
 
 
-def csv_label(column: Column) -> str:
+def csv_label(column: Column, *, previous: bool = False) -> str:
     suffix = {"rate": " (%)", "seconds": " (seconds)"}.get(column.kind, "")
-    return column.label + suffix
+    return column.label + (", previous period" if previous else "") + suffix
 
 
 def csv_value(column: Column, value: Any) -> Any:
@@ -170,6 +200,8 @@ class Report:
     permissions: ClassVar[tuple[str, ...]] = (VIEW_REPORTS,)
     # Templates list report classes: read their attributes, do not instantiate.
     do_not_call_in_templates: ClassVar[bool] = True
+    # The kind the filter bar starts at when the query names none (None: all).
+    default_kind: ClassVar[str | None] = None
     # A report of several tables names them here and builds them with
     # generate_sections(); its generate() is then not used.
     sections: ClassVar[tuple[Section, ...]] = ()
@@ -180,6 +212,8 @@ class Report:
         self.rollups_as_of: datetime.datetime | None = None
         # Set by generate() when percentiles are read from histograms (within 1%).
         self.estimated = False
+        # A sentence generate() may add below the date basis.
+        self.summary = ""
 
     def generate(self) -> ReportTable:
         raise NotImplementedError
@@ -207,6 +241,21 @@ class Report:
             f"leadback-{name}-{self.filters.start.isoformat()}-"
             f"{self.filters.end.isoformat()}.csv"
         )
+
+
+def attach_previous(
+    rows: list[dict[str, Any]],
+    totals: dict[str, Any] | None,
+    before: list[dict[str, Any]],
+    before_totals: dict[str, Any] | None,
+) -> None:
+    """Give each row (by its key) and the totals the previous period's figures,
+    under "previous"; a group with nothing then has an empty dict."""
+    by_key = {row["key"]: row for row in before}
+    for row in rows:
+        row["previous"] = by_key.get(row["key"], {})
+    if totals is not None:
+        totals["previous"] = before_totals or {}
 
 
 def as_dicts(queryset: Iterable[Any]) -> list[dict[str, Any]]:

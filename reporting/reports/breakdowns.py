@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from feedback.models import Buyer, DeliveryEvent, Feedback, Flow
-from reporting.charts import Series, bar_chart, line_chart
+from reporting.charts import Series, line_chart
 from reporting.filters import ReportFilters
 from reporting.measures import (
     ACCEPTED,
@@ -32,12 +32,12 @@ from reporting.measures import (
 )
 from reporting.models import DailyRollup, RollupState
 from reporting.reports.base import (
-    CHART_BARS,
     KIND_LABELS,
     Column,
     Report,
     ReportTable,
     as_dicts,
+    attach_previous,
     labels_for,
     rate,
     source_badges,
@@ -107,21 +107,22 @@ DIMENSIONS: dict[str, Dimension] = {
 }
 
 
+# Shown by default: what fits a 1366 px screen; the chooser offers the rest.
 BREAKDOWN_COLUMNS = [
     Column("delivered", "Delivered"),
-    Column("received", "Feedback received"),
-    Column("accepted", "Accepted"),
-    Column("refused", "Refused"),
-    Column("conversions", "Conversions"),
-    Column("returns", "Returns"),
-    Column("status_updates", "Status updates"),
-    Column("conversion_rate", "Conversion rate", "rate"),
-    Column("return_rate", "Return rate", "rate"),
+    Column("received", "Feedback received", default=False),
+    Column("accepted", "Accepted", default=False),
+    Column("refused", "Refused", default=False),
+    Column("conversions", "Conversions", compare=True),
+    Column("returns", "Returns", compare=True),
+    Column("status_updates", "Status updates", default=False),
+    Column("conversion_rate", "Conversion rate", "rate", compare=True),
+    Column("return_rate", "Return rate", "rate", compare=True),
     Column("revenue", "Revenue", "money"),
     Column("cost", "Cost", "money"),
     Column("cost_per_conversion", "Cost per conversion", "money"),
-    Column("avg_quality", "Average quality", "number"),
-    Column("coverage", "Feedback coverage", "rate"),
+    Column("avg_quality", "Average quality", "number", default=False),
+    Column("coverage", "Feedback coverage", "rate", default=False),
 ]
 
 
@@ -131,7 +132,15 @@ def finish_row(row: dict[str, Any]) -> dict[str, Any]:
     row.setdefault("delivered", 0)
     row["cost"] = row.get("cost") or Decimal("0.00")
     row["revenue"] = row.get("revenue") or Decimal("0.00")
-    for key in ("received", "accepted", "refused", "conversions", "returns"):
+    row["returned_cost"] = row.get("returned_cost") or Decimal("0.00")
+    for key in (
+        "received",
+        "accepted",
+        "refused",
+        "conversions",
+        "returns",
+        "refused_returns",
+    ):
         row.setdefault(key, 0)
     row.setdefault("status_updates", 0)
     row.setdefault("covered", 0)
@@ -242,6 +251,8 @@ def _rollup_breakdown(
             Kind.STATUS: "status_updates",
         }[values["kind"]]
         row[measure] = row.get(measure, 0) + accepted
+        if values["kind"] == Kind.RETURN:
+            row["refused_returns"] = values["refused"] or 0
         if filters.kind:
             # Narrowed to one kind: its own deliveries (reason, kind) and coverage.
             row["covered"] = values["covered"]
@@ -305,6 +316,7 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "refused",
         "conversions",
         "returns",
+        "refused_returns",
         "status_updates",
         "covered",
         "contacted",
@@ -316,6 +328,9 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         summed[key] = sum(row.get(key) or 0 for row in rows)
     summed["revenue"] = sum((row["revenue"] for row in rows), Decimal("0.00"))
     summed["cost"] = sum((row["cost"] for row in rows), Decimal("0.00"))
+    summed["returned_cost"] = sum(
+        (row["returned_cost"] for row in rows), Decimal("0.00")
+    )
     return finish_row(summed)
 
 
@@ -326,8 +341,11 @@ class BreakdownReport(Report):
         breakdown = breakdown_rows(self.filters, self.dimension)
         rows, totals = breakdown.rows, breakdown.totals
         self.rollups_as_of = breakdown.as_of
+        previous = self.filters.previous()
+        before = breakdown_rows(previous, self.dimension)
+        attach_previous(rows, totals, before.rows, before.totals)
         columns = [Column("label", self.dimension.label, "text"), *BREAKDOWN_COLUMNS]
-        return ReportTable(columns, rows, totals)
+        return ReportTable(columns, rows, totals, previous=previous)
 
 
 def _breakdown(code: str, description: str) -> type[BreakdownReport]:
@@ -342,26 +360,6 @@ def _breakdown(code: str, description: str) -> type[BreakdownReport]:
             "dimension": dimension,
         },
     )
-
-
-class ReasonBreakdownReport(
-    _breakdown(  # type: ignore[misc]
-        "reason", "Which reasons leads come back or convert for, and what they cost."
-    )
-):
-    def charts(self, table: ReportTable) -> list[SafeString]:
-        returned = sorted(
-            (row for row in table.rows if row["returns"]),
-            key=lambda row: (-row["returns"], row["label"]),
-        )[:CHART_BARS]
-        return [
-            bar_chart(
-                [(row["label"], row["returns"]) for row in returned],
-                title="Returns by reason",
-                description="Accepted returns per reason, largest first"
-                + (f" (top {CHART_BARS})." if len(returned) == CHART_BARS else "."),
-            )
-        ]
 
 
 SourceBreakdownReport = _breakdown(
@@ -471,21 +469,41 @@ class TrendReport(Report):
         ]
 
 
-def source_score(row: dict[str, Any]) -> float | None:
+def source_score(row: dict[str, Any], *, takes_returns: bool = True) -> float | None:
     """The 0-100 score of docs/reports.md from a by-source row; None without
-    deliveries. A component without data (contact rate with no coded feedback)
-    is left out and the others are scaled up to 100."""
+    deliveries. A component without data (contact rate with no coded feedback,
+    the return rate of a source that takes no returns) is left out and the
+    others are scaled up to 100."""
     if not row["delivered"]:
         return None
     components = {
         "conversion": min((row["conversion_rate"] or 0) / SCORE_CONVERSION_TARGET, 1.0),
-        "returns": max(0.0, 1 - (row["return_rate"] or 0) / SCORE_RETURN_CEILING),
+        # A source that refuses every return has a 0 % return rate that says
+        # nothing about its leads: it must not earn the component for it.
+        "returns": (
+            max(0.0, 1 - (row["return_rate"] or 0) / SCORE_RETURN_CEILING)
+            if takes_returns
+            else None
+        ),
         "contact": row["contact_rate"],
         "coverage": row["coverage"],
     }
     present = {k: v for k, v in components.items() if v is not None}
     weight = sum(SCORE_WEIGHTS[k] for k in present)
     return 100 * sum(SCORE_WEIGHTS[k] * v for k, v in present.items()) / weight
+
+
+NO_RETURNS_NOTE = "Takes no returns: scored without the return rate"
+
+
+def sources_refusing_returns(keys: Iterable[Any]) -> set[Any]:
+    """The sources among `keys` that take no returns (`accepts_return` off: the
+    intake refuses every return about their leads), in one query."""
+    ids = [key for key in keys if key is not None]
+    if not ids:
+        return set()
+    refusing = Source.objects.filter(pk__in=ids, accepts_return=False)
+    return set(refusing.values_list("pk", flat=True))
 
 
 class ScorecardReport(Report):
@@ -497,27 +515,43 @@ class ScorecardReport(Report):
         breakdown = breakdown_rows(self.filters, DIMENSIONS["source"])
         rows = breakdown.rows
         self.rollups_as_of = breakdown.as_of
+        refusing = sources_refusing_returns(row["key"] for row in rows)
         scored = []
         for row in rows:
-            row["score"] = source_score(row)
+            takes_returns = row["key"] not in refusing
+            row["score"] = source_score(row, takes_returns=takes_returns)
+            row["note"] = "" if takes_returns else NO_RETURNS_NOTE
+            if not takes_returns:
+                # Its 0 % says nothing: shown as no rate, like the score ignores it.
+                row["return_rate"] = None
             if row["score"] is not None:
                 scored.append(row)
         scored.sort(key=lambda r: (-r["score"], r["label"]))
         for rank, row in enumerate(scored, 1):
             row["rank"] = rank
+        previous = self.filters.previous()
+        before = breakdown_rows(previous, DIMENSIONS["source"]).rows
+        for row in before:
+            takes_returns = row["key"] not in refusing
+            row["score"] = source_score(row, takes_returns=takes_returns)
+            if not takes_returns:
+                row["return_rate"] = None
+        attach_previous(scored, None, before, None)
         columns = [
-            Column("rank", "Rank"),
             Column("label", "Source", "text"),
-            Column("score", "Score", "score"),
+            Column("rank", "Rank"),
+            Column("score", "Score", "score", compare=True),
             Column("delivered", "Delivered"),
             Column("conversions", "Conversions"),
-            Column("conversion_rate", "Conversion rate", "rate"),
+            Column("conversion_rate", "Conversion rate", "rate", compare=True),
             Column("returns", "Returns"),
-            Column("return_rate", "Return rate", "rate"),
-            Column("contacted", "Contacted"),
-            Column("not_contacted", "Not contacted"),
+            Column("return_rate", "Return rate", "rate", compare=True),
+            Column("refused_returns", "Refused returns"),
+            Column("contacted", "Contacted", default=False),
+            Column("not_contacted", "Not contacted", default=False),
             Column("contact_rate", "Contact rate", "rate"),
-            Column("covered", "With feedback"),
+            Column("covered", "With feedback", default=False),
             Column("coverage", "Feedback coverage", "rate"),
+            Column("note", "Note", "text"),
         ]
-        return ReportTable(columns, scored)
+        return ReportTable(columns, scored, previous=previous)

@@ -5,12 +5,12 @@ from reporting.reports.breakdowns import (
     BuyerBreakdownReport,
     FlowBreakdownReport,
     KindBreakdownReport,
-    ReasonBreakdownReport,
     ScorecardReport,
     SourceBreakdownReport,
     TrendReport,
 )
 from reporting.reports.operations import BillingReport, DeliveryHealthReport
+from reporting.reports.reasons import ReasonBreakdownReport, ReturnsMatrixReport
 from reporting.reports.returns import ReturnsResolutionReport
 from reporting.reports.time_to_feedback import (
     BuyerTimeToFeedbackReport,
@@ -29,6 +29,7 @@ REPORTS: dict[str, type[Report]] = {
         SourceTimeToFeedbackReport,
         BuyerTimeToFeedbackReport,
         ScorecardReport,
+        ReturnsMatrixReport,
         ReturnsResolutionReport,
         DeliveryHealthReport,
         BillingReport,

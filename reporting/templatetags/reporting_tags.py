@@ -10,7 +10,11 @@ from reporting.reports import Column
 
 register = template.Library()
 
-NUMERIC = frozenset({"count", "money", "rate", "number", "score", "seconds"})
+NUMERIC = frozenset(
+    {"count", "count_share", "money", "rate", "number", "score", "seconds"}
+)
+# Money at or above this reads in whole units on the page (the CSV keeps cents).
+WHOLE_MONEY = Decimal(10_000)
 
 
 def duration(seconds: float) -> str:
@@ -39,7 +43,10 @@ def cell(row: dict[str, Any], column: Column) -> str:
     if kind == "count" and isinstance(value, int):
         return f"{value:,}"
     if kind == "money":
-        return f"{Decimal(value):,.2f}"
+        return money(Decimal(value))
+    if kind == "count_share":
+        count, share = value
+        return f"{count:,}" if share is None else f"{count:,} ({share * 100:.0f} %)"
     if kind == "rate":
         return f"{value * 100:.1f} %"
     if kind == "number":
@@ -53,6 +60,53 @@ def cell(row: dict[str, Any], column: Column) -> str:
     if isinstance(value, datetime.date):
         return value.isoformat()
     return str(value)
+
+
+def money(value: Decimal) -> str:
+    return f"{value:,.0f}" if abs(value) >= WHOLE_MONEY else f"{value:,.2f}"
+
+
+@register.filter
+def previous_cell(row: dict[str, Any], column: Column) -> str:
+    """The previous period's figure under a compared one: "was 108 (+12)", or
+    for a rate "was 4.2 % (+1.1 pt)". A group absent then had none of it; a
+    figure the previous period does not give (a total's share) is left out."""
+    previous = row.get("previous")
+    if previous is None or (previous and column.key not in previous):
+        return ""
+    before = previous.get(column.key)
+    if before is None and column.kind == "count":
+        before = 0
+    if before is None:
+        return "was —"
+    text = "was " + cell({"v": before}, Column("v", "", column.kind))
+    now = row.get(column.key)
+    if now is None:
+        return text
+    if column.kind == "rate":
+        return f"{text} ({(now - before) * 100:+.1f} pt)"
+    if column.kind == "count":
+        return f"{text} ({now - before:+,})" if now != before else text
+    if column.kind == "score":
+        return f"{text} ({now - before:+.1f})"
+    return text
+
+
+@register.filter
+def has_optional(columns: list[Column]) -> bool:
+    return any(not column.default for column in columns)
+
+
+@register.filter
+def shown(columns: list[Column], chosen: Any) -> list[Column]:
+    """The columns the page shows: the chosen keys, else the defaults; the first
+    column always."""
+    keys = set(chosen or ()) & {column.key for column in columns}
+    return [
+        column
+        for n, column in enumerate(columns)
+        if n == 0 or (column.key in keys if keys else column.default)
+    ]
 
 
 @register.filter

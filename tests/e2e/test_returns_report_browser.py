@@ -83,3 +83,54 @@ def test_seller_reads_the_returns_report(
     page.screenshot(
         path=str(SCREENSHOTS / f"returns-resolution-{width}.png"), full_page=True
     )
+
+
+@pytest.mark.parametrize(("width", "height"), [(1366, 900), (390, 844)])
+def test_seller_reads_why_leads_come_back_and_what_they_credit(
+    page: Page, live_server, staff_user, width, height
+):
+    """By reason counts the story's March returns by feedback date: their credits
+    (the story's table) are 40.00 + 40.00 + 10.00 for Wrong number (#1, #9
+    approved in April, #10 at 50 %), 12.50 for Duplicate (#2) and 10.00 for the
+    blank reason (#6); #11's credit is voided."""
+    Story().write()
+    page.set_viewport_size({"width": width, "height": height})
+    log_in(page, live_server.url, staff_user.username)
+    page.goto(f"{live_server.url}/reports/by-reason/?{MARCH}&basis=feedback")
+
+    expect(page.locator("#id_kind")).to_have_value("return")
+    rows = page.locator("#report-table tbody tr")
+    credits = {
+        "Wrong number": "90.00",
+        "Duplicate": "12.50",
+        "(no reason)": "10.00",
+    }
+    column = page.locator("#report-table thead th").all_inner_texts()
+    index = [text.strip().lower() for text in column].index("credits")
+    for reason, amount in credits.items():
+        row = rows.filter(has=page.locator("th", has_text=reason))
+        expect(row.locator("th, td").nth(index)).to_have_text(amount)
+    total = page.locator("#report-table tfoot")
+    total.scroll_into_view_if_needed()
+    expect(total.locator("th")).to_have_text("Total")
+    expect(total.locator("th, td").nth(index)).to_have_text("112.50")
+    if width == 1366:
+        box = page.locator('#report-table th[data-column="credits"]').bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] <= width
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth"
+        " - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(
+        path=str(SCREENSHOTS / f"by-reason-credits-{width}.png"), full_page=True
+    )
+
+    page.get_by_role("link", name="Returns by source and reason").click()
+    expect(page.locator("#report-table thead th").first).to_have_text("Source")
+    expect(page.locator("#report-table tfoot th")).to_have_text("Total")
+    page.screenshot(
+        path=str(SCREENSHOTS / f"returns-matrix-story-{width}.png"), full_page=True
+    )

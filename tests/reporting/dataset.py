@@ -158,6 +158,42 @@ def build(*, groups: int = 2, per_group: int = 12, seed: int = 7) -> DataSet:
     return DataSet(deliveries, all_feedback, sources, flows, buyers)
 
 
+def add_forwarding(sources) -> None:
+    """One config per source with a succeeded and a retrying notification."""
+    for source in sources:
+        config = FeedbackConfig.objects.create(
+            source=source, kind=Kind.CONVERSION, url="https://example.com/hook"
+        )
+        carriers = list(
+            Feedback.objects.filter(
+                source=source,
+                delivery__delivered_at__gte=RANGE_START,
+                delivery__delivered_at__lt=RANGE_END,
+            ).order_by("pk")[:2]
+        )
+        for carrier, status in zip(carriers, ("succeeded", "retrying"), strict=False):
+            notification = Notification.objects.create(
+                feedback=carrier,
+                config=config,
+                source=source,
+                kind=Kind.CONVERSION,
+                lead_delivered_at=carrier.delivery.delivered_at,
+                status=status,
+                attempt_count=1,
+                created_at=datetime.datetime(2025, 3, 5, tzinfo=UTC),
+            )
+            NotificationAttempt.objects.create(
+                notification=notification,
+                number=1,
+                started_at=notification.created_at,
+                duration_ms=100,
+                request_method="POST",
+                request_url=config.url,
+                response_status=200 if status == "succeeded" else 503,
+                outcome="success" if status == "succeeded" else "error",
+            )
+
+
 # Independent expectations --------------------------------------------------------
 
 

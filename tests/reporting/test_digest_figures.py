@@ -15,7 +15,8 @@ from reporting.digests.periods import Period
 from reporting.digests.render import digest_render
 from reporting.filters import Basis, ReportFilters
 from reporting.models import Digest
-from reporting.reports.breakdowns import ReasonBreakdownReport, SourceBreakdownReport
+from reporting.reports.breakdowns import SourceBreakdownReport
+from reporting.reports.reasons import ReasonBreakdownReport
 from sources.models import Kind
 from tests.reporting import dataset
 

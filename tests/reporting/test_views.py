@@ -12,16 +12,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from feedback.forwarding.models import Notification, NotificationAttempt
-from feedback.models import Feedback
 from reporting.models import RollupState
 from reporting.reports import REPORTS, SourceBreakdownReport
 from reporting.rollups import rollups_refresh
 from reporting.views import SECTIONS
-from sources.models import FeedbackConfig, Kind
 from tests.factories import UserFactory
 from tests.reporting import dataset
-from tests.reporting.dataset import END, START, UTC
+from tests.reporting.dataset import END, START
 
 pytestmark = pytest.mark.django_db
 
@@ -201,29 +198,29 @@ def test_csv_matches_the_table_and_is_formula_safe(staff_client):
     )
     rows = list(csv.reader(io.StringIO(response.content.decode())))
     header, body = rows[0], rows[1:]
-    assert header[:3] == ["Reason", "Delivered", "Feedback received"]
-    assert "Conversion rate (%)" in header
+    # Narrowed to returns unless the query names a kind.
+    assert header[:3] == ["Reason", "Returns", "Returns, previous period"]
+    assert "Rate on all deliveries (%)" in header
+    assert "Delivered" not in header
     labels = [row[0] for row in body]
     # The reason a buyer typed as a formula is text in the spreadsheet.
     assert '\'=HYPERLINK("x")' in labels
     assert '=HYPERLINK("x")' not in labels
-    table = REPORTS["by-reason"](_filters()).generate()
+    table = REPORTS["by-reason"](_filters(kind="return")).generate()
     by_label = {row["label"]: row for row in table.rows}
-    rate_column = header.index("Return rate (%)")
-    for row in body:
+    rate_column = header.index("Share of returns (%)")
+    for row in body[:-1]:
         label = row[0].removeprefix("'")
         expected = by_label[label]
-        assert int(row[1]) == expected["delivered"]
-        if expected["return_rate"] is None:
-            assert row[rate_column] == ""
-        else:
-            assert float(row[rate_column]) == round(expected["return_rate"] * 100, 2)
+        assert int(row[1]) == expected["returns"]
+        assert float(row[rate_column]) == round(expected["share"] * 100, 2)
+    assert body[-1][0] == "Total"
 
 
-def _filters():
+def _filters(**extra):
     from reporting.filters import ReportFilters
 
-    return ReportFilters(start=START, end=END)
+    return ReportFilters(start=START, end=END, **extra)
 
 
 def test_csv_of_a_breakdown_ends_with_the_total(staff_client):
@@ -269,36 +266,6 @@ def test_chart_text_is_escaped():
     assert ">3</text>" in svg
 
 
-def _add_forwarding(sources) -> None:
-    """One config per source with a succeeded and a retrying notification."""
-    for source in sources:
-        config = FeedbackConfig.objects.create(
-            source=source, kind=Kind.CONVERSION, url="https://example.com/hook"
-        )
-        carriers = list(Feedback.objects.filter(source=source)[:2])
-        for carrier, status in zip(carriers, ("succeeded", "retrying"), strict=False):
-            notification = Notification.objects.create(
-                feedback=carrier,
-                config=config,
-                source=source,
-                kind=Kind.CONVERSION,
-                lead_delivered_at=carrier.delivery.delivered_at,
-                status=status,
-                attempt_count=1,
-                created_at=datetime.datetime(2025, 3, 5, tzinfo=UTC),
-            )
-            NotificationAttempt.objects.create(
-                notification=notification,
-                number=1,
-                started_at=notification.created_at,
-                duration_ms=100,
-                request_method="POST",
-                request_url=config.url,
-                response_status=200 if status == "succeeded" else 503,
-                outcome="success" if status == "succeeded" else "error",
-            )
-
-
 def _query_counts(client) -> dict[str, int]:
     counts = {}
     for code in REPORTS:
@@ -316,7 +283,7 @@ def _query_counts(client) -> dict[str, int]:
 @pytest.mark.parametrize("rollups", [False, True], ids=["live", "rollups"])
 def test_queries_do_not_grow_with_the_number_of_groups(staff_client, rollups):
     few = dataset.build(groups=2, per_group=6, seed=1)
-    _add_forwarding(few.sources)
+    dataset.add_forwarding(few.sources)
     if rollups:
         rollups_refresh()
     small = _query_counts(staff_client)
@@ -324,7 +291,7 @@ def test_queries_do_not_grow_with_the_number_of_groups(staff_client, rollups):
     assert len(table.rows) == 2
 
     many = dataset.build(groups=20, per_group=6, seed=2)
-    _add_forwarding(many.sources[2:])  # the first two are the same sources
+    dataset.add_forwarding(many.sources[2:])  # the first two are the same sources
     if rollups:
         rollups_refresh()
     large = _query_counts(staff_client)
