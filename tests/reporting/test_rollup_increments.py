@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from feedback.models import DeliveryEvent, Feedback
 from reporting.models import DailyRollup, RollupState, TimingRollup
-from reporting.rollups import LATE_COMMIT_MARGIN, rollups_refresh
+from reporting.rollups import FEEDBACK_SIDE, LATE_COMMIT_MARGIN, rollups_refresh
 from sources.models import Kind
 from tests.factories import LeadFactory
 from tests.reporting import dataset
@@ -22,19 +22,7 @@ from tests.reporting.dataset import UTC
 
 pytestmark = pytest.mark.django_db
 
-MEASURES = (
-    "delivered",
-    "cost",
-    "covered",
-    "received",
-    "accepted",
-    "refused",
-    "revenue",
-    "quality_sum",
-    "quality_count",
-    "contacted",
-    "not_contacted",
-)
+MEASURES = ("delivered", "cost", "covered", *FEEDBACK_SIDE)
 
 
 def snapshot() -> tuple[dict, dict]:

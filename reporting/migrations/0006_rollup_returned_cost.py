@@ -9,7 +9,7 @@ def rebuild_on_next_refresh(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("reporting", "0004_digests"),
+        ("reporting", "0005_rollup_gaps"),
     ]
 
     operations = [
