@@ -77,6 +77,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "feedback.api.middleware.RefuseUnstorableUrlText",
     "feedback.api.throttling.RateLimitHeadersMiddleware",
+    # Keeps the request's user and address at hand for the audit log.
+    "feedback.audit.context.AuditScopeMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -401,6 +403,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("LEADBACK_SWEEP_INTERVAL_S", 5.0) * 6,
         "options": {"expires": 60},
     },
+    # Deletes audit log rows older than LEADBACK_AUDIT_RETENTION_DAYS.
+    "expire-audit-entries": {
+        "task": "feedback.tasks.expire_audit_entries_task",
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
+    },
 }
 CELERY_TIMEZONE = "UTC"
 
@@ -410,6 +418,9 @@ CELERY_TIMEZONE = "UTC"
 # address is the client's. Rate limits and login lockouts count per client address,
 # so too high a number lets a client choose its own.
 LEADBACK_TRUSTED_PROXIES = env_int("LEADBACK_TRUSTED_PROXIES", 0, minimum=0)
+# Days the audit log (exports of personal data, configuration changes) is kept;
+# older rows are deleted every hour.
+LEADBACK_AUDIT_RETENTION_DAYS = env_int("LEADBACK_AUDIT_RETENTION_DAYS", 730, minimum=1)
 # Rate limits ("<requests>/<s|min|h|day>", fixed windows counted in the cache). The
 # API and the LeadConduit URL per API key; calls without a valid key (how keys would
 # be guessed) per client address.

@@ -8,6 +8,7 @@ import logging
 
 from celery import shared_task
 
+from feedback.audit.services import audit_expire
 from feedback.forwarding import tasks as forwarding_tasks
 from feedback.imports import tasks as import_tasks
 from feedback.services import idempotency_keys_purge
@@ -15,6 +16,7 @@ from feedback.suppression.services import suppression_entries_expire
 from feedback.webhooks import tasks as webhook_tasks
 
 __all__ = [
+    "expire_audit_entries_task",
     "expire_suppression_entries_task",
     "forwarding_tasks",
     "import_tasks",
@@ -36,4 +38,11 @@ def purge_idempotency_keys_task() -> int:
 def expire_suppression_entries_task() -> int:
     deleted = suppression_entries_expire()
     logger.info("expired %d suppression entries", deleted)
+    return deleted
+
+
+@shared_task
+def expire_audit_entries_task() -> int:
+    deleted = audit_expire()
+    logger.info("expired %d audit log entries", deleted)
     return deleted
