@@ -1,10 +1,13 @@
 """The audit log in the admin: read and filtered, never added to, changed or
 deleted (rows go only when they are older than the retention)."""
 
+from typing import Any
+
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html, format_html_join
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from feedback.adminkit import ReadOnlyAdmin, short_text
@@ -39,15 +42,7 @@ class ActorKindFilter(admin.SimpleListFilter):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyAdmin[AuditEntry]):
-    list_display = (
-        "occurred_at",
-        "kind",
-        "what",
-        "actor",
-        "via",
-        "address",
-        "rows",
-    )
+    list_display = ("occurred_at", "kind", "what", "who", "via", "address", "rows")
     list_filter = (
         "kind",
         "via",
@@ -59,61 +54,80 @@ class AuditEntryAdmin(ReadOnlyAdmin[AuditEntry]):
     date_hierarchy = "occurred_at"
     list_per_page = 50
     show_full_result_count = False
-    fieldsets = (
-        (None, {"fields": ("occurred_at", "kind", "what", "changed_fields")}),
-        (
-            "Who",
-            {"fields": ("actor", "actor_user", "actor_key", "via", "address")},
-        ),
-        (
-            "Export",
-            {
-                "fields": ("filters", "row_count"),
-                "description": "For exports: the filters of the download, with "
-                "searched contact details withheld, and how many rows it held.",
-            },
-        ),
-    )
     readonly_fields = (
         "occurred_at",
         "kind",
         "what",
         "changed_fields",
-        "actor",
-        "actor_user",
-        "actor_key",
+        "who",
         "via",
         "address",
         "filters",
         "row_count",
     )
+    who_fieldset = ("Who and from where", {"fields": ("who", "via", "address")})
+    change_fieldsets = (
+        (None, {"fields": ("occurred_at", "kind", "what", "changed_fields")}),
+        who_fieldset,
+    )
+    export_fieldsets = (
+        (None, {"fields": ("occurred_at", "kind", "what")}),
+        who_fieldset,
+        (
+            "Export",
+            {
+                "fields": ("filters", "row_count"),
+                "description": "The filters of the download, with searched contact "
+                "details withheld, and how many rows it held.",
+            },
+        ),
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEntry]:
         return audit_entry_list()
 
+    def get_fieldsets(self, request: HttpRequest, obj: AuditEntry | None = None) -> Any:
+        if obj is not None and obj.kind == AuditEntry.Kind.EXPORT:
+            return self.export_fieldsets
+        return self.change_fieldsets
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {"title": "Audit log", **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
     @admin.display(description="what", ordering="subject")
     def what(self, obj: AuditEntry) -> SafeString:
+        if obj.kind == AuditEntry.Kind.EXPORT:
+            if obj.object_repr:
+                return format_html("{} for {}", obj.subject, obj.object_repr)
+            return format_html("{}", obj.subject)
         if obj.object_repr:
             return format_html("{} “{}”", obj.subject, obj.object_repr)
         if obj.object_id:
             return format_html("{} #{}", obj.subject, obj.object_id)
         return format_html("{}", obj.subject)
 
+    @admin.display(description="actor", ordering="actor")
+    def who(self, obj: AuditEntry) -> SafeString:
+        """The actor as named then, linked to the user or key while it exists."""
+        if obj.actor_user_id is not None:
+            url = reverse("admin:auth_user_change", args=[obj.actor_user_id])
+        elif obj.actor_key_id is not None:
+            url = reverse("admin:feedback_apikey_change", args=[obj.actor_key_id])
+        else:
+            return format_html("{}", obj.actor)
+        return format_html('<a href="{}">{}</a>', url, obj.actor)
+
     @admin.display(description="rows", ordering="row_count")
     def rows(self, obj: AuditEntry) -> str:
         return "" if obj.row_count is None else f"{obj.row_count:,}"
 
     @admin.display(description="fields changed")
-    def changed_fields(self, obj: AuditEntry) -> SafeString | str:
-        if not obj.fields:
-            return "—"
-        return format_html(
-            "<ul class='audit-fields'>{}</ul>",
-            format_html_join("", "<li>{}</li>", ((name,) for name in obj.fields)),
-        )
+    def changed_fields(self, obj: AuditEntry) -> str:
+        return ", ".join(obj.fields) if obj.fields else "—"
 
     @admin.display(description="filters")
     def filters(self, obj: AuditEntry) -> SafeString | str:
-        if not obj.query:
-            return "none" if obj.kind == AuditEntry.Kind.EXPORT else "—"
-        return short_text(obj.query, 400)
+        return short_text(obj.query, 400) if obj.query else "none: every row"

@@ -14,7 +14,7 @@ class AuditEntry(models.Model):
     """
 
     class Kind(models.TextChoices):
-        EXPORT = "export", "export of personal data"
+        EXPORT = "export", "exported personal data"
         ADDITION = "addition", "added"
         CHANGE = "change", "changed"
         DELETION = "deletion", "deleted"
@@ -27,8 +27,8 @@ class AuditEntry(models.Model):
         OTHER = "other", "other"
 
     occurred_at = models.DateTimeField(default=timezone.now)
-    kind = models.CharField(max_length=16, choices=Kind.choices)
-    via = models.CharField(max_length=16, choices=Via.choices)
+    kind = models.CharField("action", max_length=16, choices=Kind.choices)
+    via = models.CharField("channel", max_length=16, choices=Via.choices)
     # The actor as it was named then: the user or key may be deleted later.
     actor = models.CharField(max_length=200)
     actor_user = models.ForeignKey(
@@ -67,8 +67,8 @@ class AuditEntry(models.Model):
     row_count = models.PositiveIntegerField("rows", null=True, blank=True)
 
     class Meta:
-        verbose_name = "audit entry"
-        verbose_name_plural = "audit log"
+        verbose_name = "audit log entry"
+        verbose_name_plural = "audit log entries"
         # Only seeing: nothing may add, change or delete a row through
         # permissions, superusers' pages included (the admin refuses too).
         default_permissions = ("view",)
@@ -80,4 +80,4 @@ class AuditEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} {self.subject} by {self.actor}"
+        return f"{self.actor} {self.get_kind_display()}: {self.subject}"

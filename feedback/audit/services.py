@@ -119,9 +119,11 @@ def redacted_query(params: Any) -> str:
     parts = []
     for name in params:
         for value in params.getlist(name):
+            if not value:  # a filter left empty filters nothing
+                continue
             shown = value
             if name.lower() in SEARCH_PARAMETERS or looks_like_contact(value):
-                shown = WITHHELD if value else ""
+                shown = WITHHELD
             parts.append(f"{name}={shown}")
     return "&".join(parts)
 
