@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from feedback import months
 from feedback.audit.models import AuditEntry
-from feedback.audit.services import audit_key_change
+from feedback.audit.services import audit_change
 from feedback.bulk import instances_copy
 from feedback.models import (
     ApiKey,
@@ -82,7 +82,7 @@ def api_key_create(
             key_hash=hash_api_key(raw_key),
             created_by=created_by,
         )
-        audit_key_change(api_key=api_key, kind=AuditEntry.Kind.ADDITION)
+        audit_change(obj=api_key, kind=AuditEntry.Kind.ADDITION)
     return api_key, raw_key
 
 
@@ -92,8 +92,8 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
         with transaction.atomic():
             api_key.revoked_at = timezone.now()
             api_key.save(update_fields=["revoked_at"])
-            audit_key_change(
-                api_key=api_key, kind=AuditEntry.Kind.CHANGE, fields=["revoked_at"]
+            audit_change(
+                obj=api_key, kind=AuditEntry.Kind.CHANGE, fields=["revoked_at"]
             )
     return api_key
 

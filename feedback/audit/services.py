@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from feedback.audit.context import (
@@ -22,7 +23,6 @@ from feedback.audit.context import (
     request_actor,
 )
 from feedback.audit.models import AuditEntry
-from feedback.models import ApiKey
 
 T = TypeVar("T")
 
@@ -218,15 +218,15 @@ def audit_config_change(
     )
 
 
-def audit_key_change(
-    *, api_key: ApiKey, kind: str, fields: Sequence[str] = ()
-) -> AuditEntry:
-    """Record the creation or revocation of an API key."""
+def audit_change(*, obj: Model, kind: str, fields: Sequence[str] = ()) -> AuditEntry:
+    """Record a change a service made outside the admin's change log (a key
+    created or revoked, a source paused)."""
+    label = obj._meta.label_lower
     return audit_record(
         kind=kind,
-        subject=str(ApiKey._meta.verbose_name),
-        object_id=api_key.pk,
-        object_repr=str(api_key),
+        subject=str(obj._meta.verbose_name),
+        object_id=obj.pk,
+        object_repr=str(obj) if label in NAMED_OBJECTS else "",
         fields=fields,
     )
 

@@ -633,3 +633,45 @@ def test_retention_deletes_only_rows_older_than_the_setting(settings):
     assert expire_audit_entries_task() == 0
 
     assert list(AuditEntry.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+# Changes made by services outside the admin's change log -----------------------
+
+
+def test_pausing_a_source_by_api_and_resuming_it_in_the_admin(
+    integration_client, integration_key, staff_client
+):
+    source = SourceFactory(slug="bluesky-leads", name="Bluesky Leads")
+    AuditEntry.objects.all().delete()
+
+    paused = integration_client.post(
+        "/api/v1/sources/bluesky-leads/pause",
+        {"reason": "Return rate above 15%"},
+        format="json",
+        REMOTE_ADDR="192.0.2.10",
+    )
+    resumed = staff_client.post(
+        reverse("admin:sources_source_resume", args=[source.pk])
+    )
+
+    assert paused.status_code == 200
+    assert resumed.status_code == 302
+    by_key, by_staff = AuditEntry.objects.order_by("pk")
+    assert (by_key.kind, by_key.subject, by_key.object_repr) == (
+        AuditEntry.Kind.CHANGE,
+        "source",
+        "Bluesky Leads",
+    )
+    assert (by_key.via, by_key.actor_key, by_key.address) == (
+        AuditEntry.Via.API,
+        integration_key[0],
+        "192.0.2.10",
+    )
+    assert by_key.fields == ["status", "paused_reason"]
+    assert "Return rate" not in row_text(by_key)
+    assert (by_staff.via, by_staff.actor, by_staff.address) == (
+        AuditEntry.Via.ADMIN,
+        "admin",
+        ADDRESS,
+    )
+    assert by_staff.fields == ["status"]
