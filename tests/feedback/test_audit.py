@@ -221,6 +221,49 @@ def test_a_refused_listing_records_nothing(buyer_client):
     assert not AuditEntry.objects.exists()
 
 
+def test_refused_import_rows_downloaded_by_api_portal_and_admin(
+    buyer, buyer_client, buyer_key, buyer_user, client, staff_user
+):
+    from feedback.imports.models import FeedbackImport
+    from feedback.imports.services import feedback_import_process
+    from tests.feedback.test_imports_api import csv_bytes, post_file
+
+    delivery = DeliveryEventFactory(buyer=buyer)
+    imported = post_file(
+        buyer_client,
+        csv_bytes([[delivery.event_id, "refund", ""], ["f" * 24, "x", ""]]),
+    ).json()
+    feedback_import = FeedbackImport.objects.get()
+    feedback_import_process(import_id=feedback_import.pk)
+    AuditEntry.objects.all().delete()
+
+    by_key = buyer_client.get(imported["links"]["refused_csv"], REMOTE_ADDR=ADDRESS)
+    client.force_login(buyer_user)
+    by_buyer = client.get(
+        f"/portal/imports/{feedback_import.public_id}/refused.csv", REMOTE_ADDR=ADDRESS
+    )
+    client.force_login(staff_user)
+    by_staff = client.get(
+        reverse("admin:feedback_feedbackimport_refused", args=[feedback_import.pk]),
+        REMOTE_ADDR=ADDRESS,
+    )
+
+    assert [r.status_code for r in (by_key, by_buyer, by_staff)] == [200, 200, 200]
+    rows = list(AuditEntry.objects.order_by("pk"))
+    assert [(r.via, r.actor) for r in rows] == [
+        (AuditEntry.Via.API, f"API key {buyer_key[0].prefix}… (crm)"),
+        (AuditEntry.Via.PORTAL, "alice"),
+        (AuditEntry.Via.ADMIN, "admin"),
+    ]
+    for row in rows:
+        assert row.subject == f"import {feedback_import.public_id} refused rows"
+        assert (row.row_count, row.address, row.object_repr) == (
+            2,
+            ADDRESS,
+            "Acme Insurance",
+        )
+
+
 def test_contact_details_in_any_filter_are_withheld():
     from django.http import QueryDict
 
