@@ -40,6 +40,14 @@ class ActorKindFilter(admin.SimpleListFilter):
         return None
 
 
+class ActorUserFilter(admin.RelatedOnlyFieldListFilter):
+    """The users in the log; entries without one are under "actor"."""
+
+    @property
+    def include_empty_choice(self) -> bool:
+        return False
+
+
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyAdmin[AuditEntry]):
     list_display = ("occurred_at", "kind", "what", "who", "via", "address", "rows")
@@ -47,7 +55,7 @@ class AuditEntryAdmin(ReadOnlyAdmin[AuditEntry]):
         "kind",
         "via",
         ActorKindFilter,
-        ("actor_user", admin.RelatedOnlyFieldListFilter),
+        ("actor_user", ActorUserFilter),
         "occurred_at",
     )
     search_fields = ("actor", "subject", "object_repr", "object_id", "address")

@@ -16,6 +16,7 @@ from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils import timezone
 
+from feedback.audit.context import Actor
 from feedback.audit.models import AuditEntry
 from feedback.audit.services import (
     audit_expire,
@@ -637,6 +638,16 @@ def test_the_log_is_filtered_and_searched(staff_client):
         fields=["Name"],
     )
 
+    carol = UserFactory(username="carol", is_staff=True)
+    dave = UserFactory(username="dave", is_staff=True)
+    for user in (carol, dave):
+        audit_record(
+            kind=AuditEntry.Kind.DELETION,
+            subject="buyer",
+            actor=Actor(user.username, user=user),
+        )
+
+    by_carol = staff_client.get(LOG, {"actor_user__id__exact": carol.pk})
     exports = staff_client.get(LOG, {"kind__exact": "export"})
     found = staff_client.get(LOG, {"q": "Bluesky"})
     today = timezone.localdate()
@@ -653,6 +664,7 @@ def test_the_log_is_filtered_and_searched(staff_client):
         reverse("admin:feedback_auditentry_change", args=[key_row.pk])
     )
 
+    assert by_carol.context["cl"].result_count == 1
     assert exports.context["cl"].result_count == 1
     assert found.context["cl"].result_count == 1
     assert "source “Bluesky Leads”" in found.content.decode()
