@@ -41,7 +41,7 @@ class ActorKindFilter(admin.SimpleListFilter):
 
 
 class ActorUserFilter(admin.RelatedOnlyFieldListFilter):
-    """The users in the log; entries without one are under "actor"."""
+    """The users (or keys) in the log; entries without one are under "actor"."""
 
     @property
     def include_empty_choice(self) -> bool:
@@ -56,6 +56,7 @@ class AuditEntryAdmin(ReadOnlyAdmin[AuditEntry]):
         "via",
         ActorKindFilter,
         ("actor_user", ActorUserFilter),
+        ("actor_key", ActorUserFilter),
         "occurred_at",
     )
     search_fields = ("actor", "subject", "object_repr", "object_id", "address")
@@ -119,14 +120,18 @@ class AuditEntryAdmin(ReadOnlyAdmin[AuditEntry]):
 
     @admin.display(description="actor", ordering="actor")
     def who(self, obj: AuditEntry) -> SafeString:
-        """The actor as named then, linked to the user or key while it exists."""
+        """The actor as named then, linked to everything the same user or key
+        did while it exists."""
         if obj.actor_user_id is not None:
-            url = reverse("admin:auth_user_change", args=[obj.actor_user_id])
+            query = f"actor_user__id__exact={obj.actor_user_id}"
         elif obj.actor_key_id is not None:
-            url = reverse("admin:feedback_apikey_change", args=[obj.actor_key_id])
+            query = f"actor_key__id__exact={obj.actor_key_id}"
         else:
             return format_html("{}", obj.actor)
-        return format_html('<a href="{}">{}</a>', url, obj.actor)
+        url = f"{reverse('admin:feedback_auditentry_changelist')}?{query}"
+        return format_html(
+            '<a href="{}" title="Everything {} did">{}</a>', url, obj.actor, obj.actor
+        )
 
     @admin.display(description="rows", ordering="row_count")
     def rows(self, obj: AuditEntry) -> str:

@@ -648,6 +648,11 @@ def test_the_log_is_filtered_and_searched(staff_client):
         )
 
     by_carol = staff_client.get(LOG, {"actor_user__id__exact": carol.pk})
+    carol_row = AuditEntry.objects.get(actor_user=carol)
+    carol_page = staff_client.get(
+        reverse("admin:feedback_auditentry_change", args=[carol_row.pk])
+    ).content.decode()
+    assert f"?actor_user__id__exact={carol.pk}" in carol_page
     exports = staff_client.get(LOG, {"kind__exact": "export"})
     found = staff_client.get(LOG, {"q": "Bluesky"})
     today = timezone.localdate()
