@@ -77,6 +77,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "feedback.api.middleware.RefuseUnstorableUrlText",
     "feedback.api.throttling.RateLimitHeadersMiddleware",
+    # Keeps the request's user and address at hand for the audit log.
+    "feedback.audit.context.AuditScopeMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -373,7 +375,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": env_float("LEADBACK_SUPPRESSION_EXPIRE_INTERVAL_S", 3600.0),
         "options": {"expires": 1800},
     },
-    # Clears what the retention settings no longer keep (DESIGN §12), and
+    # Clears what the retention settings no longer keep (DESIGN §12; the audit
+    # log's rows older than LEADBACK_AUDIT_RETENTION_DAYS among them), and
     # sends the erasure notices a lost message or a source's error left behind.
     "apply-retention": {
         "task": "feedback.tasks.apply_retention_task",
@@ -437,6 +440,9 @@ LEADBACK_RETAIN_LEAD_DATA_DAYS = env_int("LEADBACK_RETAIN_LEAD_DATA_DAYS", 0, mi
 # address is the client's. Rate limits and login lockouts count per client address,
 # so too high a number lets a client choose its own.
 LEADBACK_TRUSTED_PROXIES = env_int("LEADBACK_TRUSTED_PROXIES", 0, minimum=0)
+# Days the audit log (exports of personal data, configuration changes) is kept;
+# older rows are deleted every hour.
+LEADBACK_AUDIT_RETENTION_DAYS = env_int("LEADBACK_AUDIT_RETENTION_DAYS", 730, minimum=1)
 # Rate limits ("<requests>/<s|min|h|day>", fixed windows counted in the cache). The
 # API and the LeadConduit URL per API key; calls without a valid key (how keys would
 # be guessed) per client address.

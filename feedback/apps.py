@@ -5,6 +5,7 @@ from django.apps import AppConfig
 # The app's models live with their concern; Django registers a model when its
 # module is imported, and it imports only `feedback.models` by itself.
 CONCERN_MODELS = (
+    "feedback.audit.models",
     "feedback.forwarding.models",
     "feedback.imports.models",
     "feedback.returns.models",
@@ -41,3 +42,7 @@ class FeedbackConfig(AppConfig):
         from feedback.suppression.configuration import SECTION as SUPPRESSION
 
         section_register(SUPPRESSION)
+
+        from feedback.audit.adminlog import adminlog_connect
+
+        adminlog_connect()

@@ -17,6 +17,8 @@ class Role:
     description: str
     # "app_label.codename" patterns; each must match at least one permission.
     permissions: tuple[str, ...]
+    # Patterns taken back out of what `permissions` matched.
+    withheld: tuple[str, ...] = ()
 
 
 ROLES: tuple[Role, ...] = (
@@ -68,6 +70,9 @@ ROLES: tuple[Role, ...] = (
             "axes.view_accessattempt",
             "axes.delete_accessattempt",
         ),
+        # Who exported what, and staff members' addresses, are for the
+        # seller's administrators and analysts.
+        withheld=("feedback.view_auditentry",),
     ),
     Role(
         "Returns reviewer",
@@ -81,6 +86,7 @@ ROLES: tuple[Role, ...] = (
             # not part of seeing the queue.
             "feedback.decide_returns",
         ),
+        withheld=("feedback.view_auditentry",),
     ),
 )
 
@@ -110,7 +116,14 @@ def role_permissions(role: Role, available: list[Permission]) -> list[Permission
                 f"{role.name}: no permission matches {pattern!r}; run migrate first."
             )
         chosen.update((p.pk, p) for p in matched)
-    return list(chosen.values())
+    return [
+        p
+        for p in chosen.values()
+        if not any(
+            fnmatchcase(f"{p.content_type.app_label}.{p.codename}", pattern)
+            for pattern in role.withheld
+        )
+    ]
 
 
 def roles_setup() -> list[RoleResult]:

@@ -24,6 +24,8 @@ from django.db import (
 from django.utils import timezone
 
 from feedback import months
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import audit_change
 from feedback.bulk import instances_copy
 from feedback.models import (
     ApiKey,
@@ -71,22 +73,28 @@ def api_key_create(
         raise ValueError("An integration key belongs to no buyer.")
     visible = secrets.token_hex(4)
     raw_key = f"{API_KEY_PREFIX}{visible}_{secrets.token_urlsafe(30)}"
-    api_key = ApiKey.objects.create(
-        name=name,
-        scope=scope,
-        buyer=buyer,
-        prefix=f"{API_KEY_PREFIX}{visible}",
-        key_hash=hash_api_key(raw_key),
-        created_by=created_by,
-    )
+    with transaction.atomic():
+        api_key = ApiKey.objects.create(
+            name=name,
+            scope=scope,
+            buyer=buyer,
+            prefix=f"{API_KEY_PREFIX}{visible}",
+            key_hash=hash_api_key(raw_key),
+            created_by=created_by,
+        )
+        audit_change(obj=api_key, kind=AuditEntry.Kind.ADDITION)
     return api_key, raw_key
 
 
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     """Revoke a key; it is refused from the next request on."""
     if api_key.revoked_at is None:
-        api_key.revoked_at = timezone.now()
-        api_key.save(update_fields=["revoked_at"])
+        with transaction.atomic():
+            api_key.revoked_at = timezone.now()
+            api_key.save(update_fields=["revoked_at"])
+            audit_change(
+                obj=api_key, kind=AuditEntry.Kind.CHANGE, fields=["revoked_at"]
+            )
     return api_key
 
 

@@ -5,7 +5,7 @@ Django's autodiscovery imports this package; each module registers its models,
 the forwarding, CSV import and returns admins included.
 """
 
-from feedback.admin import buyers, records
+from feedback.admin import audit, buyers, records
 from feedback.forwarding import admin as forwarding
 from feedback.imports import admin as imports
 from feedback.privacy import admin as privacy
@@ -15,6 +15,7 @@ from feedback.suppression import admin as suppression
 from feedback.webhooks import admin as webhooks
 
 __all__ = [
+    "audit",
     "buyers",
     "forwarding",
     "imports",

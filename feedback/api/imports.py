@@ -33,6 +33,8 @@ from rest_framework.views import APIView
 from feedback.api.auth import KeyPrincipal
 from feedback.api.errors import problem_response
 from feedback.api.permissions import IsBuyerKey
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import audit_export
 from feedback.imports.csvfile import FAILURE, SUCCESS
 from feedback.imports.models import FeedbackImport
 from feedback.imports.selectors import (
@@ -269,6 +271,13 @@ class FeedbackImportRefusedCsvApi(APIView):
             buyer=_buyer(request), public_id=public_id
         )
         text = feedback_import_refused_csv(feedback_import=feedback_import)
+        audit_export(
+            request=request,
+            export=f"import {feedback_import.public_id} refused rows",
+            via=AuditEntry.Via.API,
+            rows=feedback_import.refused_rows,
+            scope=feedback_import.buyer,
+        )
         response = Response(text, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = (
             f'attachment; filename="{feedback_import.public_id}-refused.csv"'

@@ -36,6 +36,8 @@ from feedback.api.idempotency import NotExecutedResponse, idempotent
 from feedback.api.permissions import IsApiKey, IsBuyerKey, IsIntegrationKey
 from feedback.api.serializers import AsciiDecimalField, lead_summary
 from feedback.api.views import FeedbackPagination
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import audit_export
 from feedback.models import ApiKey, BuyerPolicy, Feedback
 from feedback.returns.admission import Policies, policy_for
 from feedback.returns.models import Credit, ReturnTransition
@@ -572,7 +574,15 @@ class ReturnListApi(GenericAPIView[Feedback]):
     )
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(return_outputs(page or []))
+        response = self.get_paginated_response(return_outputs(page or []))
+        # Each return names its lead (lead_summary): a listing of personal data.
+        audit_export(
+            request=request,
+            export="GET /api/v1/returns",
+            via=AuditEntry.Via.API,
+            rows=len(page or []),
+        )
+        return response
 
 
 class CreditListApi(GenericAPIView[Credit]):

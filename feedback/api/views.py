@@ -57,6 +57,8 @@ from feedback.api.serializers import (
     feedback_outputs,
     lead_summary,
 )
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import audit_export
 from feedback.filters import FeedbackFilter
 from feedback.forwarding.models import Notification
 from feedback.intake.parse import (
@@ -332,9 +334,17 @@ class FeedbackApi(GenericAPIView[Feedback]):
     )
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(
+        response = self.get_paginated_response(
             FeedbackOutputSerializer(page, many=True).data
         )
+        # Each item names its lead (lead_summary): a listing of personal data.
+        audit_export(
+            request=request,
+            export="GET /api/v1/feedback",
+            via=AuditEntry.Via.API,
+            rows=len(page or []),
+        )
+        return response
 
     @extend_schema(
         request=FeedbackInputSerializer,

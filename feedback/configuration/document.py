@@ -19,6 +19,7 @@ from typing import Any
 from django.db import transaction
 from jsonschema import Draft202012Validator
 
+from feedback.audit.services import audit_config_change
 from feedback.configuration.buyers import (
     buyer_document,
     buyer_from_input,
@@ -487,4 +488,14 @@ def config_import(*, document: object, dry_run: bool) -> ImportReport:
         for section, desired, change in section_plan:
             if change.action != Action.UNCHANGED:
                 section.save(desired)
+        for slug in report.flows_created:
+            audit_config_change(entity="flow", slug=slug, created=True, fields=())
+        for change in report.changes:
+            if change.action != Action.UNCHANGED:
+                audit_config_change(
+                    entity=change.entity,
+                    slug=change.slug,
+                    created=change.action == Action.CREATED,
+                    fields=change.fields,
+                )
     return report

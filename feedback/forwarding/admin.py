@@ -28,6 +28,8 @@ from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
 from feedback.adminkit import ReadOnlyAdmin, ReadOnlyInline, short_text
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import audit_export
 from feedback.forwarding.batches import batch_runs_resend
 from feedback.forwarding.engine import (
     notifications_claim_due,
@@ -558,9 +560,15 @@ class BatchRunAdmin(admin.ModelAdmin[BatchRun]):
         obj = self.get_object(request, unquote(object_id))
         if obj is None or not self.has_view_permission(request, obj):
             raise Http404("No such batch run.")
-        run = BatchRun.objects.only("file_name", "content").get(pk=obj.pk)
+        run = BatchRun.objects.only("file_name", "content", "row_count").get(pk=obj.pk)
         if run.content is None:
             raise Http404("This run's file has not been built.")
+        audit_export(
+            request=request,
+            export=f"batch file {run.file_name}",
+            via=AuditEntry.Via.ADMIN,
+            rows=run.row_count,
+        )
         response = HttpResponse(bytes(run.content), content_type="text/csv")
         response["Content-Disposition"] = content_disposition_header(
             as_attachment=True, filename=run.file_name

@@ -9,6 +9,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import audit_export
 from feedback.imports.models import FeedbackImport
 from feedback.imports.selectors import feedback_import_list, feedback_import_refused_csv
 from feedback.imports.services import feedback_import_requeue
@@ -128,6 +130,13 @@ class FeedbackImportAdmin(admin.ModelAdmin[FeedbackImport]):
         response = HttpResponse(
             feedback_import_refused_csv(feedback_import=obj),
             content_type="text/csv; charset=utf-8",
+        )
+        audit_export(
+            request=request,
+            export=f"import {obj.public_id} refused rows",
+            via=AuditEntry.Via.ADMIN,
+            rows=obj.refused_rows,
+            scope=obj.buyer,
         )
         response["Content-Disposition"] = (
             f'attachment; filename="{obj.public_id}-refused.csv"'

@@ -32,6 +32,8 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from feedback import months
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import Counted, audit_export
 from feedback.intake.parse import MAX_NOTE_CHARS
 from feedback.models import Buyer, BuyerPolicy, Feedback
 from feedback.portal.context import PortalRequest, buyer_required
@@ -672,7 +674,15 @@ def credit_csv(request: HttpRequest) -> HttpResponse:
     portal = _portal(request)
     _, month, credits = _credits_for_month(request)
     stream = io.StringIO()
-    write_csv(stream, _csv_rows(credits), header=CSV_HEADER)
+    rows = Counted(_csv_rows(credits))
+    write_csv(stream, rows, header=CSV_HEADER)
+    audit_export(
+        request=request,
+        export="credits.csv",
+        via=AuditEntry.Via.PORTAL,
+        rows=rows.count,
+        scope=portal.buyer,
+    )
     response = HttpResponse(stream.getvalue(), content_type="text/csv; charset=utf-8")
     filename = f"credits-{portal.buyer.slug}-{_month_value(month)}.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -21,6 +21,8 @@ from feedback.api.serializers import (
     FeedbackInputSerializer,
     notification_reason_for_buyer,
 )
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import Counted, audit_export
 from feedback.filters import DeliveryFilter
 from feedback.forwarding.selectors import feedback_history_for_delivery
 from feedback.imports.selectors import (
@@ -139,7 +141,7 @@ def delivery_csv(request: HttpRequest) -> HttpResponse:
             status=400,
             content_type="text/plain; charset=utf-8",
         )
-    rows = (
+    rows = Counted(
         [
             timezone.localtime(d.delivered_at),
             d.event_id,
@@ -157,6 +159,13 @@ def delivery_csv(request: HttpRequest) -> HttpResponse:
     )
     stream = io.StringIO()
     write_csv(stream, rows, header=CSV_HEADER)
+    audit_export(
+        request=request,
+        export="deliveries.csv",
+        via=AuditEntry.Via.PORTAL,
+        rows=rows.count,
+        scope=portal.buyer,
+    )
     response = HttpResponse(stream.getvalue(), content_type="text/csv; charset=utf-8")
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
     response["Content-Disposition"] = (
@@ -514,6 +523,13 @@ def import_refused_csv(request: HttpRequest, public_id: str) -> HttpResponse:
     response = HttpResponse(
         feedback_import_refused_csv(feedback_import=feedback_import),
         content_type="text/csv; charset=utf-8",
+    )
+    audit_export(
+        request=request,
+        export=f"import {feedback_import.public_id} refused rows",
+        via=AuditEntry.Via.PORTAL,
+        rows=feedback_import.refused_rows,
+        scope=portal.buyer,
     )
     response["Content-Disposition"] = (
         f'attachment; filename="{feedback_import.public_id}-refused.csv"'

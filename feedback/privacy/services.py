@@ -27,6 +27,7 @@ from django.db import transaction
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
+from feedback.audit.services import audit_expire, audit_expired
 from feedback.forwarding.models import BatchAttempt, BatchRun, NotificationAttempt
 from feedback.imports.models import FeedbackImport, FeedbackImportChunk
 from feedback.models import ApiKey, DeliveryEvent, Feedback, IdempotencyKey, Lead
@@ -513,7 +514,13 @@ def person_erase(
 
 # Retention ------------------------------------------------------------------------
 
-RETENTION_KINDS = ("attempt_bodies", "import_files", "batch_files", "lead_data")
+RETENTION_KINDS = (
+    "attempt_bodies",
+    "import_files",
+    "batch_files",
+    "lead_data",
+    "audit_entries",
+)
 
 
 def _cutoff(setting: str, now: datetime) -> datetime | None:
@@ -577,6 +584,7 @@ def retention_due(*, now: datetime | None = None) -> dict[str, int]:
         counts["batch_files"] = _expired_batch_files(cutoff).count()
     if cutoff := _cutoff("LEADBACK_RETAIN_LEAD_DATA_DAYS", now):
         counts["lead_data"] = _expired_leads(cutoff).count()
+    counts["audit_entries"] = audit_expired(now=now).count()
     return counts
 
 
@@ -615,4 +623,5 @@ def retention_apply(*, now: datetime | None = None) -> dict[str, int]:
                 )
                 transaction.on_commit(partial(_evidence_delete, removal.files))
             counts["lead_data"] += len(leads)
+    counts["audit_entries"] = audit_expire(now=now)
     return counts

@@ -41,6 +41,8 @@ from django.utils.timesince import timesince
 from django.utils.translation import ngettext
 
 from feedback.adminkit import ReadOnlyAdmin, short_text
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import Counted, audit_export
 from feedback.models import Buyer, BuyerPolicy, Feedback
 from feedback.returns.admission import credit_amount, policy_for
 from feedback.returns.checks import Check, return_checks
@@ -1051,23 +1053,26 @@ class CreditAdmin(ReadOnlyAdmin[Credit]):
             .order_by("buyer__name", "created_at", "pk")
         )
         stream = io.StringIO()
-        write_csv(
-            stream,
+        rows = Counted(
             (
-                (
-                    credit.buyer.name,
-                    f"{timezone.localtime(credit.created_at):%Y-%m}",
-                    credit.delivery.event_id,
-                    credit.delivery.reference,
-                    credit.feedback.lead.public_id,
-                    credit.reason,
-                    credit.amount,
-                    timezone.localtime(credit.created_at).replace(microsecond=0),
-                    credit_decider(credit),
-                )
-                for credit in credits.iterator(chunk_size=2000)
-            ),
-            header=CSV_HEADER,
+                credit.buyer.name,
+                f"{timezone.localtime(credit.created_at):%Y-%m}",
+                credit.delivery.event_id,
+                credit.delivery.reference,
+                credit.feedback.lead.public_id,
+                credit.reason,
+                credit.amount,
+                timezone.localtime(credit.created_at).replace(microsecond=0),
+                credit_decider(credit),
+            )
+            for credit in credits.iterator(chunk_size=2000)
+        )
+        write_csv(stream, rows, header=CSV_HEADER)
+        audit_export(
+            request=request,
+            export="credits.csv",
+            via=AuditEntry.Via.ADMIN,
+            rows=rows.count,
         )
         response = HttpResponse(
             stream.getvalue(), content_type="text/csv; charset=utf-8"

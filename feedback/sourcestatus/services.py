@@ -2,14 +2,16 @@
 
 The status is advice to the lead distribution system: a paused source still
 receives and forwards feedback. Each change is one transaction that locks the
-source, writes the audit row and emits the webhook event, so an event is sent
-exactly when a change is committed.
+source, writes the audit rows (its history and the audit log) and emits the
+webhook event, so an event is sent exactly when a change is committed.
 """
 
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import audit_change
 from feedback.models import ApiKey
 from feedback.sourcestatus.models import SourceStatusChange
 from feedback.webhooks.services import webhook_emit
@@ -74,6 +76,9 @@ def source_pause(
             api_key=api_key,
             created_at=locked.paused_at,
         )
+        audit_change(
+            obj=locked, kind=AuditEntry.Kind.CHANGE, fields=["status", "paused_reason"]
+        )
         webhook_emit(event="source.paused", payload=source_status_data(locked, via=via))
         _refresh(source, locked)
     return True
@@ -105,6 +110,7 @@ def source_resume(
             user=actor,
             api_key=api_key,
         )
+        audit_change(obj=locked, kind=AuditEntry.Kind.CHANGE, fields=["status"])
         webhook_emit(
             event="source.resumed", payload=source_status_data(locked, via=via)
         )

@@ -27,6 +27,8 @@ from django.utils.http import content_disposition_header, urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
+from feedback.audit.models import AuditEntry
+from feedback.audit.services import audit_export
 from feedback.suppression.digests import (
     HEX_MD5,
     HEX_SHA256,
@@ -306,6 +308,12 @@ class SuppressionEntryAdmin(admin.ModelAdmin[SuppressionEntry]):
     def export_entries(
         self, request: HttpRequest, queryset: QuerySet[SuppressionEntry]
     ) -> StreamingHttpResponse:
+        audit_export(
+            request=request,
+            export="suppression-selected.csv",
+            via=AuditEntry.Via.ADMIN,
+            rows=queryset.count(),
+        )
         return export_response(queryset, "suppression-selected.csv")
 
     def add_view(
@@ -396,6 +404,8 @@ class SuppressionEntryAdmin(admin.ModelAdmin[SuppressionEntry]):
                 .first()
             )
             name = f"suppression-{slug or chosen}.csv"
+        # Streamed as it is read: counting first would read a long list twice.
+        audit_export(request=request, export=name, via=AuditEntry.Via.ADMIN)
         return export_response(cl.queryset, name)
 
 

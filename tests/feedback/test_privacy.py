@@ -454,6 +454,7 @@ def test_nothing_is_due_before_its_time(old_rows):
             "import_files": 0,
             "batch_files": 0,
             "lead_data": 0,
+            "audit_entries": 0,
         }
 
 
@@ -468,6 +469,7 @@ def test_the_dry_run_prints_counts_and_changes_nothing(old_rows):
         "  import_files: 1",
         "  batch_files: 1",
         "  lead_data: 0",
+        "  audit_entries: 0",
     ]
     assert NotificationAttempt.objects.get().request_body
     run.refresh_from_db()

@@ -2,6 +2,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from feedback.audit.context import audit_scope, command_actor
+from feedback.audit.models import AuditEntry
 from feedback.models import ApiKey, Buyer
 from feedback.services import api_key_create
 
@@ -20,6 +22,12 @@ class Command(BaseCommand):
         parser.add_argument("--name", help="a label for a buyer key (default: cli)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        with audit_scope(
+            via=AuditEntry.Via.COMMAND, actor=command_actor("create_api_key")
+        ):
+            self._create(options)
+
+    def _create(self, options: dict[str, Any]) -> None:
         if options["buyer"]:
             try:
                 buyer = Buyer.objects.get(slug=options["buyer"])

@@ -4,6 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from feedback.audit.context import audit_scope, command_actor
+from feedback.audit.models import AuditEntry
 from feedback.configuration import ConfigurationError, config_import, config_loads
 
 
@@ -28,9 +30,12 @@ class Command(BaseCommand):
         name: str = options["file"]
         text = self._read(name)
         try:
-            report = config_import(
-                document=config_loads(text), dry_run=options["check"]
-            )
+            with audit_scope(
+                via=AuditEntry.Via.COMMAND, actor=command_actor("import_config")
+            ):
+                report = config_import(
+                    document=config_loads(text), dry_run=options["check"]
+                )
         except ConfigurationError as exc:
             count = len(exc.problems)
             lines = "\n".join(f"  {problem}" for problem in exc.problems)
