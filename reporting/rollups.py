@@ -33,7 +33,7 @@ from django.db.models import (
 from django.db.models.functions import Trunc, TruncDate
 from django.utils import timezone
 
-from feedback.models import DeliveryEvent, Feedback
+from feedback.models import DeliveryEvent, Feedback, FeedbackCorrection
 from reporting.measures import (
     DIMENSION_FIELDS,
     ON_DELIVERY,
@@ -154,7 +154,9 @@ def _changed_span(
             Q(pk__gt=state.last_delivery_id) | Q(created_at__gte=margin)
         )
         feedback = feedback.filter(
-            Q(pk__gt=state.last_feedback_id) | Q(received_at__gte=margin)
+            Q(pk__gt=state.last_feedback_id)
+            | Q(received_at__gte=margin)
+            | Q(pk__in=corrected_since(margin))
         )
     bounds = [
         deliveries.aggregate(first=Min("delivered_at"), last=Max("delivered_at")),
@@ -180,7 +182,9 @@ def _changed_received_span(
     if not full:
         margin = (state.refreshed_at or timezone.now()) - LATE_COMMIT_MARGIN
         feedback = feedback.filter(
-            Q(pk__gt=state.last_feedback_id) | Q(received_at__gte=margin)
+            Q(pk__gt=state.last_feedback_id)
+            | Q(received_at__gte=margin)
+            | Q(pk__in=corrected_since(margin))
         )
     bounds = feedback.aggregate(first=Min("received_at"), last=Max("received_at"))
     if bounds["first"] is None:
@@ -191,11 +195,20 @@ def _changed_received_span(
     return first, last + datetime.timedelta(days=1)
 
 
+def corrected_since(moment: datetime.datetime) -> QuerySet[FeedbackCorrection, int]:
+    """The feedback retracted or amended since `moment`: their days are counted
+    again, without them or with the new revenue (DESIGN §12)."""
+    return FeedbackCorrection.objects.filter(created_at__gte=moment).values_list(
+        "feedback_id", flat=True
+    )
+
+
 def _build_timing(first: datetime.date, end: datetime.date) -> Iterable[TimingRollup]:
     """The timing histograms of the delivery months [first, end)."""
     feedback = Feedback.objects.filter(
         delivery__delivered_at__gte=start_of(first),
         delivery__delivered_at__lt=start_of(end),
+        retracted_at__isnull=True,
     ).annotate(
         month=Trunc(
             "delivery__delivered_at",
@@ -222,7 +235,7 @@ def _build_received(
 ) -> Iterable[DailyRollup]:
     """Feedback counts per received day, for billing: dimension `received:<d>`."""
     feedback = Feedback.objects.filter(
-        received_at__gte=since, received_at__lt=until
+        received_at__gte=since, received_at__lt=until, retracted_at__isnull=True
     ).annotate(day=_day("received_at"))
     measures = feedback_measures({})
     counts = {name: measures[name] for name in ("received", "accepted", "refused")}
@@ -245,7 +258,9 @@ def _build(since: datetime.datetime, until: datetime.datetime) -> Iterable[Daily
         delivered_at__gte=since, delivered_at__lt=until
     )
     feedback = Feedback.objects.filter(
-        delivery__delivered_at__gte=since, delivery__delivered_at__lt=until
+        delivery__delivered_at__gte=since,
+        delivery__delivered_at__lt=until,
+        retracted_at__isnull=True,
     ).annotate(day=_day("delivery__delivered_at"))
     measures = feedback_measures(outcome_vocabulary())
     side = {name: measures[name] for name in FEEDBACK_SIDE}
@@ -275,7 +290,9 @@ def _build(since: datetime.datetime, until: datetime.datetime) -> Iterable[Daily
                 per_kind[group].cost = cost
         yield from per_kind.values()
         if dimension in ON_DELIVERY:
-            any_feedback = Feedback.objects.filter(delivery=OuterRef("pk"))
+            any_feedback = Feedback.objects.filter(
+                delivery=OuterRef("pk"), retracted_at__isnull=True
+            )
             for row in (
                 deliveries.annotate(day=_day("delivered_at"))
                 .values("day", field)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback.api import imports, returns, sources, suppression, views
+from feedback.api import corrections, imports, returns, sources, suppression, views
 
 app_name = "api"
 urlpatterns = [
@@ -26,6 +26,16 @@ urlpatterns = [
         "feedback/<uuid:feedback_id>",
         views.FeedbackDetailApi.as_view(),
         name="feedback-detail",
+    ),
+    path(
+        "feedback/<uuid:feedback_id>/retract",
+        corrections.FeedbackRetractApi.as_view(),
+        name="feedback-retract",
+    ),
+    path(
+        "feedback/<uuid:feedback_id>/amend",
+        corrections.FeedbackAmendApi.as_view(),
+        name="feedback-amend",
     ),
     path("returns", returns.ReturnListApi.as_view(), name="return-list"),
     path(
