@@ -27,10 +27,17 @@ from sources.services import (
     field_mapping_problem,
     request_redact,
 )
-from sources.variables import event_variables, sample_variables
+from sources.variables import (
+    CORRECTION_VARIABLE_NAMES,
+    event_variables,
+    sample_variables,
+)
 from sources.widgets import RuleSetWidget
 
 REASONS_HELP = 'A JSON list, e.g. ["Wrong number", "Disconnected phone"]. '
+
+
+CORRECTION_NAMES = ", ".join(CORRECTION_VARIABLE_NAMES)
 
 
 class SourceForm(forms.ModelForm[Source]):
@@ -192,6 +199,8 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             "criteria",
             *FeedbackConfig.HTTP_FIELDS,
             *BATCH_FIELDS,
+            "on_retract",
+            "on_amend",
         )
         widgets = {
             "criteria": RuleSetWidget(attrs={"rows": 6, "cols": 70}),
@@ -204,6 +213,8 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             "batch_tls_certificate": forms.Textarea(attrs={"rows": 3, "cols": 70}),
             "batch_email_to": forms.Textarea(attrs={"rows": 2, "cols": 70}),
             "batch_file_name": forms.TextInput(attrs={"size": 70}),
+            "on_retract": forms.Textarea(attrs={"rows": 6, "cols": 70}),
+            "on_amend": forms.Textarea(attrs={"rows": 6, "cols": 70}),
         }
 
     # Another enabled config of the same source and kind sending to the same
@@ -401,6 +412,21 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
                     "reference_path",
                 ),
                 "classes": ("for-methods", "query", "form", "json", "xml", "soap"),
+            },
+        ),
+        (
+            "Corrections",
+            {
+                "fields": ("on_retract", "on_amend"),
+                "description": "Optional. When a buyer or staff retracts feedback "
+                "this config forwarded, or amends a conversion's revenue, the "
+                "source is told with this request: its own method, URL and "
+                'mappings, e.g. {"method": "json", "url": "https://source.example/'
+                'retractions", "mappings": [{"target": "id", "value": '
+                '"{{ notification.original_id }}"}, {"target": "reason", "value": '
+                '"{{ correction.reason }}"}]}. Authentication, headers, signing and '
+                "reading the answer are this config's. Templates may also use "
+                f"{CORRECTION_NAMES}. Empty: the source is not told.",
             },
         ),
         ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),

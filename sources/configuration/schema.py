@@ -56,6 +56,26 @@ def feedback_config_schema() -> Document:
         },
         "required": ["host"],
     }
+    correction = object_schema(
+        {
+            "method": {"enum": [m for m in METHODS if m != "batch"]},
+            "url": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "http_method": {"enum": list(HTTP_METHODS)},
+            "soap_operation": {"type": "string", "minLength": 1},
+            "mappings": {
+                "type": "array",
+                "minItems": 1,
+                "items": object_schema(
+                    {
+                        "target": {"type": "string", "minLength": 1, "maxLength": 500},
+                        "value": {"type": "string", "maxLength": 5000},
+                    },
+                    required=["target", "value"],
+                ),
+            },
+        },
+        required=["method", "url", "mappings"],
+    )
     return object_schema(
         {
             "kind": {"enum": list(KINDS)},
@@ -112,6 +132,9 @@ def feedback_config_schema() -> Document:
                     required=["target", "value"],
                 ),
             },
+            # Corrections (DESIGN §12): checked with the config's other rules.
+            "on_retract": correction,
+            "on_amend": correction,
             "response": object_schema(
                 {
                     "outcome_search_term": text,
