@@ -483,6 +483,9 @@ class Feedback(models.Model):
 
     class Meta:
         verbose_name_plural = "feedback"
+        # Retracting and amending write history rows and tell sources: a
+        # permission of its own, not part of the read-only feedback pages.
+        permissions = [("correct_feedback", "Can retract and amend feedback")]
         constraints = [
             # A delivery can be returned successfully once; the database holds the
             # line when two returns race. A retracted return frees the slot.
