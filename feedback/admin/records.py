@@ -456,7 +456,7 @@ class FeedbackAdmin(ContactSearchAdmin[Feedback], ReadOnlyAdmin[Feedback]):
             "retract": retract,
             "refusal": refusal,
             "change_url": change_url,
-            "not_told": _not_told(obj, action),
+            "not_told": _not_told(obj, action, before=True),
         }
         return TemplateResponse(
             request, "admin/feedback/feedback/correct.html", context
@@ -545,14 +545,15 @@ def _sources_told(obj: Feedback, rows: list[FeedbackCorrection]) -> SafeString:
     if not lines:
         return format_html("<p>{}</p>", "No source had received this feedback.")
     return format_html(
-        '<ul class="correction-sources">{}</ul>',
-        format_html_join("", "<li>{} {}</li>", lines),
+        '<div class="correction-sources">{}</div>',
+        format_html_join("", "<p>{} {}</p>", lines),
     )
 
 
-def _not_told(obj: Feedback, action: str) -> list[str]:
-    """ "Source X has no retraction mapping: it was not told." for each source
-    that received the feedback under a config without the request."""
+def _not_told(obj: Feedback, action: str, *, before: bool = False) -> list[str]:
+    """The sources that received the feedback under a config without the
+    request, each as "Source X has no retraction mapping: it was not told."
+    (`before`: "it will not be told", on the form)."""
     field = correction_field(action)
     noun = "retraction" if action == FeedbackCorrection.Action.RETRACT else "amendment"
     seen: set[str] = set()
@@ -565,7 +566,8 @@ def _not_told(obj: Feedback, action: str) -> list[str]:
         if name in seen:
             continue
         seen.add(name)
-        lines.append(f"Source {name} has no {noun} mapping: it was not told.")
+        told = "it will not be told" if before else "it was not told"
+        lines.append(f"Source {name} has no {noun} mapping: {told}.")
     return lines
 
 

@@ -76,7 +76,7 @@ def test_staff_retract_past_the_buyers_window_and_the_page_says_who_was_told(
     assert correct_url(forwarded, "retract") in page
     assert correct_url(forwarded, "amend") in page
     form = staff_client.get(correct_url(forwarded, "retract")).content.decode()
-    assert "Source Quiet Leads has no retraction mapping: it was not told." in form
+    assert "Source Quiet Leads has no retraction mapping: it will not be told." in form
 
     # Long past the buyer's 72 hours.
     Feedback.objects.filter(pk=forwarded.pk).update(
