@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
+from feedback.models import BuyerPolicy
 from sources.models import FeedbackConfig
 from sources.services import correction_problems, feedback_config_correction
 from tests.factories import SourceFactory
@@ -177,3 +178,30 @@ def test_an_import_names_a_broken_correction_request(tmp_path):
     with pytest.raises(Exception, match="on_retract"):
         call_command("import_config", str(path), stdout=StringIO(), stderr=err)
     assert not FeedbackConfig.objects.exists()
+
+
+def test_the_correction_window_is_a_policy_setting_in_config_as_code(tmp_path):
+    document = {
+        "buyers": [
+            {
+                "slug": "acme",
+                "name": "Acme",
+                "policy": {
+                    "conversion": {"enabled": True, "retract_hours": 24},
+                    "return": {"enabled": True},
+                },
+            }
+        ]
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+
+    call_command("import_config", str(path), stdout=StringIO(), stderr=StringIO())
+
+    hours = dict(BuyerPolicy.objects.values_list("kind", "retract_hours"))
+    assert hours == {"conversion": 24, "return": 72}
+    out = StringIO()
+    call_command("export_config", stdout=out, stderr=StringIO())
+    policy = json.loads(out.getvalue())["buyers"][0]["policy"]
+    assert policy["conversion"]["retract_hours"] == 24
+    assert "retract_hours" not in policy["return"]  # the default is left out
