@@ -1,3 +1,4 @@
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -167,6 +168,18 @@ class WriteOnlyTextarea(forms.Textarea):
         return None
 
 
+class OptionalJsonField(forms.JSONField):
+    """A JSON box that may be left empty: shown empty (not "null") when
+    nothing is stored, and indented when something is."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if value is None:
+            return ""
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2)
+
+
 class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
     """A config; secrets are write-only and everything is checked before saving."""
 
@@ -216,6 +229,7 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             "on_retract": forms.Textarea(attrs={"rows": 6, "cols": 70}),
             "on_amend": forms.Textarea(attrs={"rows": 6, "cols": 70}),
         }
+        field_classes = {"on_retract": OptionalJsonField, "on_amend": OptionalJsonField}
 
     # Another enabled config of the same source and kind sending to the same
     # place, found by clean(): the page offers to save anyway.

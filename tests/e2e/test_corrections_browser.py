@@ -180,3 +180,48 @@ def test_staff_retract_in_the_admin_and_read_who_was_told(
             )
 
     assert Feedback.objects.get(pk=converted.pk).retracted_at is not None
+
+
+def test_an_admin_gives_a_config_its_retraction_request(
+    page: Page, live_server, world, staff_user
+):
+    config = FeedbackConfig.objects.create(
+        source=world["source"],
+        kind=Kind.CONVERSION,
+        url="https://bluesky.example/sales",
+    )
+    change = reverse("admin:sources_feedbackconfig_change", args=[config.pk])
+    request = (
+        '{"method": "json", "url": "https://bluesky.example/retractions", '
+        '"mappings": [{"target": "original", '
+        '"value": "{{ notification.original_id }}"}]}'
+    )
+    with screenshot_on_failure(page):
+        page.set_viewport_size(VIEWPORTS["desktop"])
+        admin_log_in(page, live_server, staff_user, change)
+        section = page.locator("fieldset", has_text="Corrections")
+        expect(section).to_contain_text("notification.original_id")
+        section.get_by_label("On retraction").fill('{"method": "batch"}')
+        page.get_by_role("button", name="Save", exact=True).click()
+        expect(page.locator(".errorlist").first).to_be_visible()
+        expect(page.locator("fieldset", has_text="Corrections")).to_contain_text(
+            "method must be one of"
+        )
+        page.locator("fieldset", has_text="Corrections").get_by_label(
+            "On retraction"
+        ).fill(request)
+        for viewport, size in VIEWPORTS.items():
+            page.set_viewport_size(size)
+            page.locator(
+                "fieldset", has_text="Corrections"
+            ).scroll_into_view_if_needed()
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(
+                path=str(SCREENSHOTS / f"corrections-config-admin-{viewport}.png")
+            )
+        page.set_viewport_size(VIEWPORTS["desktop"])
+        page.get_by_role("button", name="Save", exact=True).click()
+        expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+
+    config.refresh_from_db()
+    assert config.on_retract["url"] == "https://bluesky.example/retractions"
