@@ -139,3 +139,13 @@ def test_a_retracted_return_lets_the_lead_be_returned_again(portal, buyer):
 
     assert "This lead was returned on" not in page
     assert "Return lead" in page
+
+
+def test_a_retracted_conversion_no_longer_marks_the_lead_converted(portal, conversion):
+    listed = portal.get(reverse("portal:delivery-list") + "?feedback=converted")
+    assert conversion.delivery.event_id in listed.content.decode()
+
+    correct(portal, conversion, "retract", {"reason": "Wrong lead"})
+
+    listed = portal.get(reverse("portal:delivery-list") + "?feedback=converted")
+    assert conversion.delivery.event_id not in listed.content.decode()
