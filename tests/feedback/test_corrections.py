@@ -81,6 +81,19 @@ def test_buyer_retracts_its_feedback_and_the_history_says_who_and_why(
     assert row.actor == f"API key {key.name}"
 
 
+def test_the_feedback_reads_retracted_over_the_api(buyer_client, conversion):
+    before = buyer_client.get(f"/api/v1/feedback/{conversion.public_id}").json()
+    assert before["retracted_at"] is None
+
+    retract(buyer_client, conversion, {"reason": "Sent by mistake"})
+
+    after = buyer_client.get(f"/api/v1/feedback/{conversion.public_id}").json()
+    conversion.refresh_from_db()
+    assert after["retracted_at"] == conversion.retracted_at.isoformat().replace(
+        "+00:00", "Z"
+    )
+
+
 def test_retracting_twice_answers_409(buyer_client, conversion):
     assert retract(buyer_client, conversion, {"reason": "Mistake"}).status_code == 200
 
