@@ -67,6 +67,7 @@ class BuyerPolicy(models.Model):
     """
 
     DEFAULT_MAX_AGE_DAYS = 90
+    DEFAULT_RETRACT_HOURS = 72
 
     class Review(models.TextChoices):
         AUTO = "auto", "Automatic: an accepted return is approved"
@@ -135,6 +136,14 @@ class BuyerPolicy(models.Model):
         default=7,
         validators=[MaxValueValidator(365)],
         help_text="How long after a rejection the buyer may dispute it.",
+    )
+    # Corrections (DESIGN §12): read for the feedback's own kind and flow.
+    retract_hours = models.PositiveIntegerField(
+        "correction window (hours)",
+        default=DEFAULT_RETRACT_HOURS,
+        validators=[MaxValueValidator(8760)],
+        help_text="How long after sending feedback the buyer may retract it or "
+        "amend its revenue; staff may at any time.",
     )
 
     class Meta:
@@ -469,15 +478,22 @@ class Feedback(models.Model):
         blank=True,
         related_name="+",
     )
+    # Set by feedback_retract (DESIGN §12): the row stays, reports skip it.
+    retracted_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name_plural = "feedback"
+        # Retracting and amending write history rows and tell sources: a
+        # permission of its own, not part of the read-only feedback pages.
+        permissions = [("correct_feedback", "Can retract and amend feedback")]
         constraints = [
             # A delivery can be returned successfully once; the database holds the
-            # line when two returns race.
+            # line when two returns race. A retracted return frees the slot.
             models.UniqueConstraint(
                 fields=["delivery"],
-                condition=Q(kind="return", outcome="success"),
+                condition=Q(
+                    kind="return", outcome="success", retracted_at__isnull=True
+                ),
                 name="feedback_one_successful_return",
             ),
             models.CheckConstraint(
@@ -505,6 +521,71 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} of {self.delivery_id} ({self.outcome})"
+
+    @property
+    def is_retracted(self) -> bool:
+        return self.retracted_at is not None
+
+
+class FeedbackCorrection(models.Model):
+    """One correction of a feedback (DESIGN §12): a retraction or an amendment
+    of a conversion's revenue, with who made it, when and why. Written by the
+    service that makes it, never edited: the record of corrections."""
+
+    class Action(models.TextChoices):
+        RETRACT = "retract", "Retraction"
+        AMEND = "amend", "Revenue amendment"
+
+    public_id = models.UUIDField(
+        "correction id", default=uuid.uuid4, unique=True, editable=False
+    )
+    # Indexed by the (feedback, created_at) index in Meta.
+    feedback = models.ForeignKey(
+        Feedback, on_delete=models.CASCADE, related_name="corrections", db_index=False
+    )
+    action = models.CharField(max_length=10, choices=Action.choices)
+    reason = models.TextField(blank=True)
+    # The revenue before and after an amendment; empty for a retraction.
+    previous_revenue = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True
+    )
+    revenue = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True
+    )
+    channel = models.CharField(max_length=20, choices=Feedback.Channel.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "feedback correction"
+        ordering = ["created_at", "pk"]
+        indexes = [
+            models.Index(fields=["feedback", "created_at"]),
+            # What the rollup refresh recounts: corrections since it last ran.
+            models.Index(fields=["created_at"]),
+        ]
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} of {self.feedback_id}"
+
+    @property
+    def actor(self) -> str:
+        """Who made it, as a short label: the key's or the user's name."""
+        if self.api_key_id is not None and self.api_key is not None:
+            return f"API key {self.api_key.name}"
+        if self.user_id is not None and self.user is not None:
+            return self.user.get_username()
+        return "Leadback"
 
 
 class IdempotencyKey(models.Model):

@@ -83,7 +83,10 @@ def months_recount(*, buyer_ids: Iterable[int] | None = None) -> int:
     those named); returns how many counters were written."""
     deliveries = DeliveryEvent.objects.all()
     returns = Feedback.objects.filter(
-        kind="return", outcome=Feedback.Outcome.SUCCESS, review_state__in=COUNTED_STATES
+        kind="return",
+        outcome=Feedback.Outcome.SUCCESS,
+        review_state__in=COUNTED_STATES,
+        retracted_at__isnull=True,
     )
     existing = BuyerMonth.objects.all()
     if buyer_ids is not None:

@@ -96,11 +96,16 @@ def delivery_feedback_status_annotations() -> dict[str, Exists]:
     success = Feedback.Outcome.SUCCESS
     return {
         "has_feedback": Exists(_feedback_of_delivery()),
+        # Retracted feedback no longer converts or returns the lead (§12).
         "is_converted": Exists(
-            _feedback_of_delivery().filter(kind=Kind.CONVERSION, outcome=success)
+            _feedback_of_delivery().filter(
+                kind=Kind.CONVERSION, outcome=success, retracted_at__isnull=True
+            )
         ),
         "is_returned": Exists(
-            _feedback_of_delivery().filter(kind=Kind.RETURN, outcome=success)
+            _feedback_of_delivery().filter(
+                kind=Kind.RETURN, outcome=success, retracted_at__isnull=True
+            )
         ),
         "is_refused": Exists(_feedback_of_delivery().exclude(outcome=success)),
     }

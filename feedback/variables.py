@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from feedback.models import Feedback
+from feedback.models import Feedback, FeedbackCorrection
 from feedback.selectors import feedback_list
 
 
@@ -48,6 +48,34 @@ def feedback_variables(*, feedback: Feedback) -> dict[str, Any]:
             "custom": dict(feedback.custom or {}),
         },
     }
+
+
+def correction_variables(
+    *,
+    feedback: Feedback,
+    correction: FeedbackCorrection,
+    notification_id: str,
+    original_id: str,
+) -> dict[str, Any]:
+    """The variables of a retraction or amendment notice (DESIGN §12): the
+    feedback's, with its revenue as amended, and `notification.*` and
+    `correction.*` (sources.variables.CORRECTION_VARIABLE_NAMES)."""
+    variables = feedback_variables(feedback=feedback)
+    amend = correction.action == FeedbackCorrection.Action.AMEND
+    variables["notification"] = {"id": notification_id, "original_id": original_id}
+    variables["correction"] = {
+        "id": str(correction.public_id),
+        "type": "amendment" if amend else "retraction",
+        "reason": correction.reason,
+        "previous_revenue": _amount(correction.previous_revenue),
+        "revenue": _amount(correction.revenue),
+        "timestamp": _iso(correction.created_at),
+    }
+    return variables
+
+
+def _amount(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def feedback_variables_for_event(*, event_id: str, kind: str) -> dict[str, Any] | None:

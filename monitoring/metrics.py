@@ -318,7 +318,9 @@ def _live_days(monitors: Sequence[Monitor], window: Window) -> dict[int, DayMap]
         match |= Q(**{DIMENSION_FIELDS[name]: pk for name, pk in scope.items()})
     group = [DIMENSION_FIELDS[name] for name in SCOPE_DIMENSIONS]
     rows: dict[tuple[Any, ...], Counts] = defaultdict(Counts)
-    any_feedback = Feedback.objects.filter(delivery=OuterRef("pk"))
+    any_feedback = Feedback.objects.filter(
+        delivery=OuterRef("pk"), retracted_at__isnull=True
+    )
     for row in (
         DeliveryEvent.objects.filter(
             match, delivered_at__gte=since, delivered_at__lt=until
@@ -336,6 +338,7 @@ def _live_days(monitors: Sequence[Monitor], window: Window) -> dict[int, DayMap]
             match,
             delivery__delivered_at__gte=since,
             delivery__delivered_at__lt=until,
+            retracted_at__isnull=True,
         )
         .annotate(day=_day("delivery__delivered_at"))
         .values(*group, "day")

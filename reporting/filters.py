@@ -88,6 +88,8 @@ class ReportFilters:
         q &= self._dimensions_q(prefix)
         if self.kind:
             q &= Q(**{f"{prefix}kind": self.kind})
+        # Retracted feedback counts nowhere (DESIGN §12).
+        q &= Q(**{f"{prefix}retracted_at__isnull": True})
         return q
 
     def previous(self) -> "ReportFilters":

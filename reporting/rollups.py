@@ -36,7 +36,7 @@ from django.db.models.functions import Trunc, TruncDate
 from django.utils import timezone
 
 from feedback.bulk import instances_update
-from feedback.models import DeliveryEvent, Feedback
+from feedback.models import DeliveryEvent, Feedback, FeedbackCorrection
 from reporting.measures import (
     DIMENSION_FIELDS,
     ON_DELIVERY,
@@ -168,13 +168,55 @@ def _add_new(state: RollupState) -> int:
     if feedback_new is not None or deliveries_new is not None:
         written += _add_daily(
             _daily_increments(
-                Feedback.objects.filter(feedback_new or Q(pk__in=[])),
-                feedback_seen,
+                # Retracted feedback counts nowhere, new or seen.
+                Feedback.objects.filter(
+                    feedback_new or Q(pk__in=[]), retracted_at__isnull=True
+                ),
+                feedback_seen & Q(retracted_at__isnull=True),
                 DeliveryEvent.objects.filter(deliveries_new or Q(pk__in=[])),
             )
         )
     if feedback_new is not None:
         written += _add_timing(Feedback.objects.filter(feedback_new))
+    since = (state.refreshed_at or timezone.now()) - LATE_COMMIT_MARGIN
+    written += _recount_corrected(since)
+    return written
+
+
+def _recount_corrected(since: datetime.datetime) -> int:
+    """Count again, from the records, the days (and timing months) of the
+    feedback retracted or amended since `since` (DESIGN §12): a retraction
+    takes a row out and an amendment changes its revenue, which adding cannot
+    do. Corrections are few; recounting a day twice (within the late-commit
+    margin) gives the same rows."""
+    corrected = FeedbackCorrection.objects.filter(created_at__gte=since).values(
+        "feedback_id"
+    )
+    tz = timezone.get_current_timezone()
+    delivered, received = set(), set()
+    for delivered_at, received_at in Feedback.objects.filter(
+        pk__in=corrected
+    ).values_list("delivery__delivered_at", "received_at"):
+        delivered.add(delivered_at.astimezone(tz).date())
+        received.add(received_at.astimezone(tz).date())
+    written = 0
+    for day in sorted(delivered):
+        DailyRollup.objects.filter(day=day).exclude(
+            dimension__startswith=RECEIVED
+        ).delete()
+        rows = list(_build(start_of(day), start_of(day + DAY)))
+        DailyRollup.objects.bulk_create(rows, batch_size=2000)
+        written += len(rows)
+    for day in sorted(received):
+        DailyRollup.objects.filter(day=day, dimension__startswith=RECEIVED).delete()
+        rows = list(_build_received(start_of(day), start_of(day + DAY)))
+        DailyRollup.objects.bulk_create(rows, batch_size=2000)
+        written += len(rows)
+    for month in sorted({month_start(day) for day in delivered}):
+        TimingRollup.objects.filter(month=month).delete()
+        timing = list(_build_timing(month, next_month(month)))
+        TimingRollup.objects.bulk_create(timing, batch_size=5000)
+        written += len(timing)
     return written
 
 
@@ -394,8 +436,9 @@ def _build_timing(first: datetime.date, end: datetime.date) -> Iterable[TimingRo
 
 
 def _build_timing_from(feedback: QuerySet[Feedback]) -> Iterable[TimingRollup]:
-    """The timing histogram rows of `feedback`, by delivery month."""
-    feedback = feedback.annotate(
+    """The timing histogram rows of `feedback`, by delivery month; retracted
+    feedback counts nowhere."""
+    feedback = feedback.filter(retracted_at__isnull=True).annotate(
         month=Trunc(
             "delivery__delivered_at",
             "month",
@@ -426,8 +469,11 @@ def _build_received(
 
 
 def _build_received_from(feedback: QuerySet[Feedback]) -> Iterable[DailyRollup]:
-    """The billing rows of `feedback`, by the day it arrived."""
-    feedback = feedback.annotate(day=_day("received_at"))
+    """The billing rows of `feedback`, by the day it arrived; retracted
+    feedback counts nowhere."""
+    feedback = feedback.filter(retracted_at__isnull=True).annotate(
+        day=_day("received_at")
+    )
     measures = feedback_measures({})
     counts = {name: measures[name] for name in ("received", "accepted", "refused")}
     for dimension in ("source", "flow", "buyer", "kind"):
@@ -449,7 +495,9 @@ def _build(since: datetime.datetime, until: datetime.datetime) -> Iterable[Daily
         delivered_at__gte=since, delivered_at__lt=until
     )
     feedback = Feedback.objects.filter(
-        delivery__delivered_at__gte=since, delivery__delivered_at__lt=until
+        delivery__delivered_at__gte=since,
+        delivery__delivered_at__lt=until,
+        retracted_at__isnull=True,
     ).annotate(day=_day("delivery__delivered_at"))
     measures = feedback_measures(outcome_vocabulary())
     side = {name: measures[name] for name in FEEDBACK_SIDE}
@@ -479,7 +527,9 @@ def _build(since: datetime.datetime, until: datetime.datetime) -> Iterable[Daily
                 per_kind[group].cost = cost
         yield from per_kind.values()
         if dimension in ON_DELIVERY:
-            any_feedback = Feedback.objects.filter(delivery=OuterRef("pk"))
+            any_feedback = Feedback.objects.filter(
+                delivery=OuterRef("pk"), retracted_at__isnull=True
+            )
             for row in (
                 deliveries.annotate(day=_day("delivered_at"))
                 .values("day", field)

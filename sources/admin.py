@@ -1,3 +1,4 @@
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,10 +28,17 @@ from sources.services import (
     field_mapping_problem,
     request_redact,
 )
-from sources.variables import event_variables, sample_variables
+from sources.variables import (
+    CORRECTION_VARIABLE_NAMES,
+    event_variables,
+    sample_variables,
+)
 from sources.widgets import RuleSetWidget
 
 REASONS_HELP = 'A JSON list, e.g. ["Wrong number", "Disconnected phone"]. '
+
+
+CORRECTION_NAMES = ", ".join(CORRECTION_VARIABLE_NAMES)
 
 
 class SourceForm(forms.ModelForm[Source]):
@@ -160,6 +168,18 @@ class WriteOnlyTextarea(forms.Textarea):
         return None
 
 
+class OptionalJsonField(forms.JSONField):
+    """A JSON box that may be left empty: shown empty (not "null") when
+    nothing is stored, and indented when something is."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if value is None:
+            return ""
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2)
+
+
 class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
     """A config; secrets are write-only and everything is checked before saving."""
 
@@ -193,6 +213,8 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             "on_erase",
             *FeedbackConfig.HTTP_FIELDS,
             *BATCH_FIELDS,
+            "on_retract",
+            "on_amend",
         )
         widgets = {
             "criteria": RuleSetWidget(attrs={"rows": 6, "cols": 70}),
@@ -206,7 +228,10 @@ class FeedbackConfigForm(forms.ModelForm[FeedbackConfig]):
             "batch_tls_certificate": forms.Textarea(attrs={"rows": 3, "cols": 70}),
             "batch_email_to": forms.Textarea(attrs={"rows": 2, "cols": 70}),
             "batch_file_name": forms.TextInput(attrs={"size": 70}),
+            "on_retract": forms.Textarea(attrs={"rows": 6, "cols": 70}),
+            "on_amend": forms.Textarea(attrs={"rows": 6, "cols": 70}),
         }
+        field_classes = {"on_retract": OptionalJsonField, "on_amend": OptionalJsonField}
 
     # Another enabled config of the same source and kind sending to the same
     # place, found by clean(): the page offers to save anyway.
@@ -403,6 +428,21 @@ class FeedbackConfigAdmin(admin.ModelAdmin[FeedbackConfig]):
                     "reference_path",
                 ),
                 "classes": ("for-methods", "query", "form", "json", "xml", "soap"),
+            },
+        ),
+        (
+            "Corrections",
+            {
+                "fields": ("on_retract", "on_amend"),
+                "description": "Optional. When a buyer or staff retracts feedback "
+                "this config forwarded, or amends a conversion's revenue, the "
+                "source is told with this request: its own method, URL and "
+                'mappings, e.g. {"method": "json", "url": "https://source.example/'
+                'retractions", "mappings": [{"target": "id", "value": '
+                '"{{ notification.original_id }}"}, {"target": "reason", "value": '
+                '"{{ correction.reason }}"}]}. Authentication, headers, signing and '
+                "reading the answer are this config's. Templates may also use "
+                f"{CORRECTION_NAMES}. Empty: the source is not told.",
             },
         ),
         (

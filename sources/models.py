@@ -373,6 +373,25 @@ class FeedbackConfig(models.Model):
         default=False,
         help_text="Send a file even when the period had no feedback.",
     )
+    # Corrections (DESIGN §12): where and how a retraction or an amendment of
+    # feedback this config forwarded is told to the source, like LeadConduit's
+    # separate endpoints: {"method", "url", "http_method", "soap_operation",
+    # "mappings": [{"target", "value"}]}. Empty: the source is not told. Auth,
+    # headers, signing, timeout and response reading are the config's own.
+    on_retract = models.JSONField(
+        "on retraction",
+        null=True,
+        blank=True,
+        help_text="Optional: the request that tells the source a feedback was "
+        "retracted. Empty: it is not told.",
+    )
+    on_amend = models.JSONField(
+        "on revenue amendment",
+        null=True,
+        blank=True,
+        help_text="Optional: the request that tells the source a conversion's "
+        "revenue was amended. Empty: it is not told.",
+    )
     disabled_reason = models.CharField(
         max_length=500,
         blank=True,

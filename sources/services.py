@@ -6,6 +6,7 @@ is the one function here that talks to the network, and it must never be called
 inside a database transaction.
 """
 
+import copy
 import io
 import logging
 import re
@@ -38,6 +39,7 @@ from sources.transports import destination_problems
 from sources.transports.batch import SAMPLE_FILE_VARIABLES
 from sources.transports.building import build_request, validate_headers
 from sources.transports.registry import METHODS, TRANSPORTS
+from sources.variables import sample_correction_variables
 
 logger = logging.getLogger(__name__)
 
@@ -373,6 +375,9 @@ def feedback_config_problems(config: FeedbackConfig) -> dict[str, list[str]]:
             add("headers", str(exc))
     for message in rules.validate_rule_set(config.criteria) if config.criteria else []:
         add("criteria", message)
+    for field in CORRECTION_FIELDS:
+        for message in correction_problems(config, field):
+            add(field, message)
     for message in validate_response_spec(feedback_config_response_spec(config)):
         field = next(
             (
@@ -459,6 +464,100 @@ def feedback_config_batch_preview(
     except templating.TemplateError as exc:
         raise RequestError(f"File name template: {exc}") from None
     return name.strip(), stream.getvalue()
+
+
+# Corrections (DESIGN §12) ------------------------------------------------------
+
+# The config fields holding a correction request, by the correction they tell.
+CORRECTION_FIELDS = {"on_retract": "retract", "on_amend": "amend"}
+CORRECTION_KEYS = frozenset(
+    {"method", "url", "http_method", "soap_operation", "mappings"}
+)
+CORRECTION_METHODS = tuple(
+    m for m in FeedbackConfig.Method.values if m != FeedbackConfig.Method.BATCH
+)
+
+
+def feedback_config_correction(
+    *, config: FeedbackConfig, action: str
+) -> tuple[FeedbackConfig, tuple[FieldMapping, ...]] | None:
+    """The config as its retraction or amendment request (`action` "retract" or
+    "amend"): its own method, URL and mappings, the config's authentication,
+    headers, signing, timeout and response reading. An unsaved copy, never
+    stored; None when the config has no such request."""
+    spec = config.on_retract if action == "retract" else config.on_amend
+    if not spec:
+        return None
+    derived = copy.copy(config)
+    derived.method = spec.get("method") or FeedbackConfig.Method.JSON
+    derived.url = spec.get("url") or ""
+    derived.http_method = spec.get("http_method") or FeedbackConfig.HttpMethod.POST
+    derived.soap_operation = spec.get("soap_operation") or ""
+    mappings = tuple(
+        FieldMapping(position=position, target=m["target"], value=m["value"])
+        for position, m in enumerate(spec.get("mappings") or [])
+    )
+    return derived, mappings
+
+
+def correction_problems(config: FeedbackConfig, field: str) -> list[str]:
+    """What is wrong with a config's `on_retract` or `on_amend`, as sentences."""
+    spec = getattr(config, field)
+    if spec in (None, {}):
+        return []
+    example = '{"method": "json", "url": "https://…", "mappings": [...]}'
+    if not isinstance(spec, dict):
+        return [f"Enter an object such as {example}, or leave it empty."]
+    unknown = sorted(set(spec) - CORRECTION_KEYS)
+    if unknown:
+        known = ", ".join(sorted(CORRECTION_KEYS))
+        return [f"Unknown key {unknown[0]!r}; the keys are {known}."]
+    problems: list[str] = []
+    method = spec.get("method")
+    if method not in CORRECTION_METHODS:
+        problems.append(f"method must be one of {', '.join(CORRECTION_METHODS)}.")
+    url = spec.get("url")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append("url must be an http:// or https:// URL.")
+    elif len(url or "") > 2000:
+        problems.append("url may be at most 2000 characters.")
+    else:
+        problems += [m for _, m in destination_problems("url", parts.hostname)]
+    if spec.get("http_method", "POST") not in FeedbackConfig.HttpMethod.values:
+        problems.append(
+            f"http_method must be one of {', '.join(FeedbackConfig.HttpMethod.values)}."
+        )
+    if method == FeedbackConfig.Method.SOAP and not spec.get("soap_operation"):
+        problems.append("A SOAP request needs soap_operation, the operation to call.")
+    mappings = spec.get("mappings")
+    if not isinstance(mappings, list) or not mappings:
+        problems.append(
+            'mappings must list at least one {"target": …, "value": …} row.'
+        )
+        return problems
+    for number, mapping in enumerate(mappings, start=1):
+        if (
+            not isinstance(mapping, dict)
+            or set(mapping) != {"target", "value"}
+            or not isinstance(mapping["target"], str)
+            or not mapping["target"].strip()
+            or len(mapping["target"]) > 500
+            or not isinstance(mapping["value"], str)
+            or len(mapping["value"]) > 5000
+        ):
+            problems.append(
+                f'Mapping {number} must be {{"target": …, "value": …}} with a '
+                "target of 1 to 500 characters and a value of at most 5000."
+            )
+            continue
+        problem = templating.validate(
+            mapping["value"],
+            variables=sample_correction_variables(action=CORRECTION_FIELDS[field]),
+        )
+        if problem:
+            problems.append(f"Mapping {mapping['target']!r}: {problem}")
+    return problems
 
 
 def feedback_config_validate(config: FeedbackConfig) -> None:

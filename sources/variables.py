@@ -99,3 +99,37 @@ def event_variables(*, event_id: str, kind: str) -> dict[str, Any] | None:
     if not _event_variables:
         return None
     return _event_variables[0](event_id=event_id, kind=kind)
+
+
+# What a retraction's or an amendment's request may use beside the above
+# (DESIGN §12): the notice's own id and the id of the notification that first
+# forwarded the feedback, so the source can find what it is told to correct.
+CORRECTION_VARIABLE_NAMES: tuple[str, ...] = (
+    "notification.id",
+    "notification.original_id",
+    "correction.id",
+    "correction.type",
+    "correction.reason",
+    "correction.previous_revenue",
+    "correction.revenue",
+    "correction.timestamp",
+)
+
+
+def sample_correction_variables(*, action: str = "retract") -> dict[str, Any]:
+    """Sample variables of a retraction (or, with "amend", an amendment) notice."""
+    amend = action == "amend"
+    variables = sample_variables(kind="conversion" if amend else "return")
+    variables["notification"] = {
+        "id": "msg_8c1d2e3f4a5b6c7d8e9f0a1b",
+        "original_id": "msg_1a2b3c4d5e6f7a8b9c0d1e2f",
+    }
+    variables["correction"] = {
+        "id": "4d2f6a1b-7c8e-4f9a-b0c1-d2e3f4a5b6c7",
+        "type": "amendment" if amend else "retraction",
+        "reason": "Corrected the sale amount" if amend else "Sent by mistake",
+        "previous_revenue": "250.00" if amend else "",
+        "revenue": "225.00" if amend else "",
+        "timestamp": "2026-11-23T10:00:00Z",
+    }
+    return variables

@@ -85,6 +85,7 @@ class BuyerPolicyForm(forms.ModelForm[BuyerPolicy]):
             "flow",
             "enabled",
             "max_age_days",
+            "retract_hours",
             "rules",
             *RETURN_FIELDS,
         )
@@ -99,7 +100,7 @@ class BuyerPolicyForm(forms.ModelForm[BuyerPolicy]):
         super().__init__(*args, **kwargs)
         # Conversion and status rows leave them out, and so may older clients:
         # clean() puts the model's defaults back.
-        for name in RETURN_FIELDS:
+        for name in (*RETURN_FIELDS, "retract_hours"):
             if name in self.fields:
                 self.fields[name].required = False
 
@@ -111,7 +112,13 @@ class BuyerPolicyForm(forms.ModelForm[BuyerPolicy]):
 
     def clean(self) -> dict[str, Any]:
         cleaned_data = super().clean() or {}
-        for name in ("review", "cap_min", "credit_percent", "dispute_days"):
+        for name in (
+            "review",
+            "cap_min",
+            "credit_percent",
+            "dispute_days",
+            "retract_hours",
+        ):
             if name in cleaned_data and cleaned_data[name] in (None, ""):
                 cleaned_data[name] = _default(name)
         kind = cleaned_data.get("kind")
@@ -183,7 +190,16 @@ class BuyerPolicyFormSet(
 
 
 POLICY_FIELDSETS: Any = (
-    (None, {"fields": (("kind", "flow", "enabled"), "max_age_days", "rules")}),
+    (
+        None,
+        {
+            "fields": (
+                ("kind", "flow", "enabled"),
+                ("max_age_days", "retract_hours"),
+                "rules",
+            )
+        },
+    ),
     (
         "Returns resolution",
         {

@@ -3,13 +3,20 @@ where each feedback was forwarded."""
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import (
+    Http404,
     HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
 )
-from django.urls import reverse
-from django.utils.html import format_html
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from feedback.adminkit import (
@@ -19,13 +26,25 @@ from feedback.adminkit import (
     count_of,
     pretty_json,
 )
+from feedback.corrections.services import (
+    CorrectionInvalid,
+    CorrectionRefused,
+    correction_refusal,
+    feedback_amend,
+    feedback_retract,
+)
 from feedback.forwarding.admin import status_badge
 from feedback.forwarding.models import (
     Notification,
 )
+from feedback.forwarding.notifications import (
+    correction_field,
+    correction_originals,
+)
 from feedback.models import (
     DeliveryEvent,
     Feedback,
+    FeedbackCorrection,
     Lead,
 )
 from feedback.selectors import delivery_event_list, feedback_list
@@ -280,8 +299,18 @@ class FeedbackAdmin(ContactSearchAdmin[Feedback], ReadOnlyAdmin[Feedback]):
             "Submission",
             {"fields": ("channel", "received_at", "api_key", "submitted_by")},
         ),
+        (
+            "Corrections",
+            {
+                "fields": ("corrections",),
+                "description": "Retractions and revenue amendments, by the buyer "
+                "within its policy's window or by staff at any time, and which "
+                "sources were told.",
+            },
+        ),
     )
     readonly_fields = (
+        "corrections",
         "public_id",
         "delivery",
         "kind",
@@ -310,6 +339,129 @@ class FeedbackAdmin(ContactSearchAdmin[Feedback], ReadOnlyAdmin[Feedback]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Feedback]:
         return feedback_list()
 
+    # Corrections (DESIGN §12) -------------------------------------------------
+
+    def has_correct_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("feedback.correct_feedback")
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<path:object_id>/correct/<str:action>/",
+                self.admin_site.admin_view(self.correct_view),
+                name="feedback_feedback_correct",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # The page's buttons lead to the forms only for who may use them.
+        obj = self.get_object(request, unquote(object_id))
+        corrections = []
+        if obj is not None and self.has_correct_permission(request):
+            corrections = _correct_links(obj)
+        context = {**(extra_context or {}), "correction_links": corrections}
+        return super().change_view(request, object_id, form_url, context)
+
+    @admin.display(description="history")
+    def corrections(self, obj: Feedback) -> SafeString:
+        rows = list(
+            FeedbackCorrection.objects.filter(feedback=obj).select_related(
+                "user", "api_key"
+            )
+        )
+        parts = [_correction_state(obj)]
+        if rows:
+            parts.append(
+                format_html(
+                    '<table class="correction-history"><thead><tr><th>When</th>'
+                    "<th>What</th><th>Who</th><th>Why</th></tr></thead>"
+                    "<tbody>{}</tbody></table>",
+                    format_html_join(
+                        "",
+                        "<tr><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td></tr>",
+                        (
+                            (
+                                row.created_at.strftime("%Y-%m-%d %H:%M UTC"),
+                                _what(row),
+                                row.actor,
+                                row.get_channel_display(),
+                                row.reason or "—",
+                            )
+                            for row in rows
+                        ),
+                    ),
+                )
+            )
+            parts.append(_sources_told(obj, rows))
+        return format_html_join("", "{}", ((part,) for part in parts))
+
+    def correct_view(
+        self, request: HttpRequest, object_id: str, action: str
+    ) -> HttpResponse:
+        """Retract a feedback or amend its revenue, as staff (any time)."""
+        if action not in FeedbackCorrection.Action.values:
+            raise Http404("No such correction.")
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404("No such feedback.")
+        if not self.has_correct_permission(request):
+            raise PermissionDenied
+        change_url = reverse("admin:feedback_feedback_change", args=[obj.pk])
+        form = CorrectionForm(request.POST or None, action=action)
+        refusal = correction_refusal(obj, action=action, staff=True)
+        if request.method == "POST" and not refusal and form.is_valid():
+            try:
+                if action == FeedbackCorrection.Action.RETRACT:
+                    feedback_retract(
+                        feedback=obj,
+                        reason=form.cleaned_data["reason"],
+                        staff=True,
+                        user=request.user,  # type: ignore[arg-type]
+                        channel=Feedback.Channel.ADMIN,
+                    )
+                    done = "The feedback was retracted."
+                else:
+                    feedback_amend(
+                        feedback=obj,
+                        revenue=form.cleaned_data["revenue"],
+                        reason=form.cleaned_data["reason"],
+                        staff=True,
+                        user=request.user,  # type: ignore[arg-type]
+                        channel=Feedback.Channel.ADMIN,
+                    )
+                    done = "The revenue was amended."
+            except CorrectionInvalid as exc:
+                form.add_error(
+                    exc.field if exc.field in form.fields else None, exc.message
+                )
+            except CorrectionRefused as exc:
+                refusal = exc.message
+            else:
+                self.message_user(request, done, messages.SUCCESS)
+                return HttpResponseRedirect(change_url)
+        retract = action == FeedbackCorrection.Action.RETRACT
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Retract feedback" if retract else "Amend revenue",
+            "feedback": obj,
+            "form": form,
+            "retract": retract,
+            "refusal": refusal,
+            "change_url": change_url,
+            "not_told": _not_told(obj, action, before=True),
+        }
+        return TemplateResponse(
+            request, "admin/feedback/feedback/correct.html", context
+        )
+
     @admin.display(description="custom")
     def custom_data(self, obj: Feedback) -> SafeString:
         return pretty_json(obj.custom)
@@ -323,3 +475,115 @@ class FeedbackAdmin(ContactSearchAdmin[Feedback], ReadOnlyAdmin[Feedback]):
             obj.get_review_state_display(),
             reverse("admin:feedback_returnreview_change", args=[obj.pk]),
         )
+
+
+class CorrectionForm(forms.Form):
+    """Staff's retraction (a reason) or amendment (the new revenue, a reason)."""
+
+    revenue = forms.CharField(
+        label="New revenue",
+        max_length=40,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "size": 14}),
+        help_text="A decimal of zero or more, at most two decimals, e.g. 225.00.",
+    )
+    reason = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Kept in the feedback's history and sent to sources that are "
+        "told of corrections.",
+    )
+
+    def __init__(self, *args: Any, action: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if action == FeedbackCorrection.Action.RETRACT:
+            del self.fields["revenue"]
+        else:
+            self.fields["reason"].required = False
+
+
+def _what(row: FeedbackCorrection) -> str:
+    if row.action == FeedbackCorrection.Action.RETRACT:
+        return "Retracted"
+    before = "none" if row.previous_revenue is None else f"{row.previous_revenue}"
+    return f"Revenue {before} → {row.revenue}"
+
+
+def _correction_state(obj: Feedback) -> SafeString:
+    if obj.retracted_at is not None:
+        return format_html(
+            '<p class="correction-state"><strong>Retracted</strong> on {}: '
+            "reports do not count it.</p>",
+            obj.retracted_at.strftime("%Y-%m-%d %H:%M UTC"),
+        )
+    return format_html('<p class="correction-state">{}</p>', "Not retracted.")
+
+
+def _sources_told(obj: Feedback, rows: list[FeedbackCorrection]) -> SafeString:
+    """Per correction, the notices sent, and the sources that were not told
+    because their config has no request for it."""
+    notices = list(
+        Notification.objects.filter(feedback=obj, correction__in=rows)
+        .select_related("source", "correction")
+        .order_by("pk")
+    )
+    lines: list[tuple[Any, ...]] = []
+    for row in rows:
+        for notice in (n for n in notices if n.correction_id == row.pk):
+            lines.append(
+                (
+                    format_html(
+                        '{} was told ({}): <a href="{}">{}</a>',
+                        notice.source.name,
+                        _what(row).lower(),
+                        reverse("admin:feedback_notification_change", args=[notice.pk]),
+                        notice.public_id,
+                    ),
+                    status_badge(notice),
+                )
+            )
+        lines += [(line, "") for line in _not_told(obj, row.action)]
+    if not lines:
+        return format_html("<p>{}</p>", "No source had received this feedback.")
+    return format_html(
+        '<div class="correction-sources">{}</div>',
+        format_html_join("", "<p>{} {}</p>", lines),
+    )
+
+
+def _not_told(obj: Feedback, action: str, *, before: bool = False) -> list[str]:
+    """The sources that received the feedback under a config without the
+    request, each as "Source X has no retraction mapping: it was not told."
+    (`before`: "it will not be told", on the form)."""
+    field = correction_field(action)
+    noun = "retraction" if action == FeedbackCorrection.Action.RETRACT else "amendment"
+    seen: set[str] = set()
+    lines = []
+    for original in correction_originals(obj):
+        config = original.config
+        if config is not None and getattr(config, field):
+            continue
+        name = original.source.name
+        if name in seen:
+            continue
+        seen.add(name)
+        told = "it will not be told" if before else "it was not told"
+        lines.append(f"Source {name} has no {noun} mapping: {told}.")
+    return lines
+
+
+def _correct_links(obj: Feedback) -> list[tuple[str, str]]:
+    """The corrections staff may make to the feedback now, as (URL, label)."""
+    links = []
+    for action, label in (
+        (FeedbackCorrection.Action.RETRACT, "Retract…"),
+        (FeedbackCorrection.Action.AMEND, "Amend revenue…"),
+    ):
+        if correction_refusal(obj, action=action, staff=True):
+            continue
+        links.append(
+            (
+                reverse("admin:feedback_feedback_correct", args=[obj.pk, action]),
+                label,
+            )
+        )
+    return links

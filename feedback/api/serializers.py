@@ -288,6 +288,11 @@ class FeedbackOutputSerializer(serializers.ModelSerializer[Feedback]):
         help_text="A return's review state; null for other feedback and refusals."
     )
     notifications = NotificationOutputSerializer(many=True, read_only=True)
+    retracted_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the buyer or staff retracted it; null while it counts.",
+    )
 
     class Meta:
         model = Feedback
@@ -308,6 +313,7 @@ class FeedbackOutputSerializer(serializers.ModelSerializer[Feedback]):
             "outcome",
             "outcome_reason",
             "review_state",
+            "retracted_at",
             "lead",
             "notifications",
         ]
@@ -362,6 +368,9 @@ def feedback_outputs(feedbacks: Sequence[Feedback]) -> list[dict[str, Any]]:
                 "outcome": str(feedback.outcome),
                 "outcome_reason": feedback.outcome_reason,
                 "review_state": feedback.review_state or None,
+                "retracted_at": None
+                if feedback.retracted_at is None
+                else received_at.to_representation(feedback.retracted_at),
                 "lead": lead_summary(feedback.lead),
                 "notifications": notifications.to_representation(listed)
                 if listed

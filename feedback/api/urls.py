@@ -1,6 +1,14 @@
 from django.urls import path
 
-from feedback.api import imports, privacy, returns, sources, suppression, views
+from feedback.api import (
+    corrections,
+    imports,
+    privacy,
+    returns,
+    sources,
+    suppression,
+    views,
+)
 
 app_name = "api"
 urlpatterns = [
@@ -31,6 +39,16 @@ urlpatterns = [
         "privacy/erasures",
         privacy.ErasureCreateApi.as_view(),
         name="privacy-erasure-create",
+    ),
+    path(
+        "feedback/<uuid:feedback_id>/retract",
+        corrections.FeedbackRetractApi.as_view(),
+        name="feedback-retract",
+    ),
+    path(
+        "feedback/<uuid:feedback_id>/amend",
+        corrections.FeedbackAmendApi.as_view(),
+        name="feedback-amend",
     ),
     path("returns", returns.ReturnListApi.as_view(), name="return-list"),
     path(

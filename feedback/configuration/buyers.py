@@ -58,7 +58,12 @@ def _return_properties() -> Document:
 
 
 def policy_schema(kind: str) -> Document:
-    properties: Document = {"enabled": {"type": "boolean"}, "rules": RULES_SCHEMA}
+    properties: Document = {
+        "enabled": {"type": "boolean"},
+        "rules": RULES_SCHEMA,
+        # Corrections (DESIGN §12): every kind.
+        "retract_hours": {"type": "integer", "minimum": 0, "maximum": 8760},
+    }
     if kind == Kind.RETURN:
         properties.update(_return_properties())
     return object_schema(properties, required=["enabled"])
@@ -179,6 +184,10 @@ def _policy_entry(kind: str, fields: Document) -> Document:
         entry["credit_percent"] = _number(fields.get("credit_percent", 100))
         entry["dispute_days"] = int(fields.get("dispute_days", DEFAULT_DISPUTE_DAYS))
     entry["rules"] = sorted_json(fields.get("rules"))
+    retract_hours = fields.get("retract_hours", BuyerPolicy.DEFAULT_RETRACT_HOURS)
+    if retract_hours != BuyerPolicy.DEFAULT_RETRACT_HOURS:
+        # Written only when changed, so documents from before it read the same.
+        entry["retract_hours"] = int(retract_hours)
     return entry
 
 
@@ -209,6 +218,7 @@ POLICY_FIELDS = (
     "cap_min",
     "credit_percent",
     "dispute_days",
+    "retract_hours",
 )
 
 
@@ -314,7 +324,11 @@ def buyer_save(
 
 def _row_values(entry: Document) -> Document:
     """A normalised document entry as the policy row's field values."""
-    values: Document = {"enabled": entry["enabled"], "rules": entry["rules"]}
+    values: Document = {
+        "enabled": entry["enabled"],
+        "rules": entry["rules"],
+        "retract_hours": entry.get("retract_hours", BuyerPolicy.DEFAULT_RETRACT_HOURS),
+    }
     if "review" in entry:  # a return policy
         cap = entry["cap"]
         values.update(

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -40,8 +41,8 @@ from feedback.metrics import (
 )
 from feedback.models import Feedback
 from feedback.safetext import storable
-from feedback.variables import feedback_variables
-from sources.models import FeedbackConfig
+from feedback.variables import correction_variables, feedback_variables
+from sources.models import FeedbackConfig, FieldMapping
 from sources.outbound.types import (
     Interpretation,
     OutboundRequest,
@@ -51,6 +52,7 @@ from sources.outbound.types import (
 from sources.services import (
     RequestError,
     feedback_config_build_request,
+    feedback_config_correction,
     feedback_config_mappings,
     feedback_config_send,
     request_redact,
@@ -271,13 +273,28 @@ def notifications_deliver(
         if config is None or not config.enabled:
             finished.append(_finish_without_sending(notification, claim))
             continue
+        mappings = None
+        if notification.correction_id is not None:
+            corrected = _correction_request(notification, config)
+            if corrected is None:
+                finished.append(
+                    _finish_without_sending(
+                        notification,
+                        claim,
+                        reason="The config has no such correction request any more.",
+                    )
+                )
+                continue
+            config, mappings = corrected
         now = timezone.now()
         timeout_s = _timeout(config, deadline_s, since=started, now=now)
         elapsed = (now - started).total_seconds()
         if timeout_s is None or elapsed + timeout_s > lease_s - SEND_LEASE_MARGIN_S:
             untried = held[index:]
             break
-        result = _send(notification, claim, config=config, timeout_s=timeout_s)
+        result = _send(
+            notification, claim, config=config, timeout_s=timeout_s, mappings=mappings
+        )
         sent.append(result)
         if result.interpretation.outcome == Outcome.ERROR:
             untried, failed = held[index + 1 :], True
@@ -324,7 +341,9 @@ def _notifications_load(pks: list[int]) -> list[Notification]:
     Two queries rather than one nine-table join: PostgreSQL spent about 10 ms
     planning that join, several times the cost of everything else a delivery
     does in the database."""
-    rows = Notification.objects.select_related("config").in_bulk(pks)
+    rows = Notification.objects.select_related(
+        "config", "correction", "original"
+    ).in_bulk(pks)
     feedbacks = Feedback.objects.select_related(
         "delivery", "lead", "buyer", "source", "flow", "outcome_code"
     ).in_bulk({n.feedback_id for n in rows.values()})
@@ -333,12 +352,36 @@ def _notifications_load(pks: list[int]) -> list[Notification]:
     return [rows[pk] for pk in pks if pk in rows]
 
 
+def _correction_request(
+    notification: Notification, config: FeedbackConfig
+) -> tuple[FeedbackConfig, tuple[FieldMapping, ...]] | None:
+    """A correction notice's request: the config's retraction or amendment
+    request (DESIGN §12), None when the config no longer has it."""
+    correction = notification.correction
+    if correction is None:
+        return None
+    return feedback_config_correction(config=config, action=correction.action)
+
+
+def _variables(notification: Notification) -> dict[str, Any]:
+    if notification.correction is None:
+        return feedback_variables(feedback=notification.feedback)
+    original = notification.original
+    return correction_variables(
+        feedback=notification.feedback,
+        correction=notification.correction,
+        notification_id=notification.public_id,
+        original_id=original.public_id if original is not None else "",
+    )
+
+
 def _send(
     notification: Notification,
     claim: Claim,
     *,
     config: FeedbackConfig,
     timeout_s: float,
+    mappings: Sequence[FieldMapping] | None = None,
 ) -> _Sent:
     started = timezone.now()
     clock = time.monotonic()
@@ -346,9 +389,13 @@ def _send(
     try:
         request = feedback_config_build_request(
             config=config,
-            variables=feedback_variables(feedback=notification.feedback),
+            variables=_variables(notification),
             message_id=notification.public_id,
-            mappings=feedback_config_mappings(config=config),
+            mappings=(
+                feedback_config_mappings(config=config)
+                if mappings is None
+                else mappings
+            ),
             now=started,
         )
     except RequestError as exc:
@@ -408,13 +455,18 @@ def _error_class(response: OutboundResponse) -> str:
     return ""
 
 
-def _finish_without_sending(notification: Notification, claim: Claim) -> Notification:
+def _finish_without_sending(
+    notification: Notification,
+    claim: Claim,
+    *,
+    reason: str = "The config was disabled or deleted before sending.",
+) -> Notification:
     with transaction.atomic():
         updated = Notification.objects.filter(
             pk=notification.pk, lease_token=claim.token
         ).update(
             status=Status.SKIPPED,
-            reason="The config was disabled or deleted before sending.",
+            reason=reason,
             lease_token=None,
             lease_expires_at=None,
             next_attempt_at=None,

@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from feedback.leases import Scheduled
-from feedback.models import Feedback
+from feedback.models import Feedback, FeedbackCorrection
 from sources.models import FeedbackConfig, Kind, Source
 
 
@@ -88,11 +88,35 @@ class Notification(Scheduled):
         blank=True,
         related_name="notifications",
     )
+    # A correction notice (DESIGN §12): the retraction or amendment it tells,
+    # and the notification that first forwarded the feedback. Empty for the
+    # feedback's own notifications.
+    correction = models.ForeignKey(
+        FeedbackCorrection,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
+    original = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="corrections",
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["feedback", "config"], name="notification_one_per_config"
+                fields=["feedback", "config"],
+                condition=Q(correction__isnull=True),
+                name="notification_one_per_config",
+            ),
+            models.UniqueConstraint(
+                fields=["correction", "original"],
+                condition=Q(correction__isnull=False),
+                name="notification_one_notice_per_correction",
             ),
         ]
         indexes = [

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from feedback.forwarding.models import Notification
 from feedback.leases import lease_until
-from feedback.models import Feedback
+from feedback.models import Feedback, FeedbackCorrection
 from feedback.variables import feedback_variables
 from sources.models import FeedbackConfig, Kind
 from sources.services import feedback_config_criteria_check
@@ -142,3 +143,83 @@ def _initial_status(config: FeedbackConfig, skipped: str | None) -> str:
     if config.method == FeedbackConfig.Method.BATCH:
         return Status.BATCHED
     return Status.PENDING
+
+
+# Corrections (DESIGN §12) -------------------------------------------------------
+
+# The originals a source has received, or is receiving: told of a correction
+# when their config has the request for it. One still waiting is sent with the
+# correction applied (an amended revenue) or not at all (a retraction).
+RECEIVED = Q(status__in=(Status.SUCCEEDED, Status.SENDING)) | Q(
+    status=Status.BATCHED, batch_run__isnull=False
+)
+
+
+def correction_field(action: str) -> str:
+    """The config field holding the request of a correction `action`."""
+    return "on_retract" if action == FeedbackCorrection.Action.RETRACT else "on_amend"
+
+
+def correction_originals(feedback: Feedback) -> list[Notification]:
+    """The feedback's own notifications a source got (or is getting), with
+    their configs, oldest first: what a correction may need to be told to."""
+    return list(
+        Notification.objects.filter(
+            RECEIVED, feedback=feedback, correction__isnull=True
+        )
+        .select_related("config", "source", "batch_run")
+        .order_by("pk")
+    )
+
+
+def correction_notices_create(
+    *, feedback: Feedback, correction: FeedbackCorrection
+) -> list[Notification]:
+    """One notice per notification that forwarded `feedback` whose config has
+    a request for this correction (`on_retract` or `on_amend`), carrying the
+    original's id; sources without one are not told. Runs in the correction's
+    transaction; the caller queues the rows once it commits."""
+    field = correction_field(correction.action)
+    now = timezone.now()
+    notices = [
+        Notification(
+            feedback=feedback,
+            config=original.config,
+            source_id=original.source_id,
+            kind=feedback.kind,
+            lead_delivered_at=original.lead_delivered_at,
+            status=Status.PENDING,
+            next_attempt_at=now,
+            correction=correction,
+            original=original,
+            created_at=now,
+            updated_at=now,
+        )
+        for original in correction_originals(feedback)
+        if original.config is not None
+        and original.config.enabled
+        and getattr(original.config, field)
+    ]
+    return Notification.objects.bulk_create(notices)
+
+
+def notifications_cancel_unsent(*, feedback: Feedback, reason: str) -> int:
+    """Skip the feedback's own notifications not yet sent nor being sent (a
+    retraction came first); how many."""
+    now = timezone.now()
+    return (
+        Notification.objects.filter(feedback=feedback, correction__isnull=True)
+        .filter(
+            Q(status__in=(Status.PENDING, Status.RETRYING))
+            | Q(status=Status.BATCHED, batch_run__isnull=True)
+        )
+        .update(
+            status=Status.SKIPPED,
+            lease_token=None,
+            lease_expires_at=None,
+            reason=reason[:1000],
+            next_attempt_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+    )

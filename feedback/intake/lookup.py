@@ -144,6 +144,8 @@ def _returned_delivery_ids(deliveries: list[DeliveryEvent]) -> set[int]:
             delivery__in=deliveries,
             kind=Kind.RETURN,
             outcome=Feedback.Outcome.SUCCESS,
+            # A retracted return frees the slot (DESIGN §12).
+            retracted_at__isnull=True,
         ).values_list("delivery_id", flat=True)
     )
 
@@ -346,6 +348,7 @@ def known_rows(buyer: Buyer, parsed: list[Parsed]) -> Known:
                 delivery_id__in=returned_ids,
                 kind=Kind.RETURN,
                 outcome=Feedback.Outcome.SUCCESS,
+                retracted_at__isnull=True,
             ).values_list("delivery_id", flat=True)
         )
     return Known(cast(dict[tuple[str, str], Any], deliveries), policies, returned)

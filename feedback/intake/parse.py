@@ -282,6 +282,13 @@ def _is_blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def revenue_parse(value: object) -> tuple[Decimal | None, str]:
+    """A revenue as the intake reads it: (amount, "") or (None, why not)."""
+    errors: list[FieldError] = []
+    amount = _revenue(value, errors)
+    return amount, errors[0].message if errors else ""
+
+
 def _revenue(value: object, errors: list[FieldError]) -> Decimal | None:
     if _is_blank(value):
         return None

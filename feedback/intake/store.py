@@ -266,6 +266,8 @@ class FeedbackRow:
     outcome: str = Feedback.Outcome.SUCCESS
     outcome_reason: str = ""
     review_state: str = ""
+    # New feedback is never retracted; COPY writes every column.
+    retracted_at: datetime | None = None
     public_id: uuid.UUID = dataclass_field(default_factory=uuid.uuid4)
     id: int | None = None
 

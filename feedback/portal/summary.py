@@ -77,7 +77,9 @@ def summary_for_buyer(
     deliveries: QuerySet[DeliveryEvent] = DeliveryEvent.objects.filter(
         buyer=buyer, delivered_at__gte=start
     )
-    accepted = Q(feedback__outcome=Feedback.Outcome.SUCCESS)
+    accepted = Q(
+        feedback__outcome=Feedback.Outcome.SUCCESS, feedback__retracted_at__isnull=True
+    )
     counts = {
         "delivered": Count("pk", distinct=True),
         "conversions": Count(

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from feedback.portal import returns, summary, views
+from feedback.portal import corrections, returns, summary, views
 
 app_name = "portal"
 urlpatterns = [
@@ -16,6 +16,11 @@ urlpatterns = [
         "deliveries/<str:event_id>/feedback/<str:kind>/",
         views.delivery_feedback,
         name="delivery-feedback",
+    ),
+    path(
+        "feedback/<uuid:public_id>/<str:action>/",
+        corrections.feedback_correct,
+        name="feedback-correct",
     ),
     path("summary/", summary.summary, name="summary"),
     path("returns/", returns.return_list, name="return-list"),

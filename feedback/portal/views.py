@@ -23,6 +23,7 @@ from feedback.api.serializers import (
 )
 from feedback.audit.models import AuditEntry
 from feedback.audit.services import Counted, audit_export
+from feedback.corrections.services import correction_hours_of
 from feedback.filters import DeliveryFilter
 from feedback.forwarding.selectors import feedback_history_for_delivery
 from feedback.imports.selectors import (
@@ -36,6 +37,7 @@ from feedback.intake.parse import ReceiveStatus
 from feedback.intake.pipeline import feedback_receive, feedback_receive_many
 from feedback.models import ApiKey, DeliveryEvent, Feedback, OutcomeCode
 from feedback.portal.context import PortalRequest, buyer_required, buyer_select
+from feedback.portal.corrections import correctable
 from feedback.portal.forms import (
     ApiKeyCreateForm,
     BulkFeedbackForm,
@@ -249,7 +251,11 @@ def _feedback_forms(
 def _standing(history: list[Feedback]) -> tuple[Feedback | None, list[Feedback]]:
     """The lead's return that stands (accepted, not rejected on review), and
     its accepted conversions, oldest first, from its history (newest first)."""
-    accepted = [f for f in reversed(history) if f.outcome == Feedback.Outcome.SUCCESS]
+    accepted = [
+        f
+        for f in reversed(history)
+        if f.outcome == Feedback.Outcome.SUCCESS and f.retracted_at is None
+    ]
     returned = next(
         (
             f
@@ -294,7 +300,9 @@ def _render_delivery(
     portal = _portal(request)
     history = list(feedback_history_for_delivery(delivery=delivery))
     returned, _ = _standing(history)
+    hours = correction_hours_of(history)
     for feedback in history:
+        feedback.correctable = correctable(feedback, hours=hours[feedback.pk])  # type: ignore[attr-defined]
         for notification in feedback.notifications.all():
             # What the source said, without what only the seller should see.
             notification.buyer_reason = notification_reason_for_buyer(notification)  # type: ignore[attr-defined]

@@ -30,7 +30,14 @@ from django.utils import timezone
 from feedback.audit.services import audit_expire, audit_expired
 from feedback.forwarding.models import BatchAttempt, BatchRun, NotificationAttempt
 from feedback.imports.models import FeedbackImport, FeedbackImportChunk
-from feedback.models import ApiKey, DeliveryEvent, Feedback, IdempotencyKey, Lead
+from feedback.models import (
+    ApiKey,
+    DeliveryEvent,
+    Feedback,
+    FeedbackCorrection,
+    IdempotencyKey,
+    Lead,
+)
 from feedback.privacy.models import Erasure
 from feedback.privacy.notices import (
     erasure_notices_create,
@@ -387,6 +394,11 @@ def leads_personal_data_remove(
         Credit.objects.filter(feedback__lead_id__in=lead_pks),
         scrubber,
         text_fields=["void_reason"],
+    )
+    counts["corrections"] = _scrub_rows(
+        FeedbackCorrection.objects.filter(feedback__lead_id__in=lead_pks),
+        scrubber,
+        text_fields=["reason"],
     )
     if scrubber.terms and everywhere:
         counts["webhook_messages"] = _scrub_rows(

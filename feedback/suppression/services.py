@@ -183,6 +183,37 @@ def suppression_add_for_feedback(feedbacks: Iterable[Any]) -> int:
     return len(wanted)
 
 
+def suppression_remove_for_feedback(feedback: Any) -> int:
+    """Take out the entries a feedback added, now that it is retracted, in the
+    caller's transaction: those on lists that took it, unless another live
+    feedback about the same lead would have added them too. How many."""
+    taking = [rule for rule in suppression_rules(fresh=True) if rule.takes(feedback)]
+    if not taking:
+        return 0
+    others = (
+        Feedback.objects.filter(
+            lead_id=feedback.lead_id,
+            outcome=Feedback.Outcome.SUCCESS,
+            retracted_at__isnull=True,
+        )
+        .exclude(pk=feedback.pk)
+        .only("kind", "reason", "review_state")
+    )
+    kept = {rule.id for other in others for rule in taking if rule.takes(other)}
+    removed = 0
+    for found in lead_digests(feedback.lead.data):
+        for rule in taking:
+            if rule.id in kept:
+                continue
+            removed += SuppressionEntry.objects.filter(
+                list_id=rule.id,
+                field=found.field,
+                sha256=found.sha256,
+                origin=SuppressionEntry.Origin.FEEDBACK,
+            ).delete()[0]
+    return removed
+
+
 # One statement whatever the number of entries (its text never changes, so a
 # prepared statement serves every call). The join drops lists deleted since
 # this process read them.

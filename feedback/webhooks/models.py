@@ -32,6 +32,8 @@ EVENTS = (
     ("source.paused", "A source was paused"),
     ("source.resumed", "A source was resumed"),
     ("return.decided", "A return was approved or rejected"),
+    ("feedback.retracted", "A buyer or staff retracted feedback"),
+    ("feedback.amended", "A conversion's revenue was amended"),
 )
 EVENT_TYPES = tuple(event for event, _ in EVENTS)
 

@@ -288,7 +288,9 @@ def _live_breakdown(
 
 def _delivery_side(filters: ReportFilters, field: str) -> QuerySet[Any, dict[str, Any]]:
     """Delivered, cost and covered deliveries per group, from the delivery table."""
-    feedback_about = Feedback.objects.filter(delivery=OuterRef("pk"))
+    feedback_about = Feedback.objects.filter(
+        delivery=OuterRef("pk"), retracted_at__isnull=True
+    )
     if not filters.by_delivery:
         feedback_about = feedback_about.filter(
             received_at__gte=filters.since, received_at__lt=filters.until

@@ -248,7 +248,10 @@ class BillingReport(Report):
         if received is None:
             received = as_dicts(
                 Feedback.objects.filter(
-                    dims, received_at__gte=f.since, received_at__lt=f.until
+                    dims,
+                    received_at__gte=f.since,
+                    received_at__lt=f.until,
+                    retracted_at__isnull=True,
                 )
                 .annotate(month=TruncMonth("received_at", tzinfo=tz))
                 .values("month")

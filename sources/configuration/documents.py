@@ -60,8 +60,25 @@ def json_number(value: float) -> float | int:
 
 
 def feedback_config_document(config: FeedbackConfig) -> Document:
-    """One stored config in the shape of DESIGN §9, every key present."""
-    return _with_forward_on(_config_document(config), config.forward_on)
+    """One stored config in the shape of DESIGN §9, every key present (the
+    optional correction requests when set)."""
+    document = _with_forward_on(_config_document(config), config.forward_on)
+    return _with_corrections(
+        document, {name: getattr(config, name) for name in CORRECTION_KEYS}
+    )
+
+
+# The requests that tell a source of a retraction, an amendment or an erasure.
+CORRECTION_KEYS = ("on_retract", "on_amend", "on_erase")
+
+
+def _with_corrections(document: Document, given: Document) -> Document:
+    """A config's retraction, amendment and erasure requests, after its
+    mappings, when it has them (DESIGN §12)."""
+    for name in CORRECTION_KEYS:
+        if given.get(name):
+            document[name] = sorted_json(given[name])
+    return document
 
 
 def _with_forward_on(document: Document, forward_on: str) -> Document:
@@ -217,7 +234,9 @@ def source_from_input(item: Document) -> Document:
 def feedback_config_from_input(item: Document) -> Document:
     """A config from the file with defaults filled in, shaped as export writes it."""
     forward_on = item.get("forward_on", FeedbackConfig.ForwardOn.ACCEPTED)
-    return _with_forward_on(_config_from_input(item), forward_on)
+    return _with_corrections(
+        _with_forward_on(_config_from_input(item), forward_on), item
+    )
 
 
 def _config_from_input(item: Document) -> Document:
@@ -382,6 +401,8 @@ def feedback_config_build(item: Document) -> tuple[FeedbackConfig, list[FieldMap
 
 def feedback_config_apply(config: FeedbackConfig, entry: Document) -> None:
     batch_settings_apply(config, entry.get("batch"))
+    for name in CORRECTION_KEYS:
+        setattr(config, name, entry.get(name) or None)
     config.forward_on = entry.get("forward_on", FeedbackConfig.ForwardOn.ACCEPTED)
     if entry["method"] == FeedbackConfig.Method.BATCH:
         # The HTTP settings go back to their defaults: the document has none.
@@ -483,6 +504,9 @@ FIELD_KEYS: dict[str, JsonPath] = {
     "signing_enabled": ("signing", "enabled"),
     "signing_secret": ("signing", "secret"),
     "criteria": ("criteria",),
+    "on_retract": ("on_retract",),
+    "on_amend": ("on_amend",),
+    "on_erase": ("on_erase",),
     "soap_operation": ("soap", "operation"),
     "soap_version": ("soap", "version"),
     **{

@@ -56,6 +56,39 @@ def feedback_config_schema() -> Document:
         },
         "required": ["host"],
     }
+    correction = object_schema(
+        {
+            "method": {"enum": [m for m in METHODS if m != "batch"]},
+            "url": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "http_method": {"enum": list(HTTP_METHODS)},
+            "soap_operation": {"type": "string", "minLength": 1},
+            "mappings": {
+                "type": "array",
+                "minItems": 1,
+                "items": object_schema(
+                    {
+                        "target": {"type": "string", "minLength": 1, "maxLength": 500},
+                        "value": {"type": "string", "maxLength": 5000},
+                    },
+                    required=["target", "value"],
+                ),
+            },
+        },
+        required=["method", "url", "mappings"],
+    )
+    # Where the source is told of an erasure (DESIGN §12; sources/services.py
+    # `on_erase_problem` holds the same rules).
+    erasure = object_schema(
+        {
+            "url": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "method": {"enum": ["json", "form", "query", "xml"]},
+            "mappings": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "maxLength": 5000},
+            },
+        },
+        required=["url"],
+    )
     return object_schema(
         {
             "kind": {"enum": list(KINDS)},
@@ -112,6 +145,10 @@ def feedback_config_schema() -> Document:
                     required=["target", "value"],
                 ),
             },
+            # Corrections (DESIGN §12): checked with the config's other rules.
+            "on_retract": correction,
+            "on_amend": correction,
+            "on_erase": erasure,
             "response": object_schema(
                 {
                     "outcome_search_term": text,

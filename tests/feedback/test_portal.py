@@ -379,7 +379,8 @@ def test_lead_page_shows_lead_delivery_and_feedback_history_with_notifications(
         outcome=Feedback.Outcome.FAILURE,
         outcome_reason="Lead already returned",
     )
-    with django_assert_max_num_queries(12):
+    # One more than before corrections: the buyer's correction window.
+    with django_assert_max_num_queries(13):
         response = portal.get(f"/portal/deliveries/{made.event_id}/")
     body = response.content.decode()
     assert response.status_code == 200

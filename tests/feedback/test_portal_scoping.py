@@ -105,6 +105,20 @@ def return_dispute_post(client, objects):
     )
 
 
+def feedback_retract_post(client, objects):
+    return client.post(
+        f"/portal/feedback/{objects['rejected'].public_id}/retract/",
+        {"reason": "Sent by mistake"},
+    )
+
+
+def feedback_amend_post(client, objects):
+    return client.post(
+        f"/portal/feedback/{objects['rejected'].public_id}/amend/",
+        {"revenue": "10.00"},
+    )
+
+
 def return_evidence(client, objects):
     return client.get(f"/portal/returns/{objects['disputed'].public_id}/evidence/3/")
 
@@ -124,6 +138,7 @@ WALK = {
     "return-detail": [return_detail],
     "return-dispute": [return_dispute_post],
     "return-evidence": [return_evidence],
+    "feedback-correct": [feedback_retract_post, feedback_amend_post],
 }
 REQUESTS = [request for requests in WALK.values() for request in requests]
 
@@ -150,10 +165,11 @@ def test_another_buyers_object_is_404_and_untouched(
 ):
     client.force_login(buyer_user)
     theirs = objects_of(other_buyer)
-    states = dict(Feedback.objects.values_list("pk", "review_state"))
+    fields = ("pk", "review_state", "retracted_at", "revenue")
+    states = list(Feedback.objects.order_by("pk").values_list(*fields))
     response = request_(client, theirs)
     assert response.status_code == 404
-    assert dict(Feedback.objects.values_list("pk", "review_state")) == states
+    assert list(Feedback.objects.order_by("pk").values_list(*fields)) == states
     theirs["key"].refresh_from_db()
     assert theirs["key"].revoked_at is None
 

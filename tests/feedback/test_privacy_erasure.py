@@ -21,6 +21,7 @@ from feedback.imports.services import feedback_import_create, feedback_import_pr
 from feedback.intake.pipeline import feedback_receive
 from feedback.models import Feedback, IdempotencyKey, Lead
 from feedback.privacy.models import Erasure
+from feedback.corrections.services import feedback_retract
 from feedback.returns.models import ReturnTransition
 from feedback.suppression.digests import sha256_of
 from feedback.suppression.models import SuppressionEntry, SuppressionList
@@ -270,6 +271,8 @@ def test_an_erased_person_is_nowhere_in_the_database_or_the_var_directory(
     )
     step.save()
     assert third.pk
+    # Buyer 3 then retracts its status update, naming the person in the reason.
+    feedback_retract(feedback=third, reason=f"Wrong lead: {FIRST} {LAST} is a tenant")
     assert _hits(_var_text(engine.VAR_DIR))
     assert set(_hits(_dump(engine))) == set(NEEDLES)
     suppression = SuppressionList.objects.create(slug="erased", name="Erased")

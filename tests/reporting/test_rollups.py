@@ -11,6 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from feedback.corrections.services import feedback_amend, feedback_retract
 from feedback.models import DeliveryEvent, Feedback
 from reporting.filters import ReportFilters
 from reporting.models import DailyRollup, RollupState
@@ -388,3 +389,49 @@ def test_command_rebuilds_every_day(data):
     expected = dataset.expected_breakdown(data, "source", "delivery")
     for row in table.rows:
         assert_figures(row, expected[row["key"]], BREAKDOWN_FIGURES)
+
+
+def _by_source(live: bool = False):
+    filters = ReportFilters(start=START, end=END)
+    if not live:
+        return {r["key"]: r for r in SourceBreakdownReport(filters).generate().rows}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("reporting.reports.breakdowns.rollup_state", lambda: None)
+        return {r["key"]: r for r in SourceBreakdownReport(filters).generate().rows}
+
+
+def test_refresh_recounts_the_days_of_corrected_feedback(data):
+    conversion = (
+        Feedback.objects.filter(
+            kind=Kind.CONVERSION,
+            outcome=Feedback.Outcome.SUCCESS,
+            revenue__isnull=False,
+            delivery__delivered_at__gte=timezone.make_aware(
+                datetime.datetime.combine(START, datetime.time.min)
+            ),
+            delivery__delivered_at__lt=timezone.make_aware(
+                datetime.datetime.combine(END, datetime.time.min)
+            ),
+        )
+        .order_by("pk")
+        .first()
+    )
+    before = _by_source()[conversion.source_id]
+    # An hour on: the refresh finds the corrected feedback by its correction,
+    # not because it is new.
+    with time_machine.travel(timezone.now() + datetime.timedelta(hours=1)):
+        feedback_amend(
+            feedback=conversion, revenue=conversion.revenue + 100, staff=True
+        )
+        rollups_refresh()
+        amended = _by_source()[conversion.source_id]
+        assert amended["revenue"] == before["revenue"] + 100
+        assert amended["conversions"] == before["conversions"]
+
+        feedback_retract(feedback=conversion, reason="Duplicate", staff=True)
+        rollups_refresh()
+        retracted = _by_source()[conversion.source_id]
+        assert retracted["conversions"] == before["conversions"] - 1
+        assert retracted["revenue"] == before["revenue"] - conversion.revenue
+        live = _by_source(live=True)[conversion.source_id]
+        assert_figures(retracted, live, BREAKDOWN_FIGURES)
