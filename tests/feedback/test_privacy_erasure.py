@@ -13,6 +13,7 @@ from django.core.files.base import ContentFile
 from django.db import connection
 from django.utils import timezone
 
+from feedback.corrections.services import feedback_retract
 from feedback.forwarding.batches import batch_run_create
 from feedback.forwarding.engine import notifications_deliver_due
 from feedback.forwarding.models import BatchRun, NotificationAttempt
@@ -21,7 +22,6 @@ from feedback.imports.services import feedback_import_create, feedback_import_pr
 from feedback.intake.pipeline import feedback_receive
 from feedback.models import Feedback, IdempotencyKey, Lead
 from feedback.privacy.models import Erasure
-from feedback.corrections.services import feedback_retract
 from feedback.returns.models import ReturnTransition
 from feedback.suppression.digests import sha256_of
 from feedback.suppression.models import SuppressionEntry, SuppressionList
