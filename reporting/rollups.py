@@ -189,9 +189,13 @@ def _recount_corrected(since: datetime.datetime) -> int:
     takes a row out and an amendment changes its revenue, which adding cannot
     do. Corrections are few; recounting a day twice (within the late-commit
     margin) gives the same rows."""
-    corrected = FeedbackCorrection.objects.filter(created_at__gte=since).values(
-        "feedback_id"
+    corrected = list(
+        FeedbackCorrection.objects.filter(created_at__gte=since).values_list(
+            "feedback_id", flat=True
+        )
     )
+    if not corrected:
+        return 0
     tz = timezone.get_current_timezone()
     delivered, received = set(), set()
     for delivered_at, received_at in Feedback.objects.filter(

@@ -1,6 +1,6 @@
 """The incremental refresh adds what is new and nothing twice: after any mix of
-new deliveries, first and repeated feedback, late commits and rollbacks, its
-rollups are the rows a full rebuild writes."""
+new deliveries, first and repeated feedback, retractions and amendments, late
+commits and rollbacks, its rollups are the rows a full rebuild writes."""
 
 import datetime
 import random
@@ -12,6 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from feedback.corrections.services import feedback_amend, feedback_retract
 from feedback.models import DeliveryEvent, Feedback
 from reporting.models import DailyRollup, RollupState, TimingRollup
 from reporting.rollups import FEEDBACK_SIDE, LATE_COMMIT_MARGIN, rollups_refresh
@@ -114,7 +115,7 @@ def new_delivery(rng: random.Random, data, index: int) -> DeliveryEvent:
     )
 
 
-def test_rounds_of_new_rows_add_up_to_the_full_rebuild():
+def test_rounds_of_new_rows_and_corrections_add_up_to_the_full_rebuild():
     rng = random.Random(11)
     data = dataset.build(groups=3, per_group=10)
     rollups_refresh()
@@ -125,6 +126,18 @@ def test_rounds_of_new_rows_add_up_to_the_full_rebuild():
         for _ in range(rng.randrange(5, 15)):
             # Old and new deliveries alike, some of them a second time.
             new_feedback(rng, rng.choice(deliveries))
+        # Staff correct earlier feedback: one retracted, one revenue amended.
+        standing = Feedback.objects.filter(
+            outcome=Feedback.Outcome.SUCCESS, retracted_at__isnull=True
+        )
+        feedback_retract(
+            feedback=rng.choice(list(standing)), reason="Sent in error", staff=True
+        )
+        feedback_amend(
+            feedback=rng.choice(list(standing.filter(kind=Kind.CONVERSION))),
+            revenue=f"{rng.randrange(1, 900)}.00",
+            staff=True,
+        )
         written = rollups_refresh()
         assert written > 0
         assert snapshot() == rebuilt(), f"round {round_}"
@@ -172,12 +185,10 @@ def test_a_refresh_with_nothing_new_reads_no_records_and_writes_nothing():
     with CaptureQueriesContext(connection) as queries:
         assert rollups_refresh() == 0
     statements = [q["sql"] for q in queries]
-    # The state row, the two highest ids and the state's update: no scans.
-    record_reads = [
-        s
-        for s in statements
-        if Feedback._meta.db_table in s or DeliveryEvent._meta.db_table in s
-    ]
+    # The state row, the two highest ids, the corrections since the last
+    # refresh (none) and the state's update: no scans of the records.
+    tables = [f'"{m._meta.db_table}"' for m in (Feedback, DeliveryEvent)]
+    record_reads = [s for s in statements if any(t in s for t in tables)]
     assert len(record_reads) == 2, record_reads
     assert all("MAX(" in s.upper() for s in record_reads)
     assert snapshot() == before
