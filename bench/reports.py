@@ -379,6 +379,17 @@ RAW_SQL: dict[str, list[str]] = {
     "time-to-feedback-by-source": ttf_sql("source_id"),
     "time-to-feedback-by-buyer": ttf_sql("buyer_id"),
     "scorecard": breakdown_sql("source_id"),
+    "returns-by-source-and-reason": [
+        "SELECT f.source_id, f.reason, COUNT(*) FILTER (WHERE f.outcome = 'success' "
+        f"AND f.kind = 'return') {FEEDBACK_BY_DELIVERY_DATE} "
+        "GROUP BY f.source_id, f.reason"
+    ],
+    "returns-resolution": [
+        """SELECT f.source_id, f.review_state, COUNT(*) FROM feedback_feedback f
+        WHERE f.kind = 'return' AND f.outcome = 'success'
+            AND f.received_at >= %(since)s AND f.received_at < %(until)s
+        GROUP BY f.source_id, f.review_state"""
+    ],
     "delivery-health": [
         f"""SELECT n.config_id, COUNT(*),
             COUNT(*) FILTER (WHERE n.status = 'succeeded'),
@@ -467,10 +478,10 @@ def build_rollups(new_feedback: int) -> dict[str, float]:
             """
             INSERT INTO feedback_feedback (public_id, delivery_id, lead_id, buyer_id,
                 source_id, flow_id, kind, reason, occurred_at, received_at, custom,
-                note, channel, outcome, outcome_reason)
+                note, channel, outcome, outcome_reason, review_state)
             SELECT gen_random_uuid(), d.id, d.lead_id, d.buyer_id, d.source_id,
                 d.flow_id, (ARRAY['status', 'conversion'])[1 + (random() < 0.4)::int],
-                'Call back', now(), now(), '{}'::jsonb, '', 'api', 'success', ''
+                'Call back', now(), now(), '{}'::jsonb, '', 'api', 'success', '', ''
             FROM feedback_deliveryevent d
             WHERE d.delivered_at >= %(since)s
             ORDER BY random() LIMIT %(count)s

@@ -377,7 +377,62 @@ BuyerBreakdownReport = _breakdown(
 )
 
 
-KindBreakdownReport = _breakdown("kind", "Conversions, returns and status updates.")
+class KindBreakdownReport(BreakdownReport):
+    """By kind, a kind's deliveries are those with feedback of that kind, so
+    conversions over them say nothing (a second conversion of a lead took the
+    rate past 100 %): the rates are on every delivery in the filter."""
+
+    code = "by-kind"
+    name = "By kind"
+    description = (
+        "Conversions, returns and status updates, with rates on every delivery in "
+        "the filter."
+    )
+    dimension = DIMENSIONS["kind"]
+
+    def generate(self) -> ReportTable:
+        breakdown = breakdown_rows(self.filters, self.dimension)
+        self.rollups_as_of = breakdown.as_of
+        previous = self.filters.previous()
+        before = breakdown_rows(previous, self.dimension)
+        for rows, filters in ((breakdown.rows, self.filters), (before.rows, previous)):
+            everyone = deliveries_in(filters)
+            for row in rows:
+                row["conversion_rate"] = rate(row["conversions"], everyone)
+                row["return_rate"] = rate(row["returns"], everyone)
+        attach_previous(breakdown.rows, breakdown.totals, before.rows, before.totals)
+        columns = [
+            Column("label", self.dimension.label, "text"),
+            *(
+                Column("delivered", "Leads with this kind")
+                if column.key == "delivered"
+                else column
+                for column in BREAKDOWN_COLUMNS
+            ),
+        ]
+        return ReportTable(columns, breakdown.rows, breakdown.totals, previous=previous)
+
+
+def deliveries_in(filters: ReportFilters) -> int:
+    """Every delivery the filters count (the kind does not narrow deliveries):
+    from the daily rollups where they answer, else counted live."""
+    dimension = next(
+        (
+            name
+            for name in ("source", "flow", "buyer")
+            if getattr(filters, f"{name}_id")
+        ),
+        "source",
+    )
+    if rollup_usable(filters, dimension) is not None:
+        rollups = DailyRollup.objects.filter(
+            dimension=dimension, kind="", day__gte=filters.start, day__lte=filters.end
+        )
+        own = getattr(filters, f"{dimension}_id")
+        if own is not None:
+            rollups = rollups.filter(key=str(own))
+        return rollups.aggregate(n=Sum("delivered"))["n"] or 0
+    return DeliveryEvent.objects.filter(filters.delivery_q()).count()
 
 
 class TrendReport(Report):

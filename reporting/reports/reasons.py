@@ -9,12 +9,12 @@ from typing import Any
 from django.db.models import Count, Q, Sum
 from django.utils.safestring import SafeString
 
-from feedback.models import DeliveryEvent, Feedback
+from feedback.models import Feedback
 from feedback.returns.models import Credit
 from reporting.charts import bar_chart
 from reporting.filters import ReportFilters
 from reporting.measures import ACCEPTED
-from reporting.models import VIEW_BILLING, DailyRollup
+from reporting.models import VIEW_BILLING
 from reporting.reports.base import (
     CHART_BARS,
     Column,
@@ -24,7 +24,12 @@ from reporting.reports.base import (
     labels_for,
     rate,
 )
-from reporting.reports.breakdowns import DIMENSIONS, breakdown_rows, rollup_usable
+from reporting.reports.breakdowns import (
+    DIMENSIONS,
+    breakdown_rows,
+    deliveries_in,
+    rollup_usable,
+)
 from sources.models import Kind, Source
 
 # The accepted feedback a reason is counted by, per kind filtered (None: all).
@@ -37,28 +42,6 @@ MEASURES: dict[str | None, tuple[str, str]] = {
 
 # The reasons given a column of their own in the matrix; the rest are added up.
 MATRIX_REASONS = 6
-
-
-def deliveries_in(filters: ReportFilters) -> int:
-    """Every delivery the filters count (the kind does not narrow deliveries):
-    from the daily rollups where they answer, else counted live."""
-    dimension = next(
-        (
-            name
-            for name in ("source", "flow", "buyer")
-            if getattr(filters, f"{name}_id")
-        ),
-        "source",
-    )
-    if rollup_usable(filters, dimension) is not None:
-        rollups = DailyRollup.objects.filter(
-            dimension=dimension, kind="", day__gte=filters.start, day__lte=filters.end
-        )
-        own = getattr(filters, f"{dimension}_id")
-        if own is not None:
-            rollups = rollups.filter(key=str(own))
-        return rollups.aggregate(n=Sum("delivered"))["n"] or 0
-    return DeliveryEvent.objects.filter(filters.delivery_q()).count()
 
 
 def credits_by_reason(filters: ReportFilters) -> dict[str, Decimal]:

@@ -287,6 +287,12 @@ def expected_breakdown(
             result[key] = _measures(
                 group_deliveries, group_feedback, len(group_deliveries)
             )
+    if dimension == "kind":
+        # By kind, the rates are on every delivery delivered in the range.
+        everyone = sum(1 for d in data.deliveries if in_range(d.delivered_at))
+        for row in result.values():
+            row["conversion_rate"] = row["conversions"] / everyone
+            row["return_rate"] = row["returns"] / everyone
     return result
 
 
