@@ -479,10 +479,6 @@ LEADBACK_QUEUE_LEASE_S = env_float("LEADBACK_QUEUE_LEASE_S", 60.0)
 # `deliver_notifications --once`: a message no worker reads would hold each new
 # row for a whole queue lease and pile up in the broker.
 LEADBACK_QUEUE_ON_COMMIT = env_bool("LEADBACK_QUEUE_ON_COMMIT", True)
-# How long a process gathers the commits' new notifications before queueing
-# them together, from one thread, off the request (feedback/forwarding/
-# publisher.py). 0 queues each commit's at once, in the request.
-LEADBACK_PUBLISH_WINDOW_MS = env_float("LEADBACK_PUBLISH_WINDOW_MS", 5.0)
 LEADBACK_SWEEP_BATCH = env_int("LEADBACK_SWEEP_BATCH", 500)
 # Rows of one config a single delivery message carries (sent one after another).
 LEADBACK_DELIVERY_BATCH = env_int("LEADBACK_DELIVERY_BATCH", 20)

@@ -64,14 +64,6 @@ def _no_suppression_lists():
     suppression_rules_forget(none_exist=True)
 
 
-@pytest.fixture(autouse=True)
-def _queue_in_the_request(settings):
-    """In-process tests see a commit's messages queued when it returns; the
-    window that batches them off the request has its own tests, and the
-    processes the end-to-end tests start run with it on."""
-    settings.LEADBACK_PUBLISH_WINDOW_MS = 0
-
-
 @pytest.fixture
 def buyer(db):
     return BuyerFactory(slug="acme-insurance", name="Acme Insurance")

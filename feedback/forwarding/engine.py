@@ -24,7 +24,6 @@ from django.utils import timezone
 
 from feedback.bulk import instances_insert, instances_update
 from feedback.forwarding.models import Notification, NotificationAttempt
-from feedback.forwarding.publisher import publish
 from feedback.forwarding.schedule import retry_after_seconds, retry_delay
 from feedback.leases import (
     due,
@@ -122,13 +121,10 @@ def notifications_enqueue(claims: Sequence[Claim]) -> int:
 
 
 def _messages(claims: Sequence[Claim]) -> Iterator[list[Claim]]:
-    """Messages of up to LEADBACK_DELIVERY_BATCH claims of one config. Claims
-    under different leases may share a message (the publisher's window mixes
-    several commits'): each carries its own token."""
     size = max(1, settings.LEADBACK_DELIVERY_BATCH)
-    groups: dict[int | None, list[Claim]] = {}
+    groups: dict[tuple[uuid.UUID, int | None], list[Claim]] = {}
     for claim in claims:
-        groups.setdefault(claim.config_id, []).append(claim)
+        groups.setdefault((claim.token, claim.config_id), []).append(claim)
     for group in groups.values():
         for start in range(0, len(group), size):
             yield group[start : start + size]
@@ -172,8 +168,7 @@ def notifications_deliver_due(*, limit: int | None = None) -> int:
 def notifications_enqueue_on_commit(notifications: Sequence[Notification]) -> None:
     """The fast path: once the intake commits, queue its new pending rows.
     Rows born leased (`notifications_create(queue=True)`) are queued under
-    their lease as they are; others are claimed first. The process's
-    publisher sends them within LEADBACK_PUBLISH_WINDOW_MS. Off with
+    their lease as they are; others are claimed first. Off with
     LEADBACK_QUEUE_ON_COMMIT: the rows wait, unclaimed, for the next sweep or
     `deliver_notifications --once`."""
     if not settings.LEADBACK_QUEUE_ON_COMMIT:
@@ -190,7 +185,7 @@ def notifications_enqueue_on_commit(notifications: Sequence[Notification]) -> No
 
     def enqueue() -> None:
         claims = leased + (notifications_claim_due(ids=unleased) if unleased else [])
-        publish(claims, notifications_enqueue)
+        notifications_enqueue(claims)
 
     transaction.on_commit(enqueue)
 

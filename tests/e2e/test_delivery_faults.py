@@ -313,11 +313,8 @@ KILLS = 3
 
 
 def test_every_notification_arrives_despite_killed_workers_and_a_flushed_broker(
-    broker, worker, beat, receiver, settings
+    broker, worker, beat, receiver
 ):
-    # As in production: each commit's claims wait in this process's publisher
-    # and are queued together, from its thread, a few milliseconds later.
-    settings.LEADBACK_PUBLISH_WINDOW_MS = 20
     seed = int(os.environ.get("LEADBACK_FAULTS_SEED") or time.time_ns() % 10**6)
     rng = random.Random(seed)
     buyer = BuyerFactory(slug="faults-buyer")
