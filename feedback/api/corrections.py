@@ -9,6 +9,7 @@ not a conversion, the window has passed) answers 409 saying why.
 """
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.utils import (
@@ -146,20 +147,14 @@ class FeedbackRetractApi(APIView):
     )
     @idempotent
     def post(self, request: Request, feedback_id: uuid.UUID) -> Response:
-        values = _validated(self.InputSerializer, request.data)
-        if isinstance(values, Response):
-            return values
-        api_key = _principal(request).api_key
-        feedback = _feedback(api_key, feedback_id)
-        if feedback is None:
-            return _unknown()
-        try:
-            correction = feedback_retract(
+        return _correct(
+            request,
+            feedback_id,
+            self.InputSerializer,
+            lambda feedback, values, api_key: feedback_retract(
                 feedback=feedback, reason=values["reason"], api_key=api_key
-            )
-        except (CorrectionInvalid, CorrectionRefused) as exc:
-            return _failed(exc)
-        return _answer(correction)
+            ),
+        )
 
 
 class FeedbackAmendApi(APIView):
@@ -203,20 +198,36 @@ class FeedbackAmendApi(APIView):
     )
     @idempotent
     def post(self, request: Request, feedback_id: uuid.UUID) -> Response:
-        values = _validated(self.InputSerializer, request.data)
-        if isinstance(values, Response):
-            return values
-        api_key = _principal(request).api_key
-        feedback = _feedback(api_key, feedback_id)
-        if feedback is None:
-            return _unknown()
-        try:
-            correction = feedback_amend(
+        return _correct(
+            request,
+            feedback_id,
+            self.InputSerializer,
+            lambda feedback, values, api_key: feedback_amend(
                 feedback=feedback,
                 revenue=values["revenue"],
                 reason=values.get("reason", ""),
                 api_key=api_key,
-            )
-        except (CorrectionInvalid, CorrectionRefused) as exc:
-            return _failed(exc)
-        return _answer(correction)
+            ),
+        )
+
+
+def _correct(
+    request: Request,
+    feedback_id: uuid.UUID,
+    serializer: type[serializers.Serializer],
+    correct: Callable[[Feedback, dict[str, Any], ApiKey | None], FeedbackCorrection],
+) -> Response:
+    """Validate the body, find the key's own feedback (404 for anyone else's)
+    and apply `correct`; a refused correction answers with its reason."""
+    values = _validated(serializer, request.data)
+    if isinstance(values, Response):
+        return values
+    api_key = _principal(request).api_key
+    feedback = _feedback(api_key, feedback_id)
+    if feedback is None:
+        return _unknown()
+    try:
+        correction = correct(feedback, values, api_key)
+    except (CorrectionInvalid, CorrectionRefused) as exc:
+        return _failed(exc)
+    return _answer(correction)
