@@ -32,12 +32,13 @@ from django.db.models import (
     QuerySet,
     Sum,
 )
-from django.db.models.functions import Trunc, TruncDate
+from django.db.models.functions import Trunc, TruncDate, TruncMonth
 from django.utils import timezone
 
 from feedback.bulk import instances_update
 from feedback.models import DeliveryEvent, Feedback, FeedbackCorrection
 from reporting.measures import (
+    ACCEPTED,
     DIMENSION_FIELDS,
     ON_DELIVERY,
     feedback_measures,
@@ -45,6 +46,7 @@ from reporting.measures import (
 )
 from reporting.models import DailyRollup, RollupState, TimingRollup
 from reporting.timing import binned
+from sources.models import Kind
 
 # Feedback committed late (a long transaction that took its id before the last
 # refresh read the highest id) is caught if it commits within this time.
@@ -65,6 +67,19 @@ FEEDBACK_SIDE = (
     "contacted",
     "not_contacted",
 )
+MEASURES = ("delivered", "cost", "covered", *FEEDBACK_SIDE)
+# Accepted returns per delivery day, source and reason (the returns matrix):
+# key "<source id>:<reason>", kind "return", the count in `accepted`.
+SOURCE_REASON = "source-reason"
+# Every dimension kept per delivery day, and per received day (billing).
+DELIVERY_DIMENSIONS = (*DIMENSION_FIELDS, SOURCE_REASON)
+RECEIVED_DIMENSIONS = tuple(
+    RECEIVED + dimension for dimension in ("source", "flow", "buyer", "kind")
+)
+# Each dimension's rows summed per calendar month, under this prefix and the
+# month's first day: a year of a group reads twelve rows, not 365
+# (`rollup_days`). They change with their days' rows, in the same transaction.
+MONTH = "month:"
 
 
 def rollup_state() -> RollupState | None:
@@ -137,7 +152,69 @@ def _rebuild(state: RollupState) -> int:
         rows = list(_build_received(start_of(since), start_of(until)))
         DailyRollup.objects.bulk_create(rows, batch_size=2000)
         written += len(rows)
-    return written
+    months = list(_build_months(DailyRollup.objects.all()))
+    DailyRollup.objects.bulk_create(months, batch_size=2000)
+    return written + len(months)
+
+
+def _recount_months(months: Iterable[datetime.date]) -> int:
+    """Sum the month rows of `months` again from their days' rows."""
+    months = sorted(months)
+    if not months:
+        return 0
+    DailyRollup.objects.filter(
+        day__in=months, dimension__in=[MONTH + d for d in _daily_dimensions()]
+    ).delete()
+    within = Q()
+    for month in months:
+        within |= Q(day__gte=month, day__lt=next_month(month))
+    rows = list(_build_months(DailyRollup.objects.filter(within)))
+    DailyRollup.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
+
+
+def _daily_dimensions() -> tuple[str, ...]:
+    return (*DELIVERY_DIMENSIONS, *RECEIVED_DIMENSIONS)
+
+
+def _build_months(daily: QuerySet[DailyRollup]) -> Iterable[DailyRollup]:
+    """The month rows of the daily rows in `daily`."""
+    sums = {name: Sum(name) for name in MEASURES}
+    for row in as_rows(
+        daily.filter(dimension__in=_daily_dimensions())
+        .annotate(month=TruncMonth("day"))
+        .values("dimension", "month", "key", "kind")
+        .annotate(**sums)
+        .order_by()
+    ):
+        yield DailyRollup(
+            dimension=MONTH + row["dimension"],
+            day=_as_date(row["month"]),
+            key=row["key"],
+            kind=row["kind"],
+            **{name: row[name] or 0 for name in MEASURES},
+        )
+
+
+def as_rows(rows: Iterable[Any]) -> Iterable[dict[str, Any]]:
+    """values() rows as plain dicts, for annotations named in variables."""
+    return rows
+
+
+def rollup_days(dimension: str, start: datetime.date, end: datetime.date) -> Q:
+    """The rollup rows of `dimension` that add up to the days [start, end]:
+    month rows for the whole months in it, daily rows for the days around them."""
+    first = start if start.day == 1 else next_month(month_start(start))
+    # The first day of the month after the last whole month.
+    stop = month_start(end + DAY)
+    if first >= stop:
+        return Q(dimension=dimension, day__gte=start, day__lte=end)
+    rows = Q(dimension=MONTH + dimension, day__gte=first, day__lt=stop)
+    if start < first:
+        rows |= Q(dimension=dimension, day__gte=start, day__lt=first)
+    if stop <= end:
+        rows |= Q(dimension=dimension, day__gte=stop, day__lte=end)
+    return rows
 
 
 def _span(bounds: dict[str, Any]) -> tuple[datetime.date, datetime.date] | None:
@@ -205,17 +282,16 @@ def _recount_corrected(since: datetime.datetime) -> int:
         received.add(received_at.astimezone(tz).date())
     written = 0
     for day in sorted(delivered):
-        DailyRollup.objects.filter(day=day).exclude(
-            dimension__startswith=RECEIVED
-        ).delete()
+        DailyRollup.objects.filter(day=day, dimension__in=DELIVERY_DIMENSIONS).delete()
         rows = list(_build(start_of(day), start_of(day + DAY)))
         DailyRollup.objects.bulk_create(rows, batch_size=2000)
         written += len(rows)
     for day in sorted(received):
-        DailyRollup.objects.filter(day=day, dimension__startswith=RECEIVED).delete()
+        DailyRollup.objects.filter(day=day, dimension__in=RECEIVED_DIMENSIONS).delete()
         rows = list(_build_received(start_of(day), start_of(day + DAY)))
         DailyRollup.objects.bulk_create(rows, batch_size=2000)
         written += len(rows)
+    written += _recount_months({month_start(day) for day in delivered | received})
     for month in sorted({month_start(day) for day in delivered}):
         TimingRollup.objects.filter(month=month).delete()
         timing = list(_build_timing(month, next_month(month)))
@@ -335,6 +411,14 @@ def _daily_increments(
                     delivered=row["delivered"],
                     cost=row["cost"],
                 )
+    for row in _source_reason_counts(by_day):
+        add(
+            SOURCE_REASON,
+            row["day"],
+            _source_reason_key(row["source_id"], row["reason"]),
+            Kind.RETURN,
+            accepted=row["returns"],
+        )
     # Billing's counts by the day the feedback arrived.
     for row in _build_received_from(feedback):
         add(
@@ -352,13 +436,21 @@ def _daily_increments(
 def _add_daily(
     increments: dict[tuple[str, datetime.date, str, str], dict[str, Any]],
 ) -> int:
-    """Add `increments` to the daily rollup rows, creating the rows missing."""
+    """Add `increments` to the daily rollup rows and to their month rows,
+    creating the rows missing."""
+    with_months = dict(increments)
+    for (dimension, day, key, kind), values in increments.items():
+        row = with_months.setdefault(
+            (MONTH + dimension, month_start(day), key, kind), {}
+        )
+        for name, value in values.items():
+            row[name] = row.get(name, 0) + value
     return _add_rows(
         DailyRollup,
         ("dimension", "day", "key", "kind"),
-        increments,
-        day__in={day for _, day, _, _ in increments},
-        dimension__in={dimension for dimension, _, _, _ in increments},
+        with_months,
+        day__in={day for _, day, _, _ in with_months},
+        dimension__in={dimension for dimension, _, _, _ in with_months},
     )
 
 
@@ -568,6 +660,35 @@ def _build(since: datetime.datetime, until: datetime.datetime) -> Iterable[Daily
                     cost=cost,
                     covered=count,
                 )
+    for row in _source_reason_counts(feedback):
+        yield DailyRollup(
+            dimension=SOURCE_REASON,
+            day=_as_date(row["day"]),
+            key=_source_reason_key(row["source_id"], row["reason"]),
+            kind=Kind.RETURN,
+            accepted=row["returns"],
+        )
+
+
+def _source_reason_counts(feedback: QuerySet[Feedback]) -> Iterable[dict[str, Any]]:
+    """Accepted returns per day (an annotation of `feedback`), source and reason."""
+    groups = ("day", "source_id", "reason")
+    return (
+        feedback.filter(ACCEPTED, kind=Kind.RETURN)
+        .values(*groups)
+        .annotate(returns=Count("pk"))
+        .order_by()
+    )
+
+
+def _source_reason_key(source_id: Any, reason: str) -> str:
+    return f"{source_id}:{reason}"
+
+
+def source_reason_of(key: str) -> tuple[int, str]:
+    """The source id and the reason a source-reason row's key stands for."""
+    source_id, _, reason = key.partition(":")
+    return int(source_id), reason
 
 
 def _key(value: Any) -> str:
