@@ -39,7 +39,9 @@ from feedback.bulk import instances_update
 from feedback.models import DeliveryEvent, Feedback, FeedbackCorrection
 from reporting.measures import (
     ACCEPTED,
+    CONTACT_CODES,
     DIMENSION_FIELDS,
+    NO_CONTACT_CODES,
     ON_DELIVERY,
     feedback_measures,
     outcome_vocabulary,
@@ -353,84 +355,152 @@ def _daily_increments(
     deliveries: QuerySet[DeliveryEvent],
 ) -> dict[tuple[str, datetime.date, str, str], dict[str, Any]]:
     """What new feedback (with `seen`, the feedback already counted) and new
-    deliveries add to each daily rollup row, by (dimension, day, key, kind)."""
-    increments: dict[tuple[str, datetime.date, str, str], dict[str, Any]] = {}
+    deliveries add to each daily rollup row, by (dimension, day, key, kind).
 
-    def add(dimension: str, day: Any, key: Any, kind: str, **values: Any) -> None:
-        row = increments.setdefault((dimension, _as_date(day), _key(key), kind), {})
-        for name, value in values.items():
-            row[name] = row.get(name, 0) + (value or 0)
+    The new feedback is read once, with its delivery, and the earlier feedback
+    of the same deliveries once; the sums and first-feedback counts of every
+    dimension are taken here, as the full build's GROUP BYs take them."""
+    sums: dict[tuple[str, datetime.date, str, str], list[Any]] = {}
 
-    by_day = feedback.annotate(day=_day("delivery__delivered_at"))
-    measures = feedback_measures(outcome_vocabulary())
-    side = {name: measures[name] for name in FEEDBACK_SIDE}
-    for dimension, field in DIMENSION_FIELDS.items():
-        for row in by_day.values("day", field, "kind").annotate(**side).order_by():
-            add(
-                dimension,
-                row["day"],
-                row[field],
-                row["kind"],
-                **{name: row[name] for name in FEEDBACK_SIDE},
+    def row_of(dimension: str, day: datetime.date, key: str, kind: str) -> list[Any]:
+        group = (dimension, day, key, kind)
+        row = sums.get(group)
+        if row is None:
+            row = sums[group] = [0] * len(MEASURES)
+        return row
+
+    (
+        delivered,
+        cost,
+        covered,
+        received,
+        accepted,
+        refused,
+        revenue,
+        returned_cost,
+        quality_sum,
+        quality_count,
+        contacted,
+        not_contacted,
+    ) = range(len(MEASURES))
+    vocabulary = outcome_vocabulary()
+    contact = {vocabulary[c] for c in CONTACT_CODES if c in vocabulary}
+    no_contact = {vocabulary[c] for c in NO_CONTACT_CODES if c in vocabulary}
+    dimensions = list(DIMENSION_FIELDS)
+    fields = list(DIMENSION_FIELDS.values())
+    on_delivery = [dimension in ON_DELIVERY for dimension in dimensions]
+    received_at = [
+        (dimension, fields.index(DIMENSION_FIELDS[dimension[len(RECEIVED) :]]))
+        for dimension in RECEIVED_DIMENSIONS
+    ]
+    source_at, reason_at, kind_at = (
+        fields.index(name) for name in ("source_id", "reason", "kind")
+    )
+    read = (
+        "delivery_id",
+        "day",
+        "received_day",
+        "delivery__price",
+        "outcome",
+        "revenue",
+        "quality_score",
+        "outcome_code_id",
+        *fields,
+    )
+    new = list(
+        feedback.annotate(
+            day=_day("delivery__delivered_at"), received_day=_day("received_at")
+        )
+        .values_list(*read)
+        .order_by()
+    )
+    # The groups each delivery already had feedback in, any kind and per kind.
+    earlier: set[tuple[Any, ...]] = set()
+    if new:
+        for delivery_id, kind, *values in (
+            Feedback.objects.filter(
+                seen, delivery_id__in=feedback.values("delivery_id")
             )
-        # A delivery counts once per group: with its first feedback there.
-        same = {"delivery": OuterRef("delivery"), field: OuterRef(field)}
-        of_kind = {**same, "kind": OuterRef("kind")}
-        earlier_of_kind = Feedback.objects.filter(seen, **of_kind)
-        firsts = by_day.filter(~Exists(earlier_of_kind))
-        for (day, key, kind), (count, cost) in distinct_deliveries(
-            firsts, ["day", field, "kind"]
-        ).items():
-            if dimension in ON_DELIVERY:
-                add(dimension, day, key, kind, covered=count)
-            else:
-                add(
-                    dimension, day, key, kind, covered=count, delivered=count, cost=cost
-                )
-        earlier = Feedback.objects.filter(seen, **same)
-        firsts = by_day.filter(~Exists(earlier))
-        for (day, key), (count, cost) in distinct_deliveries(
-            firsts, ["day", field]
-        ).items():
-            if dimension in ON_DELIVERY:
-                add(dimension, day, key, "", covered=count)
-            else:
-                add(dimension, day, key, "", covered=count, delivered=count, cost=cost)
-        if dimension in ON_DELIVERY:
-            for row in (
-                deliveries.annotate(day=_day("delivered_at"))
-                .values("day", field)
-                .annotate(delivered=Count("pk"), cost=Sum("price"))
-                .order_by()
+            .values_list("delivery_id", "kind", *fields)
+            .order_by()
+        ):
+            for dimension, value in zip(dimensions, values, strict=True):
+                earlier.add((delivery_id, dimension, _key(value)))
+                earlier.add((delivery_id, dimension, _key(value), kind))
+    firsts: set[tuple[Any, ...]] = set()
+    success, failure = Feedback.Outcome.SUCCESS, Feedback.Outcome.FAILURE
+    for (
+        delivery_id,
+        day,
+        received_day,
+        price,
+        outcome,
+        amount,
+        quality,
+        code,
+        *values,
+    ) in new:
+        day = _as_date(day)
+        kind = values[kind_at]
+        keys = [_key(value) for value in values]
+        for n, dimension in enumerate(dimensions):
+            key = keys[n]
+            row = row_of(dimension, day, key, kind)
+            row[received] += 1
+            if outcome == success:
+                row[accepted] += 1
+                row[revenue] += amount or 0
+                if kind == Kind.RETURN:
+                    row[returned_cost] += price
+                if quality is not None:
+                    row[quality_sum] += quality
+                    row[quality_count] += 1
+                if code in contact:
+                    row[contacted] += 1
+                elif code in no_contact:
+                    row[not_contacted] += 1
+            elif outcome == failure:
+                row[refused] += 1
+            # A delivery counts once per group: with its first feedback there.
+            for group, row_kind in (
+                ((delivery_id, dimension, key, kind), kind),
+                ((delivery_id, dimension, key), ""),
             ):
-                add(
-                    dimension,
-                    row["day"],
-                    row[field],
-                    "",
-                    delivered=row["delivered"],
-                    cost=row["cost"],
-                )
-    for row in _source_reason_counts(by_day):
-        add(
-            SOURCE_REASON,
-            row["day"],
-            _source_reason_key(row["source_id"], row["reason"]),
-            Kind.RETURN,
-            accepted=row["returns"],
-        )
-    # Billing's counts by the day the feedback arrived.
-    for row in _build_received_from(feedback):
-        add(
-            row.dimension,
-            row.day,
-            row.key,
-            row.kind,
-            received=row.received,
-            accepted=row.accepted,
-            refused=row.refused,
-        )
-    return increments
+                if group in earlier or group in firsts:
+                    continue
+                firsts.add(group)
+                row = row_of(dimension, day, key, row_kind)
+                row[covered] += 1
+                if not on_delivery[n]:
+                    row[delivered] += 1
+                    row[cost] += price
+        if outcome == success and kind == Kind.RETURN:
+            key = _source_reason_key(values[source_at], values[reason_at])
+            row_of(SOURCE_REASON, day, key, Kind.RETURN)[accepted] += 1
+        # Billing's counts by the day the feedback arrived.
+        received_day = _as_date(received_day)
+        for dimension, n in received_at:
+            row = row_of(dimension, received_day, keys[n], kind)
+            row[received] += 1
+            if outcome == success:
+                row[accepted] += 1
+            elif outcome == failure:
+                row[refused] += 1
+    for dimension in ON_DELIVERY:
+        field = DIMENSION_FIELDS[dimension]
+        for found in (
+            deliveries.annotate(day=_day("delivered_at"))
+            .values("day", field)
+            .annotate(delivered=Count("pk"), cost=Sum("price"))
+            .order_by()
+        ):
+            row = row_of(dimension, _as_date(found["day"]), _key(found[field]), "")
+            row[delivered] += found["delivered"]
+            row[cost] += found["cost"] or 0
+    return {
+        group: {name: value for name, value in zip(MEASURES, row, strict=True) if value}
+        for group, row in sums.items()
+    }
 
 
 def _add_daily(
@@ -457,10 +527,15 @@ def _add_daily(
 def _add_timing(feedback: QuerySet[Feedback]) -> int:
     """Add new feedback to the timing histograms of their delivery months."""
     increments: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in _build_timing_from(feedback):
-        group = (row.dimension, row.month, row.key, row.bucket, row.bin)
-        counts = increments.setdefault(group, {"count": 0})
-        counts["count"] += row.count
+    fields = [DIMENSION_FIELDS[dimension] for dimension in TIMING_DIMENSIONS]
+    # One pass over the new rows for every dimension: a day's feedback makes
+    # far fewer groups than rows, and each is added to one row per dimension.
+    for row in binned(_by_month(feedback), "month", *fields):
+        month = _as_date(row["month"])
+        for dimension, field in zip(TIMING_DIMENSIONS, fields, strict=True):
+            group = (dimension, month, row[field], row["bucket"], row["bin"])
+            counts = increments.setdefault(group, {"count": 0})
+            counts["count"] += row["count"]
     return _add_rows(
         TimingRollup,
         ("dimension", "month", "key", "bucket", "bin"),
@@ -480,24 +555,31 @@ def _add_rows(
     many rows were written."""
     if not increments:
         return 0
+    names = sorted({name for values in increments.values() for name in values})
+    # Tuples, not instances: most rows of the days read are not changed.
     existing = {
-        tuple(getattr(row, name) for name in key_fields): row
-        for row in model.objects.filter(**narrow)
+        tuple(found[1 : 1 + len(key_fields)]): found
+        for found in model.objects.filter(**narrow).values_list(
+            "pk", *key_fields, *names
+        )
     }
     changed: list[Any] = []
     created: list[Any] = []
     for group, values in increments.items():
-        row = existing.get(group)
-        if row is None:
-            row = model(**dict(zip(key_fields, group, strict=True)))
+        found = existing.get(group)
+        row = model(**dict(zip(key_fields, group, strict=True)))
+        if found is None:
             for name in values:
                 setattr(row, name, getattr(row, name, None) or 0)
             created.append(row)
         else:
+            row.pk = found[0]
+            for name, value in zip(names, found[1 + len(key_fields) :], strict=True):
+                setattr(row, name, value)
             changed.append(row)
         for name, value in values.items():
             setattr(row, name, getattr(row, name) + value)
-    instances_update(changed, sorted({name for v in increments.values() for name in v}))
+    instances_update(changed, names)
     model.objects.bulk_create(created, batch_size=2000)
     return len(changed) + len(created)
 
@@ -534,14 +616,7 @@ def _build_timing(first: datetime.date, end: datetime.date) -> Iterable[TimingRo
 def _build_timing_from(feedback: QuerySet[Feedback]) -> Iterable[TimingRollup]:
     """The timing histogram rows of `feedback`, by delivery month; retracted
     feedback counts nowhere."""
-    feedback = feedback.filter(retracted_at__isnull=True).annotate(
-        month=Trunc(
-            "delivery__delivered_at",
-            "month",
-            output_field=DateField(),
-            tzinfo=timezone.get_current_timezone(),
-        )
-    )
+    feedback = _by_month(feedback)
     for dimension in TIMING_DIMENSIONS:
         field = DIMENSION_FIELDS[dimension]
         for row in binned(feedback, "month", field):
@@ -553,6 +628,18 @@ def _build_timing_from(feedback: QuerySet[Feedback]) -> Iterable[TimingRollup]:
                 bin=row["bin"],
                 count=row["count"],
             )
+
+
+def _by_month(feedback: QuerySet[Feedback]) -> QuerySet[Feedback]:
+    """`feedback` not retracted, with its delivery month as `month`."""
+    return feedback.filter(retracted_at__isnull=True).annotate(
+        month=Trunc(
+            "delivery__delivered_at",
+            "month",
+            output_field=DateField(),
+            tzinfo=timezone.get_current_timezone(),
+        )
+    )
 
 
 def _build_received(
