@@ -32,7 +32,7 @@ from django.db.models import (
     QuerySet,
     Sum,
 )
-from django.db.models.functions import Trunc, TruncDate, TruncMonth
+from django.db.models.functions import Trunc, TruncDate, TruncMonth, TruncYear
 from django.utils import timezone
 
 from feedback.bulk import instances_update
@@ -56,6 +56,9 @@ LATE_COMMIT_MARGIN = datetime.timedelta(minutes=10)
 DAY = datetime.timedelta(days=1)
 # The dimensions time to feedback is reported by, with a histogram per month.
 TIMING_DIMENSIONS = ("source", "buyer")
+# The timing histograms summed per calendar year, under this prefix and the
+# year's first day: a year's percentiles merge one histogram a group, not twelve.
+YEAR = "year:"
 # Rows counted by received day (billing) rather than delivery day.
 RECEIVED = "received:"
 FEEDBACK_SIDE = (
@@ -146,6 +149,9 @@ def _rebuild(state: RollupState) -> int:
         timing = list(_build_timing(first, end))
         TimingRollup.objects.bulk_create(timing, batch_size=5000)
         written += len(timing)
+        years = list(_build_timing_years(TimingRollup.objects.all()))
+        TimingRollup.objects.bulk_create(years, batch_size=5000)
+        written += len(years)
     span = _span(
         Feedback.objects.aggregate(first=Min("received_at"), last=Max("received_at"))
     )
@@ -201,6 +207,20 @@ def _build_months(daily: QuerySet[DailyRollup]) -> Iterable[DailyRollup]:
 def as_rows(rows: Iterable[Any]) -> Iterable[dict[str, Any]]:
     """values() rows as plain dicts, for annotations named in variables."""
     return rows
+
+
+def timing_months(dimension: str, first: datetime.date, end: datetime.date) -> Q:
+    """The timing rows of `dimension` that add up to the months [first, end):
+    year rows for the whole years in it, month rows for the months around them."""
+    years_from = first if first.month == 1 else datetime.date(first.year + 1, 1, 1)
+    years_to = datetime.date(end.year, 1, 1)
+    if years_from >= years_to:
+        return Q(dimension=dimension, month__gte=first, month__lt=end)
+    return (
+        Q(dimension=YEAR + dimension, month__gte=years_from, month__lt=years_to)
+        | Q(dimension=dimension, month__gte=first, month__lt=years_from)
+        | Q(dimension=dimension, month__gte=years_to, month__lt=end)
+    )
 
 
 def rollup_days(dimension: str, start: datetime.date, end: datetime.date) -> Q:
@@ -294,12 +314,47 @@ def _recount_corrected(since: datetime.datetime) -> int:
         DailyRollup.objects.bulk_create(rows, batch_size=2000)
         written += len(rows)
     written += _recount_months({month_start(day) for day in delivered | received})
-    for month in sorted({month_start(day) for day in delivered}):
-        TimingRollup.objects.filter(month=month).delete()
+    months = sorted({month_start(day) for day in delivered})
+    for month in months:
+        TimingRollup.objects.filter(
+            month=month, dimension__in=TIMING_DIMENSIONS
+        ).delete()
         timing = list(_build_timing(month, next_month(month)))
         TimingRollup.objects.bulk_create(timing, batch_size=5000)
         written += len(timing)
+    for year in sorted({month.replace(month=1) for month in months}):
+        TimingRollup.objects.filter(
+            month=year, dimension__in=[YEAR + d for d in TIMING_DIMENSIONS]
+        ).delete()
+        years = list(
+            _build_timing_years(
+                TimingRollup.objects.filter(
+                    month__gte=year, month__lt=year.replace(year=year.year + 1)
+                )
+            )
+        )
+        TimingRollup.objects.bulk_create(years, batch_size=5000)
+        written += len(years)
     return written
+
+
+def _build_timing_years(months: QuerySet[TimingRollup]) -> Iterable[TimingRollup]:
+    """The year rows of the month rows in `months`."""
+    for row in as_rows(
+        months.filter(dimension__in=TIMING_DIMENSIONS)
+        .annotate(year=TruncYear("month"))
+        .values("dimension", "year", "key", "bucket", "bin")
+        .annotate(count=Sum("count"))
+        .order_by()
+    ):
+        yield TimingRollup(
+            dimension=YEAR + row["dimension"],
+            month=_as_date(row["year"]),
+            key=row["key"],
+            bucket=row["bucket"],
+            bin=row["bin"],
+            count=row["count"],
+        )
 
 
 def _new_since(
@@ -532,10 +587,12 @@ def _add_timing(feedback: QuerySet[Feedback]) -> int:
     # far fewer groups than rows, and each is added to one row per dimension.
     for row in binned(_by_month(feedback), "month", *fields):
         month = _as_date(row["month"])
+        year = month.replace(month=1)
         for dimension, field in zip(TIMING_DIMENSIONS, fields, strict=True):
-            group = (dimension, month, row[field], row["bucket"], row["bin"])
-            counts = increments.setdefault(group, {"count": 0})
-            counts["count"] += row["count"]
+            for name, first in ((dimension, month), (YEAR + dimension, year)):
+                group = (name, first, row[field], row["bucket"], row["bin"])
+                counts = increments.setdefault(group, {"count": 0})
+                counts["count"] += row["count"]
     return _add_rows(
         TimingRollup,
         ("dimension", "month", "key", "bucket", "bin"),

@@ -131,9 +131,13 @@ class Histogram:
 
     def percentile(self, fraction: float) -> float | None:
         """percentile_cont's interpolation over the bins' values."""
+        return self.percentiles(fraction)[0]
+
+    def percentiles(self, *fractions: float) -> list[float | None]:
+        """`percentile` of each fraction, the bins sorted once."""
         total = self.total
         if not total:
-            return None
+            return [None for _ in fractions]
         values = []
         ends = []
         seen = 0
@@ -146,10 +150,13 @@ class Histogram:
         def at(rank: int) -> float:
             return values[bisect.bisect_right(ends, rank)]
 
-        position = fraction * (total - 1)
-        lower = math.floor(position)
-        upper = min(lower + 1, total - 1)
-        return at(lower) + (at(upper) - at(lower)) * (position - lower)
+        found: list[float | None] = []
+        for fraction in fractions:
+            position = fraction * (total - 1)
+            lower = math.floor(position)
+            upper = min(lower + 1, total - 1)
+            found.append(at(lower) + (at(upper) - at(lower)) * (position - lower))
+        return found
 
 
 def histograms(rows: Iterable[Mapping[str, Any]], field: str) -> dict[Any, Histogram]:

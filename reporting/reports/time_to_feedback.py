@@ -35,8 +35,9 @@ from reporting.rollups import (
     month_start,
     next_month,
     start_of,
+    timing_months,
 )
-from reporting.timing import TTF_BUCKETS, Histogram, binned, histograms
+from reporting.timing import TTF_BUCKETS, Histogram, binned
 
 
 class TimeToFeedbackReport(Report):
@@ -90,17 +91,19 @@ class TimeToFeedbackReport(Report):
         if state is None:
             return None
         own = getattr(f, f"{code}_id")
-        rollups = TimingRollup.objects.filter(
-            dimension=code, month__gte=first, month__lt=end
-        )
+        rollups = TimingRollup.objects.filter(timing_months(code, first, end))
         if own is not None:
             rollups = rollups.filter(key=own)
-        rows = list(
-            rollups.values("key", "bucket", "bin")
+        found: dict[Any, Histogram] = {}
+        for key, bucket, log_bin, count in (
+            rollups.values_list("key", "bucket", "bin")
             .annotate(count=Sum("count"))
             .order_by()
-        )
-        found = histograms(rows, "key")
+        ):
+            histogram = found.get(key)
+            if histogram is None:
+                histogram = found[key] = Histogram()
+            histogram.counts[(bucket, log_bin)] += count
         edges = Q()
         if f.since < start_of(first):
             edges |= Q(
@@ -122,10 +125,11 @@ class TimeToFeedbackReport(Report):
         result = {}
         for key, histogram in found.items():
             buckets = histogram.bucket_counts()
+            median, p90 = histogram.percentiles(0.5, 0.9)
             result[key] = {
                 "feedback": histogram.total,
-                "median": histogram.percentile(0.5),
-                "p90": histogram.percentile(0.9),
+                "median": median,
+                "p90": p90,
                 **{name: buckets[i] for i, (name, _, _) in enumerate(TTF_BUCKETS)},
             }
         return result
