@@ -14,7 +14,6 @@ from django.db.models import (
     F,
     Q,
     QuerySet,
-    Sum,
     Value,
 )
 
@@ -95,11 +94,11 @@ class TimeToFeedbackReport(Report):
         if own is not None:
             rollups = rollups.filter(key=own)
         found: dict[Any, Histogram] = {}
-        for key, bucket, log_bin, count in (
-            rollups.values_list("key", "bucket", "bin")
-            .annotate(count=Sum("count"))
-            .order_by()
-        ):
+        # Merged here, not grouped in the database: a group's bins are added
+        # up as they come, whichever rows (months, years) hold them.
+        for key, bucket, log_bin, count in rollups.values_list(
+            "key", "bucket", "bin", "count"
+        ).order_by():
             histogram = found.get(key)
             if histogram is None:
                 histogram = found[key] = Histogram()
@@ -124,10 +123,9 @@ class TimeToFeedbackReport(Report):
         self.estimated = True
         result = {}
         for key, histogram in found.items():
-            buckets = histogram.bucket_counts()
-            median, p90 = histogram.percentiles(0.5, 0.9)
+            total, buckets, (median, p90) = histogram.summary(0.5, 0.9)
             result[key] = {
-                "feedback": histogram.total,
+                "feedback": total,
                 "median": median,
                 "p90": p90,
                 **{name: buckets[i] for i, (name, _, _) in enumerate(TTF_BUCKETS)},
