@@ -639,6 +639,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--reports", help="comma-separated report codes (all)")
     parser.add_argument(
+        "--day-feedback",
+        type=int,
+        help="new feedback the refresh is timed after (a day: --feedback / 365)",
+    )
+    parser.add_argument(
         "--skip-seed",
         action="store_true",
         help="measure the data a previous run left (with --reuse-database)",
@@ -676,8 +681,11 @@ def main() -> None:
     rollups: dict[str, float] = {}
     if not options.live:
         print("Building rollups…", flush=True)
-        # A day of feedback: the year's rows over 365 days.
-        rollups = build_rollups(max(1000, options.feedback // 365))
+        # A day of feedback: the year's rows over 365 days (those seeded, or
+        # found with --skip-seed).
+        seeded = counts.get("feedback_feedback", options.feedback)
+        day = options.day_feedback or max(1000, seeded // 365)
+        rollups = build_rollups(day)
         print(f"  {rollups}", flush=True)
     info = machine()
     info["mode"] = (

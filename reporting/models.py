@@ -38,10 +38,12 @@ class DailyRollup(models.Model):
     docs/reports.md says when the reports use them.
     """
 
-    dimension = models.CharField(max_length=20)
+    # A dimension, "received:<dimension>" (billing) or either under "month:"
+    # (the sums of a calendar month, on its first day).
+    dimension = models.CharField(max_length=40)
     day = models.DateField()
-    # A source, flow or buyer id as text, a reason or a kind.
-    key = models.CharField(max_length=255, blank=True)
+    # A source, flow or buyer id as text, a reason, a kind, or "<source id>:<reason>".
+    key = models.CharField(max_length=300, blank=True)
     kind = models.CharField(max_length=20, blank=True)
     delivered = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=16, decimal_places=2, default=0)

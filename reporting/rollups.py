@@ -32,19 +32,23 @@ from django.db.models import (
     QuerySet,
     Sum,
 )
-from django.db.models.functions import Trunc, TruncDate
+from django.db.models.functions import Trunc, TruncDate, TruncMonth, TruncYear
 from django.utils import timezone
 
 from feedback.bulk import instances_update
 from feedback.models import DeliveryEvent, Feedback, FeedbackCorrection
 from reporting.measures import (
+    ACCEPTED,
+    CONTACT_CODES,
     DIMENSION_FIELDS,
+    NO_CONTACT_CODES,
     ON_DELIVERY,
     feedback_measures,
     outcome_vocabulary,
 )
 from reporting.models import DailyRollup, RollupState, TimingRollup
 from reporting.timing import binned
+from sources.models import Kind
 
 # Feedback committed late (a long transaction that took its id before the last
 # refresh read the highest id) is caught if it commits within this time.
@@ -52,6 +56,9 @@ LATE_COMMIT_MARGIN = datetime.timedelta(minutes=10)
 DAY = datetime.timedelta(days=1)
 # The dimensions time to feedback is reported by, with a histogram per month.
 TIMING_DIMENSIONS = ("source", "buyer")
+# The timing histograms summed per calendar year, under this prefix and the
+# year's first day: a year's percentiles merge one histogram a group, not twelve.
+YEAR = "year:"
 # Rows counted by received day (billing) rather than delivery day.
 RECEIVED = "received:"
 FEEDBACK_SIDE = (
@@ -65,6 +72,19 @@ FEEDBACK_SIDE = (
     "contacted",
     "not_contacted",
 )
+MEASURES = ("delivered", "cost", "covered", *FEEDBACK_SIDE)
+# Accepted returns per delivery day, source and reason (the returns matrix):
+# key "<source id>:<reason>", kind "return", the count in `accepted`.
+SOURCE_REASON = "source-reason"
+# Every dimension kept per delivery day, and per received day (billing).
+DELIVERY_DIMENSIONS = (*DIMENSION_FIELDS, SOURCE_REASON)
+RECEIVED_DIMENSIONS = tuple(
+    RECEIVED + dimension for dimension in ("source", "flow", "buyer", "kind")
+)
+# Each dimension's rows summed per calendar month, under this prefix and the
+# month's first day: a year of a group reads twelve rows, not 365
+# (`rollup_days`). They change with their days' rows, in the same transaction.
+MONTH = "month:"
 
 
 def rollup_state() -> RollupState | None:
@@ -129,6 +149,9 @@ def _rebuild(state: RollupState) -> int:
         timing = list(_build_timing(first, end))
         TimingRollup.objects.bulk_create(timing, batch_size=5000)
         written += len(timing)
+        years = list(_build_timing_years(TimingRollup.objects.all()))
+        TimingRollup.objects.bulk_create(years, batch_size=5000)
+        written += len(years)
     span = _span(
         Feedback.objects.aggregate(first=Min("received_at"), last=Max("received_at"))
     )
@@ -137,7 +160,83 @@ def _rebuild(state: RollupState) -> int:
         rows = list(_build_received(start_of(since), start_of(until)))
         DailyRollup.objects.bulk_create(rows, batch_size=2000)
         written += len(rows)
-    return written
+    months = list(_build_months(DailyRollup.objects.all()))
+    DailyRollup.objects.bulk_create(months, batch_size=2000)
+    return written + len(months)
+
+
+def _recount_months(months: Iterable[datetime.date]) -> int:
+    """Sum the month rows of `months` again from their days' rows."""
+    months = sorted(months)
+    if not months:
+        return 0
+    DailyRollup.objects.filter(
+        day__in=months, dimension__in=[MONTH + d for d in _daily_dimensions()]
+    ).delete()
+    within = Q()
+    for month in months:
+        within |= Q(day__gte=month, day__lt=next_month(month))
+    rows = list(_build_months(DailyRollup.objects.filter(within)))
+    DailyRollup.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
+
+
+def _daily_dimensions() -> tuple[str, ...]:
+    return (*DELIVERY_DIMENSIONS, *RECEIVED_DIMENSIONS)
+
+
+def _build_months(daily: QuerySet[DailyRollup]) -> Iterable[DailyRollup]:
+    """The month rows of the daily rows in `daily`."""
+    sums = {name: Sum(name) for name in MEASURES}
+    for row in as_rows(
+        daily.filter(dimension__in=_daily_dimensions())
+        .annotate(month=TruncMonth("day"))
+        .values("dimension", "month", "key", "kind")
+        .annotate(**sums)
+        .order_by()
+    ):
+        yield DailyRollup(
+            dimension=MONTH + row["dimension"],
+            day=_as_date(row["month"]),
+            key=row["key"],
+            kind=row["kind"],
+            **{name: row[name] or 0 for name in MEASURES},
+        )
+
+
+def as_rows(rows: Iterable[Any]) -> Iterable[dict[str, Any]]:
+    """values() rows as plain dicts, for annotations named in variables."""
+    return rows
+
+
+def timing_months(dimension: str, first: datetime.date, end: datetime.date) -> Q:
+    """The timing rows of `dimension` that add up to the months [first, end):
+    year rows for the whole years in it, month rows for the months around them."""
+    years_from = first if first.month == 1 else datetime.date(first.year + 1, 1, 1)
+    years_to = datetime.date(end.year, 1, 1)
+    if years_from >= years_to:
+        return Q(dimension=dimension, month__gte=first, month__lt=end)
+    return (
+        Q(dimension=YEAR + dimension, month__gte=years_from, month__lt=years_to)
+        | Q(dimension=dimension, month__gte=first, month__lt=years_from)
+        | Q(dimension=dimension, month__gte=years_to, month__lt=end)
+    )
+
+
+def rollup_days(dimension: str, start: datetime.date, end: datetime.date) -> Q:
+    """The rollup rows of `dimension` that add up to the days [start, end]:
+    month rows for the whole months in it, daily rows for the days around them."""
+    first = start if start.day == 1 else next_month(month_start(start))
+    # The first day of the month after the last whole month.
+    stop = month_start(end + DAY)
+    if first >= stop:
+        return Q(dimension=dimension, day__gte=start, day__lte=end)
+    rows = Q(dimension=MONTH + dimension, day__gte=first, day__lt=stop)
+    if start < first:
+        rows |= Q(dimension=dimension, day__gte=start, day__lt=first)
+    if stop <= end:
+        rows |= Q(dimension=dimension, day__gte=stop, day__lte=end)
+    return rows
 
 
 def _span(bounds: dict[str, Any]) -> tuple[datetime.date, datetime.date] | None:
@@ -205,23 +304,57 @@ def _recount_corrected(since: datetime.datetime) -> int:
         received.add(received_at.astimezone(tz).date())
     written = 0
     for day in sorted(delivered):
-        DailyRollup.objects.filter(day=day).exclude(
-            dimension__startswith=RECEIVED
-        ).delete()
+        DailyRollup.objects.filter(day=day, dimension__in=DELIVERY_DIMENSIONS).delete()
         rows = list(_build(start_of(day), start_of(day + DAY)))
         DailyRollup.objects.bulk_create(rows, batch_size=2000)
         written += len(rows)
     for day in sorted(received):
-        DailyRollup.objects.filter(day=day, dimension__startswith=RECEIVED).delete()
+        DailyRollup.objects.filter(day=day, dimension__in=RECEIVED_DIMENSIONS).delete()
         rows = list(_build_received(start_of(day), start_of(day + DAY)))
         DailyRollup.objects.bulk_create(rows, batch_size=2000)
         written += len(rows)
-    for month in sorted({month_start(day) for day in delivered}):
-        TimingRollup.objects.filter(month=month).delete()
+    written += _recount_months({month_start(day) for day in delivered | received})
+    months = sorted({month_start(day) for day in delivered})
+    for month in months:
+        TimingRollup.objects.filter(
+            month=month, dimension__in=TIMING_DIMENSIONS
+        ).delete()
         timing = list(_build_timing(month, next_month(month)))
         TimingRollup.objects.bulk_create(timing, batch_size=5000)
         written += len(timing)
+    for year in sorted({month.replace(month=1) for month in months}):
+        TimingRollup.objects.filter(
+            month=year, dimension__in=[YEAR + d for d in TIMING_DIMENSIONS]
+        ).delete()
+        years = list(
+            _build_timing_years(
+                TimingRollup.objects.filter(
+                    month__gte=year, month__lt=year.replace(year=year.year + 1)
+                )
+            )
+        )
+        TimingRollup.objects.bulk_create(years, batch_size=5000)
+        written += len(years)
     return written
+
+
+def _build_timing_years(months: QuerySet[TimingRollup]) -> Iterable[TimingRollup]:
+    """The year rows of the month rows in `months`."""
+    for row in as_rows(
+        months.filter(dimension__in=TIMING_DIMENSIONS)
+        .annotate(year=TruncYear("month"))
+        .values("dimension", "year", "key", "bucket", "bin")
+        .annotate(count=Sum("count"))
+        .order_by()
+    ):
+        yield TimingRollup(
+            dimension=YEAR + row["dimension"],
+            month=_as_date(row["year"]),
+            key=row["key"],
+            bucket=row["bucket"],
+            bin=row["bin"],
+            count=row["count"],
+        )
 
 
 def _new_since(
@@ -277,98 +410,189 @@ def _daily_increments(
     deliveries: QuerySet[DeliveryEvent],
 ) -> dict[tuple[str, datetime.date, str, str], dict[str, Any]]:
     """What new feedback (with `seen`, the feedback already counted) and new
-    deliveries add to each daily rollup row, by (dimension, day, key, kind)."""
-    increments: dict[tuple[str, datetime.date, str, str], dict[str, Any]] = {}
+    deliveries add to each daily rollup row, by (dimension, day, key, kind).
 
-    def add(dimension: str, day: Any, key: Any, kind: str, **values: Any) -> None:
-        row = increments.setdefault((dimension, _as_date(day), _key(key), kind), {})
-        for name, value in values.items():
-            row[name] = row.get(name, 0) + (value or 0)
+    The new feedback is read once, with its delivery, and the earlier feedback
+    of the same deliveries once; the sums and first-feedback counts of every
+    dimension are taken here, as the full build's GROUP BYs take them."""
+    sums: dict[tuple[str, datetime.date, str, str], list[Any]] = {}
 
-    by_day = feedback.annotate(day=_day("delivery__delivered_at"))
-    measures = feedback_measures(outcome_vocabulary())
-    side = {name: measures[name] for name in FEEDBACK_SIDE}
-    for dimension, field in DIMENSION_FIELDS.items():
-        for row in by_day.values("day", field, "kind").annotate(**side).order_by():
-            add(
-                dimension,
-                row["day"],
-                row[field],
-                row["kind"],
-                **{name: row[name] for name in FEEDBACK_SIDE},
-            )
-        # A delivery counts once per group: with its first feedback there.
-        same = {"delivery": OuterRef("delivery"), field: OuterRef(field)}
-        of_kind = {**same, "kind": OuterRef("kind")}
-        earlier_of_kind = Feedback.objects.filter(seen, **of_kind)
-        firsts = by_day.filter(~Exists(earlier_of_kind))
-        for (day, key, kind), (count, cost) in distinct_deliveries(
-            firsts, ["day", field, "kind"]
-        ).items():
-            if dimension in ON_DELIVERY:
-                add(dimension, day, key, kind, covered=count)
-            else:
-                add(
-                    dimension, day, key, kind, covered=count, delivered=count, cost=cost
-                )
-        earlier = Feedback.objects.filter(seen, **same)
-        firsts = by_day.filter(~Exists(earlier))
-        for (day, key), (count, cost) in distinct_deliveries(
-            firsts, ["day", field]
-        ).items():
-            if dimension in ON_DELIVERY:
-                add(dimension, day, key, "", covered=count)
-            else:
-                add(dimension, day, key, "", covered=count, delivered=count, cost=cost)
-        if dimension in ON_DELIVERY:
-            for row in (
-                deliveries.annotate(day=_day("delivered_at"))
-                .values("day", field)
-                .annotate(delivered=Count("pk"), cost=Sum("price"))
-                .order_by()
-            ):
-                add(
-                    dimension,
-                    row["day"],
-                    row[field],
-                    "",
-                    delivered=row["delivered"],
-                    cost=row["cost"],
-                )
-    # Billing's counts by the day the feedback arrived.
-    for row in _build_received_from(feedback):
-        add(
-            row.dimension,
-            row.day,
-            row.key,
-            row.kind,
-            received=row.received,
-            accepted=row.accepted,
-            refused=row.refused,
+    def row_of(dimension: str, day: datetime.date, key: str, kind: str) -> list[Any]:
+        group = (dimension, day, key, kind)
+        row = sums.get(group)
+        if row is None:
+            row = sums[group] = [0] * len(MEASURES)
+        return row
+
+    (
+        delivered,
+        cost,
+        covered,
+        received,
+        accepted,
+        refused,
+        revenue,
+        returned_cost,
+        quality_sum,
+        quality_count,
+        contacted,
+        not_contacted,
+    ) = range(len(MEASURES))
+    vocabulary = outcome_vocabulary()
+    contact = {vocabulary[c] for c in CONTACT_CODES if c in vocabulary}
+    no_contact = {vocabulary[c] for c in NO_CONTACT_CODES if c in vocabulary}
+    dimensions = list(DIMENSION_FIELDS)
+    fields = list(DIMENSION_FIELDS.values())
+    on_delivery = [dimension in ON_DELIVERY for dimension in dimensions]
+    received_at = [
+        (dimension, fields.index(DIMENSION_FIELDS[dimension[len(RECEIVED) :]]))
+        for dimension in RECEIVED_DIMENSIONS
+    ]
+    source_at, reason_at, kind_at = (
+        fields.index(name) for name in ("source_id", "reason", "kind")
+    )
+    read = (
+        "delivery_id",
+        "day",
+        "received_day",
+        "delivery__price",
+        "outcome",
+        "revenue",
+        "quality_score",
+        "outcome_code_id",
+        *fields,
+    )
+    new = list(
+        feedback.annotate(
+            day=_day("delivery__delivered_at"), received_day=_day("received_at")
         )
-    return increments
+        .values_list(*read)
+        .order_by()
+    )
+    # The groups each delivery already had feedback in, any kind and per kind.
+    earlier: set[tuple[Any, ...]] = set()
+    if new:
+        for delivery_id, kind, *values in (
+            Feedback.objects.filter(
+                seen, delivery_id__in=feedback.values("delivery_id")
+            )
+            .values_list("delivery_id", "kind", *fields)
+            .order_by()
+        ):
+            for dimension, value in zip(dimensions, values, strict=True):
+                earlier.add((delivery_id, dimension, _key(value)))
+                earlier.add((delivery_id, dimension, _key(value), kind))
+    firsts: set[tuple[Any, ...]] = set()
+    success, failure = Feedback.Outcome.SUCCESS, Feedback.Outcome.FAILURE
+    for (
+        delivery_id,
+        day,
+        received_day,
+        price,
+        outcome,
+        amount,
+        quality,
+        code,
+        *values,
+    ) in new:
+        day = _as_date(day)
+        kind = values[kind_at]
+        keys = [_key(value) for value in values]
+        for n, dimension in enumerate(dimensions):
+            key = keys[n]
+            row = row_of(dimension, day, key, kind)
+            row[received] += 1
+            if outcome == success:
+                row[accepted] += 1
+                row[revenue] += amount or 0
+                if kind == Kind.RETURN:
+                    row[returned_cost] += price
+                if quality is not None:
+                    row[quality_sum] += quality
+                    row[quality_count] += 1
+                if code in contact:
+                    row[contacted] += 1
+                elif code in no_contact:
+                    row[not_contacted] += 1
+            elif outcome == failure:
+                row[refused] += 1
+            # A delivery counts once per group: with its first feedback there.
+            for group, row_kind in (
+                ((delivery_id, dimension, key, kind), kind),
+                ((delivery_id, dimension, key), ""),
+            ):
+                if group in earlier or group in firsts:
+                    continue
+                firsts.add(group)
+                row = row_of(dimension, day, key, row_kind)
+                row[covered] += 1
+                if not on_delivery[n]:
+                    row[delivered] += 1
+                    row[cost] += price
+        if outcome == success and kind == Kind.RETURN:
+            key = _source_reason_key(values[source_at], values[reason_at])
+            row_of(SOURCE_REASON, day, key, Kind.RETURN)[accepted] += 1
+        # Billing's counts by the day the feedback arrived.
+        received_day = _as_date(received_day)
+        for dimension, n in received_at:
+            row = row_of(dimension, received_day, keys[n], kind)
+            row[received] += 1
+            if outcome == success:
+                row[accepted] += 1
+            elif outcome == failure:
+                row[refused] += 1
+    for dimension in ON_DELIVERY:
+        field = DIMENSION_FIELDS[dimension]
+        for found in (
+            deliveries.annotate(day=_day("delivered_at"))
+            .values("day", field)
+            .annotate(delivered=Count("pk"), cost=Sum("price"))
+            .order_by()
+        ):
+            row = row_of(dimension, _as_date(found["day"]), _key(found[field]), "")
+            row[delivered] += found["delivered"]
+            row[cost] += found["cost"] or 0
+    return {
+        group: {name: value for name, value in zip(MEASURES, row, strict=True) if value}
+        for group, row in sums.items()
+    }
 
 
 def _add_daily(
     increments: dict[tuple[str, datetime.date, str, str], dict[str, Any]],
 ) -> int:
-    """Add `increments` to the daily rollup rows, creating the rows missing."""
+    """Add `increments` to the daily rollup rows and to their month rows,
+    creating the rows missing."""
+    with_months = dict(increments)
+    for (dimension, day, key, kind), values in increments.items():
+        row = with_months.setdefault(
+            (MONTH + dimension, month_start(day), key, kind), {}
+        )
+        for name, value in values.items():
+            row[name] = row.get(name, 0) + value
     return _add_rows(
         DailyRollup,
         ("dimension", "day", "key", "kind"),
-        increments,
-        day__in={day for _, day, _, _ in increments},
-        dimension__in={dimension for dimension, _, _, _ in increments},
+        with_months,
+        day__in={day for _, day, _, _ in with_months},
+        dimension__in={dimension for dimension, _, _, _ in with_months},
     )
 
 
 def _add_timing(feedback: QuerySet[Feedback]) -> int:
     """Add new feedback to the timing histograms of their delivery months."""
     increments: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in _build_timing_from(feedback):
-        group = (row.dimension, row.month, row.key, row.bucket, row.bin)
-        counts = increments.setdefault(group, {"count": 0})
-        counts["count"] += row.count
+    fields = [DIMENSION_FIELDS[dimension] for dimension in TIMING_DIMENSIONS]
+    # One pass over the new rows for every dimension: a day's feedback makes
+    # far fewer groups than rows, and each is added to one row per dimension.
+    for row in binned(_by_month(feedback), "month", *fields):
+        month = _as_date(row["month"])
+        year = month.replace(month=1)
+        for dimension, field in zip(TIMING_DIMENSIONS, fields, strict=True):
+            for name, first in ((dimension, month), (YEAR + dimension, year)):
+                group = (name, first, row[field], row["bucket"], row["bin"])
+                counts = increments.setdefault(group, {"count": 0})
+                counts["count"] += row["count"]
     return _add_rows(
         TimingRollup,
         ("dimension", "month", "key", "bucket", "bin"),
@@ -388,24 +612,31 @@ def _add_rows(
     many rows were written."""
     if not increments:
         return 0
+    names = sorted({name for values in increments.values() for name in values})
+    # Tuples, not instances: most rows of the days read are not changed.
     existing = {
-        tuple(getattr(row, name) for name in key_fields): row
-        for row in model.objects.filter(**narrow)
+        tuple(found[1 : 1 + len(key_fields)]): found
+        for found in model.objects.filter(**narrow).values_list(
+            "pk", *key_fields, *names
+        )
     }
     changed: list[Any] = []
     created: list[Any] = []
     for group, values in increments.items():
-        row = existing.get(group)
-        if row is None:
-            row = model(**dict(zip(key_fields, group, strict=True)))
+        found = existing.get(group)
+        row = model(**dict(zip(key_fields, group, strict=True)))
+        if found is None:
             for name in values:
                 setattr(row, name, getattr(row, name, None) or 0)
             created.append(row)
         else:
+            row.pk = found[0]
+            for name, value in zip(names, found[1 + len(key_fields) :], strict=True):
+                setattr(row, name, value)
             changed.append(row)
         for name, value in values.items():
             setattr(row, name, getattr(row, name) + value)
-    instances_update(changed, sorted({name for v in increments.values() for name in v}))
+    instances_update(changed, names)
     model.objects.bulk_create(created, batch_size=2000)
     return len(changed) + len(created)
 
@@ -442,14 +673,7 @@ def _build_timing(first: datetime.date, end: datetime.date) -> Iterable[TimingRo
 def _build_timing_from(feedback: QuerySet[Feedback]) -> Iterable[TimingRollup]:
     """The timing histogram rows of `feedback`, by delivery month; retracted
     feedback counts nowhere."""
-    feedback = feedback.filter(retracted_at__isnull=True).annotate(
-        month=Trunc(
-            "delivery__delivered_at",
-            "month",
-            output_field=DateField(),
-            tzinfo=timezone.get_current_timezone(),
-        )
-    )
+    feedback = _by_month(feedback)
     for dimension in TIMING_DIMENSIONS:
         field = DIMENSION_FIELDS[dimension]
         for row in binned(feedback, "month", field):
@@ -461,6 +685,18 @@ def _build_timing_from(feedback: QuerySet[Feedback]) -> Iterable[TimingRollup]:
                 bin=row["bin"],
                 count=row["count"],
             )
+
+
+def _by_month(feedback: QuerySet[Feedback]) -> QuerySet[Feedback]:
+    """`feedback` not retracted, with its delivery month as `month`."""
+    return feedback.filter(retracted_at__isnull=True).annotate(
+        month=Trunc(
+            "delivery__delivered_at",
+            "month",
+            output_field=DateField(),
+            tzinfo=timezone.get_current_timezone(),
+        )
+    )
 
 
 def _build_received(
@@ -568,6 +804,35 @@ def _build(since: datetime.datetime, until: datetime.datetime) -> Iterable[Daily
                     cost=cost,
                     covered=count,
                 )
+    for row in _source_reason_counts(feedback):
+        yield DailyRollup(
+            dimension=SOURCE_REASON,
+            day=_as_date(row["day"]),
+            key=_source_reason_key(row["source_id"], row["reason"]),
+            kind=Kind.RETURN,
+            accepted=row["returns"],
+        )
+
+
+def _source_reason_counts(feedback: QuerySet[Feedback]) -> Iterable[dict[str, Any]]:
+    """Accepted returns per day (an annotation of `feedback`), source and reason."""
+    groups = ("day", "source_id", "reason")
+    return (
+        feedback.filter(ACCEPTED, kind=Kind.RETURN)
+        .values(*groups)
+        .annotate(returns=Count("pk"))
+        .order_by()
+    )
+
+
+def _source_reason_key(source_id: Any, reason: str) -> str:
+    return f"{source_id}:{reason}"
+
+
+def source_reason_of(key: str) -> tuple[int, str]:
+    """The source id and the reason a source-reason row's key stands for."""
+    source_id, _, reason = key.partition(":")
+    return int(source_id), reason
 
 
 def _key(value: Any) -> str:

@@ -15,11 +15,9 @@ About 1,000 bins cover ten years; a month of one source's feedback fills a few
 hundred of them.
 """
 
-import bisect
 import datetime
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db.models import (
@@ -131,33 +129,36 @@ class Histogram:
 
     def percentile(self, fraction: float) -> float | None:
         """percentile_cont's interpolation over the bins' values."""
-        total = self.total
+        return self.summary(fraction)[2][0]
+
+    def summary(self, *fractions: float) -> tuple[int, list[int], list[float | None]]:
+        """The total, the bucket counts and `percentile` of each fraction, in
+        one walk over the sorted bins: only the bins holding the ranks the
+        fractions fall on are valued."""
+        bins = sorted(item for item in self.counts.items() if item[1])
+        buckets = [0] * len(TTF_BUCKETS)
+        for (bucket, _), count in bins:
+            buckets[bucket] += count
+        total = sum(buckets)
         if not total:
-            return None
-        values = []
-        ends = []
+            return total, buckets, [None for _ in fractions]
+        plan = []
+        for fraction in fractions:
+            position = fraction * (total - 1)
+            lower = math.floor(position)
+            plan.append((position, lower, min(lower + 1, total - 1)))
+        ranks = sorted({rank for _, lower, upper in plan for rank in (lower, upper)})
+        # A rank's value is that of the first bin whose running count exceeds it.
+        value_at: dict[int, float] = {}
         seen = 0
-        for (bucket, log_bin), count in sorted(self.counts.items()):
-            if count:
-                seen += count
-                values.append(bin_value(bucket, log_bin))
-                ends.append(seen)
-
-        def at(rank: int) -> float:
-            return values[bisect.bisect_right(ends, rank)]
-
-        position = fraction * (total - 1)
-        lower = math.floor(position)
-        upper = min(lower + 1, total - 1)
-        return at(lower) + (at(upper) - at(lower)) * (position - lower)
-
-
-def histograms(rows: Iterable[Mapping[str, Any]], field: str) -> dict[Any, Histogram]:
-    """Rows of (field, bucket, bin, count), merged per value of `field`."""
-    found: dict[Any, Histogram] = {}
-    for row in rows:
-        histogram = found.get(row[field])
-        if histogram is None:
-            histogram = found[row[field]] = Histogram()
-        histogram.add(row["bucket"], row["bin"], row["count"])
-    return found
+        for (bucket, log_bin), count in bins:
+            seen += count
+            while len(value_at) < len(ranks) and ranks[len(value_at)] < seen:
+                value_at[ranks[len(value_at)]] = bin_value(bucket, log_bin)
+            if len(value_at) == len(ranks):
+                break
+        found: list[float | None] = [
+            value_at[lower] + (value_at[upper] - value_at[lower]) * (position - lower)
+            for position, lower, upper in plan
+        ]
+        return total, buckets, found

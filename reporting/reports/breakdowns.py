@@ -47,6 +47,7 @@ from reporting.rollups import (
 )
 from reporting.rollups import (
     distinct_deliveries,
+    rollup_days,
     rollup_state,
     rollups_enabled,
 )
@@ -220,10 +221,7 @@ def _rollup_breakdown(
     own_rows_only = filters.kind and not dimension.on_delivery
     wanted = kinds if own_rows_only else ["", *kinds]
     rollups = DailyRollup.objects.filter(
-        dimension=dimension.code,
-        day__gte=filters.start,
-        day__lte=filters.end,
-        kind__in=wanted,
+        rollup_days(dimension.code, filters.start, filters.end), kind__in=wanted
     )
     own = getattr(filters, f"{dimension.code}_id", None)
     if own is not None:
@@ -426,7 +424,7 @@ def deliveries_in(filters: ReportFilters) -> int:
     )
     if rollup_usable(filters, dimension) is not None:
         rollups = DailyRollup.objects.filter(
-            dimension=dimension, kind="", day__gte=filters.start, day__lte=filters.end
+            rollup_days(dimension, filters.start, filters.end), kind=""
         )
         own = getattr(filters, f"{dimension}_id")
         if own is not None:

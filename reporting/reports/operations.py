@@ -39,6 +39,7 @@ from reporting.reports.base import (
 from reporting.rollups import (
     RECEIVED,
     next_month,
+    rollup_days,
     rollup_state,
     rollups_enabled,
 )
@@ -217,7 +218,7 @@ class BillingReport(Report):
         self.rollups_as_of = state.refreshed_at
         dimension = filtered[0] if filtered else "kind"
         rollups = DailyRollup.objects.filter(
-            dimension=RECEIVED + dimension, day__gte=f.start, day__lte=f.end
+            rollup_days(RECEIVED + dimension, f.start, f.end)
         )
         if f.kind:
             rollups = rollups.filter(kind=f.kind)

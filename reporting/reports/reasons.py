@@ -14,7 +14,7 @@ from feedback.returns.models import Credit
 from reporting.charts import bar_chart
 from reporting.filters import ReportFilters
 from reporting.measures import ACCEPTED
-from reporting.models import VIEW_BILLING
+from reporting.models import VIEW_BILLING, DailyRollup
 from reporting.reports.base import (
     CHART_BARS,
     Column,
@@ -30,6 +30,7 @@ from reporting.reports.breakdowns import (
     deliveries_in,
     rollup_usable,
 )
+from reporting.rollups import SOURCE_REASON, rollup_days, source_reason_of
 from sources.models import Kind, Source
 
 # The accepted feedback a reason is counted by, per kind filtered (None: all).
@@ -228,9 +229,26 @@ class ReturnsMatrixReport(Report):
             columns, table_rows, totals if rows else None, previous=filters.previous()
         )
 
-    @staticmethod
-    def _counts(filters: ReportFilters) -> dict[tuple[Any, str], int]:
-        """Accepted returns per (source, reason), in one GROUP BY."""
+    def _counts(self, filters: ReportFilters) -> dict[tuple[Any, str], int]:
+        """Accepted returns per (source, reason): from the source-reason
+        rollups where they answer, else in one GROUP BY of the records."""
+        if filters.kind not in (None, Kind.RETURN):
+            return {}
+        state = rollup_usable(filters, "source")
+        if state is not None:
+            self.rollups_as_of = state.refreshed_at
+            rollups = DailyRollup.objects.filter(
+                rollup_days(SOURCE_REASON, filters.start, filters.end)
+            )
+            if filters.source_id is not None:
+                rollups = rollups.filter(key__startswith=f"{filters.source_id}:")
+            found = {}
+            for key, n in (
+                rollups.values_list("key").annotate(n=Sum("accepted")).order_by()
+            ):
+                if n:
+                    found[source_reason_of(key)] = n
+            return found
         returns = Feedback.objects.filter(
             filters.feedback_q(), ACCEPTED & Q(kind=Kind.RETURN)
         )

@@ -14,7 +14,6 @@ from django.db.models import (
     F,
     Q,
     QuerySet,
-    Sum,
     Value,
 )
 
@@ -35,8 +34,9 @@ from reporting.rollups import (
     month_start,
     next_month,
     start_of,
+    timing_months,
 )
-from reporting.timing import TTF_BUCKETS, Histogram, binned, histograms
+from reporting.timing import TTF_BUCKETS, Histogram, binned
 
 
 class TimeToFeedbackReport(Report):
@@ -90,17 +90,19 @@ class TimeToFeedbackReport(Report):
         if state is None:
             return None
         own = getattr(f, f"{code}_id")
-        rollups = TimingRollup.objects.filter(
-            dimension=code, month__gte=first, month__lt=end
-        )
+        rollups = TimingRollup.objects.filter(timing_months(code, first, end))
         if own is not None:
             rollups = rollups.filter(key=own)
-        rows = list(
-            rollups.values("key", "bucket", "bin")
-            .annotate(count=Sum("count"))
-            .order_by()
-        )
-        found = histograms(rows, "key")
+        found: dict[Any, Histogram] = {}
+        # Merged here, not grouped in the database: a group's bins are added
+        # up as they come, whichever rows (months, years) hold them.
+        for key, bucket, log_bin, count in rollups.values_list(
+            "key", "bucket", "bin", "count"
+        ).order_by():
+            histogram = found.get(key)
+            if histogram is None:
+                histogram = found[key] = Histogram()
+            histogram.counts[(bucket, log_bin)] += count
         edges = Q()
         if f.since < start_of(first):
             edges |= Q(
@@ -121,11 +123,11 @@ class TimeToFeedbackReport(Report):
         self.estimated = True
         result = {}
         for key, histogram in found.items():
-            buckets = histogram.bucket_counts()
+            total, buckets, (median, p90) = histogram.summary(0.5, 0.9)
             result[key] = {
-                "feedback": histogram.total,
-                "median": histogram.percentile(0.5),
-                "p90": histogram.percentile(0.9),
+                "feedback": total,
+                "median": median,
+                "p90": p90,
                 **{name: buckets[i] for i, (name, _, _) in enumerate(TTF_BUCKETS)},
             }
         return result

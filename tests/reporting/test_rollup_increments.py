@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from feedback.corrections.services import feedback_amend, feedback_retract
 from feedback.models import DeliveryEvent, Feedback
+from reporting.filters import ReportFilters
 from reporting.models import DailyRollup, RollupState, TimingRollup
 from reporting.rollups import FEEDBACK_SIDE, LATE_COMMIT_MARGIN, rollups_refresh
 from sources.models import Kind
@@ -192,3 +193,86 @@ def test_a_refresh_with_nothing_new_reads_no_records_and_writes_nothing():
     assert len(record_reads) == 2, record_reads
     assert all("MAX(" in s.upper() for s in record_reads)
     assert snapshot() == before
+
+
+# Reports whose every figure the rollups give exactly (time to feedback's
+# whole months are estimates: tests/reporting/test_timing.py).
+EXACT_REPORTS = (
+    "by-source",
+    "by-flow",
+    "by-buyer",
+    "by-reason",
+    "by-kind",
+    "scorecard",
+    "returns-by-source-and-reason",
+    "billing",
+)
+
+
+def shown(report_class, filters) -> tuple:
+    """Every figure a report's table shows, with its previous period's."""
+    table = report_class(filters).generate()
+    keys = [column.key for column in table.columns]
+
+    def figures(row: dict | None) -> list | None:
+        return row and [row.get(key) for key in keys]
+
+    rows = {
+        row.get("key", row.get("month")): (figures(row), figures(row.get("previous")))
+        for row in table.rows
+    }
+    totals = table.totals or {}
+    return rows, figures(totals), figures(totals.get("previous"))
+
+
+def test_month_and_source_reason_rows_give_the_live_figures_after_rounds(settings):
+    """Ranges of whole months read the month rows and the days around them;
+    after new rows, corrections and a late commit they still show the live
+    figures, filtered by source or kind as well."""
+    from reporting.reports import REPORTS
+
+    rng = random.Random(23)
+    data = dataset.build(groups=3, per_group=10)
+    rollups_refresh()
+    deliveries = list(DeliveryEvent.objects.all())
+    for round_ in range(2):
+        for index in range(3):
+            deliveries.append(new_delivery(rng, data, 50 + round_ * 10 + index))
+        for _ in range(12):
+            new_feedback(rng, rng.choice(deliveries), kind=Kind.RETURN)
+            new_feedback(rng, rng.choice(deliveries))
+        standing = Feedback.objects.filter(
+            outcome=Feedback.Outcome.SUCCESS,
+            kind=Kind.RETURN,
+            retracted_at__isnull=True,
+        )
+        feedback_retract(
+            feedback=rng.choice(list(standing)), reason="Sent in error", staff=True
+        )
+        rollups_refresh()
+    # A late commit: taken out at a refresh, committed before the next.
+    late = new_feedback(rng, deliveries[-1], kind=Kind.RETURN)
+    row = Feedback.objects.filter(pk=late.pk).values().get()
+    Feedback.objects.filter(pk=late.pk).delete()
+    new_feedback(rng, deliveries[0], kind=Kind.STATUS)
+    rollups_refresh()
+    Feedback.objects.create(**row)
+    rollups_refresh()
+    assert DailyRollup.objects.filter(dimension="month:source-reason").exists()
+
+    source = data.sources[0].pk
+    ranges = [
+        (datetime.date(2025, 3, 1), datetime.date(2025, 3, 31)),
+        (datetime.date(2025, 2, 14), datetime.date(2025, 4, 30)),
+        (datetime.date(2025, 3, 9), datetime.date(2025, 5, 3)),
+        (datetime.date(2025, 1, 1), datetime.date(2025, 12, 31)),
+    ]
+    for start, end in ranges:
+        for narrow in ({}, {"source_id": source}, {"kind": Kind.RETURN}):
+            filters = ReportFilters(start=start, end=end, **narrow)
+            for code in EXACT_REPORTS:
+                settings.LEADBACK_REPORT_ROLLUPS = True
+                from_rollups = shown(REPORTS[code], filters)
+                settings.LEADBACK_REPORT_ROLLUPS = False
+                live = shown(REPORTS[code], filters)
+                assert from_rollups == live, (code, start, end, narrow)

@@ -12,6 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from feedback.corrections.services import feedback_retract
 from feedback.models import Feedback
 from reporting.filters import ReportFilters
 from reporting.models import TimingRollup
@@ -152,6 +153,50 @@ def test_whole_months_come_from_the_rollups_and_the_edges_live(
     assert report.estimated
     assert any(TimingRollup._meta.db_table in statement for statement in sql)
     assert_close(table.rows, expected(records, dimension, start, end), estimated=True)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (datetime.date(2025, 1, 1), datetime.date(2025, 12, 31)),
+        # December and January whole, 2025 from its year rows.
+        (datetime.date(2024, 11, 20), datetime.date(2026, 2, 5)),
+    ],
+)
+@pytest.mark.parametrize("dimension", ["source", "buyer"])
+def test_whole_years_come_from_the_year_rows(records, dimension, start, end):
+    report_class = {
+        "source": SourceTimeToFeedbackReport,
+        "buyer": BuyerTimeToFeedbackReport,
+    }[dimension]
+    report, table, sql = generate(report_class, ReportFilters(start=start, end=end))
+    assert report.estimated
+    assert any(f"year:{dimension}" in statement for statement in sql)
+    assert_close(table.rows, expected(records, dimension, start, end), estimated=True)
+
+
+def test_year_rows_follow_new_feedback_and_corrections(records):
+    """After a refresh adds feedback and recounts a retraction, the year rows
+    are the sums of the month rows."""
+    feedback = Feedback.objects.order_by("pk")
+    FeedbackFactory(
+        delivery=feedback[0].delivery,
+        kind=Kind.STATUS,
+        received_at=feedback[0].delivery.delivered_at + datetime.timedelta(hours=3),
+    )
+    feedback_retract(feedback=feedback[5], reason="Sent in error", staff=True)
+    rollups_refresh()
+    months = {}
+    for row in TimingRollup.objects.filter(dimension__in=["source", "buyer"]):
+        group = ("year:" + row.dimension, row.key, row.bucket, row.bin)
+        months[group] = months.get(group, 0) + row.count
+    years = {
+        (row.dimension, row.key, row.bucket, row.bin): row.count
+        for row in TimingRollup.objects.filter(dimension__startswith="year:")
+    }
+    assert {k: v for k, v in months.items() if v} == {
+        k: v for k, v in years.items() if v
+    }
 
 
 def test_a_range_of_whole_months_reads_no_feedback(records):
