@@ -415,6 +415,35 @@ def test_dns_failure_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     assert response.error == "Could not resolve nowhere.test."
 
 
+def test_tls_to_a_plain_http_server_is_an_error(server: RecordingServer) -> None:
+    response = send(
+        OutboundRequest("GET", f"https://127.0.0.1:{server.port}/"), timeout_s=5
+    )
+
+    assert response.status is None
+    assert response.error == "TLS error with 127.0.0.1."
+
+
+def test_a_server_that_hangs_up_without_answering_is_an_error() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+
+    response = send(OutboundRequest("GET", f"http://127.0.0.1:{port}/"), timeout_s=5)
+
+    thread.join(5)
+    listener.close()
+    assert response.status is None
+    assert response.error == "The connection to 127.0.0.1 failed."
+
+
 def test_body_is_cut_at_the_cap(server: RecordingServer) -> None:
     server.reply = Reply(body=b"a" * MAX_RESPONSE_BYTES + b"b" * 300_000)
 
