@@ -8,10 +8,12 @@ addresses that lead to one (IPv4-mapped, 6to4, NAT64), unless they fall in a
 `LEADBACK_OUTBOUND_ALLOWLIST` CIDR. A name with several addresses is reached only
 on its allowed ones.
 
-HTTP goes through `guarded_session()`; FTP, SFTP and SMTP use `resolve_and_check()`
-or `create_connection()` and connect to the addresses they return; S3 (botocore,
-on urllib3) opens its connections with `guarded_new_conn()`. Configs are checked
-when saved with `destination_problem()`, by the same rules.
+HTTP goes through `guarded_pool_manager()` (urllib3, for sending notifications)
+or `guarded_session()` (requests, for zeep's WSDL loading); FTP, SFTP and SMTP
+use `resolve_and_check()` or `create_connection()` and connect to the addresses
+they return; S3 (botocore, on urllib3) opens its connections with
+`guarded_new_conn()`. Configs are checked when saved with `destination_problem()`,
+by the same rules.
 """
 
 import functools
@@ -25,6 +27,7 @@ import requests
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
@@ -32,6 +35,7 @@ from urllib3.exceptions import (
     NameResolutionError,
     NewConnectionError,
 )
+from urllib3.poolmanager import PoolManager
 
 USER_AGENT = "Leadback (+feedback forwarding)"
 
@@ -327,3 +331,25 @@ def guarded_session() -> requests.Session:
     session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     return session
+
+
+def guarded_pool_manager() -> PoolManager:
+    """A urllib3 pool manager that connects only where the guard allows.
+
+    What `guarded_session()` gives without requests' per-request work (merging
+    settings, cookies, hooks, preparing and wrapping): the same connection
+    pools, the same CA bundle, no proxies (a PoolManager never reads them from
+    the environment). Pass `retries=False, redirect=False`, as sending.send()
+    does. Not for several threads at once: one per thread, like a session.
+    """
+    manager = PoolManager(
+        num_pools=10,
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=DEFAULT_CA_BUNDLE_PATH,
+    )
+    manager.pool_classes_by_scheme = {
+        "http": GuardedHTTPConnectionPool,
+        "https": GuardedHTTPSConnectionPool,
+    }
+    return manager

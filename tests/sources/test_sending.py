@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,7 +23,6 @@ from sources.outbound.guard import (
     USER_AGENT,
     DestinationRefused,
     check_address,
-    guarded_session,
     resolve_and_check,
 )
 from sources.outbound.sending import send, shared_session
@@ -378,11 +378,7 @@ def test_proxy_settings_from_the_environment_are_ignored(
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
 
-    response = send(
-        OutboundRequest("GET", server.url("/direct")),
-        timeout_s=5,
-        session=guarded_session(),
-    )
+    response = send(OutboundRequest("GET", server.url("/direct")), timeout_s=5)
 
     assert response.status == 200
     assert server.last.target == "/direct"
@@ -417,6 +413,35 @@ def test_dns_failure_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert response.status is None
     assert response.error == "Could not resolve nowhere.test."
+
+
+def test_tls_to_a_plain_http_server_is_an_error(server: RecordingServer) -> None:
+    response = send(
+        OutboundRequest("GET", f"https://127.0.0.1:{server.port}/"), timeout_s=5
+    )
+
+    assert response.status is None
+    assert response.error == "TLS error with 127.0.0.1."
+
+
+def test_a_server_that_hangs_up_without_answering_is_an_error() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+
+    response = send(OutboundRequest("GET", f"http://127.0.0.1:{port}/"), timeout_s=5)
+
+    thread.join(5)
+    listener.close()
+    assert response.status is None
+    assert response.error == "The connection to 127.0.0.1 failed."
 
 
 def test_body_is_cut_at_the_cap(server: RecordingServer) -> None:
@@ -480,3 +505,89 @@ def test_one_session_per_thread() -> None:
     assert theirs[0] is not mine
     assert mine.trust_env is False
     assert set(mine.adapters) == {"http://", "https://"}
+
+
+# -- Connections are kept, each new one guarded ----------------------------------
+
+
+class _KeepAliveHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_KeepAliveServer"
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.server.seen.append((self.client_address[1], self.path, self.headers))
+        body = b"a" * (MAX_RESPONSE_BYTES + 100_000) if self.path == "/big" else b"ok"
+        self.send_response(200)
+        self.send_header("Set-Cookie", "a=1")
+        self.send_header("Set-Cookie", "b=2")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _KeepAliveServer(ThreadingHTTPServer):
+    daemon_threads = True
+    seen: list[tuple[int, str, Any]]
+
+
+@pytest.fixture
+def keep_alive() -> Iterator[_KeepAliveServer]:
+    server = _KeepAliveServer(("127.0.0.1", 0), _KeepAliveHandler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_connection_is_reused_and_guarded_when_opened(
+    keep_alive: _KeepAliveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_up = fake_resolver(monkeypatch, {"kept.test": ["127.0.0.1"]})
+    url = f"http://kept.test:{keep_alive.server_address[1]}"
+
+    first = send(OutboundRequest("POST", url + "/a", {}, b"{}"), timeout_s=5)
+    second = send(OutboundRequest("POST", url + "/b", {}, b"{}"), timeout_s=5)
+
+    assert (first.status, second.status) == (200, 200)
+    assert second.body == b"ok"
+    assert len({port for port, _, _ in keep_alive.seen}) == 1
+    assert looked_up == ["kept.test"]  # the guard ran for the one connection
+
+
+def test_a_body_cut_short_never_leaves_its_connection_for_reuse(
+    keep_alive: _KeepAliveServer,
+) -> None:
+    url = f"http://127.0.0.1:{keep_alive.server_address[1]}"
+
+    big = send(OutboundRequest("POST", url + "/big", {}, b"{}"), timeout_s=5)
+    after = send(OutboundRequest("POST", url + "/after", {}, b"{}"), timeout_s=5)
+
+    assert len(big.body) == MAX_RESPONSE_BYTES
+    assert (after.status, after.body) == (200, b"ok")
+    assert keep_alive.seen[0][0] != keep_alive.seen[1][0]
+
+
+def test_default_headers_go_out_and_the_request_s_own_win(
+    keep_alive: _KeepAliveServer,
+) -> None:
+    url = f"http://127.0.0.1:{keep_alive.server_address[1]}/h"
+
+    response = send(
+        OutboundRequest("POST", url, {"accept": "application/json"}, b"{}"),
+        timeout_s=5,
+    )
+
+    headers = keep_alive.seen[0][2]
+    assert headers.get_all("Accept") == ["application/json"]
+    assert headers["User-Agent"] == USER_AGENT
+    assert headers["Accept-Encoding"] == "gzip, deflate"
+    assert headers["Content-Length"] == "2"
+    # Repeated answer headers come back joined, as one value per name.
+    assert response.headers["Set-Cookie"] == "a=1, b=2"
