@@ -53,19 +53,16 @@ class KeptClientTransport(kombu_redis.Transport):  # type: ignore[misc]
 _local = threading.local()
 
 
-def kept_producer(app: Any, *, declare: Any = None) -> Producer:
-    """This thread's producer for `app`, connected on first use, when it also
-    declares the `declare` queue (Celery would before every message)."""
+def kept_producer(app: Any) -> Producer:
+    """This thread's producer for `app`, connected on first use."""
     producers: dict[int, Producer] = getattr(_local, "producers", {})
     if getattr(_local, "pid", None) != os.getpid():
         producers = _local.producers = {}
+        _local.declared = set()
         _local.pid = os.getpid()
     producer = producers.get(id(app))
     if producer is None:
-        producer = Producer(_connection(app), auto_declare=False)
-        if declare is not None:
-            producer.maybe_declare(declare, retry=True)
-        producers[id(app)] = producer
+        producer = producers[id(app)] = Producer(_connection(app), auto_declare=False)
     return producer
 
 
@@ -96,9 +93,9 @@ class KeptProducerTask(Task):  # type: ignore[misc]
         **options: Any,
     ) -> AsyncResult:
         app = self._get_app()
-        if (task_id or producer or link or link_error or shadow or options) or (
-            app.conf.task_always_eager or self._options.get("expires")
-        ):
+        if (
+            task_id or producer or link or link_error or shadow or options
+        ) or not self._plain:
             return super().apply_async(
                 args, kwargs, task_id, producer, link, link_error, shadow, **options
             )
@@ -119,19 +116,39 @@ class KeptProducerTask(Task):  # type: ignore[misc]
             argsrepr=_short_repr(tuple(args or ()), amqp.argsrepr_maxsize),
             kwargsrepr=_short_repr(kwargs or {}, amqp.kwargsrepr_maxsize),
             reply_to=app.thread_oid,
-            create_sent_event=app.conf.task_send_sent_event,
+            create_sent_event=self._sent_event,
             root_id=root_id,
             parent_id=parent_id,
             **self._message_options,
         )
-        sender = kept_producer(app, declare=self._route.get("queue"))
+        sender = kept_producer(app)
+        # Celery declares the queue before every message; once per producer
+        # is enough (None: Celery's own declaration, under its retry policy).
+        declared = id(sender) in _local.declared
         with sender.connection._reraise_as_library_errors():
-            # Declared once with the producer, not again per message.
             amqp.send_task_message(
-                sender, self.name, message, declare=[], **self._route
+                sender,
+                self.name,
+                message,
+                declare=[] if declared else None,
+                **self._route,
             )
+        _local.declared.add(id(sender))
         result: AsyncResult = self.AsyncResult(task_id)
         return result
+
+    # Celery's settings, read once: each read goes through Django's settings
+    # and costs as much as a tenth of the whole send.
+    @cached_property
+    def _plain(self) -> bool:
+        """Whether plain calls can be sent as they are (not run eagerly, no
+        expiry to work out per message)."""
+        conf = self._get_app().conf
+        return not conf.task_always_eager and not self._options.get("expires")
+
+    @cached_property
+    def _sent_event(self) -> bool:
+        return bool(self._get_app().conf.task_send_sent_event)
 
     @cached_property
     def _options(self) -> dict[str, Any]:
