@@ -73,9 +73,10 @@ def _short_repr(value: Any, limit: int) -> str:
 
 def _connection(app: Any) -> Connection:
     connection = app.connection_for_write()
-    if connection.transport_cls == "redis":
-        return app.connection_for_write(transport=KeptClientTransport)
-    return connection
+    if connection.transport_cls != "redis":
+        return connection
+    connection.release()  # never connected: only its URL was read
+    return app.connection_for_write(transport=KeptClientTransport)
 
 
 class KeptProducerTask(Task):  # type: ignore[misc]
