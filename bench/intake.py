@@ -622,7 +622,13 @@ def category(filename: str, function: str) -> str:
 
 
 def statement(sql: str) -> str:
-    """`SELECT feedback_apikey`: the verb and the first table of a statement."""
+    """`SELECT feedback_apikey`: the verb and the first table of a statement;
+    `INSERT feedback_feedback + feedback_notification` for INSERTs joined by a
+    WITH into one statement."""
+    if sql.startswith("WITH"):
+        tables = re.findall(r'\bINTO\s+"(\w+)"', sql)
+        if tables:
+            return f"INSERT {' + '.join(tables)}"
     table = re.search(r'\b(?:FROM|INTO|UPDATE)\s+"(\w+)"', sql)
     return f"{sql.split(None, 1)[0]} {table.group(1) if table else '?'}"
 

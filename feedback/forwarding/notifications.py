@@ -13,6 +13,7 @@ from django.utils import timezone
 from feedback.forwarding.models import Notification
 from feedback.leases import lease_until
 from feedback.models import Feedback, FeedbackCorrection
+from feedback.rows import Insert
 from feedback.variables import feedback_variables
 from sources.models import FeedbackConfig, Kind
 from sources.services import feedback_config_criteria_check
@@ -45,6 +46,29 @@ def notifications_create(
     Each feedback's `notifications` are set to the rows just created, in the
     order a prefetch would give, so the intake's answer lists them without
     reading them back."""
+    created = notifications_prepare(feedbacks=feedbacks, configs=configs, queue=queue)
+    if len(created) == 1:
+        # What a single feedback forwarded to one config writes: the INSERT
+        # written once rather than compiled on every call (feedback/rows.py).
+        insert_notification(created[0])
+    else:
+        created = Notification.objects.bulk_create(created)
+    notifications_remember(feedbacks, created)
+    return created
+
+
+insert_notification = Insert(Notification)
+
+
+def notifications_prepare(
+    *,
+    feedbacks: Sequence[Feedback],
+    configs: Configs | None = None,
+    queue: bool = False,
+) -> list[Notification]:
+    """The unsaved rows `notifications_create` writes, for a caller that writes
+    them with the feedback (intake/store.py): `feedback_id` is set from the
+    feedback once it has one."""
     rows = notifications_build(feedbacks=feedbacks, configs=configs)
     if queue and settings.LEADBACK_QUEUE_ON_COMMIT:
         token = uuid.uuid4()
@@ -52,9 +76,7 @@ def notifications_create(
         for row in rows:
             if row["status"] == Status.PENDING and not row["config"].sync:
                 row["lease_token"], row["lease_expires_at"] = token, expires
-    created = Notification.objects.bulk_create(Notification(**row) for row in rows)
-    notifications_remember(feedbacks, created)
-    return created
+    return [Notification(**row) for row in rows]
 
 
 def notifications_remember(
@@ -82,7 +104,8 @@ def notifications_build(
 ) -> list[dict[str, Any]]:
     """The field values of the rows `notifications_create` stores, for callers
     that write them their own way (CSV imports COPY them, without the cost of a
-    model instance per row). The feedback must be saved. Criteria are read now:
+    model instance per row). `feedback_id` is the feedback's id, None until it
+    is saved. Criteria are read now:
     feedback that fails them is recorded as skipped with the reason."""
     accepted = [f for f in feedbacks if f.outcome == Feedback.Outcome.SUCCESS]
     if not accepted:

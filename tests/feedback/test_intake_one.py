@@ -2,11 +2,12 @@
 write, one INSERT when nothing is forwarded. It must judge exactly as the path
 every other request takes, and the reads must build what the ORM builds."""
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -259,8 +260,14 @@ def test_feedback_to_forward_is_stored_with_its_notifications_in_one_transaction
     inserts = []
 
     def record(execute, sql, *args):
-        if sql.startswith("INSERT"):
-            inserts.append((sql.split()[2], connection.in_atomic_block, len(opened)))
+        if sql.startswith(("INSERT", "WITH")):
+            inserts.append(
+                (
+                    re.findall(r'INTO "(\w+)"', sql),
+                    connection.in_atomic_block,
+                    len(opened),
+                )
+            )
         return execute(sql, *args)
 
     with connection.execute_wrapper(record):
@@ -271,11 +278,50 @@ def test_feedback_to_forward_is_stored_with_its_notifications_in_one_transaction
         )
 
     assert result.status == ReceiveStatus.ACCEPTED
-    assert inserts == [
-        ('"feedback_feedback"', True, 1),
-        ('"feedback_notification"', True, 1),
-    ]
-    assert Notification.objects.get().feedback == result.feedback
+    if connection.vendor == "postgresql":
+        # One statement writes both: it is the transaction.
+        assert [(tables[0], tables[-1], *rest) for tables, *rest in inserts] == [
+            ("feedback_feedback", "feedback_notification", False, 0)
+        ]
+    else:
+        assert inserts == [
+            (["feedback_feedback"], True, 1),
+            (["feedback_notification"], True, 1),
+        ]
+    notification = Notification.objects.get()
+    assert notification.feedback == result.feedback
+    assert list(result.feedback.notifications.all()) == [notification]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_feedback_whose_notification_cannot_be_stored_is_not_stored(
+    buyer, monkeypatch
+):
+    delivery = DeliveryEventFactory(buyer=buyer)
+    FeedbackConfig.objects.create(
+        source=delivery.source, kind="conversion", url="https://sold.example/api"
+    )
+    from feedback.forwarding import notifications
+
+    prepare = notifications.notifications_prepare
+
+    def broken(**kwargs):
+        rows = prepare(**kwargs)
+        rows[0].config_id = 10**9  # no such config: the foreign key refuses it
+        return rows
+
+    monkeypatch.setattr("feedback.intake.store.notifications_prepare", broken)
+    monkeypatch.setattr(notifications, "notifications_prepare", broken)
+
+    with pytest.raises(IntegrityError):
+        feedback_receive(
+            buyer=buyer,
+            data={"event_id": delivery.event_id, "type": "conversion"},
+            channel=API,
+        )
+
+    assert not Feedback.objects.exists()
+    assert not Notification.objects.exists()
 
 
 @pytest.mark.service
