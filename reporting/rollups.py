@@ -361,44 +361,78 @@ def _rebuild_sent() -> int:
 
 
 def _recount_sent(since: datetime.datetime) -> int:
-    """Count again, whole, the days (by either basis) of the notifications
-    written or changed since `since`, and their months.
+    """Count again, whole, the groups (day and config, by either basis) of the
+    notifications written or changed since `since`, and their months.
 
     A notification changes after it is written (its status, its attempts), so
-    what it adds cannot be told from the row alone; its days are recounted
-    instead, as corrected feedback's are. Every change to what is counted
-    moves `updated_at` (feedback/forwarding: the engine's record, resends,
-    cancellations), and the dates a row is counted by never change."""
+    what it adds cannot be told from the row alone; its day's rows of its
+    config are recounted instead, as corrected feedback's days are. Every
+    change to what is counted moves `updated_at` (feedback/forwarding: the
+    engine's record, resends, cancellations), and the dates and config a row
+    is counted by do not change, except a config deleted since (below)."""
     if not SentRollup.objects.exists():
         # Never built (the rows came after the other rollups): build them all.
         return _rebuild_sent()
     changed = (
         Notification.objects.filter(updated_at__gte=since)
         .annotate(created=_day("created_at"), delivered=_day("lead_delivered_at"))
-        .values_list("created", "delivered")
+        .values_list("created", "delivered", "config_id")
         .distinct()
         .order_by()
     )
-    stale: dict[str, set[datetime.date]] = {basis: set() for basis in SENT_BASES}
-    for created, delivered in changed:
-        stale["created"].add(_as_date(created))
-        stale["delivered"].add(_as_date(delivered))
+    stale: dict[str, dict[datetime.date, set[int] | None]] = {
+        basis: {} for basis in SENT_BASES
+    }
+    for created, delivered, config_id in changed:
+        for basis, day in (("created", created), ("delivered", delivered)):
+            scope = stale[basis]
+            day = _as_date(day)
+            configs = scope.setdefault(day, set())
+            if config_id is None or configs is None:
+                # A deleted config's rows counted before keep its old id: the
+                # whole day is counted again.
+                scope[day] = None
+            else:
+                configs.add(config_id)
     written = 0
-    for basis, days in stale.items():
-        if not days:
+    for basis, scope in stale.items():
+        if not scope:
             continue
-        SentRollup.objects.filter(basis=basis, day__in=days).delete()
-        rows = _build_sent(basis, sorted(days))
+        SentRollup.objects.filter(_sent_scope(scope), basis=basis).delete()
+        rows = _build_sent(basis, scope)
         SentRollup.objects.bulk_create(rows, batch_size=2000)
-        months = {month_start(day) for day in days}
-        SentRollup.objects.filter(basis=MONTH + basis, day__in=months).delete()
-        within = Q()
-        for month in months:
-            within |= Q(day__gte=month, day__lt=next_month(month))
-        month_rows = _sent_months(basis, SentRollup.objects.filter(within, basis=basis))
+        months: dict[datetime.date, set[int] | None] = {}
+        for day, configs in scope.items():
+            month = month_start(day)
+            found = months.setdefault(month, set())
+            if configs is None or found is None:
+                months[month] = None
+            else:
+                found.update(configs)
+        SentRollup.objects.filter(_sent_scope(months), basis=MONTH + basis).delete()
+        daily = SentRollup.objects.filter(
+            _sent_scope(months, span=next_month), basis=basis
+        )
+        month_rows = _sent_months(basis, daily)
         SentRollup.objects.bulk_create(month_rows, batch_size=2000)
         written += len(rows) + len(month_rows)
     return written
+
+
+def _sent_scope(
+    scope: Mapping[datetime.date, set[int] | None],
+    *,
+    span: Any = None,
+) -> Q:
+    """The rows of `scope`'s days (with `span`, of the days from each to
+    `span(day)`, excluded), of the configs given: every config for None."""
+    q = Q(pk__in=[])
+    for day, configs in scope.items():
+        part = Q(day=day) if span is None else Q(day__gte=day, day__lt=span(day))
+        if configs is not None:
+            part &= Q(config_id__in=sorted(configs))
+        q |= part
+    return q
 
 
 # The sent rollups' bases: the date each notification is counted by.
@@ -417,24 +451,30 @@ SENT_COUNTS = (
 
 
 def _build_sent(
-    basis: str, days: list[datetime.date] | None = None
+    basis: str, scope: Mapping[datetime.date, set[int] | None] | None = None
 ) -> list[SentRollup]:
-    """The sent rollup rows of `basis` for `days` (every day if None): per
-    day, config, source and kind, the delivery-health counts, billing's sent
-    counts ("created" only) and the attempt durations per log bin."""
-    if days is not None and not days:
+    """The sent rollup rows of `basis` for `scope` (day: the configs counted,
+    None for all; every day if None): per day, config, source and kind, the
+    delivery-health counts, billing's sent counts ("created" only) and the
+    attempt durations per log bin."""
+    if scope is not None and not scope:
         return []
     field = SENT_BASES[basis]
 
     def within(prefix: str = "") -> Q:
-        q = Q()
-        for day in days or ():
-            q |= Q(
+        if scope is None:
+            return Q()
+        q = Q(pk__in=[])
+        for day, configs in scope.items():
+            part = Q(
                 **{
                     f"{prefix}{field}__gte": start_of(day),
                     f"{prefix}{field}__lt": start_of(day + DAY),
                 }
             )
+            if configs is not None:
+                part &= Q(**{f"{prefix}config_id__in": sorted(configs)})
+            q |= part
         return q
 
     status = Notification.Status
