@@ -141,6 +141,13 @@ class Notification(Scheduled):
             models.Index(
                 fields=["lead_delivered_at"], name="notification_delivered_idx"
             ),
+            # Delivery health's queue depth and oldest pending, per config, read
+            # from the index alone.
+            models.Index(
+                fields=["config", "created_at"],
+                condition=Q(status__in=["pending", "sending", "retrying"]),
+                name="notification_open_idx",
+            ),
         ]
 
     def __str__(self) -> str:
