@@ -461,11 +461,12 @@ def run_raw(statements: list[str], params: dict[str, Any]) -> int:
 
 def build_rollups(new_feedback: int) -> dict[str, float]:
     """Time the first full build, then an incremental refresh after
-    `new_feedback` new feedback rows about deliveries of the last 90 days (what
-    beat does every five minutes), then one with nothing new."""
+    `new_feedback` new feedback rows about deliveries of the last 90 days and a
+    day's notifications created and changed (what beat does every five
+    minutes), then one with nothing new."""
     from django.db import connection
 
-    from reporting.models import DailyRollup, RollupState
+    from reporting.models import DailyRollup, RollupState, SentRollup
     from reporting.rollups import rollups_refresh
 
     RollupState.objects.all().delete()
@@ -493,6 +494,54 @@ def build_rollups(new_feedback: int) -> dict[str, float]:
                 "count": new_feedback,
             },
         )
+        # A day's notifications: new ones for some of that feedback, and as
+        # many open ones tried again and succeeding (the sent rollups recount
+        # their days).
+        cursor.execute("SELECT COUNT(*) FROM feedback_notification")
+        (notifications,) = cursor.fetchone()
+        changing = max(notifications // 365, 1)
+        cursor.execute(
+            """
+            INSERT INTO feedback_notification (public_id, feedback_id, config_id,
+                source_id, kind, lead_delivered_at, status, reason, reference,
+                attempt_count, schedule_tries, created_at, updated_at)
+            SELECT 'msg_' || lpad(to_hex(f.id), 24, '0'), f.id, c.id, f.source_id,
+                f.kind, d.delivered_at, 'pending', '', '', 0, 0, now(), now()
+            FROM feedback_feedback f
+            JOIN feedback_deliveryevent d ON d.id = f.delivery_id
+            JOIN sources_feedbackconfig c
+                ON c.source_id = f.source_id AND c.kind = f.kind
+            WHERE f.received_at >= now() - interval '1 minute'
+                AND NOT EXISTS (SELECT 1 FROM feedback_notification o
+                    WHERE o.feedback_id = f.id)
+            LIMIT %(count)s
+            """,
+            {"count": changing},
+        )
+        cursor.execute(
+            """
+            WITH picked AS (
+                SELECT id FROM feedback_notification
+                WHERE status IN ('pending', 'retrying')
+                    AND created_at < now() - interval '1 minute'
+                ORDER BY random() LIMIT %(count)s
+            ), moved AS (
+                UPDATE feedback_notification n SET status = 'succeeded',
+                    attempt_count = n.attempt_count + 1, finished_at = now(),
+                    updated_at = now()
+                FROM picked WHERE n.id = picked.id
+                RETURNING n.id, n.attempt_count
+            )
+            INSERT INTO feedback_notificationattempt (notification_id, number,
+                started_at, duration_ms, request_method, request_url,
+                request_headers, request_body, response_status, response_headers,
+                response_body, outcome, reason, error_class)
+            SELECT id, attempt_count, now(), 120, 'POST', 'https://example.com/hook',
+                '{}'::jsonb, '', 200, '{}'::jsonb, '', 'success', '', ''
+            FROM moved
+            """,
+            {"count": changing},
+        )
     started = time.perf_counter()
     rollups_refresh()
     incremental_s = time.perf_counter() - started
@@ -501,11 +550,13 @@ def build_rollups(new_feedback: int) -> dict[str, float]:
     idle_s = time.perf_counter() - started
     return {
         "full build (s)": round(full_s, 1),
-        f"refresh after {new_feedback:,} new feedback on the last 90 days (s)": round(
-            incremental_s, 1
+        f"refresh after {new_feedback:,} new feedback on the last 90 days and "
+        f"{changing:,} new and {changing:,} changed notifications (s)": round(
+            incremental_s, 2
         ),
         "refresh with nothing new (s)": round(idle_s, 2),
         "rollup rows": DailyRollup.objects.count(),
+        "sent rollup rows": SentRollup.objects.count(),
     }
 
 

@@ -121,6 +121,47 @@ class TimingRollup(models.Model):
         return f"{self.dimension} {self.key} {self.month:%Y-%m} bin {self.bin}"
 
 
+class SentRollup(models.Model):
+    """Feedback sent (notifications and their attempts) per day, config, source
+    and kind, for delivery health and billing's sent columns.
+
+    Notifications change after they are written (status, attempts), so these
+    rows are not added to: a day whose notifications changed since the last
+    refresh is counted again whole (reporting/rollups.py). Attempt durations
+    are kept as counts per log-scale bin (reporting/timing.py), so percentiles
+    merged across days are within 1%.
+    """
+
+    # "delivered" (by the lead's delivery day) or "created" (by the
+    # notification's own day), or either under "month:" (a calendar month's
+    # sums, on its first day).
+    basis = models.CharField(max_length=20)
+    day = models.DateField()
+    # The config's id as it was counted; None once the config was deleted.
+    config_id = models.BigIntegerField(null=True)
+    source_id = models.BigIntegerField()
+    kind = models.CharField(max_length=20)
+    notifications = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    dead = models.PositiveIntegerField(default=0)
+    retried_then_succeeded = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    # Notifications tried at least once, and those of them answered >= 500 at
+    # least once (billing, "created" rows only).
+    sent = models.PositiveIntegerField(default=0)
+    sent_5xx = models.PositiveIntegerField(default=0)
+    # Attempt durations: {log bin: count}.
+    durations = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["basis", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.basis} {self.config_id} {self.kind} {self.day}"
+
+
 class Digest(models.Model):
     """A scheduled summary of one source's feedback (DESIGN §11, "Source digests").
 

@@ -36,6 +36,7 @@ from django.db.models.functions import Trunc, TruncDate, TruncMonth, TruncYear
 from django.utils import timezone
 
 from feedback.bulk import instances_update
+from feedback.forwarding.models import Notification, NotificationAttempt
 from feedback.models import DeliveryEvent, Feedback, FeedbackCorrection
 from reporting.measures import (
     ACCEPTED,
@@ -46,8 +47,8 @@ from reporting.measures import (
     feedback_measures,
     outcome_vocabulary,
 )
-from reporting.models import DailyRollup, RollupState, TimingRollup
-from reporting.timing import binned
+from reporting.models import DailyRollup, RollupState, SentRollup, TimingRollup
+from reporting.timing import binned, log_bin
 from sources.models import Kind
 
 # Feedback committed late (a long transaction that took its id before the last
@@ -111,7 +112,7 @@ def rollups_refresh(*, full: bool = False) -> int:
             # Fresh statistics, or the planner sorts a year of rows on disk
             # until autovacuum gets round to the tables.
             with connection.cursor() as cursor:
-                for model in (DailyRollup, TimingRollup):
+                for model in (DailyRollup, TimingRollup, SentRollup):
                     cursor.execute(
                         f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}"
                     )
@@ -162,7 +163,7 @@ def _rebuild(state: RollupState) -> int:
         written += len(rows)
     months = list(_build_months(DailyRollup.objects.all()))
     DailyRollup.objects.bulk_create(months, batch_size=2000)
-    return written + len(months)
+    return written + len(months) + _rebuild_sent()
 
 
 def _recount_months(months: Iterable[datetime.date]) -> int:
@@ -223,19 +224,26 @@ def timing_months(dimension: str, first: datetime.date, end: datetime.date) -> Q
     )
 
 
-def rollup_days(dimension: str, start: datetime.date, end: datetime.date) -> Q:
+def rollup_days(
+    dimension: str,
+    start: datetime.date,
+    end: datetime.date,
+    *,
+    field: str = "dimension",
+) -> Q:
     """The rollup rows of `dimension` that add up to the days [start, end]:
-    month rows for the whole months in it, daily rows for the days around them."""
+    month rows for the whole months in it, daily rows for the days around them.
+    `field` names the column holding the dimension ("basis" for SentRollup)."""
     first = start if start.day == 1 else next_month(month_start(start))
     # The first day of the month after the last whole month.
     stop = month_start(end + DAY)
     if first >= stop:
-        return Q(dimension=dimension, day__gte=start, day__lte=end)
-    rows = Q(dimension=MONTH + dimension, day__gte=first, day__lt=stop)
+        return Q(**{field: dimension}, day__gte=start, day__lte=end)
+    rows = Q(**{field: MONTH + dimension}, day__gte=first, day__lt=stop)
     if start < first:
-        rows |= Q(dimension=dimension, day__gte=start, day__lt=first)
+        rows |= Q(**{field: dimension}, day__gte=start, day__lt=first)
     if stop <= end:
-        rows |= Q(dimension=dimension, day__gte=stop, day__lte=end)
+        rows |= Q(**{field: dimension}, day__gte=stop, day__lte=end)
     return rows
 
 
@@ -279,6 +287,7 @@ def _add_new(state: RollupState) -> int:
         written += _add_timing(Feedback.objects.filter(feedback_new))
     since = (state.refreshed_at or timezone.now()) - LATE_COMMIT_MARGIN
     written += _recount_corrected(since)
+    written += _recount_sent(since)
     return written
 
 
@@ -336,6 +345,218 @@ def _recount_corrected(since: datetime.datetime) -> int:
         TimingRollup.objects.bulk_create(years, batch_size=5000)
         written += len(years)
     return written
+
+
+def _rebuild_sent() -> int:
+    """Every sent rollup row from the notifications."""
+    SentRollup.objects.all().delete()
+    written = 0
+    for basis in SENT_BASES:
+        rows = _build_sent(basis)
+        SentRollup.objects.bulk_create(rows, batch_size=2000)
+        months = _sent_months(basis, rows)
+        SentRollup.objects.bulk_create(months, batch_size=2000)
+        written += len(rows) + len(months)
+    return written
+
+
+def _recount_sent(since: datetime.datetime) -> int:
+    """Count again, whole, the groups (day and config, by either basis) of the
+    notifications written or changed since `since`, and their months.
+
+    A notification changes after it is written (its status, its attempts), so
+    what it adds cannot be told from the row alone; its day's rows of its
+    config are recounted instead, as corrected feedback's days are. Every
+    change to what is counted moves `updated_at` (feedback/forwarding: the
+    engine's record, resends, cancellations), and the dates and config a row
+    is counted by do not change, except a config deleted since (below)."""
+    if not SentRollup.objects.exists():
+        # Never built (the rows came after the other rollups): build them all.
+        return _rebuild_sent()
+    changed = (
+        Notification.objects.filter(updated_at__gte=since)
+        .annotate(created=_day("created_at"), delivered=_day("lead_delivered_at"))
+        .values_list("created", "delivered", "config_id")
+        .distinct()
+        .order_by()
+    )
+    stale: dict[str, dict[datetime.date, set[int] | None]] = {
+        basis: {} for basis in SENT_BASES
+    }
+    for created, delivered, config_id in changed:
+        for basis, day in (("created", created), ("delivered", delivered)):
+            scope = stale[basis]
+            day = _as_date(day)
+            configs = scope.setdefault(day, set())
+            if config_id is None or configs is None:
+                # A deleted config's rows counted before keep its old id: the
+                # whole day is counted again.
+                scope[day] = None
+            else:
+                configs.add(config_id)
+    written = 0
+    for basis, scope in stale.items():
+        if not scope:
+            continue
+        SentRollup.objects.filter(_sent_scope(scope), basis=basis).delete()
+        rows = _build_sent(basis, scope)
+        SentRollup.objects.bulk_create(rows, batch_size=2000)
+        months: dict[datetime.date, set[int] | None] = {}
+        for day, configs in scope.items():
+            month = month_start(day)
+            found = months.setdefault(month, set())
+            if configs is None or found is None:
+                months[month] = None
+            else:
+                found.update(configs)
+        SentRollup.objects.filter(_sent_scope(months), basis=MONTH + basis).delete()
+        daily = SentRollup.objects.filter(
+            _sent_scope(months, span=next_month), basis=basis
+        )
+        month_rows = _sent_months(basis, daily)
+        SentRollup.objects.bulk_create(month_rows, batch_size=2000)
+        written += len(rows) + len(month_rows)
+    return written
+
+
+def _sent_scope(
+    scope: Mapping[datetime.date, set[int] | None],
+    *,
+    span: Any = None,
+) -> Q:
+    """The rows of `scope`'s days (with `span`, of the days from each to
+    `span(day)`, excluded), of the configs given: every config for None."""
+    q = Q(pk__in=[])
+    for day, configs in scope.items():
+        part = Q(day=day) if span is None else Q(day__gte=day, day__lt=span(day))
+        if configs is not None:
+            part &= Q(config_id__in=sorted(configs))
+        q |= part
+    return q
+
+
+# The sent rollups' bases: the date each notification is counted by.
+SENT_BASES = {"delivered": "lead_delivered_at", "created": "created_at"}
+SENT_COUNTS = (
+    "notifications",
+    "succeeded",
+    "failed",
+    "dead",
+    "retried_then_succeeded",
+    "attempts",
+    "errors",
+    "sent",
+    "sent_5xx",
+)
+
+
+def _build_sent(
+    basis: str, scope: Mapping[datetime.date, set[int] | None] | None = None
+) -> list[SentRollup]:
+    """The sent rollup rows of `basis` for `scope` (day: the configs counted,
+    None for all; every day if None): per day, config, source and kind, the
+    delivery-health counts, billing's sent counts ("created" only) and the
+    attempt durations per log bin."""
+    if scope is not None and not scope:
+        return []
+    field = SENT_BASES[basis]
+
+    def within(prefix: str = "") -> Q:
+        if scope is None:
+            return Q()
+        q = Q(pk__in=[])
+        for day, configs in scope.items():
+            part = Q(
+                **{
+                    f"{prefix}{field}__gte": start_of(day),
+                    f"{prefix}{field}__lt": start_of(day + DAY),
+                }
+            )
+            if configs is not None:
+                part &= Q(**{f"{prefix}config_id__in": sorted(configs)})
+            q |= part
+        return q
+
+    status = Notification.Status
+    counts: dict[str, Any] = {
+        "notifications": Count("pk"),
+        "succeeded": Count("pk", filter=Q(status=status.SUCCEEDED)),
+        "failed": Count("pk", filter=Q(status=status.FAILED)),
+        "dead": Count("pk", filter=Q(status=status.DEAD)),
+        "retried_then_succeeded": Count(
+            "pk", filter=Q(status=status.SUCCEEDED, attempt_count__gt=1)
+        ),
+    }
+    if basis == "created":
+        server_error = NotificationAttempt.objects.filter(
+            notification=OuterRef("pk"), response_status__gte=500
+        )
+        counts["sent"] = Count("pk", filter=Q(attempt_count__gt=0))
+        counts["sent_5xx"] = Count(
+            "pk", filter=Q(Exists(server_error), attempt_count__gt=0)
+        )
+    group = ("day", "config_id", "source_id", "kind")
+    rows: dict[tuple[Any, ...], SentRollup] = {}
+    for found in as_rows(
+        Notification.objects.filter(within())
+        .annotate(day=_day(field))
+        .values(*group)
+        .annotate(**counts)
+        .order_by()
+    ):
+        day = _as_date(found.pop("day"))
+        rows[(day, found["config_id"], found["source_id"], found["kind"])] = SentRollup(
+            basis=basis, day=day, **found
+        )
+    attempts = NotificationAttempt.objects.filter(within("notification__")).annotate(
+        day=_day(f"notification__{field}")
+    )
+    attempt_group = (
+        "day",
+        "notification__config_id",
+        "notification__source_id",
+        "notification__kind",
+    )
+    for found in as_rows(
+        attempts.values(*attempt_group)
+        .annotate(attempts=Count("pk"), errors=Count("pk", filter=Q(outcome="error")))
+        .order_by()
+    ):
+        row = rows[(_as_date(found["day"]), *(found[k] for k in attempt_group[1:]))]
+        row.attempts = found["attempts"]
+        row.errors = found["errors"]
+    for found in as_rows(
+        attempts.annotate(bin=log_bin("duration_ms"))
+        .values(*attempt_group, "bin")
+        .annotate(count=Count("pk"))
+        .order_by()
+    ):
+        row = rows[(_as_date(found["day"]), *(found[k] for k in attempt_group[1:]))]
+        row.durations[str(found["bin"])] = found["count"]
+    return list(rows.values())
+
+
+def _sent_months(basis: str, daily: Iterable[SentRollup]) -> list[SentRollup]:
+    """The month rows of the daily rows of `basis` in `daily`."""
+    months: dict[tuple[Any, ...], SentRollup] = {}
+    for row in daily:
+        month = month_start(row.day)
+        group = (month, row.config_id, row.source_id, row.kind)
+        total = months.get(group)
+        if total is None:
+            total = months[group] = SentRollup(
+                basis=MONTH + basis,
+                day=month,
+                config_id=row.config_id,
+                source_id=row.source_id,
+                kind=row.kind,
+                durations={},
+            )
+        for name in SENT_COUNTS:
+            setattr(total, name, getattr(total, name) + getattr(row, name))
+        for log_bin_key, count in row.durations.items():
+            total.durations[log_bin_key] = total.durations.get(log_bin_key, 0) + count
+    return list(months.values())
 
 
 def _build_timing_years(months: QuerySet[TimingRollup]) -> Iterable[TimingRollup]:

@@ -18,6 +18,7 @@ hundred of them.
 import datetime
 import math
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from django.db.models import (
@@ -83,24 +84,33 @@ def binned(
         default=Value(len(BOUNDS)),
         output_field=IntegerField(),
     )
-    log_bin = Case(
-        When(seconds__lt=1, then=Value(0)),
-        default=Cast(Floor(Ln(F("seconds")) / math.log(GROWTH)), IntegerField()) + 1,
-        output_field=IntegerField(),
-    )
     return (
         feedback.annotate(seconds=seconds)
-        .annotate(bucket=bucket, bin=log_bin)
+        .annotate(bucket=bucket, bin=log_bin("seconds"))
         .values(*fields, "bucket", "bin")
         .annotate(count=Count("pk"))
         .order_by()
     )
 
 
+def log_bin(field: str) -> Case:
+    """The log-scale bin of the value of `field`: 0 under 1, b >= 1 for
+    [GROWTH ** (b - 1), GROWTH ** b)."""
+    return Case(
+        When(**{f"{field}__lt": 1}, then=Value(0)),
+        default=Cast(Floor(Ln(F(field)) / math.log(GROWTH)), IntegerField()) + 1,
+        output_field=IntegerField(),
+    )
+
+
+def bin_midpoint(log_bin: int) -> float:
+    return 0.5 if log_bin == 0 else GROWTH ** (log_bin - 1) * (1 + GROWTH) / 2
+
+
 def bin_value(bucket: int, log_bin: int) -> float:
     """The value that stands for every duration of a bin within a bucket: the
     bin's midpoint, kept inside the bucket."""
-    value = 0.5 if log_bin == 0 else GROWTH ** (log_bin - 1) * (1 + GROWTH) / 2
+    value = bin_midpoint(log_bin)
     if bucket > 0:
         value = max(value, BOUNDS[bucket - 1])
     if bucket < len(BOUNDS):
@@ -142,23 +152,51 @@ class Histogram:
         total = sum(buckets)
         if not total:
             return total, buckets, [None for _ in fractions]
-        plan = []
-        for fraction in fractions:
-            position = fraction * (total - 1)
-            lower = math.floor(position)
-            plan.append((position, lower, min(lower + 1, total - 1)))
-        ranks = sorted({rank for _, lower, upper in plan for rank in (lower, upper)})
-        # A rank's value is that of the first bin whose running count exceeds it.
-        value_at: dict[int, float] = {}
-        seen = 0
-        for (bucket, log_bin), count in bins:
-            seen += count
-            while len(value_at) < len(ranks) and ranks[len(value_at)] < seen:
-                value_at[ranks[len(value_at)]] = bin_value(bucket, log_bin)
-            if len(value_at) == len(ranks):
-                break
-        found: list[float | None] = [
-            value_at[lower] + (value_at[upper] - value_at[lower]) * (position - lower)
-            for position, lower, upper in plan
+        valued = [
+            (bin_value(bucket, log_bin), count) for (bucket, log_bin), count in bins
         ]
-        return total, buckets, found
+        return total, buckets, percentiles_of(valued, total, fractions)
+
+
+def whole_percentiles(
+    counts: Mapping[int, int], *fractions: float
+) -> list[float | None]:
+    """Percentiles of whole numbers (milliseconds) from their counts per log
+    bin (`log_bin`): bin 0 holds only 0, which is exact; the others are valued
+    at their midpoints, within 1%."""
+    valued = [
+        (0.0 if log_bin == 0 else bin_midpoint(log_bin), count)
+        for log_bin, count in sorted(counts.items())
+        if count
+    ]
+    total = sum(count for _, count in valued)
+    if not total:
+        return [None for _ in fractions]
+    return percentiles_of(valued, total, fractions)
+
+
+def percentiles_of(
+    valued: list[tuple[float, int]], total: int, fractions: tuple[float, ...]
+) -> list[float | None]:
+    """percentile_cont's interpolation over (value, count) pairs in ascending
+    order of value, `total` counts in all: only the values the ranks of the
+    fractions fall on are looked at."""
+    plan = []
+    for fraction in fractions:
+        position = fraction * (total - 1)
+        lower = math.floor(position)
+        plan.append((position, lower, min(lower + 1, total - 1)))
+    ranks = sorted({rank for _, lower, upper in plan for rank in (lower, upper)})
+    # A rank's value is that of the first bin whose running count exceeds it.
+    value_at: dict[int, float] = {}
+    seen = 0
+    for value, count in valued:
+        seen += count
+        while len(value_at) < len(ranks) and ranks[len(value_at)] < seen:
+            value_at[ranks[len(value_at)]] = value
+        if len(value_at) == len(ranks):
+            break
+    return [
+        value_at[lower] + (value_at[upper] - value_at[lower]) * (position - lower)
+        for position, lower, upper in plan
+    ]

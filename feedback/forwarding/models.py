@@ -134,6 +134,20 @@ class Notification(Scheduled):
                 condition=Q(status="batched", batch_run__isnull=True),
                 name="notification_unbatched_idx",
             ),
+            # The report rollups' refresh: the rows changed since the last one,
+            # then every row of the days they fall on, by either date.
+            models.Index(fields=["updated_at"], name="notification_updated_idx"),
+            models.Index(fields=["created_at"], name="notification_created_idx"),
+            models.Index(
+                fields=["lead_delivered_at"], name="notification_delivered_idx"
+            ),
+            # Delivery health's queue depth and oldest pending, per config, read
+            # from the index alone.
+            models.Index(
+                fields=["config", "created_at"],
+                condition=Q(status__in=["pending", "sending", "retrying"]),
+                name="notification_open_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,6 @@
 """Reports on running the hub: feedback-sent health and monthly billing counts."""
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from django.db.models import (
@@ -23,7 +23,7 @@ from reporting.measures import (
     ACCEPTED,
     ON_DELIVERY,
 )
-from reporting.models import VIEW_BILLING, VIEW_REPORTS, DailyRollup
+from reporting.models import VIEW_BILLING, VIEW_REPORTS, DailyRollup, SentRollup
 from reporting.reports.base import (
     FAILURE,
     Column,
@@ -38,12 +38,42 @@ from reporting.reports.base import (
 )
 from reporting.rollups import (
     RECEIVED,
+    SENT_COUNTS,
     next_month,
     rollup_days,
     rollup_state,
     rollups_enabled,
 )
+from reporting.timing import whole_percentiles
 from sources.models import FeedbackConfig
+
+
+def sent_rollups(report: Report, basis: str) -> QuerySet[SentRollup] | None:
+    """The sent rollup rows of `basis` that add up to the filters' range, narrowed
+    to their source and kind; None when they cannot answer (rollups off or not
+    built, a flow or a buyer filtered: those belong to the feedback). Sets the
+    report's `rollups_as_of`."""
+    filters = report.filters
+    if filters.flow_id is not None or filters.buyer_id is not None:
+        return None
+    if not rollups_enabled():
+        return None
+    state = rollup_state()
+    if state is None:
+        return None
+    if not SentRollup.objects.exists():
+        # Built before these rows existed, or nothing sent yet: counted live
+        # until the next refresh builds them.
+        return None
+    rows = SentRollup.objects.filter(
+        rollup_days(basis, filters.start, filters.end, field="basis")
+    )
+    report.rollups_as_of = state.refreshed_at
+    if filters.source_id is not None:
+        rows = rows.filter(source_id=filters.source_id)
+    if filters.kind:
+        rows = rows.filter(kind=filters.kind)
+    return rows
 
 
 class DeliveryHealthReport(Report):
@@ -74,43 +104,47 @@ class DeliveryHealthReport(Report):
             q &= Q(**{f"{prefix}kind": f.kind})
         return q
 
-    def generate(self) -> ReportTable:
-        status = Notification.Status
-        rows: dict[Any, dict[str, Any]] = defaultdict(dict)
-        for values in as_dicts(
-            Notification.objects.filter(self._notifications_q())
-            .values("config_id")
-            .annotate(
-                notifications=Count("pk"),
-                succeeded=Count("pk", filter=Q(status=status.SUCCEEDED)),
-                failed=Count("pk", filter=Q(status=status.FAILED)),
-                dead=Count("pk", filter=Q(status=status.DEAD)),
-                retried_then_succeeded=Count(
-                    "pk", filter=Q(status=status.SUCCEEDED, attempt_count__gt=1)
-                ),
-            )
-            .order_by()
-        ):
-            rows[values.pop("config_id")].update(values)
-
-        # One join: the notification's own columns filter and group its attempts.
-        attempts = NotificationAttempt.objects.filter(
-            self._notifications_q("notification__")
+    def _from_rollups(self) -> dict[Any, dict[str, Any]] | None:
+        """The counts and response times per config from the sent rollups, or
+        None when they cannot answer these filters."""
+        basis = "delivered" if self.filters.by_delivery else "created"
+        rollups = sent_rollups(self, basis)
+        if rollups is None:
+            return None
+        found: dict[Any, dict[str, Any]] = {}
+        durations: dict[Any, Counter[int]] = defaultdict(Counter)
+        fields = [name for name in SENT_COUNTS if name not in ("sent", "sent_5xx")]
+        listed = list(rollups.values_list("config_id", *fields, "durations"))
+        # A deleted config's notifications lose their config: counted live
+        # under None, so here too.
+        known = set(
+            FeedbackConfig.objects.filter(
+                pk__in={row[0] for row in listed if row[0] is not None}
+            ).values_list("pk", flat=True)
         )
-        measures: dict[str, Aggregate] = {
-            "attempts": Count("pk"),
-            "errors": Count("pk", filter=Q(outcome="error")),
-        }
-        if is_postgresql():
-            measures["median_ms"] = PercentileCont(F("duration_ms"), fraction=0.5)
-            measures["p95_ms"] = PercentileCont(F("duration_ms"), fraction=0.95)
-        for values in as_dicts(
-            attempts.values("notification__config_id").annotate(**measures).order_by()
-        ):
-            rows[values.pop("notification__config_id")].update(values)
-        if not is_postgresql():
-            for key, median, p95 in self._response_times(attempts):
-                rows[key].update(median_ms=median, p95_ms=p95)
+        for config_id, *counts, bins in listed:
+            key = config_id if config_id in known else None
+            row = found.get(key)
+            if row is None:
+                row = found[key] = dict.fromkeys(fields, 0)
+            for name, count in zip(fields, counts, strict=True):
+                row[name] += count
+            for log_bin, count in bins.items():
+                durations[key][int(log_bin)] += count
+        for key, row in found.items():
+            row["median_ms"], row["p95_ms"] = whole_percentiles(
+                durations[key], 0.5, 0.95
+            )
+        return found
+
+    def generate(self) -> ReportTable:
+        rows: dict[Any, dict[str, Any]] = defaultdict(dict)
+        counted = self._from_rollups()
+        if counted is not None:
+            for key, values in counted.items():
+                rows[key].update(values)
+        else:
+            self._count_live(rows)
 
         now = timezone.now()
         for values in as_dicts(
@@ -169,6 +203,44 @@ class DeliveryHealthReport(Report):
             Column("oldest_pending_s", "Oldest pending", "seconds"),
         ]
         return ReportTable(columns, result)
+
+    def _count_live(self, rows: dict[Any, dict[str, Any]]) -> None:
+        """The counts and response times per config, counted from the records."""
+        status = Notification.Status
+        for values in as_dicts(
+            Notification.objects.filter(self._notifications_q())
+            .values("config_id")
+            .annotate(
+                notifications=Count("pk"),
+                succeeded=Count("pk", filter=Q(status=status.SUCCEEDED)),
+                failed=Count("pk", filter=Q(status=status.FAILED)),
+                dead=Count("pk", filter=Q(status=status.DEAD)),
+                retried_then_succeeded=Count(
+                    "pk", filter=Q(status=status.SUCCEEDED, attempt_count__gt=1)
+                ),
+            )
+            .order_by()
+        ):
+            rows[values.pop("config_id")].update(values)
+
+        # One join: the notification's own columns filter and group its attempts.
+        attempts = NotificationAttempt.objects.filter(
+            self._notifications_q("notification__")
+        )
+        measures: dict[str, Aggregate] = {
+            "attempts": Count("pk"),
+            "errors": Count("pk", filter=Q(outcome="error")),
+        }
+        if is_postgresql():
+            measures["median_ms"] = PercentileCont(F("duration_ms"), fraction=0.5)
+            measures["p95_ms"] = PercentileCont(F("duration_ms"), fraction=0.95)
+        for values in as_dicts(
+            attempts.values("notification__config_id").annotate(**measures).order_by()
+        ):
+            rows[values.pop("notification__config_id")].update(values)
+        if not is_postgresql():
+            for key, median, p95 in self._response_times(attempts):
+                rows[key].update(median_ms=median, p95_ms=p95)
 
     @staticmethod
     def _response_times(
@@ -235,6 +307,39 @@ class BillingReport(Report):
             .order_by()
         )
 
+    def _sent(self, sent_dims: Q) -> list[dict[str, Any]]:
+        """Notifications tried at least once per month of their creation, and
+        those answered >= 500: from the sent rollups when they can answer."""
+        rollups = sent_rollups(self, "created")
+        if rollups is not None:
+            return as_dicts(
+                rollups.annotate(month=TruncMonth("day"))
+                .values("month")
+                .annotate(sent_total=Sum("sent"), sent_5xx=Sum("sent_5xx"))
+                .order_by()
+            )
+        f = self.filters
+        server_error = NotificationAttempt.objects.filter(
+            notification=OuterRef("pk"), response_status__gte=500
+        )
+        return as_dicts(
+            Notification.objects.filter(
+                sent_dims,
+                attempt_count__gt=0,
+                created_at__gte=f.since,
+                created_at__lt=f.until,
+            )
+            .annotate(
+                month=TruncMonth("created_at", tzinfo=timezone.get_current_timezone())
+            )
+            .values("month")
+            .annotate(
+                sent_total=Count("pk"),
+                sent_5xx=Count("pk", filter=Q(Exists(server_error))),
+            )
+            .order_by()
+        )
+
     def generate(self) -> ReportTable:
         f = self.filters
         tz = timezone.get_current_timezone()
@@ -274,24 +379,7 @@ class BillingReport(Report):
             sent_dims &= Q(feedback__buyer_id=f.buyer_id)
         if f.kind:
             sent_dims &= Q(kind=f.kind)
-        server_error = NotificationAttempt.objects.filter(
-            notification=OuterRef("pk"), response_status__gte=500
-        )
-        for values in as_dicts(
-            Notification.objects.filter(
-                sent_dims,
-                attempt_count__gt=0,
-                created_at__gte=f.since,
-                created_at__lt=f.until,
-            )
-            .annotate(month=TruncMonth("created_at", tzinfo=tz))
-            .values("month")
-            .annotate(
-                sent_total=Count("pk"),
-                sent_5xx=Count("pk", filter=Q(Exists(server_error))),
-            )
-            .order_by()
-        ):
+        for values in self._sent(sent_dims):
             months[month_of(values.pop("month"))].update(values)
 
         # Every month of the range, those without events as zeros: an invoice
