@@ -481,7 +481,7 @@ LEADBACK_QUEUE_LEASE_S = env_float("LEADBACK_QUEUE_LEASE_S", 60.0)
 LEADBACK_QUEUE_ON_COMMIT = env_bool("LEADBACK_QUEUE_ON_COMMIT", True)
 LEADBACK_SWEEP_BATCH = env_int("LEADBACK_SWEEP_BATCH", 500)
 # Rows of one config a single delivery message carries (sent one after another).
-LEADBACK_DELIVERY_BATCH = env_int("LEADBACK_DELIVERY_BATCH", 50)
+LEADBACK_DELIVERY_BATCH = env_int("LEADBACK_DELIVERY_BATCH", 20)
 # The sweeper waits while more messages than this are queued (back-pressure).
 LEADBACK_SWEEP_MAX_BACKLOG = env_int("LEADBACK_SWEEP_MAX_BACKLOG", 50)
 # Sync configs: how long the buyer's request may wait for the source.
