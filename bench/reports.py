@@ -461,7 +461,9 @@ def run_raw(statements: list[str], params: dict[str, Any]) -> int:
     return rows
 
 
-def build_rollups(new_feedback: int, *, full: bool = True) -> dict[str, float]:
+def build_rollups(
+    new_feedback: int, *, full: bool = True, new_notifications: int | None = None
+) -> dict[str, float]:
     """Time the first full build (unless `full` is False: the rollups a
     previous run built are brought up to date, untimed), then an incremental
     refresh after
@@ -506,49 +508,54 @@ def build_rollups(new_feedback: int, *, full: bool = True) -> dict[str, float]:
         # their days).
         cursor.execute("SELECT COUNT(*) FROM feedback_notification")
         (notifications,) = cursor.fetchone()
-        changing = max(notifications // 365, 1)
-        cursor.execute(
-            """
-            INSERT INTO feedback_notification (public_id, feedback_id, config_id,
-                source_id, kind, lead_delivered_at, status, reason, reference,
-                attempt_count, schedule_tries, created_at, updated_at)
-            SELECT 'msg_' || lpad(to_hex(f.id), 24, '0'), f.id, c.id, f.source_id,
-                f.kind, d.delivered_at, 'pending', '', '', 0, 0, now(), now()
-            FROM feedback_feedback f
-            JOIN feedback_deliveryevent d ON d.id = f.delivery_id
-            JOIN sources_feedbackconfig c
-                ON c.source_id = f.source_id AND c.kind = f.kind
-            WHERE f.received_at >= now() - interval '1 minute'
-                AND NOT EXISTS (SELECT 1 FROM feedback_notification o
-                    WHERE o.feedback_id = f.id)
-            LIMIT %(count)s
-            """,
-            {"count": changing},
+        changing = (
+            max(notifications // 365, 1)
+            if new_notifications is None
+            else new_notifications
         )
-        cursor.execute(
-            """
-            WITH picked AS (
-                SELECT id FROM feedback_notification
-                WHERE status IN ('pending', 'retrying')
-                    AND created_at < now() - interval '1 minute'
-                ORDER BY random() LIMIT %(count)s
-            ), moved AS (
-                UPDATE feedback_notification n SET status = 'succeeded',
-                    attempt_count = n.attempt_count + 1, finished_at = now(),
-                    updated_at = now()
-                FROM picked WHERE n.id = picked.id
-                RETURNING n.id, n.attempt_count
+        if changing:
+            cursor.execute(
+                """
+                INSERT INTO feedback_notification (public_id, feedback_id, config_id,
+                    source_id, kind, lead_delivered_at, status, reason, reference,
+                    attempt_count, schedule_tries, created_at, updated_at)
+                SELECT 'msg_' || lpad(to_hex(f.id), 24, '0'), f.id, c.id, f.source_id,
+                    f.kind, d.delivered_at, 'pending', '', '', 0, 0, now(), now()
+                FROM feedback_feedback f
+                JOIN feedback_deliveryevent d ON d.id = f.delivery_id
+                JOIN sources_feedbackconfig c
+                    ON c.source_id = f.source_id AND c.kind = f.kind
+                WHERE f.received_at >= now() - interval '1 minute'
+                    AND NOT EXISTS (SELECT 1 FROM feedback_notification o
+                        WHERE o.feedback_id = f.id)
+                LIMIT %(count)s
+                """,
+                {"count": changing},
             )
-            INSERT INTO feedback_notificationattempt (notification_id, number,
-                started_at, duration_ms, request_method, request_url,
-                request_headers, request_body, response_status, response_headers,
-                response_body, outcome, reason, error_class)
-            SELECT id, attempt_count, now(), 120, 'POST', 'https://example.com/hook',
-                '{}'::jsonb, '', 200, '{}'::jsonb, '', 'success', '', ''
-            FROM moved
-            """,
-            {"count": changing},
-        )
+            cursor.execute(
+                """
+                WITH picked AS (
+                    SELECT id FROM feedback_notification
+                    WHERE status IN ('pending', 'retrying')
+                        AND created_at < now() - interval '1 minute'
+                    ORDER BY random() LIMIT %(count)s
+                ), moved AS (
+                    UPDATE feedback_notification n SET status = 'succeeded',
+                        attempt_count = n.attempt_count + 1, finished_at = now(),
+                        updated_at = now()
+                    FROM picked WHERE n.id = picked.id
+                    RETURNING n.id, n.attempt_count
+                )
+                INSERT INTO feedback_notificationattempt (notification_id, number,
+                    started_at, duration_ms, request_method, request_url,
+                    request_headers, request_body, response_status, response_headers,
+                    response_body, outcome, reason, error_class)
+                SELECT id, attempt_count, now(), 120, 'POST', 'https://example.com/hook',
+                    '{}'::jsonb, '', 200, '{}'::jsonb, '', 'success', '', ''
+                FROM moved
+                """,
+                {"count": changing},
+            )
     started = time.perf_counter()
     rollups_refresh()
     incremental_s = time.perf_counter() - started
@@ -710,6 +717,12 @@ def parse_args() -> argparse.Namespace:
         help="new feedback the refresh is timed after (a day: --feedback / 365)",
     )
     parser.add_argument(
+        "--day-notifications",
+        type=int,
+        help="notifications created and as many changed before the timed refresh "
+        "(a day: the notifications / 365; 0 times the feedback side alone)",
+    )
+    parser.add_argument(
         "--no-raw",
         action="store_true",
         help="time the report pages only, not the raw SQL beside them (at ten "
@@ -763,7 +776,11 @@ def main() -> None:
         # found with --skip-seed).
         seeded = counts.get("feedback_feedback", options.feedback)
         day = options.day_feedback or max(1000, seeded // 365)
-        rollups = build_rollups(day, full=not options.keep_rollups)
+        rollups = build_rollups(
+            day,
+            full=not options.keep_rollups,
+            new_notifications=options.day_notifications,
+        )
         print(f"  {rollups}", flush=True)
     info = machine()
     info["mode"] = (
