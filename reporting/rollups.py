@@ -385,15 +385,11 @@ def _recount_sent(since: datetime.datetime) -> int:
     }
     for created, delivered, config_id in changed:
         for basis, day in (("created", created), ("delivered", delivered)):
-            scope = stale[basis]
-            day = _as_date(day)
-            configs = scope.setdefault(day, set())
-            if config_id is None or configs is None:
-                # A deleted config's rows counted before keep its old id: the
-                # whole day is counted again.
-                scope[day] = None
-            else:
-                configs.add(config_id)
+            # A deleted config's rows counted before keep its old id: the
+            # whole day is counted again.
+            _mark_stale(
+                stale[basis], _as_date(day), None if config_id is None else {config_id}
+            )
     written = 0
     for basis, scope in stale.items():
         if not scope:
@@ -403,12 +399,7 @@ def _recount_sent(since: datetime.datetime) -> int:
         SentRollup.objects.bulk_create(rows, batch_size=2000)
         months: dict[datetime.date, set[int] | None] = {}
         for day, configs in scope.items():
-            month = month_start(day)
-            found = months.setdefault(month, set())
-            if configs is None or found is None:
-                months[month] = None
-            else:
-                found.update(configs)
+            _mark_stale(months, month_start(day), configs)
         SentRollup.objects.filter(_sent_scope(months), basis=MONTH + basis).delete()
         daily = SentRollup.objects.filter(
             _sent_scope(months, span=next_month), basis=basis
@@ -417,6 +408,19 @@ def _recount_sent(since: datetime.datetime) -> int:
         SentRollup.objects.bulk_create(month_rows, batch_size=2000)
         written += len(rows) + len(month_rows)
     return written
+
+
+def _mark_stale(
+    scope: dict[datetime.date, set[int] | None],
+    day: datetime.date,
+    configs: set[int] | None,
+) -> None:
+    """Add `configs` of `day` to what is counted again; None: all of the day."""
+    found = scope.setdefault(day, set())
+    if configs is None or found is None:
+        scope[day] = None
+    else:
+        found.update(configs)
 
 
 def _sent_scope(

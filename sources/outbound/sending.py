@@ -87,12 +87,8 @@ def network_reason(exc: BaseException, host: str) -> str:
         # requests wraps urllib3's error, whose text repeats the URL; dig out the cause.
         cause = exc.args[0] if exc.args else None
         cause = getattr(cause, "reason", cause)
-        if isinstance(cause, NameResolutionError):
-            return f"Could not resolve {host}."
-        if isinstance(cause, NewConnectionError):
-            if isinstance(cause.__cause__, ConnectionRefusedError):
-                return f"{host} refused the connection."
-            return f"Could not connect to {host}: {cause.__cause__ or 'no route'}."
+        if isinstance(cause, NameResolutionError | NewConnectionError):
+            return _urllib3_reason(cause, host)
         return f"The connection to {host} failed."
     if isinstance(
         exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema
