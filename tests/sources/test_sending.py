@@ -371,6 +371,17 @@ def test_redirects_are_not_followed(server: RecordingServer) -> None:
     assert [r.path for r in server.requests] == ["/start"]
 
 
+def test_non_ascii_in_the_url_is_sent_percent_encoded(server: RecordingServer) -> None:
+    # A lead's name can reach the query string of a GET config: what requests
+    # sent before, UTF-8 percent-encoded, with encoded text left as it was.
+    url = server.url("/p/é?name=Zoë Ünal&x=a b&y=%20z")
+
+    response = send(OutboundRequest("GET", url, {}, b""), timeout_s=5)
+
+    assert response.status == 200
+    assert server.last.target == "/p/%C3%A9?name=Zo%C3%AB%20%C3%9Cnal&x=a%20b&y=%20z"
+
+
 def test_proxy_settings_from_the_environment_are_ignored(
     server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
