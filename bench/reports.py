@@ -274,7 +274,9 @@ def seed(feedback_rows: int) -> dict[str, int]:
                 WHEN n.status = 'failed' THEN 'failure' ELSE 'error' END AS outcome
         ) last
         """,
-        "ANALYZE",
+        # What autovacuum would have done by the time such a year is reported on:
+        # the visibility map lets the open-rows index answer from the index alone.
+        "VACUUM (ANALYZE)",
     ]
     with connection.cursor() as cursor:
         for statement in statements:
