@@ -7,7 +7,6 @@ written once, their column lists come from the models, and their rows become mod
 instances through the fields' own converters, as the ORM would build them.
 """
 
-import threading
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, Generic, TypeVar, cast
@@ -120,20 +119,16 @@ class Insert(Generic[M]):
         instance._state.db = db.alias
 
 
-_local = threading.local()
-
-
 def default_connection() -> BaseDatabaseWrapper:
     """The default connection itself, for code that reads it many times.
 
     Every attribute read through the `connection` proxy looks the connection up
     again, a dozen times per row, and each lookup goes through asgiref's Local,
-    which costs about as much as converting a row's values. Django keeps one
-    connection per thread and replaces it only as a thread starts (the test
-    servers share theirs), so it is kept here per thread as well.
+    which costs about as much as converting a row's values: callers look it up
+    once here and keep it for the call. Not kept any longer than that:
+    `transaction.atomic()` looks the connection up on every use, and a write
+    through a connection kept from earlier can miss the transaction atomic()
+    opened (the browser tests, whose live server shares the test's in-memory
+    SQLite database, hit it as "database table is locked").
     """
-    try:
-        db: BaseDatabaseWrapper = _local.db
-    except AttributeError:
-        db = _local.db = connections[DEFAULT_DB_ALIAS]
-    return db
+    return connections[DEFAULT_DB_ALIAS]
