@@ -137,16 +137,18 @@ def beat(engine_env, tmp_path) -> Iterator[CeleryProcess]:
 
 
 class Receiver(RecordingServer):
-    """Answers 200 at once and notes when each request arrived (epoch seconds)."""
+    """Answers 200 (after `delay_s`) and notes when each request arrived (epoch
+    seconds)."""
 
     def __init__(self) -> None:
         super().__init__(self._arrived)
         self.arrivals: list[tuple[float, Recorded]] = []
+        self.delay_s = 0.0
 
     def _arrived(self, recorded: Recorded) -> Reply:
         with self._lock:
             self.arrivals.append((time.time(), recorded))
-        return Reply(200, b'{"ok": true}')
+        return Reply(200, b'{"ok": true}', delay_s=self.delay_s)
 
     def deliveries(self) -> list[tuple[float, str, str, str]]:
         """(arrived, webhook-id, feedback id, path) of every complete request."""
@@ -317,6 +319,10 @@ def test_every_notification_arrives_despite_killed_workers_and_a_flushed_broker(
 ):
     seed = int(os.environ.get("LEADBACK_FAULTS_SEED") or time.time_ns() % 10**6)
     rng = random.Random(seed)
+    # A source that takes a moment to answer, as real ones do: the worker sends
+    # a message's rows in well under a millisecond each to a local receiver that
+    # answers at once, too fast for a kill to find one in flight.
+    receiver.delay_s = 0.02
     buyer = BuyerFactory(slug="faults-buyer")
     config_paths: dict[int, str] = {}
     deliveries: list[DeliveryEvent] = []
