@@ -85,6 +85,9 @@ class RollupState(models.Model):
     # {"feedback": [[seen at (epoch seconds), [ids…]], …], "delivery": […]}
     gaps = models.JSONField(default=dict, blank=True)
     refreshed_at = models.DateTimeField(null=True, blank=True)
+    # When the sent rollups last read the changed notifications: the next
+    # refresh reads those changed since (less the late-commit margin).
+    sent_read_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"rollups as of {self.refreshed_at}"
@@ -125,9 +128,9 @@ class SentRollup(models.Model):
     """Feedback sent (notifications and their attempts) per day, config, source
     and kind, for delivery health and billing's sent columns.
 
-    Notifications change after they are written (status, attempts), so these
-    rows are not added to: a day whose notifications changed since the last
-    refresh is counted again whole (reporting/rollups.py). Attempt durations
+    Notifications change after they are written (status, attempts): a refresh
+    adds the difference between what was counted of each changed one
+    (SentCounted) and what it is now (reporting/rollups.py). Attempt durations
     are kept as counts per log-scale bin (reporting/timing.py), so percentiles
     merged across days are within 1%.
     """
@@ -160,6 +163,36 @@ class SentRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.basis} {self.config_id} {self.kind} {self.day}"
+
+
+class SentCounted(models.Model):
+    """A notification as the sent rollups last counted it: its config, status
+    and attempts. A refresh reads the notifications that changed since the
+    last one and adds to their rollup rows the difference between this and
+    what they are now, instead of counting their days again
+    (reporting/rollups.py). Attempts are only ever added, numbered from 1, in
+    the transaction that moves the notification's `attempt_count` on: the
+    attempts counted are those numbered up to `attempts`."""
+
+    notification = models.OneToOneField(
+        "feedback.Notification",
+        primary_key=True,
+        # Kept apart from the notification's own writes: no constraint to
+        # check, nothing to cascade. A full rebuild starts these rows afresh.
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="sent_counted",
+    )
+    # The config the notification is counted under (its config then: a
+    # deleted config's notifications lose theirs).
+    config_id = models.BigIntegerField(null=True)
+    status = models.CharField(max_length=20)
+    attempts = models.PositiveIntegerField(default=0)
+    # Whether an attempt counted was answered with a status of 500 or above.
+    answered_5xx = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"notification {self.notification_id}: {self.status}, {self.attempts}"
 
 
 class Digest(models.Model):

@@ -13,18 +13,24 @@ counted live (docs/reports.md).
 """
 
 import datetime
+import operator
 import time
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
+from functools import reduce
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import (
+    BooleanField,
     Count,
     DateField,
     Exists,
+    ExpressionWrapper,
+    F,
     Max,
     Min,
     OuterRef,
@@ -47,8 +53,14 @@ from reporting.measures import (
     feedback_measures,
     outcome_vocabulary,
 )
-from reporting.models import DailyRollup, RollupState, SentRollup, TimingRollup
-from reporting.timing import binned, log_bin
+from reporting.models import (
+    DailyRollup,
+    RollupState,
+    SentCounted,
+    SentRollup,
+    TimingRollup,
+)
+from reporting.timing import binned, log_bin, log_bin_of
 from sources.models import Kind
 
 # Feedback committed late (a long transaction that took its id before the last
@@ -123,6 +135,7 @@ def rollups_refresh(*, full: bool = False) -> int:
                 "last_delivery_id",
                 "gaps",
                 "refreshed_at",
+                "sent_read_at",
             ]
         )
     return written
@@ -163,7 +176,7 @@ def _rebuild(state: RollupState) -> int:
         written += len(rows)
     months = list(_build_months(DailyRollup.objects.all()))
     DailyRollup.objects.bulk_create(months, batch_size=2000)
-    return written + len(months) + _rebuild_sent()
+    return written + len(months) + _rebuild_sent(state)
 
 
 def _recount_months(months: Iterable[datetime.date]) -> int:
@@ -287,7 +300,7 @@ def _add_new(state: RollupState) -> int:
         written += _add_timing(Feedback.objects.filter(feedback_new))
     since = (state.refreshed_at or timezone.now()) - LATE_COMMIT_MARGIN
     written += _recount_corrected(since)
-    written += _recount_sent(since)
+    written += _add_sent(state)
     return written
 
 
@@ -347,9 +360,18 @@ def _recount_corrected(since: datetime.datetime) -> int:
     return written
 
 
-def _rebuild_sent() -> int:
-    """Every sent rollup row from the notifications."""
+def _rebuild_sent(state: RollupState) -> int:
+    """Every sent rollup row, from the notifications as they are now.
+
+    What is counted of each notification is written down first, in one
+    statement (one snapshot: a notification's attempts are committed with the
+    `attempt_count` that numbers them); the rows are then summed from that,
+    so a notification that moves on meanwhile is found changed by the next
+    refresh and the difference added then."""
     SentRollup.objects.all().delete()
+    SentCounted.objects.all().delete()
+    state.sent_read_at = timezone.now()
+    _count_all_notifications()
     written = 0
     for basis in SENT_BASES:
         rows = _build_sent(basis)
@@ -360,83 +382,248 @@ def _rebuild_sent() -> int:
     return written
 
 
-def _recount_sent(since: datetime.datetime) -> int:
-    """Count again, whole, the groups (day and config, by either basis) of the
-    notifications written or changed since `since`, and their months.
+def _count_all_notifications() -> None:
+    """A SentCounted row for every notification, in one INSERT … SELECT."""
+    answered_5xx = Exists(
+        NotificationAttempt.objects.filter(
+            notification=OuterRef("pk"),
+            number__lte=OuterRef("attempt_count"),
+            response_status__gte=500,
+        )
+    )
+    select = Notification.objects.annotate(
+        counted_5xx=ExpressionWrapper(answered_5xx, output_field=BooleanField())
+    ).values_list("pk", "config_id", "status", "attempt_count", "counted_5xx")
+    sql, params = select.order_by().query.sql_with_params()
+    columns = ", ".join(
+        connection.ops.quote_name(_column(SentCounted, name))
+        for name in ("notification", "config_id", "status", "attempts", "answered_5xx")
+    )
+    table = connection.ops.quote_name(SentCounted._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} ({columns}) {sql}", params)
 
-    A notification changes after it is written (its status, its attempts), so
-    what it adds cannot be told from the row alone; its day's rows of its
-    config are recounted instead, as corrected feedback's days are. Every
-    change to what is counted moves `updated_at` (feedback/forwarding: the
-    engine's record, resends, cancellations), and the dates and config a row
-    is counted by do not change, except a config deleted since (below)."""
-    if not SentRollup.objects.exists():
-        # Never built (the rows came after the other rollups): build them all.
-        return _rebuild_sent()
+
+def _add_sent(state: RollupState) -> int:
+    """Add to the sent rollups what changed in the notifications written or
+    changed since the last refresh (or within the late-commit margin before
+    it): each one's difference from what was counted of it, its new attempts
+    included. Every change to what is counted moves `updated_at`
+    (feedback/forwarding: the engine's record, resends, cancellations); the
+    dates a notification is counted by never change, and a notification
+    whose config was deleted since is moved, whole, to no config."""
+    if state.sent_read_at is None or not SentCounted.objects.exists():
+        # Never built, or built before what was counted was kept: build all.
+        return _rebuild_sent(state)
+    since = state.sent_read_at - LATE_COMMIT_MARGIN
+    state.sent_read_at = timezone.now()
     changed = (
         Notification.objects.filter(updated_at__gte=since)
         .annotate(created=_day("created_at"), delivered=_day("lead_delivered_at"))
-        .values_list("created", "delivered", "config_id")
-        .distinct()
-        .order_by()
-    )
-    stale: dict[str, dict[datetime.date, set[int] | None]] = {
-        basis: {} for basis in SENT_BASES
-    }
-    for created, delivered, config_id in changed:
-        for basis, day in (("created", created), ("delivered", delivered)):
-            # A deleted config's rows counted before keep its old id: the
-            # whole day is counted again.
-            _mark_stale(
-                stale[basis], _as_date(day), None if config_id is None else {config_id}
-            )
-    written = 0
-    for basis, scope in stale.items():
-        if not scope:
-            continue
-        SentRollup.objects.filter(_sent_scope(scope), basis=basis).delete()
-        rows = _build_sent(basis, scope)
-        SentRollup.objects.bulk_create(rows, batch_size=2000)
-        months: dict[datetime.date, set[int] | None] = {}
-        for day, configs in scope.items():
-            _mark_stale(months, month_start(day), configs)
-        SentRollup.objects.filter(_sent_scope(months), basis=MONTH + basis).delete()
-        daily = SentRollup.objects.filter(
-            _sent_scope(months, span=next_month), basis=basis
+        .values_list(
+            "pk",
+            "config_id",
+            "source_id",
+            "kind",
+            "created",
+            "delivered",
+            "status",
+            "attempt_count",
         )
-        month_rows = _sent_months(basis, daily)
-        SentRollup.objects.bulk_create(month_rows, batch_size=2000)
-        written += len(rows) + len(month_rows)
-    return written
+        .order_by("pk")
+    )
+    deltas: dict[tuple[Any, ...], _SentDelta] = {}
+    for chunk in _chunks(changed.iterator(chunk_size=5000), 5000):
+        _add_sent_chunk(chunk, deltas)
+    return _apply_sent(deltas)
 
 
-def _mark_stale(
-    scope: dict[datetime.date, set[int] | None],
-    day: datetime.date,
-    configs: set[int] | None,
+class _SentDelta:
+    """What a refresh adds to one sent rollup row (negative: takes away)."""
+
+    __slots__ = ("counts", "durations")
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(SENT_COUNTS, 0)
+        self.durations: Counter[str] = Counter()
+
+
+def _add_sent_chunk(
+    chunk: list[tuple[Any, ...]], deltas: dict[tuple[Any, ...], _SentDelta]
 ) -> None:
-    """Add `configs` of `day` to what is counted again; None: all of the day."""
-    found = scope.setdefault(day, set())
-    if configs is None or found is None:
-        scope[day] = None
-    else:
-        found.update(configs)
+    ids = [row[0] for row in chunk]
+    counted = SentCounted.objects.in_bulk(ids)
+    # Attempts to add (numbered after those counted, up to `attempt_count` as
+    # read: later ones come with a later change) or, for a notification whose
+    # config changed, all of them, to move.
+    wanted: dict[int, tuple[int, int]] = {}
+    for pk, config_id, *_, attempt_count in chunk:
+        before = counted.get(pk)
+        moved = before is not None and before.config_id != config_id
+        first = 0 if before is None or moved else before.attempts
+        if attempt_count > first or moved:
+            wanted[pk] = (first, attempt_count)
+    attempts: dict[int, list[tuple[int, str, int | None, int]]] = {}
+    if wanted:
+        for pk, number, outcome, code, ms in NotificationAttempt.objects.filter(
+            notification_id__in=list(wanted)
+        ).values_list(
+            "notification_id", "number", "outcome", "response_status", "duration_ms"
+        ):
+            attempts.setdefault(pk, []).append((number, outcome, code, ms))
+    now_counted: list[SentCounted] = []
+    for pk, config_id, source_id, kind, created, delivered, status, _ in chunk:
+        before = counted.get(pk)
+        days = {"created": _as_date(created), "delivered": _as_date(delivered)}
+        own = attempts.get(pk, [])
+        first, last = wanted.get(pk, (0, 0))
+        new = [a for a in own if first < a[0] <= last]
+        answered_5xx = any(code is not None and code >= 500 for _, _, code, _ in new)
+        if before is not None:
+            # Take away what was counted: the notification's figures, and
+            # with a change of config its attempts too (`new` holds them
+            # all, to add back under the new config).
+            moved = before.config_id != config_id
+            old = [a for a in own if a[0] <= before.attempts] if moved else []
+            for basis, day in days.items():
+                delta = _delta(deltas, basis, day, before.config_id, source_id, kind)
+                _count_notification(delta, basis, before, -1)
+                _count_attempts(delta, old, -1)
+            answered_5xx = answered_5xx or (before.answered_5xx and not moved)
+        now = SentCounted(
+            notification_id=pk,
+            config_id=config_id,
+            status=status,
+            attempts=max(last, 0 if before is None else before.attempts),
+            answered_5xx=answered_5xx,
+        )
+        for basis, day in days.items():
+            delta = _delta(deltas, basis, day, config_id, source_id, kind)
+            _count_notification(delta, basis, now, 1)
+            _count_attempts(delta, new, 1)
+        now_counted.append(now)
+    SentCounted.objects.bulk_create(
+        now_counted,
+        update_conflicts=True,
+        unique_fields=["notification"],
+        update_fields=["config_id", "status", "attempts", "answered_5xx"],
+        batch_size=2000,
+    )
 
 
-def _sent_scope(
-    scope: Mapping[datetime.date, set[int] | None],
-    *,
-    span: Any = None,
-) -> Q:
-    """The rows of `scope`'s days (with `span`, of the days from each to
-    `span(day)`, excluded), of the configs given: every config for None."""
-    q = Q(pk__in=[])
-    for day, configs in scope.items():
-        part = Q(day=day) if span is None else Q(day__gte=day, day__lt=span(day))
-        if configs is not None:
-            part &= Q(config_id__in=sorted(configs))
-        q |= part
-    return q
+def _delta(
+    deltas: dict[tuple[Any, ...], _SentDelta],
+    basis: str,
+    day: datetime.date,
+    config_id: int | None,
+    source_id: int,
+    kind: str,
+) -> _SentDelta:
+    key = (basis, day, config_id, source_id, kind)
+    found = deltas.get(key)
+    if found is None:
+        found = deltas[key] = _SentDelta()
+    return found
+
+
+def _count_notification(
+    delta: _SentDelta, basis: str, counted: SentCounted, sign: int
+) -> None:
+    """Add (or with sign -1 take away) one notification as counted."""
+    status = Notification.Status
+    counts = delta.counts
+    counts["notifications"] += sign
+    if counted.status == status.SUCCEEDED:
+        counts["succeeded"] += sign
+        if counted.attempts > 1:
+            counts["retried_then_succeeded"] += sign
+    elif counted.status == status.FAILED:
+        counts["failed"] += sign
+    elif counted.status == status.DEAD:
+        counts["dead"] += sign
+    if basis == "created" and counted.attempts > 0:
+        counts["sent"] += sign
+        if counted.answered_5xx:
+            counts["sent_5xx"] += sign
+
+
+def _count_attempts(
+    delta: _SentDelta, attempts: list[tuple[int, str, int | None, int]], sign: int
+) -> None:
+    for _, outcome, _, duration_ms in attempts:
+        delta.counts["attempts"] += sign
+        if outcome == "error":
+            delta.counts["errors"] += sign
+        delta.durations[str(log_bin_of(duration_ms))] += sign
+
+
+def _apply_sent(deltas: dict[tuple[Any, ...], _SentDelta]) -> int:
+    """Add `deltas` to their daily rows and their months' rows; a row left
+    counting no notification goes."""
+    for (basis, day, *group), delta in list(deltas.items()):
+        month = _delta(deltas, MONTH + basis, month_start(day), *group)
+        for name, value in delta.counts.items():
+            month.counts[name] += value
+        month.durations.update(delta.durations)
+    deltas = {
+        key: delta
+        for key, delta in deltas.items()
+        if any(delta.counts.values()) or any(delta.durations.values())
+    }
+    if not deltas:
+        return 0
+    days: dict[str, set[datetime.date]] = {}
+    for basis, day, *_ in deltas:
+        days.setdefault(basis, set()).add(day)
+    existing = SentRollup.objects.filter(
+        reduce(
+            operator.or_,
+            (Q(basis=basis, day__in=sorted(found)) for basis, found in days.items()),
+        )
+    )
+    rows: dict[tuple[Any, ...], SentRollup] = {
+        (row.basis, row.day, row.config_id, row.source_id, row.kind): row
+        for row in existing
+        if (row.basis, row.day, row.config_id, row.source_id, row.kind) in deltas
+    }
+    replaced = [row.pk for row in rows.values()]
+    written: list[SentRollup] = []
+    for key, delta in deltas.items():
+        row = rows.get(key)
+        if row is None:
+            basis, day, config_id, source_id, kind = key
+            row = SentRollup(
+                basis=basis,
+                day=day,
+                config_id=config_id,
+                source_id=source_id,
+                kind=kind,
+                durations={},
+            )
+        for name, value in delta.counts.items():
+            setattr(row, name, getattr(row, name) + value)
+        durations = Counter(row.durations)
+        durations.update(delta.durations)
+        row.durations = {k: v for k, v in sorted(durations.items()) if v}
+        if row.notifications:
+            row.pk = None
+            written.append(row)
+    # Rewritten rather than updated: one DELETE and one INSERT whatever the
+    # number of rows and fields.
+    SentRollup.objects.filter(pk__in=replaced).delete()
+    SentRollup.objects.bulk_create(written, batch_size=2000)
+    return len(written)
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 # The sent rollups' bases: the date each notification is counted by.
@@ -454,33 +641,12 @@ SENT_COUNTS = (
 )
 
 
-def _build_sent(
-    basis: str, scope: Mapping[datetime.date, set[int] | None] | None = None
-) -> list[SentRollup]:
-    """The sent rollup rows of `basis` for `scope` (day: the configs counted,
-    None for all; every day if None): per day, config, source and kind, the
+def _build_sent(basis: str) -> list[SentRollup]:
+    """Every sent rollup row of `basis` from what is counted of each
+    notification (SentCounted): per day, config, source and kind, the
     delivery-health counts, billing's sent counts ("created" only) and the
     attempt durations per log bin."""
-    if scope is not None and not scope:
-        return []
-    field = SENT_BASES[basis]
-
-    def within(prefix: str = "") -> Q:
-        if scope is None:
-            return Q()
-        q = Q(pk__in=[])
-        for day, configs in scope.items():
-            part = Q(
-                **{
-                    f"{prefix}{field}__gte": start_of(day),
-                    f"{prefix}{field}__lt": start_of(day + DAY),
-                }
-            )
-            if configs is not None:
-                part &= Q(**{f"{prefix}config_id__in": sorted(configs)})
-            q |= part
-        return q
-
+    field = f"notification__{SENT_BASES[basis]}"
     status = Notification.Status
     counts: dict[str, Any] = {
         "notifications": Count("pk"),
@@ -488,23 +654,20 @@ def _build_sent(
         "failed": Count("pk", filter=Q(status=status.FAILED)),
         "dead": Count("pk", filter=Q(status=status.DEAD)),
         "retried_then_succeeded": Count(
-            "pk", filter=Q(status=status.SUCCEEDED, attempt_count__gt=1)
+            "pk", filter=Q(status=status.SUCCEEDED, attempts__gt=1)
         ),
     }
     if basis == "created":
-        server_error = NotificationAttempt.objects.filter(
-            notification=OuterRef("pk"), response_status__gte=500
-        )
-        counts["sent"] = Count("pk", filter=Q(attempt_count__gt=0))
-        counts["sent_5xx"] = Count(
-            "pk", filter=Q(Exists(server_error), attempt_count__gt=0)
-        )
-    group = ("day", "config_id", "source_id", "kind")
+        counts["sent"] = Count("pk", filter=Q(attempts__gt=0))
+        counts["sent_5xx"] = Count("pk", filter=Q(attempts__gt=0, answered_5xx=True))
     rows: dict[tuple[Any, ...], SentRollup] = {}
     for found in as_rows(
-        Notification.objects.filter(within())
-        .annotate(day=_day(field))
-        .values(*group)
+        SentCounted.objects.annotate(
+            day=_day(field),
+            source_id=F("notification__source_id"),
+            kind=F("notification__kind"),
+        )
+        .values("day", "config_id", "source_id", "kind")
         .annotate(**counts)
         .order_by()
     ):
@@ -512,15 +675,16 @@ def _build_sent(
         rows[(day, found["config_id"], found["source_id"], found["kind"])] = SentRollup(
             basis=basis, day=day, **found
         )
-    attempts = NotificationAttempt.objects.filter(within("notification__")).annotate(
-        day=_day(f"notification__{field}")
+    # The attempts counted: those numbered up to the count taken.
+    attempts = NotificationAttempt.objects.filter(
+        number__lte=F("notification__sent_counted__attempts")
+    ).annotate(
+        day=_day(f"notification__{SENT_BASES[basis]}"),
+        config=F("notification__sent_counted__config_id"),
+        source=F("notification__source_id"),
+        group_kind=F("notification__kind"),
     )
-    attempt_group = (
-        "day",
-        "notification__config_id",
-        "notification__source_id",
-        "notification__kind",
-    )
+    attempt_group = ("day", "config", "source", "group_kind")
     for found in as_rows(
         attempts.values(*attempt_group)
         .annotate(attempts=Count("pk"), errors=Count("pk", filter=Q(outcome="error")))

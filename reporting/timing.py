@@ -103,6 +103,11 @@ def log_bin(field: str) -> Case:
     )
 
 
+def log_bin_of(value: float) -> int:
+    """`log_bin` of one value, worked out here."""
+    return 0 if value < 1 else math.floor(math.log(value) / math.log(GROWTH)) + 1
+
+
 def bin_midpoint(log_bin: int) -> float:
     return 0.5 if log_bin == 0 else GROWTH ** (log_bin - 1) * (1 + GROWTH) / 2
 

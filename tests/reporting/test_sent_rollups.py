@@ -16,7 +16,7 @@ from feedback.forwarding.engine import notifications_resend
 from feedback.forwarding.models import Notification, NotificationAttempt
 from feedback.models import Feedback
 from reporting.filters import ReportFilters
-from reporting.models import SentRollup
+from reporting.models import SentCounted, SentRollup
 from reporting.reports.base import percentile
 from reporting.reports.operations import BillingReport, DeliveryHealthReport
 from reporting.rollups import rollups_refresh
@@ -214,3 +214,56 @@ def test_whole_percentiles_are_exact_at_zero_and_within_one_percent():
         exact = percentile(values, fraction)
         (found,) = whole_percentiles(counts, fraction)
         assert found == pytest.approx(exact, rel=0.01)
+
+
+def test_an_attempt_counts_once_the_notification_numbers_it(settings):
+    """An attempt is committed with the `attempt_count` that numbers it; one
+    seen without it (a refresh reading between two statements) waits for the
+    change that moves the count, and is then counted once."""
+    data = dataset.build()
+    dataset.add_notifications(data)
+    rollups_refresh()
+    row = Notification.objects.filter(status="pending").order_by("pk")[0]
+    with time_machine.travel(timezone.now() + datetime.timedelta(hours=1)):
+        NotificationAttempt.objects.create(
+            notification=row,
+            number=row.attempt_count + 1,
+            started_at=timezone.now(),
+            duration_ms=321,
+            request_method="POST",
+            request_url="https://example.com/hook",
+            response_status=503,
+            outcome="error",
+        )
+        Notification.objects.filter(pk=row.pk).update(updated_at=timezone.now())
+        rollups_refresh()
+        attempts_before = sum(
+            r.attempts for r in SentRollup.objects.filter(basis="created")
+        )
+        row.refresh_from_db()
+        row.attempt_count += 1
+        row.status = "retrying"
+        row.save(update_fields=["attempt_count", "status", "updated_at"])
+        rollups_refresh()
+        rollups_refresh()  # within the margin: read again, added nothing
+    attempts_after = sum(r.attempts for r in SentRollup.objects.filter(basis="created"))
+    assert attempts_after == attempts_before + 1
+    assert_same_as_live(settings, narrows=({},))
+    incremental = stored()
+    rollups_refresh(full=True)
+    assert stored() == incremental
+
+
+def test_rollups_built_before_counts_were_kept_are_built_again(settings):
+    """An upgrade: sent rollup rows without what each notification counted.
+    The first refresh builds them anew instead of adding to them."""
+    data = dataset.build()
+    dataset.add_notifications(data)
+    rollups_refresh()
+    expected = stored()
+    SentCounted.objects.all().delete()
+    SentRollup.objects.update(notifications=999)
+    with time_machine.travel(timezone.now() + datetime.timedelta(hours=1)):
+        rollups_refresh()
+    assert stored() == expected
+    assert SentCounted.objects.count() == Notification.objects.count()
