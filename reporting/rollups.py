@@ -16,7 +16,7 @@ import datetime
 import operator
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from functools import reduce
 from typing import Any
@@ -260,6 +260,28 @@ def rollup_days(
     return rows
 
 
+def rollup_periods(
+    dimension: str, start: datetime.date, end: datetime.date, *, field: str
+) -> Q:
+    """As `rollup_days`, with year rows (`YEAR` + dimension, dated 1 January)
+    for the whole calendar years in [start, end]: for rows summed over the
+    range, not grouped by month."""
+    first = (
+        start
+        if start == year_start(start)
+        else start.replace(year=start.year + 1, month=1, day=1)
+    )
+    stop = year_start(end + DAY)
+    if first >= stop:
+        return rollup_days(dimension, start, end, field=field)
+    rows = Q(**{field: YEAR + dimension}, day__gte=first, day__lt=stop)
+    if start < first:
+        rows |= rollup_days(dimension, start, first - DAY, field=field)
+    if stop <= end:
+        rows |= rollup_days(dimension, stop, end, field=field)
+    return rows
+
+
 def _span(bounds: dict[str, Any]) -> tuple[datetime.date, datetime.date] | None:
     """[first day, last day + 1) of aggregated first/last datetimes, or None."""
     if bounds["first"] is None:
@@ -376,9 +398,10 @@ def _rebuild_sent(state: RollupState) -> int:
     for basis in SENT_BASES:
         rows = _build_sent(basis)
         SentRollup.objects.bulk_create(rows, batch_size=2000)
-        months = _sent_months(basis, rows)
-        SentRollup.objects.bulk_create(months, batch_size=2000)
-        written += len(rows) + len(months)
+        months = _sent_totals(MONTH + basis, rows, month_start)
+        years = _sent_totals(YEAR + basis, months, year_start)
+        SentRollup.objects.bulk_create([*months, *years], batch_size=2000)
+        written += len(rows) + len(months) + len(years)
     return written
 
 
@@ -558,13 +581,16 @@ def _count_attempts(
 
 
 def _apply_sent(deltas: dict[tuple[Any, ...], _SentDelta]) -> int:
-    """Add `deltas` to their daily rows and their months' rows; a row left
-    counting no notification goes."""
+    """Add `deltas` to their daily rows and their months' and years' rows; a
+    row left counting no notification goes."""
     for (basis, day, *group), delta in list(deltas.items()):
-        month = _delta(deltas, MONTH + basis, month_start(day), *group)
-        for name, value in delta.counts.items():
-            month.counts[name] += value
-        month.durations.update(delta.durations)
+        for total in (
+            _delta(deltas, MONTH + basis, month_start(day), *group),
+            _delta(deltas, YEAR + basis, year_start(day), *group),
+        ):
+            for name, value in delta.counts.items():
+                total.counts[name] += value
+            total.durations.update(delta.durations)
     deltas = {
         key: delta
         for key, delta in deltas.items()
@@ -704,17 +730,22 @@ def _build_sent(basis: str) -> list[SentRollup]:
     return list(rows.values())
 
 
-def _sent_months(basis: str, daily: Iterable[SentRollup]) -> list[SentRollup]:
-    """The month rows of the daily rows of `basis` in `daily`."""
-    months: dict[tuple[Any, ...], SentRollup] = {}
-    for row in daily:
-        month = month_start(row.day)
-        group = (month, row.config_id, row.source_id, row.kind)
-        total = months.get(group)
+def _sent_totals(
+    basis: str,
+    rows: Iterable[SentRollup],
+    period: Callable[[datetime.date], datetime.date],
+) -> list[SentRollup]:
+    """The rows of `basis` (a month or a year basis) summing `rows` per
+    `period` (the first day of a row's month or year)."""
+    totals: dict[tuple[Any, ...], SentRollup] = {}
+    for row in rows:
+        first = period(row.day)
+        group = (first, row.config_id, row.source_id, row.kind)
+        total = totals.get(group)
         if total is None:
-            total = months[group] = SentRollup(
-                basis=MONTH + basis,
-                day=month,
+            total = totals[group] = SentRollup(
+                basis=basis,
+                day=first,
                 config_id=row.config_id,
                 source_id=row.source_id,
                 kind=row.kind,
@@ -724,7 +755,7 @@ def _sent_months(basis: str, daily: Iterable[SentRollup]) -> list[SentRollup]:
             setattr(total, name, getattr(total, name) + getattr(row, name))
         for log_bin_key, count in row.durations.items():
             total.durations[log_bin_key] = total.durations.get(log_bin_key, 0) + count
-    return list(months.values())
+    return list(totals.values())
 
 
 def _build_timing_years(months: QuerySet[TimingRollup]) -> Iterable[TimingRollup]:
@@ -1032,6 +1063,10 @@ def _add_rows(
 
 def month_start(day: datetime.date) -> datetime.date:
     return day.replace(day=1)
+
+
+def year_start(day: datetime.date) -> datetime.date:
+    return day.replace(month=1, day=1)
 
 
 def next_month(month: datetime.date) -> datetime.date:

@@ -41,6 +41,7 @@ from reporting.rollups import (
     SENT_COUNTS,
     next_month,
     rollup_days,
+    rollup_periods,
     rollup_state,
     rollups_enabled,
 )
@@ -48,11 +49,14 @@ from reporting.timing import whole_percentiles
 from sources.models import FeedbackConfig
 
 
-def sent_rollups(report: Report, basis: str) -> QuerySet[SentRollup] | None:
-    """The sent rollup rows of `basis` that add up to the filters' range, narrowed
-    to their source and kind; None when they cannot answer (rollups off or not
-    built, a flow or a buyer filtered: those belong to the feedback). Sets the
-    report's `rollups_as_of`."""
+def sent_rollups(
+    report: Report, basis: str, *, years: bool = False
+) -> QuerySet[SentRollup] | None:
+    """The sent rollup rows of `basis` that add up to the filters' range (with
+    `years`, whole calendar years read from year rows: for totals over the
+    range), narrowed to their source and kind; None when they cannot answer
+    (rollups off or not built, a flow or a buyer filtered: those belong to the
+    feedback). Sets the report's `rollups_as_of`."""
     filters = report.filters
     if filters.flow_id is not None or filters.buyer_id is not None:
         return None
@@ -65,8 +69,9 @@ def sent_rollups(report: Report, basis: str) -> QuerySet[SentRollup] | None:
         # Built before these rows existed, or nothing sent yet: counted live
         # until the next refresh builds them.
         return None
+    periods = rollup_periods if years else rollup_days
     rows = SentRollup.objects.filter(
-        rollup_days(basis, filters.start, filters.end, field="basis")
+        periods(basis, filters.start, filters.end, field="basis")
     )
     report.rollups_as_of = state.refreshed_at
     if filters.source_id is not None:
@@ -108,7 +113,7 @@ class DeliveryHealthReport(Report):
         """The counts and response times per config from the sent rollups, or
         None when they cannot answer these filters."""
         basis = "delivered" if self.filters.by_delivery else "created"
-        rollups = sent_rollups(self, basis)
+        rollups = sent_rollups(self, basis, years=True)
         if rollups is None:
             return None
         found: dict[Any, dict[str, Any]] = {}
@@ -152,7 +157,9 @@ class DeliveryHealthReport(Report):
                 Q(status__in=Notification.OPEN_STATUSES) & self._dimensions_q()
             )
             .values("config_id")
-            .annotate(queue_depth=Count("pk"), oldest=Min("created_at"))
+            # COUNT(*), not of the id: the partial index of open rows by
+            # config and age answers it without reading the table.
+            .annotate(queue_depth=Count("*"), oldest=Min("created_at"))
             .order_by()
         ):
             key = values.pop("config_id")

@@ -33,6 +33,8 @@ RANGES = [
     (datetime.date(2025, 2, 14), datetime.date(2025, 4, 30)),
     (datetime.date(2025, 3, 4), datetime.date(2025, 3, 6)),
     (datetime.date(2025, 1, 1), datetime.date(2025, 12, 31)),
+    # A whole year with days and months on either side.
+    (datetime.date(2024, 11, 20), datetime.date(2026, 2, 10)),
 ]
 
 
@@ -112,6 +114,7 @@ def test_the_full_build_gives_the_live_pages(settings):
     dataset.add_forwarding(data.sources)
     rollups_refresh(full=True)
     assert SentRollup.objects.filter(basis="month:created").exists()
+    assert SentRollup.objects.filter(basis="year:delivered").exists()
     assert_same_as_live(settings)
 
 
