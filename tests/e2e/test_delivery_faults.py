@@ -49,7 +49,9 @@ pytestmark = pytest.mark.service
 
 Status = Notification.Status
 
-REDIS_DB = 5
+# LEADBACK_FAULTS_REDIS_DB lets runs that share one Redis keep out of each
+# other's way: the tests flush their database.
+REDIS_DB = int(os.environ.get("LEADBACK_FAULTS_REDIS_DB", "5"))
 # Production's queue lease. A queued message owns its row this long; the sweeper
 # queues the row again after that. It has to outlast the broker's backlog: were
 # reading the queue to take longer than the lease, every message would be stale by
