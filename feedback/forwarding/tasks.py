@@ -15,9 +15,15 @@ from feedback.forwarding.engine import (
     notifications_deliver,
     notifications_sweep,
 )
+from feedback.forwarding.publish import KeptProducerTask
 
 
-@shared_task(name="feedback.tasks.deliver_notifications_task", ignore_result=True)
+# Queued once per forwarded feedback, from the intake's request: a kept producer.
+@shared_task(
+    base=KeptProducerTask,
+    name="feedback.tasks.deliver_notifications_task",
+    ignore_result=True,
+)
 def deliver_notifications_task(claims: list[list[str | int]]) -> None:
     notifications_deliver(
         claims=[Claim(int(pk), uuid.UUID(str(token))) for pk, token in claims]

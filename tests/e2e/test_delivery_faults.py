@@ -17,13 +17,17 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import redis
+from django.db import connections
 
+from feedback.forwarding import publish
 from feedback.forwarding.models import Notification
+from feedback.forwarding.tasks import deliver_notifications_task
 from feedback.intake.parse import ReceiveStatus
 from feedback.intake.pipeline import feedback_receive_many
 from feedback.models import DeliveryEvent, Feedback, Lead
@@ -49,7 +53,9 @@ pytestmark = pytest.mark.service
 
 Status = Notification.Status
 
-REDIS_DB = 5
+# LEADBACK_FAULTS_REDIS_DB lets runs that share one Redis keep out of each
+# other's way: the tests flush their database.
+REDIS_DB = int(os.environ.get("LEADBACK_FAULTS_REDIS_DB", "5"))
 # Production's queue lease. A queued message owns its row this long; the sweeper
 # queues the row again after that. It has to outlast the broker's backlog: were
 # reading the queue to take longer than the lease, every message would be stale by
@@ -458,3 +464,60 @@ def test_a_source_that_never_answers_does_not_hold_up_the_others(
         what="the hung source to be tried for every notification",
     )
     assert hung_open.count() == PER_SOURCE
+
+
+# The intake's own messages, with no beat: a row whose message is lost would wait
+# for a sweep that never comes, so each must arrive through the intake's message.
+
+FORWARDED = 5
+
+
+@pytest.fixture
+def request_thread() -> Iterator[ThreadPoolExecutor]:
+    """A thread that has queued a message before the test points this process at
+    its broker, as a web server's thread that served requests before would
+    (the intake keeps a producer per thread)."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        thread.submit(publish.kept_producer, deliver_notifications_task.app).result()
+        try:
+            yield thread
+        finally:
+            thread.submit(connections.close_all).result()
+
+
+def forward(buyer, source: Source, count: int) -> None:
+    receive(buyer, return_items(make_deliveries(buyer, source, count)))
+
+
+def wait_until_delivered(count: int, worker: CeleryWorker) -> None:
+    wait_until(
+        lambda: Notification.objects.filter(status=Status.SUCCEEDED).count() == count,
+        timeout_s=30,
+        what=f"{count} notifications to succeed with no sweep",
+        processes=(worker,),
+    )
+
+
+def test_messages_queued_after_a_flush_reach_the_worker(broker, worker, receiver):
+    buyer = BuyerFactory(slug="faults-buyer")
+    source = SourceFactory(slug="faults-alpha")
+    make_config(source, receiver.url("/alpha"), timeout_s=1)
+    forward(buyer, source, FORWARDED)
+    wait_until_delivered(FORWARDED, worker)
+
+    broker.flush()  # the queue's binding goes with everything else
+    forward(buyer, source, FORWARDED)
+
+    wait_until_delivered(2 * FORWARDED, worker)
+
+
+def test_the_intake_queues_to_the_broker_it_was_last_pointed_at(
+    request_thread, broker, worker, receiver
+):
+    buyer = BuyerFactory(slug="faults-buyer")
+    source = SourceFactory(slug="faults-alpha")
+    make_config(source, receiver.url("/alpha"), timeout_s=1)
+
+    request_thread.submit(forward, buyer, source, FORWARDED).result()
+
+    wait_until_delivered(FORWARDED, worker)
