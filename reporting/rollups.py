@@ -16,7 +16,7 @@ import datetime
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from functools import reduce
 from typing import Any
@@ -41,7 +41,7 @@ from django.db.models import (
 from django.db.models.functions import Trunc, TruncDate, TruncMonth, TruncYear
 from django.utils import timezone
 
-from feedback.bulk import instances_update
+from feedback.bulk import chunked, instances_update
 from feedback.forwarding.models import Notification, NotificationAttempt
 from feedback.models import DeliveryEvent, Feedback, FeedbackCorrection
 from reporting.measures import (
@@ -460,7 +460,7 @@ def _add_sent(state: RollupState) -> int:
         .order_by("pk")
     )
     deltas: dict[tuple[Any, ...], _SentDelta] = {}
-    for chunk in _chunks(changed.iterator(chunk_size=5000), 5000):
+    for chunk in chunked(changed.iterator(chunk_size=5000), 5000):
         _add_sent_chunk(chunk, deltas)
     return _apply_sent(deltas)
 
@@ -643,17 +643,6 @@ def _apply_sent(deltas: dict[tuple[Any, ...], _SentDelta]) -> int:
     SentRollup.objects.filter(pk__in=replaced).delete()
     SentRollup.objects.bulk_create(written, batch_size=2000)
     return len(written)
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 # The sent rollups' bases: the date each notification is counted by.

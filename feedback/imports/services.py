@@ -12,7 +12,6 @@ same bytes uploaded again answer with the first import, never a second copy.
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import IO, Any
 
@@ -30,6 +29,7 @@ from django.db import (
 from django.db.models import F, Q
 from django.utils import timezone
 
+from feedback.bulk import chunked
 from feedback.imports.csvfile import (
     FAILURE,
     SUCCESS,
@@ -266,17 +266,6 @@ def _claim(import_id: int) -> uuid.UUID | None:
     return token if rows else None
 
 
-def _chunks(rows: Iterator[DataRow], size: int) -> Iterator[list[DataRow]]:
-    chunk: list[DataRow] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _process(import_id: int, token: uuid.UUID, *, lead: bool) -> int:
     """Process the chunks no other worker holds; the lead (the lease holder)
     then waits for the chunks others hold, does any they left, and marks the
@@ -299,7 +288,7 @@ def _process(import_id: int, token: uuid.UUID, *, lead: bool) -> int:
         _call_helpers(import_id, token, chunks)
     held_elsewhere = []
     written = 0
-    for index, chunk in enumerate(_chunks(rows, feedback_import.chunk_size)):
+    for index, chunk in enumerate(chunked(rows, feedback_import.chunk_size)):
         if index in done:
             continue
         outcome = _process_chunk(feedback_import, token, layout, index, chunk)
